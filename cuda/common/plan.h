@@ -1,0 +1,227 @@
+/*
+ * plan.h — host-side logic shared by both backends (header-only, C and C++):
+ * configuration checks, the layer-membership rule, tensor shapes, and the KV
+ * bookkeeping that decides whether a step is legal. Everything here runs on
+ * the host before any arithmetic, so a refused step changes nothing.
+ */
+#ifndef SKD_PLAN_H
+#define SKD_PLAN_H
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "skipdecode.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Thread-local last error, one definition per backend (errors.c / errors.cu). */
+int skd_fail(int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+/* The model shape, decoded from the int64 config array. */
+typedef struct {
+    int arch, n_layers, d, n_heads, head_dim, ffn, vocab, max_pos, embed_dim;
+    int pre_ln, final_ln, pos_offset, max_slots, max_seq, max_rows, threads, compute_dtype;
+} skd_shape;
+
+static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shape *s) {
+    if (!cfg) return skd_fail(SKD_ERR_INVALID_ARG, "config pointer is NULL");
+    if (n_cfg != SKD_CFG_COUNT)
+        return skd_fail(SKD_ERR_INVALID_ARG, "config has %d slots, this library (ABI %d) expects %d",
+                        (int)n_cfg, SKD_ABI_VERSION, SKD_CFG_COUNT);
+    for (int i = 0; i < SKD_CFG_COUNT; i++)
+        if (cfg[i] < 0 || cfg[i] > (int64_t)1 << 30)
+            return skd_fail(SKD_ERR_INVALID_ARG, "config slot %d = %lld is out of range", i, (long long)cfg[i]);
+    memset(s, 0, sizeof *s);
+    s->arch = (int)cfg[SKD_CFG_ARCH];
+    s->n_layers = (int)cfg[SKD_CFG_NUM_LAYERS];
+    s->d = (int)cfg[SKD_CFG_HIDDEN];
+    s->n_heads = (int)cfg[SKD_CFG_NUM_HEADS];
+    s->ffn = (int)cfg[SKD_CFG_FFN];
+    s->vocab = (int)cfg[SKD_CFG_VOCAB];
+    s->max_pos = (int)cfg[SKD_CFG_MAX_POSITIONS];
+    s->embed_dim = (int)cfg[SKD_CFG_EMBED_DIM];
+    s->pre_ln = (int)cfg[SKD_CFG_PRE_LN];
+    s->final_ln = (int)cfg[SKD_CFG_FINAL_LN];
+    s->pos_offset = (int)cfg[SKD_CFG_POS_OFFSET];
+    s->max_slots = (int)cfg[SKD_CFG_MAX_SLOTS];
+    s->max_seq = (int)cfg[SKD_CFG_MAX_SEQ];
+    s->max_rows = (int)cfg[SKD_CFG_MAX_ROWS];
+    s->threads = (int)cfg[SKD_CFG_THREADS];
+    s->compute_dtype = (int)cfg[SKD_CFG_COMPUTE_DTYPE];
+    if (s->arch != SKD_ARCH_OPT) return skd_fail(SKD_ERR_INVALID_ARG, "unknown architecture %d (only SKD_ARCH_OPT = 1)", s->arch);
+    if (s->n_layers < 1) return skd_fail(SKD_ERR_INVALID_ARG, "NUM_LAYERS must be >= 1, got %d", s->n_layers);
+    if (s->d < 1 || s->n_heads < 1 || s->d % s->n_heads)
+        return skd_fail(SKD_ERR_INVALID_ARG, "HIDDEN (%d) must be a positive multiple of NUM_HEADS (%d)", s->d, s->n_heads);
+    s->head_dim = s->d / s->n_heads;
+    if (s->ffn < 1) return skd_fail(SKD_ERR_INVALID_ARG, "FFN must be >= 1, got %d", s->ffn);
+    if (s->vocab < 1) return skd_fail(SKD_ERR_INVALID_ARG, "VOCAB must be >= 1, got %d", s->vocab);
+    if (s->embed_dim < 1) return skd_fail(SKD_ERR_INVALID_ARG, "EMBED_DIM must be >= 1, got %d", s->embed_dim);
+    if (s->pre_ln > 1 || s->final_ln > 1) return skd_fail(SKD_ERR_INVALID_ARG, "PRE_LN and FINAL_LN must be 0 or 1");
+    if (s->max_pos < 1) return skd_fail(SKD_ERR_INVALID_ARG, "MAX_POSITIONS must be >= 1, got %d", s->max_pos);
+    if (s->max_slots < 1) return skd_fail(SKD_ERR_INVALID_ARG, "MAX_SLOTS must be >= 1, got %d", s->max_slots);
+    if (s->max_seq < 1 || s->max_seq > s->max_pos)
+        return skd_fail(SKD_ERR_INVALID_ARG, "MAX_SEQ (%d) must be in 1..MAX_POSITIONS (%d)", s->max_seq, s->max_pos);
+    if (s->max_rows < 1) return skd_fail(SKD_ERR_INVALID_ARG, "MAX_ROWS must be >= 1, got %d", s->max_rows);
+    if (s->compute_dtype != 0 && s->compute_dtype != SKD_DTYPE_F16 && s->compute_dtype != SKD_DTYPE_BF16)
+        return skd_fail(SKD_ERR_INVALID_ARG, "COMPUTE_DTYPE must be 0, SKD_DTYPE_F16 or SKD_DTYPE_BF16, got %d", s->compute_dtype);
+    return SKD_OK;
+}
+
+/* Does a row with budget b and warm-up w compute layer l of L? (DESIGN.md) */
+static inline int skd_layer_active(int l, int L, int b, int w) {
+    return b >= L || l < w || l >= L - (b - w);
+}
+
+static inline const char *skd_tensor_name(int role) {
+    switch (role) {
+    case SKD_T_EMBED_TOKENS: return "embed_tokens";
+    case SKD_T_EMBED_POSITIONS: return "embed_positions";
+    case SKD_T_PROJECT_IN: return "project_in";
+    case SKD_T_PROJECT_OUT: return "project_out";
+    case SKD_T_FINAL_LN_W: return "final_layer_norm.weight";
+    case SKD_T_FINAL_LN_B: return "final_layer_norm.bias";
+    case SKD_T_LM_HEAD: return "lm_head";
+    case SKD_T_ATTN_LN_W: return "self_attn_layer_norm.weight";
+    case SKD_T_ATTN_LN_B: return "self_attn_layer_norm.bias";
+    case SKD_T_Q_W: return "q_proj.weight";
+    case SKD_T_Q_B: return "q_proj.bias";
+    case SKD_T_K_W: return "k_proj.weight";
+    case SKD_T_K_B: return "k_proj.bias";
+    case SKD_T_V_W: return "v_proj.weight";
+    case SKD_T_V_B: return "v_proj.bias";
+    case SKD_T_O_W: return "out_proj.weight";
+    case SKD_T_O_B: return "out_proj.bias";
+    case SKD_T_MLP_LN_W: return "final_layer_norm.weight (layer)";
+    case SKD_T_MLP_LN_B: return "final_layer_norm.bias (layer)";
+    case SKD_T_FC1_W: return "fc1.weight";
+    case SKD_T_FC1_B: return "fc1.bias";
+    case SKD_T_FC2_W: return "fc2.weight";
+    case SKD_T_FC2_B: return "fc2.bias";
+    default: return NULL;
+    }
+}
+
+/* Shape of a tensor role: rows × cols (cols = 1 for vectors). Returns 0 for an
+ * unknown role or one this model does not have (project_in without a
+ * projection, final LN on a post-LN model). */
+static inline int skd_tensor_shape(const skd_shape *s, int role, int64_t *rows, int64_t *cols) {
+    int proj = s->embed_dim != s->d;
+    *cols = 1;
+    switch (role) {
+    case SKD_T_EMBED_TOKENS: case SKD_T_LM_HEAD: *rows = s->vocab; *cols = s->embed_dim; return 1;
+    case SKD_T_EMBED_POSITIONS: *rows = (int64_t)s->max_pos + s->pos_offset; *cols = s->d; return 1;
+    case SKD_T_PROJECT_IN: *rows = s->d; *cols = s->embed_dim; return proj;
+    case SKD_T_PROJECT_OUT: *rows = s->embed_dim; *cols = s->d; return proj;
+    case SKD_T_FINAL_LN_W: case SKD_T_FINAL_LN_B: *rows = s->d; return s->final_ln;
+    case SKD_T_ATTN_LN_W: case SKD_T_ATTN_LN_B: case SKD_T_MLP_LN_W: case SKD_T_MLP_LN_B:
+    case SKD_T_Q_B: case SKD_T_K_B: case SKD_T_V_B: case SKD_T_O_B: case SKD_T_FC2_B:
+        *rows = s->d; return 1;
+    case SKD_T_Q_W: case SKD_T_K_W: case SKD_T_V_W: case SKD_T_O_W: *rows = s->d; *cols = s->d; return 1;
+    case SKD_T_FC1_W: *rows = s->ffn; *cols = s->d; return 1;
+    case SKD_T_FC1_B: *rows = s->ffn; return 1;
+    case SKD_T_FC2_W: *rows = s->d; *cols = s->ffn; return 1;
+    default: return 0;
+    }
+}
+
+static inline int skd_role_is_layer(int role) { return role >= SKD_T_ATTN_LN_W && role <= SKD_T_FC2_B; }
+
+/* Checks a set_tensor call's role/layer/dtype/numel against the shape. */
+static inline int skd_check_tensor(const skd_shape *s, int role, int layer, int dtype, const void *data, int64_t numel) {
+    int64_t r, c;
+    const char *name = skd_tensor_name(role);
+    if (!name) return skd_fail(SKD_ERR_INVALID_ARG, "unknown tensor role %d", role);
+    if (!skd_tensor_shape(s, role, &r, &c))
+        return skd_fail(SKD_ERR_INVALID_ARG, "this model has no tensor %s (check EMBED_DIM / FINAL_LN)", name);
+    if (skd_role_is_layer(role)) {
+        if (layer < 0 || layer >= s->n_layers)
+            return skd_fail(SKD_ERR_INVALID_ARG, "%s: layer %d out of range 0..%d", name, layer, s->n_layers - 1);
+    } else if (layer != -1) {
+        return skd_fail(SKD_ERR_INVALID_ARG, "%s is not a per-layer tensor: pass layer -1, got %d", name, layer);
+    }
+    if (dtype != SKD_DTYPE_F32 && dtype != SKD_DTYPE_F16 && dtype != SKD_DTYPE_BF16)
+        return skd_fail(SKD_ERR_INVALID_ARG, "%s: unknown dtype %d", name, dtype);
+    if (!data) return skd_fail(SKD_ERR_INVALID_ARG, "%s: data pointer is NULL", name);
+    if (numel != r * c)
+        return skd_fail(SKD_ERR_INVALID_ARG, "%s (layer %d): expected %lld x %lld = %lld elements, got %lld", name, layer,
+                        (long long)r, (long long)c, (long long)(r * c), (long long)numel);
+    return SKD_OK;
+}
+
+/* Per-slot KV bookkeeping, kept on the host by both backends. */
+typedef struct {
+    int32_t len;      /* positions processed */
+    int32_t *kv_len;  /* [n_layers]: leading positions with KV written at that layer */
+} skd_slot;
+
+/* Validates a step's rows against the shape and the slots' KV state, and on
+ * success applies the bookkeeping (advances len/kv_len). `scratch` must hold
+ * max_slots × (n_layers + 2) int32. Returns the number of rows wanting logits
+ * in *n_logits. On failure nothing is changed. */
+static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
+                                int32_t *scratch, int32_t *n_logits) {
+    const int L = s->n_layers;
+    if (n_rows < 0 || n_rows > s->max_rows)
+        return skd_fail(SKD_ERR_INVALID_ARG, "step has %d rows; the engine was created for at most %d", (int)n_rows, s->max_rows);
+    if (n_rows > 0 && !rows) return skd_fail(SKD_ERR_INVALID_ARG, "rows pointer is NULL");
+    /* scratch layout: per slot [touched, len, kv_len[0..L-1]] — a shadow copy. */
+    const int stride = L + 2;
+    for (int i = 0; i < s->max_slots; i++) scratch[i * stride] = 0;
+    int32_t want = 0;
+    for (int i = 0; i < n_rows; i++) {
+        const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
+        int tok = r[SKD_ROW_TOKEN], pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
+        int b = r[SKD_ROW_BUDGET], w = r[SKD_ROW_WARMUP], flags = r[SKD_ROW_FLAGS];
+        if (tok < 0 || tok >= s->vocab) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: token %d out of range 0..%d", i, tok, s->vocab - 1);
+        if (slot < 0 || slot >= s->max_slots) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: slot %d out of range 0..%d", i, slot, s->max_slots - 1);
+        if (pos < 0 || pos >= s->max_seq) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: position %d out of range 0..%d (KV capacity)", i, pos, s->max_seq - 1);
+        if (w < 0 || w > L) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: warm-up %d out of range 0..%d", i, w, L);
+        if (b < 1 || b > L || b < w) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: budget %d out of range %d..%d (budget >= max(1, warm-up %d))", i, b, w > 1 ? w : 1, L, w);
+        if (flags & ~SKD_ROW_WANT_LOGITS) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: unknown flag bits 0x%x", i, flags & ~SKD_ROW_WANT_LOGITS);
+        int32_t *sh = scratch + (size_t)slot * stride;
+        if (!sh[0]) {  /* first row of this slot in the step: load its state */
+            sh[0] = 1;
+            sh[1] = slots[slot].len;
+            memcpy(sh + 2, slots[slot].kv_len, sizeof(int32_t) * L);
+            if (pos > sh[1])
+                return skd_fail(SKD_ERR_INVALID_ARG, "row %d: position %d skips ahead of slot %d's length %d", i, pos, slot, sh[1]);
+        } else if (pos != sh[1]) {
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d: slot %d's rows must have consecutive positions; expected %d, got %d", i, slot, sh[1], pos);
+        }
+        for (int l = 0; l < L; l++) {
+            int32_t *kv = sh + 2 + l;
+            if (*kv > pos) *kv = pos;  /* forget positions >= pos */
+            if (skd_layer_active(l, L, b, w)) {
+                if (*kv < pos)
+                    return skd_fail(SKD_ERR_KV_MISSING,
+                                    "row %d (slot %d, position %d, budget %d, warm-up %d) computes layer %d, but positions %d..%d "
+                                    "skipped it and wrote no keys/values there; budgets of a sequence must not increase",
+                                    i, slot, pos, b, w, l, *kv, pos - 1);
+                *kv = pos + 1;
+            }
+        }
+        sh[1] = pos + 1;
+        if (flags & SKD_ROW_WANT_LOGITS) want++;
+    }
+    for (int i = 0; i < s->max_slots; i++) {
+        int32_t *sh = scratch + (size_t)i * stride;
+        if (!sh[0]) continue;
+        slots[i].len = sh[1];
+        memcpy(slots[i].kv_len, sh + 2, sizeof(int32_t) * L);
+    }
+    *n_logits = want;
+    return SKD_OK;
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SKD_PLAN_H */

@@ -1,0 +1,455 @@
+/* engine.c — the CPU engine: OPT forward over a batch of rows with per-row
+ * SkipDecode budgets and a per-slot KV cache. Implements skipdecode.h.
+ *
+ * Memory layout
+ *   weights      as loaded (F32/F16/BF16), [out, in] row-major; LN params and biases fp32
+ *   k, v cache   fp32 [slot][layer][pos][d]
+ *   x            fp32 [max_rows, d]: each row's hidden state through the layers
+ *
+ * A step (skd_engine_step):
+ *   plan     validate rows and KV bookkeeping (plan.h); refuse before any math
+ *   embed    x[r] = project_in(embed_tokens[tok]) + embed_positions[pos + 2]
+ *   layer l  gather the rows whose range contains l, run the OPT block on them,
+ *            write their K/V at (slot, l, pos), scatter the results back
+ *   head     for rows that want logits: final LN, project_out, LM head
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "plan.h"
+#include "pool.h"
+#include "skipdecode.h"
+
+#define N_ROLES 32
+
+typedef struct {
+    skd_mat q, k, v, o, fc1, fc2;
+    float *q_b, *k_b, *v_b, *o_b, *fc1_b, *fc2_b;
+    float *attn_ln_w, *attn_ln_b, *mlp_ln_w, *mlp_ln_b;
+} layer_weights;
+
+struct skd_engine {
+    skd_shape s;
+    skd_pool *pool;
+    int nth;
+
+    skd_mat embed_tokens, embed_positions, project_in, project_out, lm_head;
+    float *final_ln_w, *final_ln_b;
+    layer_weights *layers;
+    uint8_t *have; /* [(L + 1) × N_ROLES]: row 0 global, row l+1 layer l */
+    int finalized;
+    int64_t weight_bytes;
+
+    float *k_cache, *v_cache;
+    skd_slot *slots;
+    int32_t *kv_len; /* [max_slots × L] */
+    int32_t *plan_scratch;
+
+    /* scratch for max_rows rows */
+    float *x, *xa, *t, *q, *k, *v, *att, *h, *e;
+    int32_t *act;        /* active row indices of the current layer */
+    float *mm_scratch;   /* per-thread rows for skd_matmul */
+    float *att_scratch;  /* per-thread scores, max_seq each */
+};
+
+/* ---- allocation helpers ---------------------------------------------------- */
+
+static void *xcalloc(size_t n, size_t size, int *ok) {
+    if (!*ok) return NULL;
+    void *p = n && size ? calloc(n, size) : NULL;
+    if (n && size && !p) *ok = 0;
+    return p;
+}
+
+static int cpu_threads(int requested) {
+    if (requested > 0) return requested;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+SKD_API int skd_device_count(int32_t *out) {
+    if (!out) return skd_fail(SKD_ERR_INVALID_ARG, "out_count is NULL");
+    *out = 1;
+    return SKD_OK;
+}
+
+SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap) {
+    if (index != 0) return skd_fail(SKD_ERR_INVALID_ARG, "CPU backend has one device (index 0), got %d", index);
+    if (!buf || cap < 1) return skd_fail(SKD_ERR_INVALID_ARG, "buffer is NULL or empty");
+    char model[256] = "CPU";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f)) {
+            if (!strncmp(line, "model name", 10)) {
+                char *c = strchr(line, ':');
+                if (c) {
+                    c++;
+                    while (*c == ' ') c++;
+                    c[strcspn(c, "\n")] = 0;
+                    snprintf(model, sizeof model, "%s", c);
+                }
+                break;
+            }
+        }
+        fclose(f);
+    }
+    snprintf(buf, (size_t)cap, "%s, %d threads", model, cpu_threads(0));
+    return SKD_OK;
+}
+
+SKD_API void skd_engine_free(skd_engine *e) {
+    if (!e) return;
+    if (e->pool) skd_pool_free(e->pool);
+    void **owned[] = { &e->embed_tokens.data, &e->embed_positions.data, &e->project_in.data, &e->project_out.data,
+                       &e->lm_head.data, (void **)&e->final_ln_w, (void **)&e->final_ln_b };
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(*owned[i]);
+    if (e->layers) {
+        for (int l = 0; l < e->s.n_layers; l++) {
+            layer_weights *w = &e->layers[l];
+            void *ps[] = { w->q.data, w->k.data, w->v.data, w->o.data, w->fc1.data, w->fc2.data, w->q_b, w->k_b,
+                           w->v_b, w->o_b, w->fc1_b, w->fc2_b, w->attn_ln_w, w->attn_ln_b, w->mlp_ln_w, w->mlp_ln_b };
+            for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
+        }
+    }
+    void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
+                     e->t, e->q, e->k, e->v, e->att, e->h, e->e, e->act, e->mm_scratch, e->att_scratch };
+    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
+    free(e);
+}
+
+SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **out) {
+    if (!out) return skd_fail(SKD_ERR_INVALID_ARG, "out pointer is NULL");
+    *out = NULL;
+    skd_shape s;
+    int st = skd_shape_from_cfg(cfg, n_cfg, &s);
+    if (st) return st;
+    skd_engine *e = calloc(1, sizeof *e);
+    if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory");
+    e->s = s;
+    const int L = s.n_layers, d = s.d, R = s.max_rows;
+    const size_t kv = (size_t)s.max_slots * L * s.max_seq * d;
+    const int kmax = d > s.ffn ? (d > s.embed_dim ? d : s.embed_dim) : (s.ffn > s.embed_dim ? s.ffn : s.embed_dim);
+    int ok = 1;
+    e->layers = xcalloc((size_t)L, sizeof(layer_weights), &ok);
+    e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &ok);
+    e->k_cache = xcalloc(kv, sizeof(float), &ok);
+    e->v_cache = xcalloc(kv, sizeof(float), &ok);
+    e->slots = xcalloc((size_t)s.max_slots, sizeof(skd_slot), &ok);
+    e->kv_len = xcalloc((size_t)s.max_slots * L, sizeof(int32_t), &ok);
+    e->plan_scratch = xcalloc((size_t)s.max_slots * (L + 2), sizeof(int32_t), &ok);
+    e->x = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->xa = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->t = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->q = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->k = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->v = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->att = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->h = xcalloc((size_t)R * s.ffn, sizeof(float), &ok);
+    e->e = xcalloc((size_t)R * s.embed_dim, sizeof(float), &ok);
+    e->act = xcalloc((size_t)R, sizeof(int32_t), &ok);
+    if (!ok) {
+        skd_engine_free(e);
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY,
+                        "engine: out of memory allocating the KV cache (%zu MiB for %d slots × %d positions) and scratch",
+                        kv * 2 * sizeof(float) >> 20, s.max_slots, s.max_seq);
+    }
+    for (int i = 0; i < s.max_slots; i++) e->slots[i].kv_len = e->kv_len + (size_t)i * L;
+    e->pool = skd_pool_create(cpu_threads(s.threads));
+    if (!e->pool) {
+        skd_engine_free(e);
+        return SKD_ERR_OUT_OF_MEMORY;
+    }
+    e->nth = skd_pool_size(e->pool);
+    e->mm_scratch = xcalloc((size_t)e->nth * SKD_MATMUL_SCRATCH(kmax), sizeof(float), &ok);
+    e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &ok);
+    if (!ok) {
+        skd_engine_free(e);
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating thread scratch");
+    }
+    *out = e;
+    return SKD_OK;
+}
+
+/* ---- weights ---------------------------------------------------------------- */
+
+static int copy_mat(skd_mat *m, int dtype, const void *data, int64_t rows, int64_t cols) {
+    size_t bytes = (size_t)(rows * cols) * skd_dtype_size(dtype);
+    void *p = malloc(bytes);
+    if (!p) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "out of memory copying a %lld x %lld tensor", (long long)rows, (long long)cols);
+    memcpy(p, data, bytes);
+    free(m->data);
+    m->data = p;
+    m->dtype = dtype;
+    m->rows = rows;
+    m->cols = cols;
+    return SKD_OK;
+}
+
+static int copy_vec(float **dst, int dtype, const void *data, int64_t n) {
+    float *p = malloc(sizeof(float) * (size_t)n);
+    if (!p) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "out of memory copying a vector of %lld", (long long)n);
+    skd_mat m = { (void *)data, dtype, 1, n };
+    skd_mat_row_f32(&m, 0, p);
+    free(*dst);
+    *dst = p;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, int32_t dtype, const void *data,
+                                  int64_t numel) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (e->finalized) return skd_fail(SKD_ERR_STATE, "tensors cannot be set after skd_engine_finalize");
+    int st = skd_check_tensor(&e->s, role, layer, dtype, data, numel);
+    if (st) return st;
+    int64_t r = 0, c = 0;
+    skd_tensor_shape(&e->s, role, &r, &c);
+    layer_weights *w = layer >= 0 ? &e->layers[layer] : NULL;
+    switch (role) {
+    case SKD_T_EMBED_TOKENS: st = copy_mat(&e->embed_tokens, dtype, data, r, c); break;
+    case SKD_T_EMBED_POSITIONS: st = copy_mat(&e->embed_positions, dtype, data, r, c); break;
+    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c); break;
+    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c); break;
+    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c); break;
+    case SKD_T_FINAL_LN_W: st = copy_vec(&e->final_ln_w, dtype, data, r); break;
+    case SKD_T_FINAL_LN_B: st = copy_vec(&e->final_ln_b, dtype, data, r); break;
+    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c); break;
+    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c); break;
+    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c); break;
+    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c); break;
+    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c); break;
+    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c); break;
+    case SKD_T_Q_B: st = copy_vec(&w->q_b, dtype, data, r); break;
+    case SKD_T_K_B: st = copy_vec(&w->k_b, dtype, data, r); break;
+    case SKD_T_V_B: st = copy_vec(&w->v_b, dtype, data, r); break;
+    case SKD_T_O_B: st = copy_vec(&w->o_b, dtype, data, r); break;
+    case SKD_T_FC1_B: st = copy_vec(&w->fc1_b, dtype, data, r); break;
+    case SKD_T_FC2_B: st = copy_vec(&w->fc2_b, dtype, data, r); break;
+    case SKD_T_ATTN_LN_W: st = copy_vec(&w->attn_ln_w, dtype, data, r); break;
+    case SKD_T_ATTN_LN_B: st = copy_vec(&w->attn_ln_b, dtype, data, r); break;
+    case SKD_T_MLP_LN_W: st = copy_vec(&w->mlp_ln_w, dtype, data, r); break;
+    case SKD_T_MLP_LN_B: st = copy_vec(&w->mlp_ln_b, dtype, data, r); break;
+    default: return skd_fail(SKD_ERR_INVALID_ARG, "unknown tensor role %d", role);
+    }
+    if (st) return st;
+    e->have[(size_t)(layer + 1) * N_ROLES + role] = 1;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_finalize(skd_engine *e) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    for (int layer = -1; layer < e->s.n_layers; layer++) {
+        for (int role = 0; role < N_ROLES; role++) {
+            int64_t r, c;
+            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
+            if (!skd_tensor_shape(&e->s, role, &r, &c)) continue;
+            if (e->have[(size_t)(layer + 1) * N_ROLES + role]) continue;
+            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
+            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
+        }
+    }
+    /* Bytes one full step reads: the matrices as stored (the embedding rows and
+     * the small vectors are negligible, but the LM head is counted). */
+    int64_t bytes = 0;
+    const skd_mat *globals[] = { &e->project_in, &e->project_out, &e->lm_head };
+    for (size_t i = 0; i < 3; i++)
+        if (globals[i]->data) bytes += globals[i]->rows * globals[i]->cols * (int64_t)skd_dtype_size(globals[i]->dtype);
+    for (int l = 0; l < e->s.n_layers; l++) {
+        const layer_weights *w = &e->layers[l];
+        const skd_mat *m[] = { &w->q, &w->k, &w->v, &w->o, &w->fc1, &w->fc2 };
+        for (size_t i = 0; i < 6; i++) bytes += m[i]->rows * m[i]->cols * (int64_t)skd_dtype_size(m[i]->dtype);
+    }
+    e->weight_bytes = bytes;
+    e->finalized = 1;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
+    if (!e || !out) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
+    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "engine is not finalized");
+    *out = e->weight_bytes;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (slot < 0 || slot >= e->s.max_slots)
+        return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, e->s.max_slots - 1);
+    e->slots[slot].len = 0;
+    memset(e->slots[slot].kv_len, 0, sizeof(int32_t) * (size_t)e->s.n_layers);
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len,
+                                 int32_t *out_kv_len) {
+    if (!e || !out_len || !out_kv_len) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
+    if (slot < 0 || slot >= e->s.max_slots)
+        return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, e->s.max_slots - 1);
+    if (layer < 0 || layer >= e->s.n_layers)
+        return skd_fail(SKD_ERR_INVALID_ARG, "layer %d out of range 0..%d", layer, e->s.n_layers - 1);
+    *out_len = e->slots[slot].len;
+    *out_kv_len = e->slots[slot].kv_len[layer];
+    return SKD_OK;
+}
+
+/* ---- attention ---------------------------------------------------------------- */
+
+typedef struct {
+    skd_engine *e;
+    const int32_t *rows; /* the step's rows */
+    int m;               /* active rows */
+    int layer;
+} attn_args;
+
+/* att[i, head] = softmax(q·K[0..pos]ᵀ) · V[0..pos] for each (active row i, head),
+ * q already scaled by head_dim^-1/2. Work items (i, head) split across threads. */
+static void attn_task(void *ctx, int ith, int nth) {
+    const attn_args *a = ctx;
+    skd_engine *e = a->e;
+    const skd_shape *s = &e->s;
+    const int d = s->d, hd = s->head_dim;
+    float *sc = e->att_scratch + (size_t)ith * s->max_seq;
+    long w0, w1;
+    skd_split((long)a->m * s->n_heads, ith, nth, &w0, &w1);
+    for (long w = w0; w < w1; w++) {
+        const int i = (int)(w / s->n_heads), head = (int)(w % s->n_heads);
+        const int32_t *r = a->rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
+        const int pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
+        const size_t base = ((size_t)slot * s->n_layers + a->layer) * s->max_seq * d + (size_t)head * hd;
+        const float *q = e->q + (size_t)i * d + (size_t)head * hd;
+        float mx = -INFINITY;
+        for (int p = 0; p <= pos; p++) {
+            const float *k = e->k_cache + base + (size_t)p * d;
+            float dotv = 0.f;
+            for (int j = 0; j < hd; j++) dotv += q[j] * k[j];
+            sc[p] = dotv;
+            if (dotv > mx) mx = dotv;
+        }
+        float sum = 0.f;
+        for (int p = 0; p <= pos; p++) {
+            sc[p] = expf(sc[p] - mx);
+            sum += sc[p];
+        }
+        const float inv = 1.0f / sum;
+        float *o = e->att + (size_t)i * d + (size_t)head * hd;
+        for (int j = 0; j < hd; j++) o[j] = 0.f;
+        for (int p = 0; p <= pos; p++) {
+            const float *v = e->v_cache + base + (size_t)p * d;
+            const float pw = sc[p] * inv;
+            for (int j = 0; j < hd; j++) o[j] += pw * v[j];
+        }
+    }
+}
+
+/* ---- the step ------------------------------------------------------------------ */
+
+static void add_inplace(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+/* One OPT decoder layer on the m gathered rows in e->xa (in place). */
+static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
+    const skd_shape *s = &e->s;
+    const int d = s->d;
+    const size_t md = (size_t)m * d;
+    layer_weights *w = &e->layers[l];
+    float *mm = e->mm_scratch;
+
+    /* attention block: xa = xa + O(attn(LN?(xa))) ; post-LN: LN after the add */
+    const float *in = e->xa;
+    if (s->pre_ln) {
+        skd_layernorm(e->t, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
+        in = e->t;
+    }
+    skd_matmul(e->pool, e->q, in, m, &w->q, w->q_b, 0, mm);
+    skd_matmul(e->pool, e->k, in, m, &w->k, w->k_b, 0, mm);
+    skd_matmul(e->pool, e->v, in, m, &w->v, w->v_b, 0, mm);
+    const float scale = 1.0f / sqrtf((float)s->head_dim);
+    for (size_t i = 0; i < md; i++) e->q[i] *= scale;
+    for (int i = 0; i < m; i++) { /* write this layer's K/V for the active rows */
+        const int32_t *r = rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
+        const size_t off = (((size_t)r[SKD_ROW_SLOT] * s->n_layers + l) * s->max_seq + r[SKD_ROW_POS]) * d;
+        memcpy(e->k_cache + off, e->k + (size_t)i * d, sizeof(float) * d);
+        memcpy(e->v_cache + off, e->v + (size_t)i * d, sizeof(float) * d);
+    }
+    attn_args aa = { e, rows, m, l };
+    skd_pool_run(e->pool, attn_task, &aa);
+    skd_matmul(e->pool, e->t, e->att, m, &w->o, w->o_b, 0, mm);
+    add_inplace(e->xa, e->t, md);
+    if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
+
+    /* MLP block: xa = xa + fc2(relu(fc1(LN?(xa)))) ; post-LN: LN after the add */
+    in = e->xa;
+    if (s->pre_ln) {
+        skd_layernorm(e->t, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
+        in = e->t;
+    }
+    skd_matmul(e->pool, e->h, in, m, &w->fc1, w->fc1_b, 1, mm);
+    skd_matmul(e->pool, e->t, e->h, m, &w->fc2, w->fc2_b, 0, mm);
+    add_inplace(e->xa, e->t, md);
+    if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
+}
+
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, float *logits) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
+    const skd_shape *s = &e->s;
+    int32_t n_logits = 0;
+    /* Check the output buffer before touching the KV bookkeeping. */
+    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++)
+        if ((rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) && !logits)
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d wants logits but the logits buffer is NULL", i);
+    int st = skd_plan_rows(s, e->slots, rows, n_rows, e->plan_scratch, &n_logits);
+    if (st) return st;
+    if (n_rows == 0) return SKD_OK;
+    const int d = s->d, de = s->embed_dim, L = s->n_layers;
+    const int proj = de != d;
+
+    /* embed: x = project_in(tok) + pos */
+    for (int i = 0; i < n_rows; i++)
+        skd_mat_row_f32(&e->embed_tokens, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_TOKEN], e->e + (size_t)i * de);
+    if (proj)
+        skd_matmul(e->pool, e->x, e->e, n_rows, &e->project_in, NULL, 0, e->mm_scratch);
+    else
+        memcpy(e->x, e->e, sizeof(float) * (size_t)n_rows * d);
+    for (int i = 0; i < n_rows; i++) {
+        skd_mat_row_f32(&e->embed_positions, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_POS] + s->pos_offset, e->t);
+        add_inplace(e->x + (size_t)i * d, e->t, (size_t)d);
+    }
+
+    for (int l = 0; l < L; l++) {
+        int m = 0;
+        for (int i = 0; i < n_rows; i++) {
+            const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
+            if (skd_layer_active(l, L, r[SKD_ROW_BUDGET], r[SKD_ROW_WARMUP])) {
+                e->act[m] = i;
+                memcpy(e->xa + (size_t)m * d, e->x + (size_t)i * d, sizeof(float) * d);
+                m++;
+            }
+        }
+        if (!m) continue;
+        run_layer(e, rows, m, l);
+        for (int i = 0; i < m; i++) memcpy(e->x + (size_t)e->act[i] * d, e->xa + (size_t)i * d, sizeof(float) * d);
+    }
+
+    if (!n_logits) return SKD_OK;
+    int m = 0;
+    for (int i = 0; i < n_rows; i++) {
+        if (rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) {
+            memcpy(e->xa + (size_t)m * d, e->x + (size_t)i * d, sizeof(float) * d);
+            m++;
+        }
+    }
+    if (s->final_ln) skd_layernorm(e->xa, e->xa, m, d, e->final_ln_w, e->final_ln_b);
+    const float *hin = e->xa;
+    if (proj) {
+        skd_matmul(e->pool, e->e, e->xa, m, &e->project_out, NULL, 0, e->mm_scratch);
+        hin = e->e;
+    }
+    skd_matmul(e->pool, logits, hin, m, &e->lm_head, NULL, 0, e->mm_scratch);
+    return SKD_OK;
+}

@@ -1,0 +1,208 @@
+/*
+ * skipdecode.h — the one C ABI that both skipdecode backends implement.
+ *
+ *   build/libskipdecode_cpu.so   cuda/cpu/  (gcc, fp32 arithmetic, threads)
+ *   build/libskipdecode_cuda.so  cuda/gpu/  (nvcc, fp16/bf16, fp32 accumulation)
+ *
+ * Callers (lib/native.ts through bun:ffi) pass only integers, floats and
+ * pointers: no struct is passed by value. Every function that can fail returns
+ * an `int` status (SKD_OK = 0) and leaves a message for skd_last_error(). The
+ * library never calls exit() or abort().
+ *
+ * Life of an engine:
+ *
+ *   int64_t cfg[SKD_CFG_COUNT] = {...};        // model shape and limits
+ *   skd_engine *e;  skd_engine_create(cfg, SKD_CFG_COUNT, &e);
+ *   skd_engine_set_tensor(e, SKD_T_..., layer, SKD_DTYPE_..., data, numel);  // every tensor once
+ *   skd_engine_finalize(e);                     // checks nothing is missing
+ *   skd_engine_step(e, rows, n_rows, logits);   // as many times as you like
+ *   skd_engine_free(e);
+ *
+ * Threading: one engine is used by one caller thread at a time. The engine
+ * runs its own worker threads inside a call and none outside one.
+ */
+#ifndef SKIPDECODE_H
+#define SKIPDECODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define SKD_API __declspec(dllexport)
+#else
+#define SKD_API __attribute__((visibility("default")))
+#endif
+
+/* ABI version: bumped on any change to a signature, a row field or a config slot. */
+#define SKD_ABI_VERSION 1
+
+/* ---- status codes ------------------------------------------------------- */
+typedef enum {
+    SKD_OK = 0,               /* success */
+    SKD_ERR_INVALID_ARG = 1,  /* an argument is out of range or inconsistent; the message names it */
+    SKD_ERR_OUT_OF_MEMORY = 2,/* host or device allocation failed */
+    SKD_ERR_NO_DEVICE = 3,    /* CUDA backend: no usable CUDA device or driver on this machine */
+    SKD_ERR_KV_MISSING = 4,   /* a row would attend to a KV entry that was never written
+                                 (its budget computes a layer that an earlier position skipped) */
+    SKD_ERR_STATE = 5,        /* call out of order: tensor set after finalize, step before it, ... */
+    SKD_ERR_DEVICE = 6,       /* a CUDA runtime call or kernel launch failed; the message says which */
+    SKD_ERR_UNSUPPORTED = 7   /* valid request that this backend does not implement (yet) */
+} skd_status;
+
+/* Static string naming a status ("SKD_ERR_KV_MISSING", ...); "unknown status" otherwise. */
+SKD_API const char *skd_status_str(int status);
+
+/* Message of the last failed call on this thread (thread-local, static storage,
+ * valid until the next failing call on the same thread). "" if none. */
+SKD_API const char *skd_last_error(void);
+
+/* SKD_ABI_VERSION of the library actually loaded. */
+SKD_API int skd_abi_version(void);
+
+/* "cpu" or "cuda". */
+SKD_API const char *skd_backend_name(void);
+
+/* Number of usable devices: 1 for the CPU backend (the host); for the CUDA
+ * backend the CUDA device count, or SKD_ERR_NO_DEVICE (with the driver's
+ * reason in skd_last_error) when there is none. */
+SKD_API int skd_device_count(int32_t *out_count);
+
+/* Human-readable description of device `index` ("AMD EPYC, 2 threads",
+ * "NVIDIA H200, sm_90, 139 GiB") written NUL-terminated into buf[0..cap). */
+SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap);
+
+/* ---- engine configuration ----------------------------------------------- */
+/* skd_engine_create takes an int64 array indexed by these slots. */
+typedef enum {
+    SKD_CFG_ARCH = 0,             /* SKD_ARCH_OPT */
+    SKD_CFG_NUM_LAYERS = 1,       /* L >= 1 */
+    SKD_CFG_HIDDEN = 2,           /* hidden size d, a multiple of NUM_HEADS */
+    SKD_CFG_NUM_HEADS = 3,
+    SKD_CFG_FFN = 4,              /* MLP inner size */
+    SKD_CFG_VOCAB = 5,            /* rows of the embedding / LM head (may exceed the tokenizer's) */
+    SKD_CFG_MAX_POSITIONS = 6,    /* positions the model knows (learned table has MAX_POSITIONS + POS_OFFSET rows) */
+    SKD_CFG_EMBED_DIM = 7,        /* word_embed_proj_dim; != HIDDEN means project_in / project_out exist */
+    SKD_CFG_PRE_LN = 8,           /* 1: layer norm before attention/MLP (opt-125m); 0: after (opt-350m) */
+    SKD_CFG_FINAL_LN = 9,         /* 1: a final layer norm after the last layer */
+    SKD_CFG_POS_OFFSET = 10,      /* learned-position row of position p is p + POS_OFFSET (OPT: 2) */
+    SKD_CFG_MAX_SLOTS = 11,       /* sequences the KV cache holds at once */
+    SKD_CFG_MAX_SEQ = 12,         /* KV capacity per sequence, <= MAX_POSITIONS */
+    SKD_CFG_MAX_ROWS = 13,        /* most rows one skd_engine_step may carry */
+    SKD_CFG_THREADS = 14,         /* CPU worker threads (0 = all cores); ignored by CUDA */
+    SKD_CFG_COMPUTE_DTYPE = 15,   /* CUDA: SKD_DTYPE_F16 or SKD_DTYPE_BF16 (0 = pick from weights); CPU: ignored */
+    SKD_CFG_COUNT = 16
+} skd_cfg_slot;
+
+typedef enum { SKD_ARCH_OPT = 1 } skd_arch;
+
+/* Element types of tensors handed to skd_engine_set_tensor. */
+typedef enum {
+    SKD_DTYPE_F32 = 1,
+    SKD_DTYPE_F16 = 2,
+    SKD_DTYPE_BF16 = 3
+} skd_dtype;
+
+/* Tensors, by role. Shapes are row-major, [out, in] for linear weights
+ * (PyTorch's nn.Linear layout), with d = HIDDEN, e = EMBED_DIM, f = FFN,
+ * V = VOCAB, P = MAX_POSITIONS + POS_OFFSET. Global tensors take layer = -1,
+ * per-layer tensors take layer in 0..L-1. */
+typedef enum {
+    SKD_T_EMBED_TOKENS = 0,   /* [V, e] */
+    SKD_T_EMBED_POSITIONS = 1,/* [P, d] */
+    SKD_T_PROJECT_IN = 2,     /* [d, e]  only when e != d */
+    SKD_T_PROJECT_OUT = 3,    /* [e, d]  only when e != d */
+    SKD_T_FINAL_LN_W = 4,     /* [d]     only when FINAL_LN */
+    SKD_T_FINAL_LN_B = 5,     /* [d] */
+    SKD_T_LM_HEAD = 6,        /* [V, e]  (a copy of EMBED_TOKENS when tied) */
+    SKD_T_ATTN_LN_W = 16,     /* per layer: [d]  self_attn_layer_norm */
+    SKD_T_ATTN_LN_B = 17,     /* [d] */
+    SKD_T_Q_W = 18,           /* [d, d] */
+    SKD_T_Q_B = 19,           /* [d] */
+    SKD_T_K_W = 20,
+    SKD_T_K_B = 21,
+    SKD_T_V_W = 22,
+    SKD_T_V_B = 23,
+    SKD_T_O_W = 24,           /* [d, d] out_proj */
+    SKD_T_O_B = 25,
+    SKD_T_MLP_LN_W = 26,      /* [d]  the layer's final_layer_norm (before/after the MLP) */
+    SKD_T_MLP_LN_B = 27,
+    SKD_T_FC1_W = 28,         /* [f, d] */
+    SKD_T_FC1_B = 29,         /* [f] */
+    SKD_T_FC2_W = 30,         /* [d, f] */
+    SKD_T_FC2_B = 31          /* [d] */
+} skd_tensor;
+
+typedef struct skd_engine skd_engine;
+
+/* Creates an engine for the model shape in cfg[0..n_cfg). Allocates the KV
+ * cache (MAX_SLOTS × L × MAX_SEQ × d keys and as many values) and scratch for
+ * MAX_ROWS rows. On success *out owns the engine; free it with skd_engine_free. */
+SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **out);
+
+/* Frees the engine and everything it owns. NULL is a no-op. */
+SKD_API void skd_engine_free(skd_engine *e);
+
+/* Copies one tensor into engine memory (the pointer is not kept). numel must
+ * equal the role's element count for this model; dtype is the element type of
+ * `data`. The engine keeps weights in a 16-bit or 32-bit form of its own choosing
+ * (CPU: the file's dtype, converted to fp32 while multiplying). */
+SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, int32_t dtype,
+                                  const void *data, int64_t numel);
+
+/* Checks that every tensor the model needs was set (the message names the
+ * first missing one). Required before the first step. */
+SKD_API int skd_engine_finalize(skd_engine *e);
+
+/* Bytes of weights the engine holds (what one full decode step reads). */
+SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out_bytes);
+
+/* ---- stepping ------------------------------------------------------------ */
+/* A step is a list of rows; each row is SKD_ROW_FIELDS int32 values: */
+typedef enum {
+    SKD_ROW_TOKEN = 0,   /* token id, 0 <= id < VOCAB */
+    SKD_ROW_POS = 1,     /* position in its sequence, 0 <= pos < MAX_SEQ */
+    SKD_ROW_SLOT = 2,    /* KV slot of the sequence, 0 <= slot < MAX_SLOTS */
+    SKD_ROW_BUDGET = 3,  /* layers this token computes, WARMUP <= budget <= L, budget >= 1 */
+    SKD_ROW_WARMUP = 4,  /* warm-up layers w, 0 <= w <= L */
+    SKD_ROW_FLAGS = 5,   /* SKD_ROW_WANT_LOGITS | ... */
+    SKD_ROW_FIELDS = 6
+} skd_row_field;
+
+#define SKD_ROW_WANT_LOGITS 1  /* write this row's logits to the output */
+
+/* Layer l is computed by a row with budget b and warm-up w iff
+ *     b == L  ||  l < w  ||  l >= L - (b - w)
+ * (skip the bottom, keep the top; DESIGN.md). A skipped layer leaves the hidden
+ * state unchanged and writes no key/value.
+ *
+ * KV bookkeeping, per slot: the slot remembers, for each layer, how many
+ * leading positions have keys/values written (`kv_len[l]`), and its length
+ * (positions processed). Rows of one slot in one step must have consecutive
+ * increasing positions, the first of which is <= the slot's length; a row at
+ * position p forgets positions >= p first (so pos 0 starts a fresh sequence and
+ * a smaller pos rewinds). A row at position p that computes layer l needs
+ * kv_len[l] >= p — every earlier position wrote its KV there — and then sets
+ * kv_len[l] = p + 1. A step in which any row fails this check is refused
+ * whole with SKD_ERR_KV_MISSING before anything is computed or changed.
+ *
+ * Within a step, rows attend to the KV of earlier rows of the same slot
+ * (causal prefill). logits (may be NULL if no row wants logits) receives one
+ * row of VOCAB floats per row flagged SKD_ROW_WANT_LOGITS, in row order.
+ */
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, float *logits);
+
+/* Forgets the sequence in `slot` (length 0, no KV written). */
+SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot);
+
+/* Length of the sequence in `slot` and the KV length of `layer` there. */
+SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer,
+                                 int32_t *out_len, int32_t *out_kv_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SKIPDECODE_H */

@@ -1,0 +1,110 @@
+/**
+ * OPT weights: maps Hugging Face tensor names to the engine's tensor roles,
+ * checks every shape and dtype, and yields each tensor's bytes. Names live
+ * under `model.decoder.*` (OPTForCausalLM) or `decoder.*` (OPTModel); the LM
+ * head is `lm_head.weight` or, when tied, the token embedding.
+ */
+import { DType, type DTypeCode, Role } from "../native.ts";
+import type { ModelSpec } from "./config.ts";
+import { type CheckpointTensors, fromFloat32, type SafetensorsDtype } from "./safetensors.ts";
+
+/** One tensor ready for the engine. */
+export interface WeightTensor {
+  /** Checkpoint name, or a description when synthesised (tied head, absent bias). */
+  name: string;
+  role: number;
+  /** -1 for global tensors. */
+  layer: number;
+  shape: number[];
+  dtype: DTypeCode;
+  data: Uint8Array;
+}
+
+const DTYPES: Partial<Record<SafetensorsDtype, DTypeCode>> = { F32: DType.F32, F16: DType.F16, BF16: DType.BF16 };
+
+/** Finds the prefix ("model.decoder." or "decoder.") the checkpoint uses. */
+export function optPrefix(ckpt: CheckpointTensors): string {
+  for (const p of ["model.decoder.", "decoder."]) if (ckpt.has(`${p}embed_tokens.weight`)) return p;
+  throw new Error(
+    `${ckpt.dir}: no OPT token embedding (looked for model.decoder.embed_tokens.weight and decoder.embed_tokens.weight)`,
+  );
+}
+
+/**
+ * Every tensor the engine needs, in load order, read from the checkpoint.
+ * Throws naming the tensor when one is missing, has the wrong shape or an
+ * unsupported dtype.
+ */
+export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator<WeightTensor> {
+  const p = optPrefix(ckpt);
+  const d = spec.hiddenSize;
+  const e = spec.wordEmbedProjDim;
+
+  function read(name: string, role: number, layer: number, shape: number[]): WeightTensor {
+    if (!ckpt.has(name)) throw new Error(`${ckpt.dir}: missing tensor ${name}`);
+    const info = ckpt.info(name);
+    if (info.shape.length !== shape.length || info.shape.some((v, i) => v !== shape[i])) {
+      throw new Error(
+        `${info.file}: tensor ${name} has shape [${info.shape.join(", ")}], expected [${shape.join(", ")}] from config.json`,
+      );
+    }
+    const dtype = DTYPES[info.dtype];
+    if (dtype === undefined) {
+      throw new Error(`${info.file}: tensor ${name} has dtype ${info.dtype}; skipdecode loads F32, F16 and BF16`);
+    }
+    return { name, role, layer, shape, dtype, data: ckpt.read(name) };
+  }
+
+  function filled(name: string, role: number, layer: number, n: number, value: number): WeightTensor {
+    return { name, role, layer, shape: [n], dtype: DType.F32, data: fromFloat32(new Float32Array(n).fill(value), "F32") };
+  }
+
+  function bias(name: string, role: number, layer: number, n: number): WeightTensor {
+    return spec.enableBias ? read(name, role, layer, [n]) : filled(`${name} (enable_bias=false: zeros)`, role, layer, n, 0);
+  }
+
+  function norm(name: string, roleW: number, roleB: number, layer: number): WeightTensor[] {
+    if (!spec.layerNormAffine) {
+      return [
+        filled(`${name}.weight (not affine: ones)`, roleW, layer, d, 1),
+        filled(`${name}.bias (not affine: zeros)`, roleB, layer, d, 0),
+      ];
+    }
+    return [read(`${name}.weight`, roleW, layer, [d]), read(`${name}.bias`, roleB, layer, [d])];
+  }
+
+  const embed = read(`${p}embed_tokens.weight`, Role.EMBED_TOKENS, -1, [spec.vocabSize, e]);
+  yield embed;
+  yield read(`${p}embed_positions.weight`, Role.EMBED_POSITIONS, -1, [spec.maxPositions + spec.positionOffset, d]);
+  if (e !== d) {
+    yield read(`${p}project_in.weight`, Role.PROJECT_IN, -1, [d, e]);
+    yield read(`${p}project_out.weight`, Role.PROJECT_OUT, -1, [e, d]);
+  }
+  if (spec.finalLayerNorm) yield* norm(`${p}final_layer_norm`, Role.FINAL_LN_W, Role.FINAL_LN_B, -1);
+  if (ckpt.has("lm_head.weight")) {
+    yield read("lm_head.weight", Role.LM_HEAD, -1, [spec.vocabSize, e]);
+  } else if (spec.tieWordEmbeddings) {
+    yield { ...embed, name: `lm_head.weight (tied to ${embed.name})`, role: Role.LM_HEAD };
+  } else {
+    throw new Error(`${ckpt.dir}: missing tensor lm_head.weight (config.json says tie_word_embeddings is false)`);
+  }
+  for (let l = 0; l < spec.numLayers; l++) {
+    const q = `${p}layers.${l}.`;
+    yield* norm(`${q}self_attn_layer_norm`, Role.ATTN_LN_W, Role.ATTN_LN_B, l);
+    const proj: [string, number, number][] = [
+      ["q_proj", Role.Q_W, Role.Q_B],
+      ["k_proj", Role.K_W, Role.K_B],
+      ["v_proj", Role.V_W, Role.V_B],
+      ["out_proj", Role.O_W, Role.O_B],
+    ];
+    for (const [name, rw, rb] of proj) {
+      yield read(`${q}self_attn.${name}.weight`, rw, l, [d, d]);
+      yield bias(`${q}self_attn.${name}.bias`, rb, l, d);
+    }
+    yield* norm(`${q}final_layer_norm`, Role.MLP_LN_W, Role.MLP_LN_B, l);
+    yield read(`${q}fc1.weight`, Role.FC1_W, l, [spec.ffnDim, d]);
+    yield bias(`${q}fc1.bias`, Role.FC1_B, l, spec.ffnDim);
+    yield read(`${q}fc2.weight`, Role.FC2_W, l, [d, spec.ffnDim]);
+    yield bias(`${q}fc2.bias`, Role.FC2_B, l, d);
+  }
+}

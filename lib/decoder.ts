@@ -1,0 +1,267 @@
+/**
+ * SkipDecoder: loads a model folder into a native engine and runs it with
+ * SkipDecode's per-token layer budgets (DESIGN.md).
+ */
+import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
+import { optWeights } from "./checkpoint/opt.ts";
+import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
+import {
+  ARCH_OPT,
+  type BackendName,
+  Cfg,
+  chooseBackend,
+  DType,
+  type DTypeCode,
+  type NativeEngine,
+  Row,
+  ROW_WANT_LOGITS,
+} from "./native.ts";
+import { checkIds, checkKeys, choiceOpt, intOpt } from "./options.ts";
+
+/** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
+export type WeightDType = "auto" | "float32" | "float16" | "bfloat16";
+
+/** Options of {@link SkipDecoder.load}; defaults in {@link LOAD_DEFAULTS}. */
+export interface LoadOptions {
+  /** "auto" picks CUDA when a GPU is usable, else CPU. */
+  backend?: BackendName | "auto";
+  /** Weight storage: CPU keeps this dtype and computes in fp32; CUDA computes in fp16/bf16. */
+  dtype?: WeightDType;
+  /** Sequences that can be in flight at once (KV-cache slots). */
+  maxBatch?: number;
+  /** KV capacity per sequence, at most the model's max positions. */
+  maxSeqLen?: number;
+  /** CPU worker threads; 0 = all cores. */
+  threads?: number;
+  /** Most rows (tokens) one native step carries; longer prefills are chunked. */
+  maxBatchTokens?: number;
+}
+
+/** Defaults of {@link LoadOptions}, in one place. */
+export const LOAD_DEFAULTS = {
+  backend: "auto",
+  dtype: "auto",
+  maxBatch: 8,
+  maxSeqLen: 2048,
+  threads: 0,
+  maxBatchTokens: 512,
+} as const;
+
+const LOAD_KEYS = Object.keys(LOAD_DEFAULTS);
+
+/** Options of {@link SkipDecoder.forward}. */
+export interface ForwardOptions {
+  /** budgets[i]: layers position i computes (default: all). */
+  budgets?: ArrayLike<number>;
+  /** Warm-up layers every token computes (default 1). */
+  warmupLayers?: number;
+}
+
+const DTYPE_CODES: Record<Exclude<WeightDType, "auto">, DTypeCode> = {
+  float32: DType.F32,
+  float16: DType.F16,
+  bfloat16: DType.BF16,
+};
+const SAFETENSORS_NAMES = { [DType.F32]: "F32", [DType.F16]: "F16", [DType.BF16]: "BF16" } as const;
+
+/**
+ * A loaded model. Create with {@link SkipDecoder.load}; free with `close()`
+ * (or `using dec = await SkipDecoder.load(...)`).
+ *
+ * @example
+ * const dec = await SkipDecoder.load("models/tiny", { backend: "cpu" });
+ * const logits = await dec.forward([2, 10, 11], { budgets: [2, 2, 1] });
+ * dec.close();
+ */
+export class SkipDecoder {
+  /** Model shape from config.json. */
+  readonly spec: ModelSpec;
+  /** The backend actually used. */
+  readonly backend: BackendName;
+  /** The model folder. */
+  readonly dir: string;
+  /** Effective load options. */
+  readonly options: Required<LoadOptions>;
+  #engine: NativeEngine;
+  #freeSlots: number[];
+
+  private constructor(dir: string, spec: ModelSpec, engine: NativeEngine, options: Required<LoadOptions>) {
+    this.dir = dir;
+    this.spec = spec;
+    this.#engine = engine;
+    this.backend = engine.backend.name;
+    this.options = options;
+    this.#freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+  }
+
+  /**
+   * Loads a Hugging Face model folder (config.json + safetensors).
+   *
+   * @example
+   * const dec = await SkipDecoder.load("models/opt-125m", { backend: "cpu", threads: 4 });
+   */
+  static async load(dir: string, opts?: LoadOptions): Promise<SkipDecoder> {
+    const where = "SkipDecoder.load";
+    if (typeof dir !== "string" || dir === "") throw new Error(`${where}: dir must be a model folder path`);
+    const o = checkKeys(where, opts, LOAD_KEYS);
+    const spec = readModelSpec(dir);
+    const options: Required<LoadOptions> = {
+      backend: choiceOpt(where, "backend", o.backend, ["auto", "cpu", "cuda"] as const, LOAD_DEFAULTS.backend),
+      dtype: choiceOpt(where, "dtype", o.dtype, ["auto", "float32", "float16", "bfloat16"] as const, LOAD_DEFAULTS.dtype),
+      maxBatch: intOpt(where, "maxBatch", o.maxBatch, 1, 4096, LOAD_DEFAULTS.maxBatch),
+      maxSeqLen: intOpt(where, "maxSeqLen", o.maxSeqLen, 1, spec.maxPositions, Math.min(spec.maxPositions, LOAD_DEFAULTS.maxSeqLen)),
+      threads: intOpt(where, "threads", o.threads, 0, 1024, LOAD_DEFAULTS.threads),
+      maxBatchTokens: intOpt(where, "maxBatchTokens", o.maxBatchTokens, 1, 1 << 20, LOAD_DEFAULTS.maxBatchTokens),
+    };
+    const native = chooseBackend(options.backend);
+    const want = options.dtype === "auto" ? null : DTYPE_CODES[options.dtype];
+    const cfg = new Array<number>(Cfg.COUNT).fill(0);
+    cfg[Cfg.ARCH] = ARCH_OPT;
+    cfg[Cfg.NUM_LAYERS] = spec.numLayers;
+    cfg[Cfg.HIDDEN] = spec.hiddenSize;
+    cfg[Cfg.NUM_HEADS] = spec.numHeads;
+    cfg[Cfg.FFN] = spec.ffnDim;
+    cfg[Cfg.VOCAB] = spec.vocabSize;
+    cfg[Cfg.MAX_POSITIONS] = spec.maxPositions;
+    cfg[Cfg.EMBED_DIM] = spec.wordEmbedProjDim;
+    cfg[Cfg.PRE_LN] = spec.preLayerNorm ? 1 : 0;
+    cfg[Cfg.FINAL_LN] = spec.finalLayerNorm ? 1 : 0;
+    cfg[Cfg.POS_OFFSET] = spec.positionOffset;
+    cfg[Cfg.MAX_SLOTS] = options.maxBatch;
+    cfg[Cfg.MAX_SEQ] = options.maxSeqLen;
+    cfg[Cfg.MAX_ROWS] = Math.max(options.maxBatchTokens, options.maxBatch);
+    cfg[Cfg.THREADS] = options.threads;
+    cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
+    const ckpt = CheckpointTensors.open(dir);
+    let engine: NativeEngine | null = null;
+    try {
+      engine = native.createEngine(cfg);
+      for (const t of optWeights(spec, ckpt)) {
+        let { data, dtype } = t;
+        if (want !== null && dtype !== want) {
+          data = fromFloat32(toFloat32(data, SAFETENSORS_NAMES[dtype]), SAFETENSORS_NAMES[want]);
+          dtype = want;
+        }
+        const numel = t.shape.reduce((a, b) => a * b, 1);
+        try {
+          engine.setTensor(t.role, t.layer, dtype, data, numel);
+        } catch (e) {
+          throw new Error(`${dir}: loading ${t.name}: ${(e as Error).message}`);
+        }
+      }
+      engine.finalize();
+    } catch (e) {
+      engine?.free();
+      throw e;
+    } finally {
+      ckpt.close();
+    }
+    return new SkipDecoder(dir, spec, engine, options);
+  }
+
+  #live(what: string): NativeEngine {
+    if (this.#engine.freed) throw new Error(`SkipDecoder.${what}: the decoder is closed`);
+    return this.#engine;
+  }
+
+  /** Bytes of weights one full step reads (linear layers and LM head). */
+  get weightBytes(): number {
+    return this.#live("weightBytes").weightBytes();
+  }
+
+  /** Description of the device ("AMD EPYC, 2 threads", "NVIDIA H200, …"). */
+  get deviceName(): string {
+    return this.#live("deviceName").backend.deviceName(0);
+  }
+
+  /** @internal takes a free KV slot. */
+  acquireSlot(): number {
+    const s = this.#freeSlots.pop();
+    if (s === undefined) throw new Error(`SkipDecoder: all ${this.options.maxBatch} sequence slots are busy (raise maxBatch)`);
+    this.#live("acquireSlot").resetSlot(s);
+    return s;
+  }
+
+  /** @internal returns a slot taken with acquireSlot. */
+  releaseSlot(slot: number): void {
+    if (!this.#engine.freed) this.#engine.resetSlot(slot);
+    this.#freeSlots.push(slot);
+  }
+
+  /**
+   * @internal One raw native step (see skipdecode.h `skd_engine_step`): rows of
+   * Row.FIELDS int32 each; logits receive vocab floats per row flagged
+   * ROW_WANT_LOGITS. Used by the generation loop and the tests.
+   */
+  stepRows(rows: Int32Array, nRows: number, logits: Float32Array | null): void {
+    this.#live("stepRows").step(rows, nRows, logits);
+  }
+
+  /** @internal KV bookkeeping of a slot (sequence length, KV length at a layer). */
+  slotInfo(slot: number, layer: number): { len: number; kvLen: number } {
+    return this.#live("slotInfo").slotInfo(slot, layer);
+  }
+
+  /**
+   * Teacher-forced logits over a fresh sequence: `ids` are fed exactly as given
+   * (no BOS added) at positions 0..n-1, position i with `budgets[i]` layers.
+   * Returns n × vocabSize floats, row i predicting token i+1.
+   *
+   * @example
+   * const logits = await dec.forward([2, 100, 200], { budgets: [12, 12, 6], warmupLayers: 1 });
+   * const row1 = logits.subarray(dec.spec.vocabSize, 2 * dec.spec.vocabSize);
+   */
+  async forward(ids: ArrayLike<number>, opts?: ForwardOptions): Promise<Float32Array> {
+    const where = "SkipDecoder.forward";
+    const engine = this.#live("forward");
+    const o = checkKeys(where, opts, ["budgets", "warmupLayers"]);
+    const L = this.spec.numLayers;
+    const V = this.spec.vocabSize;
+    const toks = checkIds(where, "ids", Array.isArray(ids) ? ids : Array.from(ids), V);
+    const n = toks.length;
+    if (n === 0) throw new Error(`${where}: ids is empty`);
+    if (n > this.options.maxSeqLen) {
+      throw new Error(`${where}: ${n} ids exceed the context of ${this.options.maxSeqLen} positions (maxSeqLen)`);
+    }
+    const w = intOpt(where, "warmupLayers", o.warmupLayers, 0, L, 1);
+    let budgets: number[];
+    if (o.budgets === undefined) {
+      budgets = new Array(n).fill(L);
+    } else {
+      budgets = Array.from(o.budgets);
+      if (budgets.length !== n) throw new Error(`${where}: budgets has ${budgets.length} entries for ${n} ids`);
+      budgets.forEach((b, i) => intOpt(where, `budgets[${i}]`, b, Math.max(1, w), L));
+    }
+    const out = new Float32Array(n * V);
+    const chunk = this.options.maxBatchTokens;
+    const rows = new Int32Array(Math.min(chunk, n) * Row.FIELDS);
+    const slot = this.acquireSlot();
+    try {
+      for (let start = 0; start < n; start += chunk) {
+        const m = Math.min(chunk, n - start);
+        for (let i = 0; i < m; i++) {
+          const r = i * Row.FIELDS;
+          rows[r + Row.TOKEN] = toks[start + i]!;
+          rows[r + Row.POS] = start + i;
+          rows[r + Row.SLOT] = slot;
+          rows[r + Row.BUDGET] = budgets[start + i]!;
+          rows[r + Row.WARMUP] = w;
+          rows[r + Row.FLAGS] = ROW_WANT_LOGITS;
+        }
+        engine.step(rows, m, out.subarray(start * V, (start + m) * V));
+      }
+    } finally {
+      this.releaseSlot(slot);
+    }
+    return out;
+  }
+
+  /** Frees the native engine. Safe to call twice; any later use throws. */
+  close(): void {
+    this.#engine.free();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,12 @@
+/**
+ * skipdecode — fast decoder-only LM inference with SkipDecode layer skipping.
+ *
+ * @example
+ * import { SkipDecoder } from "skipdecode";
+ * const dec = await SkipDecoder.load("models/tiny");
+ * const logits = await dec.forward([2, 10, 11]);
+ */
+export { SkipDecoder, LOAD_DEFAULTS, type LoadOptions, type ForwardOptions, type WeightDType } from "./decoder.ts";
+export type { ModelSpec } from "./checkpoint/config.ts";
+export { readModelSpec } from "./checkpoint/config.ts";
+export { NativeError, type BackendName } from "./native.ts";

@@ -1,0 +1,320 @@
+/**
+ * The one module that talks to the native libraries (cuda/include/skipdecode.h)
+ * through bun:ffi. It lists the symbols in header order, validates arguments
+ * before they cross (bun:ffi silently turns missing arguments into 0), turns
+ * status codes into thrown {@link NativeError}s carrying the library's own
+ * message, and keeps raw pointers to itself: callers see {@link NativeEngine}.
+ */
+import { dlopen, FFIType, type Pointer } from "bun:ffi";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+
+/** Backends the library can run on. */
+export type BackendName = "cpu" | "cuda";
+
+/** Must equal SKD_ABI_VERSION of the loaded library. */
+export const ABI_VERSION = 1;
+
+/** Status codes of skipdecode.h. */
+export const Status = {
+  OK: 0,
+  INVALID_ARG: 1,
+  OUT_OF_MEMORY: 2,
+  NO_DEVICE: 3,
+  KV_MISSING: 4,
+  STATE: 5,
+  DEVICE: 6,
+  UNSUPPORTED: 7,
+} as const;
+
+/** Config slots of skd_engine_create (skd_cfg_slot). */
+export const Cfg = {
+  ARCH: 0,
+  NUM_LAYERS: 1,
+  HIDDEN: 2,
+  NUM_HEADS: 3,
+  FFN: 4,
+  VOCAB: 5,
+  MAX_POSITIONS: 6,
+  EMBED_DIM: 7,
+  PRE_LN: 8,
+  FINAL_LN: 9,
+  POS_OFFSET: 10,
+  MAX_SLOTS: 11,
+  MAX_SEQ: 12,
+  MAX_ROWS: 13,
+  THREADS: 14,
+  COMPUTE_DTYPE: 15,
+  COUNT: 16,
+} as const;
+
+export const ARCH_OPT = 1;
+
+/** Element types (skd_dtype). */
+export const DType = { F32: 1, F16: 2, BF16: 3 } as const;
+export type DTypeCode = (typeof DType)[keyof typeof DType];
+
+/** Tensor roles (skd_tensor). */
+export const Role = {
+  EMBED_TOKENS: 0,
+  EMBED_POSITIONS: 1,
+  PROJECT_IN: 2,
+  PROJECT_OUT: 3,
+  FINAL_LN_W: 4,
+  FINAL_LN_B: 5,
+  LM_HEAD: 6,
+  ATTN_LN_W: 16,
+  ATTN_LN_B: 17,
+  Q_W: 18,
+  Q_B: 19,
+  K_W: 20,
+  K_B: 21,
+  V_W: 22,
+  V_B: 23,
+  O_W: 24,
+  O_B: 25,
+  MLP_LN_W: 26,
+  MLP_LN_B: 27,
+  FC1_W: 28,
+  FC1_B: 29,
+  FC2_W: 30,
+  FC2_B: 31,
+} as const;
+
+/** Fields of one step row (skd_row_field) and its flags. */
+export const Row = { TOKEN: 0, POS: 1, SLOT: 2, BUDGET: 3, WARMUP: 4, FLAGS: 5, FIELDS: 6 } as const;
+export const ROW_WANT_LOGITS = 1;
+
+const STATUS_NAMES: Record<number, string> = Object.fromEntries(
+  Object.entries(Status).map(([k, v]) => [v, `SKD_${k === "OK" ? "OK" : "ERR_" + k}`]),
+);
+
+/** An error returned by the native library; `status` is its SKD_ code name. */
+export class NativeError extends Error {
+  readonly status: string;
+  readonly code: number;
+  constructor(context: string, code: number, message: string) {
+    super(`${context}: ${message || "failed"} (${STATUS_NAMES[code] ?? `status ${code}`})`);
+    this.name = "NativeError";
+    this.code = code;
+    this.status = STATUS_NAMES[code] ?? `status ${code}`;
+  }
+}
+
+const SYMBOLS = {
+  skd_status_str: { args: [FFIType.i32], returns: FFIType.cstring },
+  skd_last_error: { args: [], returns: FFIType.cstring },
+  skd_abi_version: { args: [], returns: FFIType.i32 },
+  skd_backend_name: { args: [], returns: FFIType.cstring },
+  skd_device_count: { args: [FFIType.ptr], returns: FFIType.i32 },
+  skd_device_name: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_engine_create: { args: [FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+  skd_engine_free: { args: [FFIType.ptr], returns: FFIType.void },
+  skd_engine_set_tensor: {
+    args: [FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.i64_fast],
+    returns: FFIType.i32,
+  },
+  skd_engine_finalize: { args: [FFIType.ptr], returns: FFIType.i32 },
+  skd_engine_weight_bytes: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  skd_engine_step: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+  skd_engine_reset_slot: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_engine_slot_info: {
+    args: [FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr],
+    returns: FFIType.i32,
+  },
+} as const;
+
+type Lib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
+
+/** Folder holding the built libraries: $SKIPDECODE_LIB_DIR, else <repo>/build. */
+export function libraryDir(): string {
+  return process.env.SKIPDECODE_LIB_DIR ?? resolve(import.meta.dir, "..", "build");
+}
+
+/** Path of a backend's shared library. */
+export function libraryPath(backend: BackendName): string {
+  return join(libraryDir(), `libskipdecode_${backend}.so`);
+}
+
+const loaded = new Map<BackendName, NativeBackend>();
+
+/** A loaded backend library. One per process per backend. */
+export class NativeBackend {
+  readonly name: BackendName;
+  readonly #lib: Lib;
+
+  private constructor(name: BackendName, lib: Lib) {
+    this.name = name;
+    this.#lib = lib;
+  }
+
+  /** Loads (once) and returns a backend's library; throws if it is not built. */
+  static get(backend: BackendName): NativeBackend {
+    const have = loaded.get(backend);
+    if (have) return have;
+    const path = libraryPath(backend);
+    if (!existsSync(path)) {
+      throw new Error(
+        `skipdecode: ${path} does not exist; build it with \`bun run build\`` +
+          (backend === "cuda" ? " on a machine with nvcc" : ""),
+      );
+    }
+    const lib = dlopen(path, SYMBOLS).symbols;
+    const abi = lib.skd_abi_version();
+    if (abi !== ABI_VERSION) {
+      throw new Error(`skipdecode: ${path} has ABI version ${abi}, this code expects ${ABI_VERSION}; rebuild it`);
+    }
+    const b = new NativeBackend(backend, lib);
+    loaded.set(backend, b);
+    return b;
+  }
+
+  /** Throws a NativeError for a non-zero status. */
+  check(context: string, code: number): void {
+    if (code !== Status.OK) throw new NativeError(context, code, String(this.#lib.skd_last_error()));
+  }
+
+  /** Number of devices; throws NativeError(NO_DEVICE) on a CUDA machine without a GPU. */
+  deviceCount(): number {
+    const out = new Int32Array(1);
+    this.check("skd_device_count", this.#lib.skd_device_count(out));
+    return out[0]!;
+  }
+
+  /** Whether the backend has a usable device (never throws). */
+  available(): boolean {
+    try {
+      return this.deviceCount() > 0;
+    } catch {
+      return false;
+    }
+  }
+
+  deviceName(index = 0): string {
+    const buf = new Uint8Array(256);
+    this.check("skd_device_name", this.#lib.skd_device_name(index, buf, buf.length));
+    const end = buf.indexOf(0);
+    return new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end));
+  }
+
+  statusName(code: number): string {
+    return String(this.#lib.skd_status_str(code));
+  }
+
+  /** Creates an engine; `cfg` is indexed by {@link Cfg}. */
+  createEngine(cfg: ArrayLike<number>): NativeEngine {
+    if (cfg.length !== Cfg.COUNT) throw new Error(`engine config needs ${Cfg.COUNT} slots, got ${cfg.length}`);
+    const c = new BigInt64Array(Cfg.COUNT);
+    for (let i = 0; i < Cfg.COUNT; i++) {
+      const v = cfg[i]!;
+      if (!Number.isSafeInteger(v)) throw new Error(`engine config slot ${i} is not an integer: ${v}`);
+      c[i] = BigInt(v);
+    }
+    const out = new BigUint64Array(1);
+    this.check("skd_engine_create", this.#lib.skd_engine_create(c, Cfg.COUNT, out));
+    return new NativeEngine(this, this.#lib, Number(out[0]) as Pointer);
+  }
+}
+
+const registry = new FinalizationRegistry<{ free: () => void }>((h) => h.free());
+
+/** An engine handle (skd_engine*). `free()` is idempotent; use after free throws. */
+export class NativeEngine {
+  readonly backend: NativeBackend;
+  readonly #lib: Lib;
+  #handle: Pointer | null;
+  readonly #token = {};
+
+  /** @internal created by NativeBackend.createEngine */
+  constructor(backend: NativeBackend, lib: Lib, handle: Pointer) {
+    this.backend = backend;
+    this.#lib = lib;
+    this.#handle = handle;
+    // Backstop only: callers free explicitly. The held object must not reference `this`.
+    registry.register(this, { free: () => lib.skd_engine_free(handle) }, this.#token);
+  }
+
+  #h(what: string): Pointer {
+    if (this.#handle === null) throw new Error(`skipdecode: ${what} on a freed engine`);
+    return this.#handle;
+  }
+
+  /** Copies one tensor in; `data` holds `numel` elements of `dtype`. */
+  setTensor(role: number, layer: number, dtype: DTypeCode, data: Uint8Array, numel: number): void {
+    const bytes = numel * (dtype === DType.F32 ? 4 : 2);
+    if (data.byteLength !== bytes) {
+      throw new Error(`setTensor: ${data.byteLength} bytes given for ${numel} elements (${bytes} bytes expected)`);
+    }
+    // Copy small buffers onto a fresh ArrayBuffer so their storage cannot move during the call.
+    const buf = data.byteLength <= 4096 ? new Uint8Array(data) : data;
+    this.backend.check(
+      `set tensor role ${role} layer ${layer}`,
+      this.#lib.skd_engine_set_tensor(this.#h("setTensor"), role, layer, dtype, buf, numel),
+    );
+  }
+
+  finalize(): void {
+    this.backend.check("finalize", this.#lib.skd_engine_finalize(this.#h("finalize")));
+  }
+
+  weightBytes(): number {
+    const out = new BigInt64Array(1);
+    this.backend.check("weight_bytes", this.#lib.skd_engine_weight_bytes(this.#h("weightBytes"), out));
+    return Number(out[0]);
+  }
+
+  /**
+   * Runs one batch step. `rows` holds nRows × Row.FIELDS int32; `logits` has room
+   * for vocab floats per row flagged ROW_WANT_LOGITS (or is null when none is).
+   */
+  step(rows: Int32Array, nRows: number, logits: Float32Array | null): void {
+    if (rows.length < nRows * Row.FIELDS) throw new Error(`step: rows holds ${rows.length} ints, ${nRows} rows need ${nRows * Row.FIELDS}`);
+    this.backend.check("step", this.#lib.skd_engine_step(this.#h("step"), rows, nRows, logits));
+  }
+
+  resetSlot(slot: number): void {
+    this.backend.check("reset_slot", this.#lib.skd_engine_reset_slot(this.#h("resetSlot"), slot));
+  }
+
+  /** Length of a slot's sequence and the KV length at one layer. */
+  slotInfo(slot: number, layer: number): { len: number; kvLen: number } {
+    const a = new Int32Array(1);
+    const b = new Int32Array(1);
+    this.backend.check("slot_info", this.#lib.skd_engine_slot_info(this.#h("slotInfo"), slot, layer, a, b));
+    return { len: a[0]!, kvLen: b[0]! };
+  }
+
+  get freed(): boolean {
+    return this.#handle === null;
+  }
+
+  free(): void {
+    if (this.#handle === null) return;
+    registry.unregister(this.#token);
+    this.#lib.skd_engine_free(this.#handle);
+    this.#handle = null;
+  }
+}
+
+/**
+ * Picks a backend: "cpu" and "cuda" as asked (cuda throws a NativeError with
+ * SKD_ERR_NO_DEVICE where there is no GPU); "auto" picks CUDA when its library
+ * is built and a device answers, else CPU.
+ */
+export function chooseBackend(requested: BackendName | "auto"): NativeBackend {
+  if (requested === "cpu") return NativeBackend.get("cpu");
+  if (requested === "cuda") {
+    const b = NativeBackend.get("cuda");
+    b.deviceCount(); // throws the library's "no CUDA device" error
+    return b;
+  }
+  if (existsSync(libraryPath("cuda"))) {
+    try {
+      const b = NativeBackend.get("cuda");
+      if (b.available()) return b;
+    } catch {
+      // an unloadable CUDA library falls back to the CPU
+    }
+  }
+  return NativeBackend.get("cpu");
+}
