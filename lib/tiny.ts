@@ -1,0 +1,182 @@
+/**
+ * Deterministic random OPT checkpoints for tests, demos and benchmarks:
+ * config.json, model.safetensors and a real byte-level BPE tokenizer.json.
+ * The same options always write the same bytes.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { buildTinyTokenizerJson } from "./checkpoint/tokenizer.ts";
+import { fromFloat32, writeSafetensors, type WriteTensor } from "./checkpoint/safetensors.ts";
+import { checkKeys, choiceOpt, intOpt } from "./options.ts";
+
+/** Options of {@link writeTinyModel}; defaults in {@link TINY_DEFAULTS}. */
+export interface TinyModelOptions {
+  seed?: number;
+  /** "pre": layer norm before each block (opt-125m); "post": after (opt-350m, no final LN). */
+  variant?: "pre" | "post";
+  dtype?: "float32" | "float16" | "bfloat16";
+  layers?: number;
+  hidden?: number;
+  heads?: number;
+  /** MLP size (default 4 × hidden). */
+  ffn?: number;
+  /** word_embed_proj_dim; != hidden adds project_in/project_out (default hidden). */
+  embedDim?: number;
+  /** BPE merges of the tokenizer: it has 4 + 256 + merges ids. */
+  merges?: number;
+  /** Embedding rows (default: the tokenizer's size rounded up to a multiple of 64). */
+  vocab?: number;
+  maxPositions?: number;
+  /** Write an explicit lm_head.weight instead of tying it to the embedding. */
+  untied?: boolean;
+  /** Tensor name prefix: "model.decoder." (OPTForCausalLM) or "decoder." (OPTModel). */
+  prefix?: "model.decoder." | "decoder.";
+  /** Standard deviation of the random weights. */
+  scale?: number;
+}
+
+/** Defaults of {@link TinyModelOptions}. */
+export const TINY_DEFAULTS = {
+  seed: 0,
+  variant: "pre",
+  dtype: "float32",
+  layers: 4,
+  hidden: 64,
+  heads: 4,
+  merges: 100,
+  maxPositions: 256,
+  untied: false,
+  prefix: "model.decoder.",
+  scale: 0.15,
+} as const;
+
+const SAFETENSORS_DTYPE = { float32: "F32", float16: "F16", bfloat16: "BF16" } as const;
+
+/** A small, fast, seeded PRNG (mulberry32) with a Box–Muller normal. */
+export class Rng {
+  #s: number;
+  #spare: number | null = null;
+  constructor(seed: number) {
+    this.#s = (seed ^ 0x9e3779b9) >>> 0;
+  }
+  /** Uniform in [0, 1). */
+  next(): number {
+    let t = (this.#s = (this.#s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  /** Standard normal. */
+  normal(): number {
+    if (this.#spare !== null) {
+      const s = this.#spare;
+      this.#spare = null;
+      return s;
+    }
+    const u = Math.max(this.next(), 1e-12);
+    const v = this.next();
+    const r = Math.sqrt(-2 * Math.log(u));
+    this.#spare = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
+  }
+}
+
+/**
+ * Writes a random OPT model folder. Returns the config written.
+ *
+ * @example
+ * writeTinyModel("/tmp/tiny", { seed: 1, variant: "post", dtype: "bfloat16", layers: 3 });
+ */
+export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<string, unknown> {
+  const where = "tiny-model";
+  const o = checkKeys(where, opts, Object.keys(TINY_DEFAULTS).concat(["ffn", "embedDim", "vocab"]));
+  const seed = intOpt(where, "seed", o.seed, 0, 2 ** 31 - 1, TINY_DEFAULTS.seed);
+  const variant = choiceOpt(where, "variant", o.variant, ["pre", "post"] as const, TINY_DEFAULTS.variant);
+  const dtype = choiceOpt(where, "dtype", o.dtype, ["float32", "float16", "bfloat16"] as const, TINY_DEFAULTS.dtype);
+  const layers = intOpt(where, "layers", o.layers, 1, 256, TINY_DEFAULTS.layers);
+  const heads = intOpt(where, "heads", o.heads, 1, 256, TINY_DEFAULTS.heads);
+  const hidden = intOpt(where, "hidden", o.hidden, 1, 16384, TINY_DEFAULTS.hidden);
+  if (hidden % heads !== 0) throw new Error(`${where}: hidden (${hidden}) must be a multiple of heads (${heads})`);
+  const ffn = intOpt(where, "ffn", o.ffn, 1, 65536, 4 * hidden);
+  const embedDim = intOpt(where, "embedDim", o.embedDim, 1, 16384, hidden);
+  const merges = intOpt(where, "merges", o.merges, 0, 5000, TINY_DEFAULTS.merges);
+  const tokSize = 260 + merges;
+  const vocab = intOpt(where, "vocab", o.vocab, tokSize, 1 << 20, Math.ceil(tokSize / 64) * 64);
+  const maxPositions = intOpt(where, "maxPositions", o.maxPositions, 1, 1 << 16, TINY_DEFAULTS.maxPositions);
+  const untied = o.untied ?? TINY_DEFAULTS.untied;
+  const prefix = choiceOpt(where, "prefix", o.prefix, ["model.decoder.", "decoder."] as const, TINY_DEFAULTS.prefix);
+  const scale = o.scale ?? TINY_DEFAULTS.scale;
+
+  const rng = new Rng(seed);
+  const st = SAFETENSORS_DTYPE[dtype];
+  const tensors: WriteTensor[] = [];
+  const add = (name: string, shape: number[], gen: () => number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) v[i] = gen();
+    tensors.push({ name, dtype: st, shape, data: fromFloat32(v, st) });
+  };
+  const w = (fanIn: number) => () => (rng.normal() * scale * 8) / Math.sqrt(fanIn);
+  const small = () => rng.normal() * scale * 0.2;
+  const gain = () => 1 + rng.normal() * 0.1;
+  const p = prefix;
+
+  add(`${p}embed_tokens.weight`, [vocab, embedDim], () => rng.normal() * scale * 4);
+  add(`${p}embed_positions.weight`, [maxPositions + 2, hidden], () => rng.normal() * scale * 2);
+  if (embedDim !== hidden) {
+    add(`${p}project_in.weight`, [hidden, embedDim], w(embedDim));
+    add(`${p}project_out.weight`, [embedDim, hidden], w(hidden));
+  }
+  if (variant === "pre") {
+    add(`${p}final_layer_norm.weight`, [hidden], gain);
+    add(`${p}final_layer_norm.bias`, [hidden], small);
+  }
+  for (let l = 0; l < layers; l++) {
+    const q = `${p}layers.${l}.`;
+    add(`${q}self_attn_layer_norm.weight`, [hidden], gain);
+    add(`${q}self_attn_layer_norm.bias`, [hidden], small);
+    for (const proj of ["q_proj", "k_proj", "v_proj", "out_proj"]) {
+      add(`${q}self_attn.${proj}.weight`, [hidden, hidden], w(hidden));
+      add(`${q}self_attn.${proj}.bias`, [hidden], small);
+    }
+    add(`${q}final_layer_norm.weight`, [hidden], gain);
+    add(`${q}final_layer_norm.bias`, [hidden], small);
+    add(`${q}fc1.weight`, [ffn, hidden], w(hidden));
+    add(`${q}fc1.bias`, [ffn], small);
+    add(`${q}fc2.weight`, [hidden, ffn], w(ffn));
+    add(`${q}fc2.bias`, [hidden], small);
+  }
+  if (untied) add("lm_head.weight", [vocab, embedDim], () => rng.normal() * scale * 4);
+
+  const config = {
+    architectures: ["OPTForCausalLM"],
+    model_type: "opt",
+    num_hidden_layers: layers,
+    hidden_size: hidden,
+    num_attention_heads: heads,
+    ffn_dim: ffn,
+    vocab_size: vocab,
+    max_position_embeddings: maxPositions,
+    word_embed_proj_dim: embedDim,
+    do_layer_norm_before: variant === "pre",
+    _remove_final_layer_norm: false,
+    activation_function: "relu",
+    enable_bias: true,
+    layer_norm_elementwise_affine: true,
+    tie_word_embeddings: !untied,
+    bos_token_id: 2,
+    eos_token_id: 2,
+    pad_token_id: 1,
+    torch_dtype: dtype,
+    skipdecode_tiny: { seed, variant, merges },
+  };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(buildTinyTokenizerJson({ numMerges: merges })));
+  writeFileSync(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ tokenizer_class: "GPT2Tokenizer", bos_token: "</s>", eos_token: "</s>", unk_token: "<unk>", pad_token: "<pad>", add_bos_token: true, model_max_length: maxPositions }, null, 2) + "\n",
+  );
+  return config;
+}

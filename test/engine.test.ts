@@ -1,0 +1,204 @@
+/**
+ * The CPU engine against the float64 reference (test/reference.ts): logits,
+ * layer skipping, KV bookkeeping, batching, and the library's errors.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { SkipDecoder } from "../lib/index.ts";
+import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
+import type { TinyModelOptions } from "../lib/tiny.ts";
+import { argmax, cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
+import { ReferenceOpt } from "./reference.ts";
+
+afterAll(cleanupTemp);
+
+// Tolerance vs the float64 reference: the engine widens 16-bit weights exactly
+// and computes in fp32, so one bound serves F32, F16 and BF16 files.
+const TOL = 1e-4;
+
+const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44];
+
+interface Case {
+  name: string;
+  model: TinyModelOptions;
+}
+
+const CASES: Case[] = [
+  { name: "pre-LN F32", model: { seed: 1, variant: "pre", dtype: "float32" } },
+  { name: "post-LN F32", model: { seed: 2, variant: "post", dtype: "float32" } },
+  { name: "pre-LN F16", model: { seed: 3, variant: "pre", dtype: "float16" } },
+  { name: "post-LN BF16", model: { seed: 4, variant: "post", dtype: "bfloat16" } },
+  { name: "pre-LN BF16, project_in/out, untied head", model: { seed: 5, dtype: "bfloat16", hidden: 48, embedDim: 24, untied: true } },
+  { name: "post-LN project_in/out (opt-350m style), decoder.* names", model: { seed: 6, variant: "post", hidden: 64, embedDim: 32, prefix: "decoder." } },
+  { name: "odd: hidden 52, ffn 100, 3 layers", model: { seed: 7, hidden: 52, heads: 4, ffn: 100, layers: 3 } },
+  { name: "odd: one head, one layer, hidden 36", model: { seed: 8, hidden: 36, heads: 1, layers: 1, ffn: 70 } },
+  { name: "vocab padded far past the tokenizer", model: { seed: 9, layers: 2, vocab: 1000 } },
+];
+
+describe("CPU engine matches the float64 reference", () => {
+  for (const c of CASES) {
+    test(c.name, async () => {
+      const dir = tinyModel(c.model);
+      const ref = ReferenceOpt.load(dir);
+      const L = ref.spec.numLayers;
+      const V = ref.spec.vocabSize;
+      using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2 });
+      expect(dec.backend).toBe("cpu");
+      const schedules: [string, number[], number][] = [[`full`, IDS.map(() => L), 1]];
+      for (const w of [0, 1, 2].filter((w) => w <= L)) {
+        const min = Math.max(1, w);
+        schedules.push([`minimal, warm-up ${w}`, IDS.map(() => min), w]);
+        schedules.push([`decaying, warm-up ${w}`, decaying(IDS.length, 4, L, min), w]);
+      }
+      for (const [label, budgets, w] of schedules) {
+        const got = await dec.forward(IDS, { budgets, warmupLayers: w });
+        const want = ref.forward(IDS, budgets, w);
+        const { diff, scale, at } = maxDiff(got, want, V);
+        if (diff > TOL * scale) console.error(`${c.name} / ${label}: max |Δ| ${diff} (scale ${scale}) at ${at}`);
+        expect(diff).toBeLessThanOrEqual(TOL * scale);
+      }
+    });
+  }
+
+  test("skipping changes the logits (the budgets are really applied)", async () => {
+    const dir = tinyModel(CASES[0]!.model);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const L = dec.spec.numLayers;
+    const full = await dec.forward(IDS);
+    const skipped = await dec.forward(IDS, { budgets: decaying(IDS.length, 4, L, 1) });
+    const V = dec.spec.vocabSize;
+    // the prompt part is identical, the skipped part differs
+    expect(Array.from(skipped.subarray(0, 4 * V))).toEqual(Array.from(full.subarray(0, 4 * V)));
+    expect(Array.from(skipped.subarray(8 * V))).not.toEqual(Array.from(full.subarray(8 * V)));
+  });
+});
+
+describe("KV cache and batching", () => {
+  const model = { seed: 11, variant: "pre", layers: 4 } as const;
+
+  function rowsOf(list: number[][]): Int32Array {
+    const r = new Int32Array(list.length * Row.FIELDS);
+    list.forEach((x, i) => r.set(x, i * Row.FIELDS));
+    return r;
+  }
+
+  test("token-by-token decoding through the KV cache equals forward over the whole sequence", async () => {
+    const dir = tinyModel(model);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2 });
+    const L = dec.spec.numLayers;
+    const V = dec.spec.vocabSize;
+    const budgets = decaying(IDS.length, 3, L, 1);
+    const whole = await dec.forward(IDS, { budgets, warmupLayers: 1 });
+    const slot = dec.acquireSlot();
+    try {
+      // prefill the first 3 in one step, then one token per step
+      const logits = new Float32Array(3 * V);
+      dec.stepRows(rowsOf([0, 1, 2].map((t) => [IDS[t]!, t, slot, budgets[t]!, 1, ROW_WANT_LOGITS])), 3, logits);
+      const got = new Float32Array(IDS.length * V);
+      got.set(logits);
+      for (let t = 3; t < IDS.length; t++) {
+        const one = new Float32Array(V);
+        dec.stepRows(rowsOf([[IDS[t]!, t, slot, budgets[t]!, 1, ROW_WANT_LOGITS]]), 1, one);
+        got.set(one, t * V);
+      }
+      let diff = 0;
+      let scale = 0;
+      for (let i = 0; i < got.length; i++) {
+        diff = Math.max(diff, Math.abs(got[i]! - whole[i]!));
+        scale = Math.max(scale, Math.abs(whole[i]!));
+      }
+      expect(diff).toBeLessThanOrEqual(1e-5 * scale);
+      for (let t = 0; t < IDS.length; t++) expect(argmax(got, t, V)).toBe(argmax(whole, t, V));
+    } finally {
+      dec.releaseSlot(slot);
+    }
+  });
+
+  test("a batch step mixing rows of several sequences equals running them apart", async () => {
+    const dir = tinyModel(model);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2, maxBatch: 4 });
+    const L = dec.spec.numLayers;
+    const V = dec.spec.vocabSize;
+    const seqs = [
+      { ids: [2, 40, 41, 42, 43, 44, 45], budgets: [L, L, L, 3, 2, 2, 1], w: 1 },
+      { ids: [2, 90, 91, 92, 93], budgets: [L, L, 2, 2, 2], w: 2 },
+      { ids: [2, 7, 8, 9, 10, 11], budgets: [L, L, L, L, 1, 1], w: 0 },
+    ];
+    const alone = await Promise.all(seqs.map((s) => dec.forward(s.ids, { budgets: s.budgets, warmupLayers: s.w })));
+    const slots = seqs.map(() => dec.acquireSlot());
+    try {
+      // step 1: seq 0 prefills 3, seq 1 prefills 2, seq 2 prefills 4 (interleaved rows)
+      // then: each step carries one decode row per unfinished sequence
+      const cursor = [0, 0, 0];
+      const got = seqs.map((s) => new Float32Array(s.ids.length * V));
+      const plan = [[3, 2, 4], [1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]];
+      for (const counts of plan) {
+        const list: number[][] = [];
+        const owners: [number, number][] = [];
+        // interleave: round-robin one row per sequence while any has rows left
+        const left = counts.slice();
+        while (left.some((n) => n > 0)) {
+          seqs.forEach((s, k) => {
+            if (left[k]! <= 0) return;
+            const t = cursor[k]!++;
+            left[k]!--;
+            list.push([s.ids[t]!, t, slots[k]!, s.budgets[t]!, s.w, ROW_WANT_LOGITS]);
+            owners.push([k, t]);
+          });
+        }
+        const logits = new Float32Array(list.length * V);
+        dec.stepRows(rowsOf(list), list.length, logits);
+        owners.forEach(([k, t], i) => got[k]!.set(logits.subarray(i * V, (i + 1) * V), t * V));
+      }
+      seqs.forEach((s, k) => {
+        expect(cursor[k]).toBe(s.ids.length);
+        let diff = 0;
+        for (let i = 0; i < got[k]!.length; i++) diff = Math.max(diff, Math.abs(got[k]![i]! - alone[k]![i]!));
+        expect(diff).toBeLessThanOrEqual(1e-5);
+      });
+    } finally {
+      slots.forEach((s) => dec.releaseSlot(s));
+    }
+  });
+
+  test("a budget that would read KV never written is refused, and nothing changes", async () => {
+    const dir = tinyModel(model);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const L = dec.spec.numLayers;
+    await expect(dec.forward([2, 5, 6], { budgets: [L, 1, 2], warmupLayers: 1 })).rejects.toThrow(
+      /computes layer 3, but positions 1\.\.1 skipped it.*SKD_ERR_KV_MISSING/,
+    );
+    const slot = dec.acquireSlot();
+    try {
+      dec.stepRows(rowsOf([[2, 0, slot, L, 1, 0], [5, 1, slot, 1, 1, 0]]), 2, null);
+      const before = dec.slotInfo(slot, L - 2);
+      expect(before).toEqual({ len: 2, kvLen: 1 });
+      // position 1 (budget 1 = the warm-up layer) skipped layers 1..L-1; budget 3 at
+      // position 2 computes layers 0, L-2, L-1 and so needs KV that was never written
+      expect(() => dec.stepRows(rowsOf([[6, 2, slot, 3, 1, 0]]), 1, null)).toThrow(/SKD_ERR_KV_MISSING/);
+      expect(dec.slotInfo(slot, L - 2)).toEqual(before);
+      // an equal or smaller budget goes through
+      dec.stepRows(rowsOf([[6, 2, slot, 1, 1, 0]]), 1, null);
+      expect(dec.slotInfo(slot, 0)).toEqual({ len: 3, kvLen: 3 });
+    } finally {
+      dec.releaseSlot(slot);
+    }
+  });
+
+  test("the engine refuses malformed rows with a message naming the field", async () => {
+    const dir = tinyModel(model);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", maxSeqLen: 32 });
+    const L = dec.spec.numLayers;
+    const V = dec.spec.vocabSize;
+    const bad: [number[], RegExp][] = [
+      [[V, 0, 0, L, 1, 0], /token \d+ out of range/],
+      [[2, 32, 0, L, 1, 0], /position 32 out of range 0\.\.31/],
+      [[2, 0, 99, L, 1, 0], /slot 99 out of range/],
+      [[2, 0, 0, L + 1, 1, 0], /budget \d+ out of range/],
+      [[2, 0, 0, 1, 2, 0], /budget 1 out of range 2\.\./],
+      [[2, 5, 0, L, 1, 0], /skips ahead/],
+      [[2, 0, 0, L, 1, 8], /unknown flag/],
+    ];
+    for (const [row, re] of bad) expect(() => dec.stepRows(rowsOf([row]), 1, null)).toThrow(re);
+    expect(() => dec.stepRows(rowsOf([[2, 0, 0, L, 1, ROW_WANT_LOGITS]]), 1, null)).toThrow(/logits buffer is NULL/);
+  });
+});

@@ -1,0 +1,66 @@
+/** Test helpers: tiny models in temp folders and logit comparisons. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
+
+const made: string[] = [];
+const cache = new Map<string, string>();
+
+/** A tiny model folder for these options (made once per test process). */
+export function tinyModel(opts: TinyModelOptions = {}): string {
+  const key = JSON.stringify(opts);
+  const have = cache.get(key);
+  if (have) return have;
+  const dir = mkdtempSync(join(tmpdir(), "skd-tiny-"));
+  made.push(dir);
+  writeTinyModel(dir, opts);
+  cache.set(key, dir);
+  return dir;
+}
+
+/** A fresh temp folder, removed by cleanupTemp(). */
+export function tempDir(prefix = "skd-"): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
+export function cleanupTemp(): void {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+  cache.clear();
+}
+
+/** max |a - b| over two logit tables, and max |b| (the reference's scale). */
+export function maxDiff(a: Float32Array, ref: Float64Array[], vocab: number): { diff: number; scale: number; at: string } {
+  let diff = 0;
+  let scale = 0;
+  let at = "";
+  ref.forEach((row, t) => {
+    for (let i = 0; i < vocab; i++) {
+      const d = Math.abs(a[t * vocab + i]! - row[i]!);
+      if (d > diff) {
+        diff = d;
+        at = `position ${t}, logit ${i}: got ${a[t * vocab + i]}, reference ${row[i]}`;
+      }
+      scale = Math.max(scale, Math.abs(row[i]!));
+    }
+  });
+  return { diff, scale, at };
+}
+
+/** Index of the largest value of row t. */
+export function argmax(logits: ArrayLike<number>, t: number, vocab: number): number {
+  let best = 0;
+  for (let i = 1; i < vocab; i++) if (logits[t * vocab + i]! > logits[t * vocab + best]!) best = i;
+  return best;
+}
+
+/** Budgets that decay linearly from L to `min` over n positions after `prompt` full ones. */
+export function decaying(n: number, prompt: number, L: number, min: number): number[] {
+  return Array.from({ length: n }, (_, t) => {
+    if (t < prompt) return L;
+    const i = t - prompt;
+    return Math.max(min, Math.round(L - ((L - min) * i) / Math.max(1, n - prompt - 1)));
+  });
+}
