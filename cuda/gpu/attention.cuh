@@ -1,0 +1,20 @@
+/* attention.cuh — causal self-attention of the active rows over their slot's KV cache. */
+#ifndef SKD_GPU_ATTENTION_CUH
+#define SKD_GPU_ATTENTION_CUH
+#include "common.cuh"
+
+/* Largest head_dim the kernel handles (OPT uses 64, 80 and 128). */
+#define SKD_ATTN_MAX_HEAD_DIM 256
+
+/* For each active row i (r = idx[i], s = slot[r], p = pos[r]) and head h:
+ *   q   = qkv[i, h·hd .. (h+1)·hd) · hd^-1/2
+ *   out[i, h·hd ..) = softmax_j(q · K[s][layer][j][h]) · V[s][layer][j][h],  j = 0..p
+ * qkv compact [m, 3d] (q first); kc, vc [max_slots][n_layers][max_seq][d];
+ * out compact [m, d]; all in the compute dtype; scores and softmax in fp32.
+ * Every position 0..p must hold keys/values at `layer` (plan.h guarantees it,
+ * and skd_kv_store has written this step's rows before this runs). */
+int skd_attention(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
+                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads, int dtype,
+                  cudaStream_t stream);
+
+#endif

@@ -1,0 +1,318 @@
+/* engine.cu — the CUDA engine's life cycle: create (device memory for weights,
+ * KV cache and scratch), set_tensor (upload + convert to the compute dtype),
+ * finalize, weight_bytes, reset_slot, slot_info, free. The forward pass is in
+ * step.cu.
+ *
+ * Compute dtype: cfg[SKD_CFG_COMPUTE_DTYPE] = SKD_DTYPE_F16 or SKD_DTYPE_BF16;
+ * 0 picks F16 (OPT checkpoints are fp16; weights of any dtype are converted at
+ * upload, rounding to nearest even). The choice is made at create because
+ * every buffer is allocated there.
+ *
+ * Device memory (all allocated at create, so a step never allocates):
+ *   weights   one arena, compute dtype; q/k/v fused into qkv_w [3d, d] per layer
+ *   KV cache  k, v: [max_slots][L][max_seq][d] each, compute dtype
+ *   scratch   one arena for MAX_ROWS rows (see engine.cuh)
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "convert.cuh"
+#include "engine.cuh"
+#include "attention.cuh"
+
+#define STAGE_BYTES ((size_t)32 << 20) /* device staging for dtype conversion */
+#define LOGIT_CHUNK 256                /* rows of logits computed per LM-head GEMM */
+
+static size_t round_up(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* Lays the weights out from `base` (0 for a sizing pass); returns the arena size. */
+static size_t layout_weights(skd_engine *e, uintptr_t base) {
+    const skd_shape *s = &e->s;
+    const size_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, P = (size_t)s->max_pos + s->pos_offset;
+    const size_t es = 2; /* sizeof a compute-dtype element */
+    size_t off = 0;
+#define PLACE(ptr, elems)                      \
+    do {                                       \
+        (ptr) = (void *)(base + off);          \
+        off += round_up((size_t)(elems) * es); \
+    } while (0)
+    PLACE(e->embed_tokens, V * de);
+    PLACE(e->embed_positions, P * d);
+    e->project_in = e->project_out = NULL;
+    if (de != d) {
+        PLACE(e->project_in, d * de);
+        PLACE(e->project_out, de * d);
+    }
+    e->final_ln_w = e->final_ln_b = NULL;
+    if (s->final_ln) {
+        PLACE(e->final_ln_w, d);
+        PLACE(e->final_ln_b, d);
+    }
+    PLACE(e->lm_head, V * de);
+    for (int l = 0; l < s->n_layers; l++) {
+        skd_gpu_layer *w = &e->layers[l];
+        PLACE(w->attn_ln_w, d);
+        PLACE(w->attn_ln_b, d);
+        PLACE(w->qkv_w, 3 * d * d);
+        PLACE(w->qkv_b, 3 * d);
+        PLACE(w->o_w, d * d);
+        PLACE(w->o_b, d);
+        PLACE(w->mlp_ln_w, d);
+        PLACE(w->mlp_ln_b, d);
+        PLACE(w->fc1_w, f * d);
+        PLACE(w->fc1_b, f);
+        PLACE(w->fc2_w, d * f);
+        PLACE(w->fc2_b, d);
+    }
+#undef PLACE
+    return off;
+}
+
+/* Lays the scratch arena out from `base` (0 for a sizing pass); returns its size. */
+static size_t layout_scratch(skd_engine *e, uintptr_t base) {
+    const skd_shape *s = &e->s;
+    const size_t R = s->max_rows, d = s->d, de = s->embed_dim;
+    size_t off = 0;
+#define PLACE(ptr, type, bytes)                \
+    do {                                       \
+        (ptr) = (type)(void *)(base + off);    \
+        off += round_up((size_t)(bytes));      \
+    } while (0)
+    PLACE(e->h, float *, R * d * sizeof(float));
+    PLACE(e->xn, void *, R * d * 2);
+    PLACE(e->qkv, void *, R * 3 * d * 2);
+    PLACE(e->att, void *, R * d * 2);
+    PLACE(e->ff, void *, R * (size_t)s->ffn * 2);
+    PLACE(e->xe, void *, R * de * 2);
+    PLACE(e->logits_dev, float *, (size_t)e->logit_chunk * s->vocab * sizeof(float));
+    PLACE(e->idx_dev, int32_t *, (size_t)(4 + s->n_layers) * R * sizeof(int32_t));
+#undef PLACE
+    return off;
+}
+
+/* cudaMalloc with a message that says what was being allocated. */
+static int device_alloc(void **p, size_t bytes, const char *what) {
+    const cudaError_t err = cudaMalloc(p, bytes);
+    if (err == cudaSuccess) return SKD_OK;
+    *p = NULL;
+    (void)cudaGetLastError();
+    return skd_fail(err == cudaErrorMemoryAllocation ? SKD_ERR_OUT_OF_MEMORY : SKD_ERR_DEVICE,
+                    "allocating %s (%zu MiB) on the GPU failed: %s", what, bytes >> 20, cudaGetErrorString(err));
+}
+
+static int create_on_device(skd_engine *e) {
+    const skd_shape *s = &e->s;
+    const int L = s->n_layers;
+    e->layers = (skd_gpu_layer *)calloc((size_t)L, sizeof(skd_gpu_layer));
+    e->have = (uint8_t *)calloc((size_t)(L + 1) * SKD_GPU_N_ROLES, 1);
+    e->slots = (skd_slot *)calloc((size_t)s->max_slots, sizeof(skd_slot));
+    e->kv_len = (int32_t *)calloc((size_t)s->max_slots * L, sizeof(int32_t));
+    e->plan_scratch = (int32_t *)calloc((size_t)s->max_slots * (L + 2), sizeof(int32_t));
+    e->layer_m = (int32_t *)calloc((size_t)L, sizeof(int32_t));
+    if (!e->layers || !e->have || !e->slots || !e->kv_len || !e->plan_scratch || !e->layer_m)
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
+    for (int i = 0; i < s->max_slots; i++) e->slots[i].kv_len = e->kv_len + (size_t)i * L;
+
+    SKD_CUDA_TRY(cudaGetDevice(&e->device));
+    SKD_CUDA_TRY(cudaStreamCreateWithFlags(&e->stream, cudaStreamNonBlocking));
+
+    e->warena_bytes = layout_weights(e, 0);
+    int st = device_alloc(&e->warena, e->warena_bytes, "the weights");
+    if (st) return st;
+    layout_weights(e, (uintptr_t)e->warena);
+
+    const size_t kv_bytes = (size_t)s->max_slots * L * s->max_seq * s->d * 2;
+    char what[160];
+    snprintf(what, sizeof what, "the K cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->d);
+    if ((st = device_alloc(&e->k_cache, kv_bytes, what))) return st;
+    snprintf(what, sizeof what, "the V cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->d);
+    if ((st = device_alloc(&e->v_cache, kv_bytes, what))) return st;
+    /* Never read before written (plan.h), but zeros make a bug visible as zeros, not NaNs. */
+    SKD_CUDA_TRY(cudaMemsetAsync(e->k_cache, 0, kv_bytes, e->stream));
+    SKD_CUDA_TRY(cudaMemsetAsync(e->v_cache, 0, kv_bytes, e->stream));
+
+    e->logit_chunk = s->max_rows < LOGIT_CHUNK ? s->max_rows : LOGIT_CHUNK;
+    const size_t sbytes = layout_scratch(e, 0);
+    if ((st = device_alloc(&e->sarena, sbytes, "the activation scratch"))) return st;
+    layout_scratch(e, (uintptr_t)e->sarena);
+    SKD_CUDA_TRY(cudaMallocHost((void **)&e->idx_host, (size_t)(4 + L) * s->max_rows * sizeof(int32_t)));
+    SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **out) {
+    if (!out) return skd_fail(SKD_ERR_INVALID_ARG, "out pointer is NULL");
+    *out = NULL;
+    skd_shape s;
+    int st = skd_shape_from_cfg(cfg, n_cfg, &s);
+    if (st) return st;
+    if ((st = skd_cuda_require_device())) return st; /* before any allocation */
+    if (s.head_dim > SKD_ATTN_MAX_HEAD_DIM)
+        return skd_fail(SKD_ERR_UNSUPPORTED, "head_dim %d (HIDDEN %d / NUM_HEADS %d) > %d is not supported by the CUDA backend",
+                        s.head_dim, s.d, s.n_heads, SKD_ATTN_MAX_HEAD_DIM);
+    skd_engine *e = (skd_engine *)calloc(1, sizeof *e);
+    if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
+    e->s = s;
+    e->dtype = s.compute_dtype ? s.compute_dtype : SKD_DTYPE_F16;
+    if ((st = create_on_device(e))) {
+        skd_engine_free(e);
+        return st;
+    }
+    *out = e;
+    return SKD_OK;
+}
+
+SKD_API void skd_engine_free(skd_engine *e) {
+    if (!e) return;
+    /* Errors are ignored here: free must release what it can and must not
+     * overwrite the message of the failure that led to it. */
+    if (e->stream) {
+        (void)cudaSetDevice(e->device);
+        (void)cudaStreamSynchronize(e->stream);
+        (void)cudaStreamDestroy(e->stream);
+    }
+    void *dev[] = { e->warena, e->k_cache, e->v_cache, e->sarena, e->stage };
+    for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
+        if (dev[i]) (void)cudaFree(dev[i]);
+    if (e->idx_host) (void)cudaFreeHost(e->idx_host);
+    (void)cudaGetLastError();
+    free(e->layers);
+    free(e->have);
+    free(e->slots);
+    free(e->kv_len);
+    free(e->plan_scratch);
+    free(e->layer_m);
+    free(e);
+}
+
+/* ---- weights ---------------------------------------------------------------- */
+
+/* Device address where a role's data goes (q/k/v land in the fused qkv tensors). */
+static char *tensor_dst(skd_engine *e, int role, int layer) {
+    const size_t d = e->s.d, es = 2;
+    skd_gpu_layer *w = layer >= 0 ? &e->layers[layer] : NULL;
+    switch (role) {
+    case SKD_T_EMBED_TOKENS: return (char *)e->embed_tokens;
+    case SKD_T_EMBED_POSITIONS: return (char *)e->embed_positions;
+    case SKD_T_PROJECT_IN: return (char *)e->project_in;
+    case SKD_T_PROJECT_OUT: return (char *)e->project_out;
+    case SKD_T_FINAL_LN_W: return (char *)e->final_ln_w;
+    case SKD_T_FINAL_LN_B: return (char *)e->final_ln_b;
+    case SKD_T_LM_HEAD: return (char *)e->lm_head;
+    case SKD_T_ATTN_LN_W: return (char *)w->attn_ln_w;
+    case SKD_T_ATTN_LN_B: return (char *)w->attn_ln_b;
+    case SKD_T_Q_W: return (char *)w->qkv_w;
+    case SKD_T_K_W: return (char *)w->qkv_w + d * d * es;
+    case SKD_T_V_W: return (char *)w->qkv_w + 2 * d * d * es;
+    case SKD_T_Q_B: return (char *)w->qkv_b;
+    case SKD_T_K_B: return (char *)w->qkv_b + d * es;
+    case SKD_T_V_B: return (char *)w->qkv_b + 2 * d * es;
+    case SKD_T_O_W: return (char *)w->o_w;
+    case SKD_T_O_B: return (char *)w->o_b;
+    case SKD_T_MLP_LN_W: return (char *)w->mlp_ln_w;
+    case SKD_T_MLP_LN_B: return (char *)w->mlp_ln_b;
+    case SKD_T_FC1_W: return (char *)w->fc1_w;
+    case SKD_T_FC1_B: return (char *)w->fc1_b;
+    case SKD_T_FC2_W: return (char *)w->fc2_w;
+    case SKD_T_FC2_B: return (char *)w->fc2_b;
+    default: return NULL;
+    }
+}
+
+static size_t dtype_size(int dtype) { return dtype == SKD_DTYPE_F32 ? 4 : 2; }
+
+/* Copies numel host elements of `dtype` to dst in the compute dtype. Data of
+ * the compute dtype is copied as is; anything else goes through a device
+ * staging buffer in STAGE_BYTES chunks and is converted by a kernel. */
+static int upload(skd_engine *e, char *dst, int dtype, const void *data, size_t numel) {
+    if (dtype == e->dtype) {
+        SKD_CUDA_TRY(cudaMemcpyAsync(dst, data, numel * 2, cudaMemcpyHostToDevice, e->stream));
+    } else {
+        if (!e->stage) {
+            const int st = device_alloc(&e->stage, STAGE_BYTES, "the weight staging buffer");
+            if (st) return st;
+            e->stage_bytes = STAGE_BYTES;
+        }
+        const size_t es = dtype_size(dtype), chunk = e->stage_bytes / es;
+        for (size_t off = 0; off < numel; off += chunk) {
+            const size_t c = numel - off < chunk ? numel - off : chunk;
+            /* stream order: this copy waits for the previous chunk's conversion */
+            SKD_CUDA_TRY(cudaMemcpyAsync(e->stage, (const char *)data + off * es, c * es, cudaMemcpyHostToDevice, e->stream));
+            const int st = skd_convert(dst + off * 2, e->dtype, e->stage, dtype, c, e->stream);
+            if (st) return st;
+        }
+    }
+    /* the caller's pointer is not kept past this call */
+    SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, int32_t dtype, const void *data,
+                                  int64_t numel) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (e->finalized) return skd_fail(SKD_ERR_STATE, "tensors cannot be set after skd_engine_finalize");
+    int st = skd_check_tensor(&e->s, role, layer, dtype, data, numel);
+    if (st) return st;
+    char *dst = tensor_dst(e, role, layer);
+    if (!dst) return skd_fail(SKD_ERR_INVALID_ARG, "unknown tensor role %d", role);
+    SKD_CUDA_TRY(cudaSetDevice(e->device));
+    if ((st = upload(e, dst, dtype, data, (size_t)numel))) return st;
+    e->have[(size_t)(layer + 1) * SKD_GPU_N_ROLES + role] = 1;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_finalize(skd_engine *e) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    const skd_shape *s = &e->s;
+    for (int layer = -1; layer < s->n_layers; layer++) {
+        for (int role = 0; role < SKD_GPU_N_ROLES; role++) {
+            int64_t r, c;
+            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
+            if (!skd_tensor_shape(s, role, &r, &c)) continue;
+            if (e->have[(size_t)(layer + 1) * SKD_GPU_N_ROLES + role]) continue;
+            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
+            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
+        }
+    }
+    /* Bytes one full step reads, as the CPU backend counts them: the matrices
+     * (project_in/out, LM head, per layer q, k, v, o, fc1, fc2) in the compute dtype. */
+    const int64_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab;
+    int64_t elems = V * de + (de != d ? 2 * d * de : 0) + (int64_t)s->n_layers * (4 * d * d + 2 * d * f);
+    e->weight_bytes = elems * 2;
+    if (e->stage) {
+        SKD_CUDA_TRY(cudaSetDevice(e->device));
+        SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
+        SKD_CUDA_TRY(cudaFree(e->stage));
+        e->stage = NULL;
+        e->stage_bytes = 0;
+    }
+    e->finalized = 1;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
+    if (!e || !out) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
+    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "engine is not finalized");
+    *out = e->weight_bytes;
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (slot < 0 || slot >= e->s.max_slots)
+        return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, e->s.max_slots - 1);
+    e->slots[slot].len = 0;
+    memset(e->slots[slot].kv_len, 0, sizeof(int32_t) * (size_t)e->s.n_layers);
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len, int32_t *out_kv_len) {
+    if (!e || !out_len || !out_kv_len) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
+    if (slot < 0 || slot >= e->s.max_slots)
+        return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, e->s.max_slots - 1);
+    if (layer < 0 || layer >= e->s.n_layers)
+        return skd_fail(SKD_ERR_INVALID_ARG, "layer %d out of range 0..%d", layer, e->s.n_layers - 1);
+    *out_len = e->slots[slot].len;
+    *out_kv_len = e->slots[slot].kv_len[layer];
+    return SKD_OK;
+}

@@ -1,0 +1,56 @@
+/* engine.cuh — the CUDA engine's state, shared by engine.cu (life cycle,
+ * weights, slots) and step.cu (the forward pass). */
+#ifndef SKD_GPU_ENGINE_CUH
+#define SKD_GPU_ENGINE_CUH
+#include "common.cuh"
+
+/* Device pointers to one layer's weights (compute dtype). Q, K and V are
+ * stored fused: qkv_w [3d, d] = [q_proj; k_proj; v_proj], qkv_b [3d]. */
+typedef struct {
+    void *attn_ln_w, *attn_ln_b, *qkv_w, *qkv_b, *o_w, *o_b;
+    void *mlp_ln_w, *mlp_ln_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+} skd_gpu_layer;
+
+#define SKD_GPU_N_ROLES 32 /* role ids are < 32 (skipdecode.h) */
+
+struct skd_engine {
+    skd_shape s;
+    int device;        /* CUDA device the engine lives on (the current one at create) */
+    int dtype;         /* compute dtype: SKD_DTYPE_F16 or SKD_DTYPE_BF16 */
+    cudaStream_t stream;
+
+    /* weights: one device arena */
+    void *warena;
+    size_t warena_bytes;
+    void *embed_tokens, *embed_positions, *project_in, *project_out, *final_ln_w, *final_ln_b, *lm_head;
+    skd_gpu_layer *layers; /* host array [L] of device pointers */
+    uint8_t *have;         /* [(L + 1) × SKD_GPU_N_ROLES]: row 0 global, row l+1 layer l */
+    int finalized;
+    int64_t weight_bytes;
+    void *stage;           /* device staging for dtype conversion at load; freed at finalize */
+    size_t stage_bytes;
+
+    /* KV cache, compute dtype, [max_slots][L][max_seq][d] each */
+    void *k_cache, *v_cache;
+
+    /* scratch for max_rows rows: one device arena */
+    void *sarena;
+    float *h;           /* fp32 [R, d]: the residual stream, row i = step row i */
+    void *xn;           /* [R, d] LN / gather output (GEMM input) */
+    void *qkv;          /* [R, 3d] */
+    void *att;          /* [R, d] */
+    void *ff;           /* [R, ffn] */
+    void *xe;           /* [R, e] project_out output */
+    float *logits_dev;  /* fp32 [logit_chunk, V] */
+    int logit_chunk;
+    int32_t *idx_dev;   /* per-step index lists (layout in step.cu), (4 + L) × R int32 */
+    int32_t *idx_host;  /* pinned mirror */
+    int32_t *layer_m;   /* host [L]: active rows per layer in the current step */
+
+    /* host KV bookkeeping (plan.h) */
+    skd_slot *slots;
+    int32_t *kv_len;       /* [max_slots × L] */
+    int32_t *plan_scratch; /* [max_slots × (L + 2)] */
+};
+
+#endif

@@ -1,0 +1,187 @@
+/* step.cu — skd_engine_step: one batch step of the OPT forward with per-row
+ * SkipDecode budgets (skipdecode.h, DESIGN.md).
+ *
+ *   plan    validate the rows and advance the KV bookkeeping (plan.h); refused
+ *           steps change nothing and launch nothing
+ *   upload  token / position / slot of each row and, per layer, the list of rows
+ *           whose range contains it (one pinned host→device copy)
+ *   embed   h[i] = project_in?(embed_tokens[tok]) + embed_positions[pos + POS_OFFSET]   (fp32)
+ *   layer l for the m_l active rows only (gathered through the index list):
+ *             pre-LN:  h += O(attn(LN1(h)));  h += fc2(relu(fc1(LN2(h))))
+ *             post-LN: h = LN1(h + O(attn(h))); h = LN2(h + fc2(relu(fc1(h))))
+ *           K/V of the active rows are written at (slot, l, pos) before the
+ *           layer's attention, so rows of one slot attend causally to each other
+ *   head    rows flagged SKD_ROW_WANT_LOGITS: final LN?, project_out?, LM head → fp32
+ *           logits, copied to the caller's buffer in row order
+ *
+ * Everything runs on the engine's stream and is synchronised once at the end.
+ * TODO(perf): capture the decode step in a CUDA graph (per active-row-count
+ * pattern) to remove ~10 launches per layer of CPU overhead; fuse LN into the
+ * GEMM prologue, K/V store into the QKV epilogue, bias+residual are fused already.
+ */
+#include <string.h>
+
+#include "attention.cuh"
+#include "embed.cuh"
+#include "engine.cuh"
+#include "gemm.cuh"
+#include "kv_store.cuh"
+#include "norm.cuh"
+
+#define TRY(call)                       \
+    do {                                \
+        const int st_ = (call);         \
+        if (st_ != SKD_OK) return st_;  \
+    } while (0)
+
+static skd_gemm_args gemm_args(const void *x, int ldx, const void *w, const void *bias, int m, int n, int k) {
+    skd_gemm_args a;
+    memset(&a, 0, sizeof a);
+    a.x = x;
+    a.ldx = ldx;
+    a.w = w;
+    a.bias = bias;
+    a.m = m;
+    a.n = n;
+    a.k = k;
+    return a;
+}
+
+/* The forward pass for rows that skd_plan_rows accepted. */
+static int forward(skd_engine *e, const int32_t *rows, int n, int n_logits, float *logits) {
+    const skd_shape *s = &e->s;
+    const int L = s->n_layers, d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, dt = e->dtype;
+    const bool proj = de != d;
+    cudaStream_t st = e->stream;
+    SKD_CUDA_TRY(cudaSetDevice(e->device));
+
+    /* Index lists, int32, stride n: tok | pos | slot | layer 0 .. layer L-1 | logit rows. */
+    int32_t *hb = e->idx_host;
+    int32_t *tok = hb, *pos = hb + n, *slot = hb + 2 * (size_t)n, *lg = hb + (size_t)(3 + L) * n;
+    int n_lg = 0;
+    for (int i = 0; i < n; i++) {
+        const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
+        tok[i] = r[SKD_ROW_TOKEN];
+        pos[i] = r[SKD_ROW_POS];
+        slot[i] = r[SKD_ROW_SLOT];
+        if (r[SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) lg[n_lg++] = i;
+    }
+    for (int l = 0; l < L; l++) {
+        int32_t *lay = hb + (size_t)(3 + l) * n;
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
+            if (skd_layer_active(l, L, r[SKD_ROW_BUDGET], r[SKD_ROW_WARMUP])) lay[m++] = i;
+        }
+        e->layer_m[l] = m;
+    }
+    if (n_lg != n_logits) return skd_fail(SKD_ERR_STATE, "internal: %d rows want logits, plan counted %d", n_lg, n_logits);
+    SKD_CUDA_TRY(cudaMemcpyAsync(e->idx_dev, hb, sizeof(int32_t) * (size_t)(4 + L) * n, cudaMemcpyHostToDevice, st));
+    const int32_t *dtok = e->idx_dev, *dpos = e->idx_dev + n, *dslot = e->idx_dev + 2 * (size_t)n;
+    const int32_t *dlg = e->idx_dev + (size_t)(3 + L) * n;
+
+    /* ---- embed ---- */
+    if (proj) {
+        skd_gemm_args a = gemm_args(e->embed_tokens, de, e->project_in, NULL, n, d, de);
+        a.x_rows = dtok; /* X row i = embed_tokens[tok[i]] */
+        a.yf = e->h;
+        a.ldyf = d;
+        TRY(skd_gemm(&a, dt, st));
+        TRY(skd_embed(e->h, NULL, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
+    } else {
+        TRY(skd_embed(e->h, e->embed_tokens, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
+    }
+
+    /* ---- layers ---- */
+    for (int l = 0; l < L; l++) {
+        const int m = e->layer_m[l];
+        if (!m) continue;
+        const int32_t *idx = e->idx_dev + (size_t)(3 + l) * n;
+        const skd_gpu_layer *w = &e->layers[l];
+
+        /* attention block */
+        if (s->pre_ln)
+            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, false, e->xn, dt, st));
+        else
+            TRY(skd_rows_norm(e->h, idx, m, d, NULL, NULL, false, e->xn, dt, st));
+        skd_gemm_args a = gemm_args(e->xn, d, w->qkv_w, w->qkv_b, m, 3 * d, d); /* [m, 3d] = xn · [q;k;v]ᵀ */
+        a.y = e->qkv;
+        a.ldy = 3 * d;
+        TRY(skd_gemm(&a, dt, st));
+        TRY(skd_kv_store(e->k_cache, e->v_cache, e->qkv, idx, dslot, dpos, m, l, L, s->max_seq, d, st));
+        TRY(skd_attention(e->att, e->qkv, e->k_cache, e->v_cache, idx, dslot, dpos, m, l, L, s->max_seq, d, s->n_heads, dt,
+                          st));
+        a = gemm_args(e->att, d, w->o_w, w->o_b, m, d, d); /* h[idx] += att · Oᵀ + b */
+        a.yf = e->h;
+        a.ldyf = d;
+        a.yf_rows = idx;
+        a.accumulate = 1;
+        TRY(skd_gemm(&a, dt, st));
+
+        /* MLP block */
+        if (s->pre_ln)
+            TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, false, e->xn, dt, st));
+        else /* post-LN: h = LN1(h) in place, and its copy feeds fc1 */
+            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, true, e->xn, dt, st));
+        a = gemm_args(e->xn, d, w->fc1_w, w->fc1_b, m, f, d); /* ff = relu(xn · fc1ᵀ + b) */
+        a.relu = 1;
+        a.y = e->ff;
+        a.ldy = f;
+        TRY(skd_gemm(&a, dt, st));
+        a = gemm_args(e->ff, f, w->fc2_w, w->fc2_b, m, d, f); /* h[idx] += ff · fc2ᵀ + b */
+        a.yf = e->h;
+        a.ldyf = d;
+        a.yf_rows = idx;
+        a.accumulate = 1;
+        TRY(skd_gemm(&a, dt, st));
+        if (!s->pre_ln) TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, true, NULL, dt, st));
+    }
+
+    /* ---- head, in chunks of logit_chunk rows ---- */
+    for (int c0 = 0; c0 < n_logits; c0 += e->logit_chunk) {
+        const int kc = n_logits - c0 < e->logit_chunk ? n_logits - c0 : e->logit_chunk;
+        TRY(skd_rows_norm(e->h, dlg + c0, kc, d, e->final_ln_w, e->final_ln_b, false, e->xn, dt, st));
+        const void *x = e->xn;
+        if (proj) {
+            skd_gemm_args a = gemm_args(e->xn, d, e->project_out, NULL, kc, de, d); /* [kc, e] */
+            a.y = e->xe;
+            a.ldy = de;
+            TRY(skd_gemm(&a, dt, st));
+            x = e->xe;
+        }
+        skd_gemm_args a = gemm_args(x, de, e->lm_head, NULL, kc, V, de); /* logits [kc, V] fp32 */
+        a.yf = e->logits_dev;
+        a.ldyf = V;
+        TRY(skd_gemm(&a, dt, st));
+        SKD_CUDA_TRY(cudaMemcpyAsync(logits + (size_t)c0 * V, e->logits_dev, sizeof(float) * (size_t)kc * V,
+                                     cudaMemcpyDeviceToHost, st));
+    }
+    SKD_CUDA_TRY(cudaStreamSynchronize(st));
+    return SKD_OK;
+}
+
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, float *logits) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
+    const skd_shape *s = &e->s;
+    /* Check the output buffer before touching the KV bookkeeping. */
+    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++)
+        if ((rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) && !logits)
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d wants logits but the logits buffer is NULL", i);
+    int32_t n_logits = 0;
+    int st = skd_plan_rows(s, e->slots, rows, n_rows, e->plan_scratch, &n_logits);
+    if (st) return st;
+    if (n_rows == 0) return SKD_OK;
+    st = forward(e, rows, n_rows, n_logits, logits);
+    if (st) {
+        /* The bookkeeping already counts this step's K/V as written, but the
+         * device work did not finish: forget the sequences it touched, so no
+         * later step reads a half-written cache. */
+        for (int i = 0; i < n_rows; i++) {
+            skd_slot *sl = &e->slots[rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_SLOT]];
+            sl->len = 0;
+            memset(sl->kv_len, 0, sizeof(int32_t) * (size_t)s->n_layers);
+        }
+    }
+    return st;
+}
