@@ -193,8 +193,14 @@ export class SkipDecoder {
    * Row.FIELDS int32 each; logits receive vocab floats per row flagged
    * ROW_WANT_LOGITS. Used by the generation loop and the tests.
    */
-  stepRows(rows: Int32Array, nRows: number, logits: Float32Array | null): void {
-    this.#live("stepRows").step(rows, nRows, logits);
+  stepRows(
+    rows: Int32Array,
+    nRows: number,
+    logits: Float32Array | null,
+    params: Float32Array | null = null,
+    tokens: Int32Array | null = null,
+  ): void {
+    this.#live("stepRows").step(rows, nRows, params, logits, tokens);
   }
 
   /** @internal KV bookkeeping of a slot (sequence length, KV length at a layer). */
@@ -248,7 +254,7 @@ export class SkipDecoder {
           rows[r + Row.WARMUP] = w;
           rows[r + Row.FLAGS] = ROW_WANT_LOGITS;
         }
-        engine.step(rows, m, out.subarray(start * V, (start + m) * V));
+        engine.step(rows, m, null, out.subarray(start * V, (start + m) * V));
       }
     } finally {
       this.releaseSlot(slot);

@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 export type BackendName = "cpu" | "cuda";
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 /** Status codes of skipdecode.h. */
 export const Status = {
@@ -82,8 +82,25 @@ export const Role = {
 } as const;
 
 /** Fields of one step row (skd_row_field) and its flags. */
-export const Row = { TOKEN: 0, POS: 1, SLOT: 2, BUDGET: 3, WARMUP: 4, FLAGS: 5, FIELDS: 6 } as const;
+export const Row = {
+  TOKEN: 0,
+  POS: 1,
+  SLOT: 2,
+  BUDGET: 3,
+  WARMUP: 4,
+  FLAGS: 5,
+  TOP_K: 6,
+  SEQ: 7,
+  STEP: 8,
+  SEED_LO: 9,
+  SEED_HI: 10,
+  FIELDS: 11,
+} as const;
 export const ROW_WANT_LOGITS = 1;
+export const ROW_SAMPLE = 2;
+
+/** Per-row float parameters (skd_param_field). */
+export const Param = { TEMPERATURE: 0, TOP_P: 1, FIELDS: 2 } as const;
 
 const STATUS_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(Status).map(([k, v]) => [v, `SKD_${k === "OK" ? "OK" : "ERR_" + k}`]),
@@ -116,7 +133,10 @@ const SYMBOLS = {
   },
   skd_engine_finalize: { args: [FFIType.ptr], returns: FFIType.i32 },
   skd_engine_weight_bytes: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-  skd_engine_step: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
+  skd_engine_step: {
+    args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.ptr],
+    returns: FFIType.i32,
+  },
   skd_engine_reset_slot: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
   skd_engine_slot_info: {
     args: [FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr],
@@ -212,7 +232,7 @@ export class NativeBackend {
     }
     const out = new BigUint64Array(1);
     this.check("skd_engine_create", this.#lib.skd_engine_create(c, Cfg.COUNT, out));
-    return new NativeEngine(this, this.#lib, Number(out[0]) as Pointer);
+    return new NativeEngine(this, this.#lib, Number(out[0]) as Pointer, cfg[Cfg.VOCAB]!);
   }
 }
 
@@ -221,13 +241,16 @@ const registry = new FinalizationRegistry<{ free: () => void }>((h) => h.free())
 /** An engine handle (skd_engine*). `free()` is idempotent; use after free throws. */
 export class NativeEngine {
   readonly backend: NativeBackend;
+  /** Rows of the LM head (logits per row). */
+  readonly vocab: number;
   readonly #lib: Lib;
   #handle: Pointer | null;
   readonly #token = {};
 
   /** @internal created by NativeBackend.createEngine */
-  constructor(backend: NativeBackend, lib: Lib, handle: Pointer) {
+  constructor(backend: NativeBackend, lib: Lib, handle: Pointer, vocab: number) {
     this.backend = backend;
+    this.vocab = vocab;
     this.#lib = lib;
     this.#handle = handle;
     // Backstop only: callers free explicitly. The held object must not reference `this`.
@@ -264,12 +287,36 @@ export class NativeEngine {
   }
 
   /**
-   * Runs one batch step. `rows` holds nRows × Row.FIELDS int32; `logits` has room
-   * for vocab floats per row flagged ROW_WANT_LOGITS (or is null when none is).
+   * Runs one batch step (skd_engine_step). `rows` holds nRows × Row.FIELDS
+   * int32; `params` nRows × Param.FIELDS floats (or null when no row samples);
+   * `logits` room for vocab floats per row flagged ROW_WANT_LOGITS; `tokens`
+   * one int32 per row flagged ROW_SAMPLE. Null outputs are allowed when no row
+   * asks for them (the library checks).
    */
-  step(rows: Int32Array, nRows: number, logits: Float32Array | null): void {
+  step(
+    rows: Int32Array,
+    nRows: number,
+    params: Float32Array | null = null,
+    logits: Float32Array | null = null,
+    tokens: Int32Array | null = null,
+  ): void {
+    if (!Number.isInteger(nRows) || nRows < 0) throw new Error(`step: nRows must be a non-negative integer, got ${nRows}`);
     if (rows.length < nRows * Row.FIELDS) throw new Error(`step: rows holds ${rows.length} ints, ${nRows} rows need ${nRows * Row.FIELDS}`);
-    this.backend.check("step", this.#lib.skd_engine_step(this.#h("step"), rows, nRows, logits));
+    if (params && params.length < nRows * Param.FIELDS) throw new Error(`step: params holds ${params.length} floats, ${nRows} rows need ${nRows * Param.FIELDS}`);
+    let wantLogits = 0;
+    let wantTokens = 0;
+    for (let i = 0; i < nRows; i++) {
+      const f = rows[i * Row.FIELDS + Row.FLAGS]!;
+      if (f & ROW_WANT_LOGITS) wantLogits++;
+      if (f & ROW_SAMPLE) wantTokens++;
+    }
+    if (wantLogits && (!logits || logits.length < wantLogits * this.vocab)) {
+      throw new Error(`step: ${wantLogits} rows want logits; the buffer holds ${logits?.length ?? 0} floats, ${wantLogits * this.vocab} needed`);
+    }
+    if (wantTokens && (!tokens || tokens.length < wantTokens)) {
+      throw new Error(`step: ${wantTokens} rows sample; the tokens buffer holds ${tokens?.length ?? 0}`);
+    }
+    this.backend.check("step", this.#lib.skd_engine_step(this.#h("step"), rows, nRows, params, logits, tokens));
   }
 
   resetSlot(slot: number): void {

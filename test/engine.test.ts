@@ -4,10 +4,10 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
+import { Param, Row, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/native.ts";
 import type { TinyModelOptions } from "../lib/tiny.ts";
 import { argmax, cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
-import { ReferenceOpt } from "./reference.ts";
+import { ReferenceOpt, sampleReference } from "./reference.ts";
 
 afterAll(cleanupTemp);
 
@@ -16,6 +16,13 @@ afterAll(cleanupTemp);
 const TOL = 1e-4;
 
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44];
+
+/** Step rows from lists of leading fields (the rest stay 0). */
+function rowsOf(list: number[][]): Int32Array {
+  const r = new Int32Array(list.length * Row.FIELDS);
+  list.forEach((x, i) => r.set(x, i * Row.FIELDS));
+  return r;
+}
 
 interface Case {
   name: string;
@@ -74,12 +81,6 @@ describe("CPU engine matches the float64 reference", () => {
 
 describe("KV cache and batching", () => {
   const model = { seed: 11, variant: "pre", layers: 4 } as const;
-
-  function rowsOf(list: number[][]): Int32Array {
-    const r = new Int32Array(list.length * Row.FIELDS);
-    list.forEach((x, i) => r.set(x, i * Row.FIELDS));
-    return r;
-  }
 
   test("token-by-token decoding through the KV cache equals forward over the whole sequence", async () => {
     const dir = tinyModel(model);
@@ -199,6 +200,116 @@ describe("KV cache and batching", () => {
       [[2, 0, 0, L, 1, 8], /unknown flag/],
     ];
     for (const [row, re] of bad) expect(() => dec.stepRows(rowsOf([row]), 1, null)).toThrow(re);
-    expect(() => dec.stepRows(rowsOf([[2, 0, 0, L, 1, ROW_WANT_LOGITS]]), 1, null)).toThrow(/logits buffer is NULL/);
+    expect(() => dec.stepRows(rowsOf([[2, 0, 0, L, 1, ROW_WANT_LOGITS]]), 1, null)).toThrow(/1 rows want logits; the buffer holds 0 floats/);
+    expect(() => dec.stepRows(rowsOf([[2, 0, 0, L, 1, ROW_SAMPLE]]), 1, null, new Float32Array(2), null)).toThrow(/1 rows sample/);
+    const params = (t: number, p: number) => new Float32Array([t, p]);
+    const sampleRow = (topK: number) => rowsOf([[2, 0, 0, L, 1, ROW_SAMPLE, topK]]);
+    const tok = new Int32Array(1);
+    expect(() => dec.stepRows(sampleRow(0), 1, null, null, tok)).toThrow(/params pointer is NULL/);
+    expect(() => dec.stepRows(sampleRow(0), 1, null, params(-1, 1), tok)).toThrow(/temperature -1 must be finite and >= 0/);
+    expect(() => dec.stepRows(sampleRow(0), 1, null, params(NaN, 1), tok)).toThrow(/temperature nan must be finite/);
+    expect(() => dec.stepRows(sampleRow(0), 1, null, params(1, 0), tok)).toThrow(/top_p 0 must be in \(0, 1\]/);
+    expect(() => dec.stepRows(sampleRow(0), 1, null, params(1, 1.5), tok)).toThrow(/top_p 1.5 must be in/);
+    expect(() => dec.stepRows(sampleRow(-3), 1, null, params(1, 1), tok)).toThrow(/top_k -3 must be >= 0/);
+  });
+});
+
+describe("sampling in the engine follows the header's rules", () => {
+  test("greedy is the argmax; seeded draws equal the reference sampler for every setting", async () => {
+    const dir = tinyModel({ seed: 31, layers: 2 });
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 8 });
+    const L = dec.spec.numLayers;
+    const V = dec.spec.vocabSize;
+    const settings = [
+      { temperature: 0, topK: 0, topP: 1 },
+      { temperature: 1, topK: 1, topP: 1 },
+      { temperature: 0.8, topK: 0, topP: 1 },
+      { temperature: 1, topK: 40, topP: 1 },
+      { temperature: 0.7, topK: 0, topP: 0.9 },
+      { temperature: 1.3, topK: 20, topP: 0.95 },
+      { temperature: 5, topK: 0, topP: 0.5 },
+    ];
+    // 8 sequences × 6 positions, each row flagged WANT_LOGITS | SAMPLE with its own key
+    const n = 8;
+    const slots = Array.from({ length: n }, () => dec.acquireSlot());
+    let checked = 0;
+    try {
+      for (const [si, s] of settings.entries()) {
+        for (let pos = 0; pos < 6; pos++) {
+          const rows = new Int32Array(n * Row.FIELDS);
+          const params = new Float32Array(n * Param.FIELDS);
+          for (let k = 0; k < n; k++) {
+            const r = k * Row.FIELDS;
+            rows.set([(7 * k + 13 * pos + si) % V, pos, slots[k]!, L, 1, ROW_WANT_LOGITS | ROW_SAMPLE, s.topK, k, pos, 1000 + si, si], r);
+            params.set([s.temperature, s.topP], k * Param.FIELDS);
+          }
+          const logits = new Float32Array(n * V);
+          const tokens = new Int32Array(n);
+          dec.stepRows(rows, n, logits, params, tokens);
+          for (let k = 0; k < n; k++) {
+            const row = logits.subarray(k * V, (k + 1) * V);
+            const seed = BigInt(1000 + si) + (BigInt(si) << 32n);
+            const want = sampleReference(row, { ...s, seed, seq: k, step: pos });
+            expect(tokens[k]).toBe(want);
+            if (s.temperature === 0 || s.topK === 1) expect(tokens[k]).toBe(argmax(row, 0, V));
+            checked++;
+          }
+        }
+      }
+    } finally {
+      slots.forEach((s) => dec.releaseSlot(s));
+    }
+    expect(checked).toBe(settings.length * 6 * n);
+  });
+
+  test("draw frequencies follow the softmax; top-k and top-p never leave their sets", async () => {
+    const dir = tinyModel({ seed: 31, layers: 2 });
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 1, maxBatchTokens: 512 });
+    const L = dec.spec.numLayers;
+    const V = dec.spec.vocabSize;
+    const draws = 400;
+    // the same context in one slot, re-run at position 0 with many RNG steps per step call
+    const slot = dec.acquireSlot();
+    try {
+      const logits = new Float32Array(V);
+      dec.stepRows(rowsOf([[2, 0, slot, L, 1, ROW_WANT_LOGITS]]), 1, logits);
+      const T = 1.5;
+      const mx = Math.max(...logits);
+      const w = Array.from(logits, (x) => Math.exp((x - mx) / T));
+      const z = w.reduce((a, b) => a + b, 0);
+      const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => logits[b]! - logits[a]!);
+      const counts = new Map<string, number[]>();
+      for (const [name, topK, topP] of [["plain", 0, 1], ["top-k 5", 5, 1], ["top-p 0.6", 0, 0.6]] as const) {
+        const c = new Array(V).fill(0);
+        for (let d = 0; d < draws; d++) {
+          const tokens = new Int32Array(1);
+          // position 0 again: the slot rewinds, so every draw sees the same logits
+          const rows = rowsOf([[2, 0, slot, L, 1, ROW_SAMPLE, topK, 0, d, 42, 0]]);
+          dec.stepRows(rows, 1, null, new Float32Array([T, topP]), tokens);
+          c[tokens[0]!]++;
+        }
+        counts.set(name, c);
+      }
+      // plain: the most likely token's frequency is near its probability (5 sigma)
+      const top = order[0]!;
+      const pTop = w[top]! / z;
+      const sigma = Math.sqrt((pTop * (1 - pTop)) / draws);
+      expect(Math.abs(counts.get("plain")![top] / draws - pTop)).toBeLessThan(5 * sigma + 1e-9);
+      // top-k 5: only the 5 most likely ids appear
+      const allowed = new Set(order.slice(0, 5));
+      counts.get("top-k 5")!.forEach((n, i) => n > 0 && expect(allowed.has(i)).toBe(true));
+      // top-p 0.6: only ids of the nucleus appear
+      let cum = 0;
+      const nucleus = new Set<number>();
+      for (const i of order) {
+        nucleus.add(i);
+        cum += w[i]! / z;
+        if (cum >= 0.6) break;
+      }
+      counts.get("top-p 0.6")!.forEach((n, i) => n > 0 && expect(nucleus.has(i)).toBe(true));
+      expect(new Set(counts.get("plain")!.flatMap((n, i) => (n > 0 ? [i] : []))).size).toBeGreaterThan(nucleus.size);
+    } finally {
+      dec.releaseSlot(slot);
+    }
   });
 });

@@ -186,3 +186,53 @@ export class ReferenceOpt {
     return out;
   }
 }
+
+// ---- sampling, exactly as skipdecode.h specifies -----------------------------
+
+const M64 = (1n << 64n) - 1n;
+
+/** splitmix64's finaliser (plan.h skd_mix64). */
+export function mix64(z: bigint): bigint {
+  z = (z + 0x9e3779b97f4a7c15n) & M64;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
+  return z ^ (z >> 31n);
+}
+
+/** The draw for (seed, seq, step): 24 random bits in [0, 1) (plan.h skd_uniform). */
+export function uniform(seed: bigint, seq: number, step: number): number {
+  const x = mix64(mix64(mix64(seed) ^ BigInt(seq)) ^ BigInt(step));
+  return Number(x >> 40n) / 16777216;
+}
+
+/** The next token from logits x, per the header's "Sampling" rules. */
+export function sampleReference(
+  x: ArrayLike<number>,
+  o: { temperature: number; topK: number; topP: number; seed: bigint; seq: number; step: number },
+): number {
+  const V = x.length;
+  let best = 0;
+  for (let i = 1; i < V; i++) if (x[i]! > x[best]!) best = i;
+  if (o.temperature === 0 || o.topK === 1) return best;
+  const p = Array.from({ length: V }, (_, i) => Math.fround(Math.exp(Math.fround((x[i]! - x[best]!) * Math.fround(1 / o.temperature)))));
+  const order = Array.from({ length: V }, (_, i) => i).sort((a, b) => p[b]! - p[a]! || a - b);
+  let kept = o.topK > 0 && o.topK < V ? order.slice(0, o.topK) : order;
+  if (o.topP < 1) {
+    const mass = kept.reduce((s, i) => s + p[i]!, 0);
+    let c = 0;
+    let n = 0;
+    while (n < kept.length) {
+      c += p[kept[n++]!]!;
+      if (c >= Math.fround(o.topP) * mass) break;
+    }
+    kept = kept.slice(0, n);
+  }
+  kept = kept.slice().sort((a, b) => a - b);
+  const r = uniform(o.seed, o.seq, o.step) * kept.reduce((s, i) => s + p[i]!, 0);
+  let c = 0;
+  for (const i of kept) {
+    c += p[i]!;
+    if (c > r) return i;
+  }
+  return kept[kept.length - 1]!;
+}

@@ -75,6 +75,28 @@ static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shap
     return SKD_OK;
 }
 
+#ifdef __CUDACC__
+#define SKD_HD __host__ __device__
+#else
+#define SKD_HD
+#endif
+
+/* splitmix64's finaliser: a bijective 64-bit mix. */
+static inline SKD_HD uint64_t skd_mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The sampling draw for (seed, seq, step): uniform in [0, 1) with 24 bits,
+ * exactly representable as a float. Counter-based: no state, so a draw never
+ * depends on what else ran in the batch. */
+static inline SKD_HD float skd_uniform(uint64_t seed, uint32_t seq, uint32_t step) {
+    uint64_t x = skd_mix64(skd_mix64(skd_mix64(seed) ^ (uint64_t)seq) ^ (uint64_t)step);
+    return (float)(x >> 40) * (1.0f / 16777216.0f);
+}
+
 /* Does a row with budget b and warm-up w compute layer l of L? (DESIGN.md) */
 static inline int skd_layer_active(int l, int L, int b, int w) {
     return b >= L || l < w || l >= L - (b - w);
@@ -164,10 +186,10 @@ typedef struct {
 
 /* Validates a step's rows against the shape and the slots' KV state, and on
  * success applies the bookkeeping (advances len/kv_len). `scratch` must hold
- * max_slots × (n_layers + 2) int32. Returns the number of rows wanting logits
- * in *n_logits. On failure nothing is changed. */
+ * max_slots × (n_layers + 2) int32. Counts the rows wanting logits and the
+ * rows sampling. On failure nothing is changed. */
 static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
-                                int32_t *scratch, int32_t *n_logits) {
+                                const float *params, int32_t *scratch, int32_t *n_logits, int32_t *n_sample) {
     const int L = s->n_layers;
     if (n_rows < 0 || n_rows > s->max_rows)
         return skd_fail(SKD_ERR_INVALID_ARG, "step has %d rows; the engine was created for at most %d", (int)n_rows, s->max_rows);
@@ -175,17 +197,29 @@ static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32
     /* scratch layout: per slot [touched, len, kv_len[0..L-1]] — a shadow copy. */
     const int stride = L + 2;
     for (int i = 0; i < s->max_slots; i++) scratch[i * stride] = 0;
-    int32_t want = 0;
+    int32_t want = 0, sample = 0;
     for (int i = 0; i < n_rows; i++) {
         const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
         int tok = r[SKD_ROW_TOKEN], pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
         int b = r[SKD_ROW_BUDGET], w = r[SKD_ROW_WARMUP], flags = r[SKD_ROW_FLAGS];
+        const int known = SKD_ROW_WANT_LOGITS | SKD_ROW_SAMPLE;
         if (tok < 0 || tok >= s->vocab) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: token %d out of range 0..%d", i, tok, s->vocab - 1);
         if (slot < 0 || slot >= s->max_slots) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: slot %d out of range 0..%d", i, slot, s->max_slots - 1);
         if (pos < 0 || pos >= s->max_seq) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: position %d out of range 0..%d (KV capacity)", i, pos, s->max_seq - 1);
         if (w < 0 || w > L) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: warm-up %d out of range 0..%d", i, w, L);
         if (b < 1 || b > L || b < w) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: budget %d out of range %d..%d (budget >= max(1, warm-up %d))", i, b, w > 1 ? w : 1, L, w);
-        if (flags & ~SKD_ROW_WANT_LOGITS) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: unknown flag bits 0x%x", i, flags & ~SKD_ROW_WANT_LOGITS);
+        if (flags & ~known) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: unknown flag bits 0x%x", i, flags & ~known);
+        if (flags & SKD_ROW_SAMPLE) {
+            if (!params) return skd_fail(SKD_ERR_INVALID_ARG, "row %d samples but the params pointer is NULL", i);
+            const float t = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TEMPERATURE];
+            const float tp = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TOP_P];
+            if (!(t >= 0.0f && t < 1e30f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: temperature %g must be finite and >= 0", i, (double)t);
+            if (!(tp > 0.0f && tp <= 1.0f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_p %g must be in (0, 1]", i, (double)tp);
+            if (r[SKD_ROW_TOP_K] < 0) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_k %d must be >= 0", i, r[SKD_ROW_TOP_K]);
+            if (r[SKD_ROW_SEQ] < 0 || r[SKD_ROW_STEP] < 0)
+                return skd_fail(SKD_ERR_INVALID_ARG, "row %d: RNG seq %d and step %d must be >= 0", i, r[SKD_ROW_SEQ], r[SKD_ROW_STEP]);
+            sample++;
+        }
         int32_t *sh = scratch + (size_t)slot * stride;
         if (!sh[0]) {  /* first row of this slot in the step: load its state */
             sh[0] = 1;
@@ -218,6 +252,7 @@ static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32
         memcpy(slots[i].kv_len, sh + 2, sizeof(int32_t) * L);
     }
     *n_logits = want;
+    *n_sample = sample;
     return SKD_OK;
 }
 

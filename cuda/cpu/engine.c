@@ -22,6 +22,7 @@
 #include "ops.h"
 #include "plan.h"
 #include "pool.h"
+#include "sample.h"
 #include "skipdecode.h"
 
 #define N_ROLES 32
@@ -54,6 +55,10 @@ struct skd_engine {
     int32_t *act;        /* active row indices of the current layer */
     float *mm_scratch;   /* per-thread rows for skd_matmul */
     float *att_scratch;  /* per-thread scores, max_seq each */
+    float *head;         /* [head_rows, vocab] logits of rows that sample but want no logits out */
+    int head_rows;
+    float *sample_f;     /* sampling scratch */
+    int32_t *sample_i;
 };
 
 /* ---- allocation helpers ---------------------------------------------------- */
@@ -117,7 +122,8 @@ SKD_API void skd_engine_free(skd_engine *e) {
         }
     }
     void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
-                     e->t, e->q, e->k, e->v, e->att, e->h, e->e, e->act, e->mm_scratch, e->att_scratch };
+                     e->t, e->q, e->k, e->v, e->att, e->h, e->e, e->act, e->mm_scratch, e->att_scratch,
+                     e->head, e->sample_f, e->sample_i };
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
     free(e);
 }
@@ -152,6 +158,10 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     e->h = xcalloc((size_t)R * s.ffn, sizeof(float), &ok);
     e->e = xcalloc((size_t)R * s.embed_dim, sizeof(float), &ok);
     e->act = xcalloc((size_t)R, sizeof(int32_t), &ok);
+    e->head_rows = s.max_slots < R ? s.max_slots : R;
+    e->head = xcalloc((size_t)e->head_rows * s.vocab, sizeof(float), &ok);
+    e->sample_f = xcalloc(SKD_SAMPLE_SCRATCH_F(s.vocab), sizeof(float), &ok);
+    e->sample_i = xcalloc(SKD_SAMPLE_SCRATCH_I(s.vocab), sizeof(int32_t), &ok);
     if (!ok) {
         skd_engine_free(e);
         return skd_fail(SKD_ERR_OUT_OF_MEMORY,
@@ -394,25 +404,49 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
 }
 
-SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, float *logits) {
+/* Final LN, project_out and LM head for the rows `idx[0..m)`; logits to out[m, V]. */
+static void run_head(skd_engine *e, const int32_t *idx, int m, float *out) {
+    const skd_shape *s = &e->s;
+    const int d = s->d;
+    for (int i = 0; i < m; i++) memcpy(e->xa + (size_t)i * d, e->x + (size_t)idx[i] * d, sizeof(float) * d);
+    if (s->final_ln) skd_layernorm(e->xa, e->xa, m, d, e->final_ln_w, e->final_ln_b);
+    const float *hin = e->xa;
+    if (s->embed_dim != d) {
+        skd_matmul(e->pool, e->e, e->xa, m, &e->project_out, NULL, 0, e->mm_scratch);
+        hin = e->e;
+    }
+    skd_matmul(e->pool, out, hin, m, &e->lm_head, NULL, 0, e->mm_scratch);
+}
+
+static int32_t sample_row(skd_engine *e, const int32_t *r, const float *prm, const float *logits) {
+    const uint64_t seed = (uint64_t)(uint32_t)r[SKD_ROW_SEED_LO] | ((uint64_t)(uint32_t)r[SKD_ROW_SEED_HI] << 32);
+    return skd_sample(logits, e->s.vocab, prm[SKD_PARAM_TEMPERATURE], r[SKD_ROW_TOP_K], prm[SKD_PARAM_TOP_P], seed,
+                      (uint32_t)r[SKD_ROW_SEQ], (uint32_t)r[SKD_ROW_STEP], e->sample_f, e->sample_i);
+}
+
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits,
+                            int32_t *tokens) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
     const skd_shape *s = &e->s;
-    int32_t n_logits = 0;
-    /* Check the output buffer before touching the KV bookkeeping. */
-    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++)
-        if ((rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) && !logits)
+    int32_t n_logits = 0, n_sample = 0;
+    /* Check the output buffers before touching the KV bookkeeping. */
+    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++) {
+        const int flags = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS];
+        if ((flags & SKD_ROW_WANT_LOGITS) && !logits)
             return skd_fail(SKD_ERR_INVALID_ARG, "row %d wants logits but the logits buffer is NULL", i);
-    int st = skd_plan_rows(s, e->slots, rows, n_rows, e->plan_scratch, &n_logits);
+        if ((flags & SKD_ROW_SAMPLE) && !tokens)
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d samples but the tokens buffer is NULL", i);
+    }
+    int st = skd_plan_rows(s, e->slots, rows, n_rows, params, e->plan_scratch, &n_logits, &n_sample);
     if (st) return st;
     if (n_rows == 0) return SKD_OK;
-    const int d = s->d, de = s->embed_dim, L = s->n_layers;
-    const int proj = de != d;
+    const int d = s->d, de = s->embed_dim, L = s->n_layers, V = s->vocab;
 
     /* embed: x = project_in(tok) + pos */
     for (int i = 0; i < n_rows; i++)
         skd_mat_row_f32(&e->embed_tokens, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_TOKEN], e->e + (size_t)i * de);
-    if (proj)
+    if (de != d)
         skd_matmul(e->pool, e->x, e->e, n_rows, &e->project_in, NULL, 0, e->mm_scratch);
     else
         memcpy(e->x, e->e, sizeof(float) * (size_t)n_rows * d);
@@ -436,20 +470,36 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
         for (int i = 0; i < m; i++) memcpy(e->x + (size_t)e->act[i] * d, e->xa + (size_t)i * d, sizeof(float) * d);
     }
 
-    if (!n_logits) return SKD_OK;
-    int m = 0;
-    for (int i = 0; i < n_rows; i++) {
-        if (rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) {
-            memcpy(e->xa + (size_t)m * d, e->x + (size_t)i * d, sizeof(float) * d);
-            m++;
+    /* Rows that want logits: head straight into the caller's buffer (all at
+     * once, so the LM head is read once), sampling from there if flagged. */
+    int32_t n_tok = 0;
+    if (n_logits) {
+        int m = 0;
+        for (int i = 0; i < n_rows; i++)
+            if (rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) e->act[m++] = i;
+        run_head(e, e->act, m, logits);
+    }
+    /* Sampling rows, in row order; those without logits out go through
+     * e->head in chunks of head_rows. */
+    int32_t k_logit = 0;
+    for (int i = 0; i < n_rows && n_sample;) {
+        /* gather the next chunk of sample-only rows */
+        int m = 0;
+        int j = i;
+        for (; j < n_rows && m < e->head_rows; j++) {
+            const int flags = rows[(size_t)j * SKD_ROW_FIELDS + SKD_ROW_FLAGS];
+            if ((flags & SKD_ROW_SAMPLE) && !(flags & SKD_ROW_WANT_LOGITS)) e->act[m++] = j;
+        }
+        if (m) run_head(e, e->act, m, e->head);
+        int c = 0;
+        for (; i < j; i++) {
+            const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
+            const int flags = r[SKD_ROW_FLAGS];
+            const float *src = NULL;
+            if (flags & SKD_ROW_WANT_LOGITS) src = logits + (size_t)k_logit++ * V;
+            else if (flags & SKD_ROW_SAMPLE) src = e->head + (size_t)c++ * V;
+            if (flags & SKD_ROW_SAMPLE) tokens[n_tok++] = sample_row(e, r, params + (size_t)i * SKD_PARAM_FIELDS, src);
         }
     }
-    if (s->final_ln) skd_layernorm(e->xa, e->xa, m, d, e->final_ln_w, e->final_ln_b);
-    const float *hin = e->xa;
-    if (proj) {
-        skd_matmul(e->pool, e->e, e->xa, m, &e->project_out, NULL, 0, e->mm_scratch);
-        hin = e->e;
-    }
-    skd_matmul(e->pool, logits, hin, m, &e->lm_head, NULL, 0, e->mm_scratch);
     return SKD_OK;
 }

@@ -15,7 +15,7 @@
  *   skd_engine *e;  skd_engine_create(cfg, SKD_CFG_COUNT, &e);
  *   skd_engine_set_tensor(e, SKD_T_..., layer, SKD_DTYPE_..., data, numel);  // every tensor once
  *   skd_engine_finalize(e);                     // checks nothing is missing
- *   skd_engine_step(e, rows, n_rows, logits);   // as many times as you like
+ *   skd_engine_step(e, rows, n_rows, params, logits, tokens);  // as often as you like
  *   skd_engine_free(e);
  *
  * Threading: one engine is used by one caller thread at a time. The engine
@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 /* ABI version: bumped on any change to a signature, a row field or a config slot. */
-#define SKD_ABI_VERSION 1
+#define SKD_ABI_VERSION 2
 
 /* ---- status codes ------------------------------------------------------- */
 typedef enum {
@@ -168,11 +168,26 @@ typedef enum {
     SKD_ROW_SLOT = 2,    /* KV slot of the sequence, 0 <= slot < MAX_SLOTS */
     SKD_ROW_BUDGET = 3,  /* layers this token computes, WARMUP <= budget <= L, budget >= 1 */
     SKD_ROW_WARMUP = 4,  /* warm-up layers w, 0 <= w <= L */
-    SKD_ROW_FLAGS = 5,   /* SKD_ROW_WANT_LOGITS | ... */
-    SKD_ROW_FIELDS = 6
+    SKD_ROW_FLAGS = 5,   /* SKD_ROW_WANT_LOGITS | SKD_ROW_SAMPLE */
+    /* sampling (read only for rows flagged SKD_ROW_SAMPLE) */
+    SKD_ROW_TOP_K = 6,   /* keep the k most likely tokens; 0 = no limit */
+    SKD_ROW_SEQ = 7,     /* RNG key: sequence index within its request, >= 0 */
+    SKD_ROW_STEP = 8,    /* RNG key: index of the token being sampled, >= 0 */
+    SKD_ROW_SEED_LO = 9, /* RNG key: seed, low 32 bits (as int32 bit pattern) */
+    SKD_ROW_SEED_HI = 10,/* RNG key: seed, high 32 bits */
+    SKD_ROW_FIELDS = 11
 } skd_row_field;
 
-#define SKD_ROW_WANT_LOGITS 1  /* write this row's logits to the output */
+/* Per-row float parameters, SKD_PARAM_FIELDS floats a row (read only for
+ * rows flagged SKD_ROW_SAMPLE; the array may be NULL when no row samples). */
+typedef enum {
+    SKD_PARAM_TEMPERATURE = 0, /* >= 0; 0 = greedy */
+    SKD_PARAM_TOP_P = 1,       /* in (0, 1]; 1 = no nucleus cut */
+    SKD_PARAM_FIELDS = 2
+} skd_param_field;
+
+#define SKD_ROW_WANT_LOGITS 1  /* write this row's logits to `logits` */
+#define SKD_ROW_SAMPLE 2       /* sample the next token from this row's logits into `tokens` */
 
 /* Layer l is computed by a row with budget b and warm-up w iff
  *     b == L  ||  l < w  ||  l >= L - (b - w)
@@ -190,10 +205,25 @@ typedef enum {
  * whole with SKD_ERR_KV_MISSING before anything is computed or changed.
  *
  * Within a step, rows attend to the KV of earlier rows of the same slot
- * (causal prefill). logits (may be NULL if no row wants logits) receives one
- * row of VOCAB floats per row flagged SKD_ROW_WANT_LOGITS, in row order.
+ * (causal prefill).
+ *
+ * Outputs, in row order:
+ *   logits  one row of VOCAB floats per row flagged SKD_ROW_WANT_LOGITS
+ *           (may be NULL if no row wants logits)
+ *   tokens  one int32 per row flagged SKD_ROW_SAMPLE (may be NULL if none samples)
+ *
+ * Sampling (identical semantics on every backend), from a row's logits x:
+ *   - temperature == 0 or top_k == 1: the argmax (lowest id among ties);
+ *   - else p_i ∝ exp(x_i / temperature) over all VOCAB ids; top_k > 0 keeps the
+ *     k largest (ties: lower id first); top_p < 1 then keeps the shortest prefix
+ *     of the kept ids, by decreasing p (ties: lower id first), whose share of the
+ *     kept mass reaches top_p; u = skd_uniform(seed, seq, step) (plan.h: a
+ *     counter-based splitmix64 hash, so a draw depends on nothing but its key);
+ *     the token is the first kept id, walking ids in increasing order, at which
+ *     the running sum of kept p exceeds u × (sum of kept p).
  */
-SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, float *logits);
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits,
+                            int32_t *tokens);
 
 /* Forgets the sequence in `slot` (length 0, no KV written). */
 SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot);
