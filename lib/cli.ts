@@ -16,7 +16,7 @@ import { writeTinyModel } from "./tiny.ts";
 const USAGE = `usage:
   skipdecode tiny-model DIR [--seed N] [--variant pre|post] [--dtype float32|float16|bfloat16]
                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--embed-dim N] [--vocab N]
-                            [--max-positions N] [--untied]
+                            [--max-positions N] [--tied]
       write a deterministic random OPT checkpoint (config.json, model.safetensors, tokenizer.json)
   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
       print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added)
@@ -42,7 +42,7 @@ function intList(flag: string, v: string | undefined): number[] | undefined {
 }
 
 type FlagSpec = Record<string, { type: "string" | "boolean" }>;
-type Flags = Record<string, string | undefined> & { untied?: boolean };
+type Flags = Record<string, string | undefined> & { tied?: boolean };
 
 function parse(args: string[], options: FlagSpec, positionals: number): { values: Flags; positionals: string[] } {
   let parsed;
@@ -71,7 +71,7 @@ async function tinyModel(args: string[]): Promise<void> {
       "embed-dim": { type: "string" },
       vocab: { type: "string" },
       "max-positions": { type: "string" },
-      untied: { type: "boolean" },
+      tied: { type: "boolean" },
     },
     1,
   );
@@ -87,7 +87,7 @@ async function tinyModel(args: string[]): Promise<void> {
     embedDim: int("embed-dim", values["embed-dim"]),
     vocab: int("vocab", values.vocab),
     maxPositions: int("max-positions", values["max-positions"]),
-    untied: values.untied,
+    tiedHead: values.tied,
   };
   // drop unset keys so the library's defaults apply
   const clean = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));

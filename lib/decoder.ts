@@ -2,9 +2,13 @@
  * SkipDecoder: loads a model folder into a native engine and runs it with
  * SkipDecode's per-token layer budgets (DESIGN.md).
  */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { optWeights } from "./checkpoint/opt.ts";
 import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
+import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
 import {
   ARCH_OPT,
   type BackendName,
@@ -17,6 +21,7 @@ import {
   ROW_WANT_LOGITS,
 } from "./native.ts";
 import { checkIds, checkKeys, choiceOpt, intOpt } from "./options.ts";
+import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
 
 /** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
 export type WeightDType = "auto" | "float32" | "float16" | "bfloat16";
@@ -82,16 +87,40 @@ export class SkipDecoder {
   readonly dir: string;
   /** Effective load options. */
   readonly options: Required<LoadOptions>;
+  /** The model's tokenizer, or null when the folder has none (then prompts must be token ids). */
+  readonly tokenizer: SkipTokenizer | null;
   #engine: NativeEngine;
   #freeSlots: number[];
+  readonly #scheduler: Scheduler;
 
-  private constructor(dir: string, spec: ModelSpec, engine: NativeEngine, options: Required<LoadOptions>) {
+  private constructor(
+    dir: string,
+    spec: ModelSpec,
+    engine: NativeEngine,
+    options: Required<LoadOptions>,
+    tokenizer: SkipTokenizer | null,
+  ) {
     this.dir = dir;
     this.spec = spec;
     this.#engine = engine;
     this.backend = engine.backend.name;
     this.options = options;
+    this.tokenizer = tokenizer;
     this.#freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+    const self = this;
+    this.#scheduler = new Scheduler(
+      {
+        numLayers: spec.numLayers,
+        maxSeqLen: options.maxSeqLen,
+        maxBatchTokens: options.maxBatchTokens,
+        tokenizer,
+        acquireSlot: () => self.acquireSlot(),
+        releaseSlot: (s) => self.releaseSlot(s),
+        freeSlots: () => self.#freeSlots.length,
+        stepRows: (rows, n, logits, params, tokens) => self.stepRows(rows, n, logits, params, tokens),
+      },
+      Math.max(options.maxBatchTokens, options.maxBatch),
+    );
   }
 
   /**
@@ -132,6 +161,8 @@ export class SkipDecoder {
     cfg[Cfg.MAX_ROWS] = Math.max(options.maxBatchTokens, options.maxBatch);
     cfg[Cfg.THREADS] = options.threads;
     cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
+    const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
+    const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir) : null;
     const ckpt = CheckpointTensors.open(dir);
     let engine: NativeEngine | null = null;
     try {
@@ -156,7 +187,7 @@ export class SkipDecoder {
     } finally {
       ckpt.close();
     }
-    return new SkipDecoder(dir, spec, engine, options);
+    return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 
   #live(what: string): NativeEngine {
@@ -262,8 +293,103 @@ export class SkipDecoder {
     return out;
   }
 
-  /** Frees the native engine. Safe to call twice; any later use throws. */
+  #spec(where: string, prompt: Prompt, opts: GenerateOptions | undefined, seq: number, onEvent?: (ev: StreamEvent) => void) {
+    this.#live(where);
+    return sequenceSpec(`SkipDecoder.${where}`, prompt, opts, {
+      spec: this.spec,
+      tokenizer: this.tokenizer,
+      maxSeqLen: this.options.maxSeqLen,
+      seq,
+      onEvent,
+    });
+  }
+
+  /**
+   * Generates a continuation of one prompt. Concurrent calls are batched
+   * together step by step (continuous batching); each keeps its own budgets.
+   *
+   * @example
+   * const r = await dec.generate("The capital of France is", { maxNewTokens: 20, speedup: 2 });
+   * console.log(r.text, r.stats.idealSpeedup, r.budgets);
+   */
+  async generate(prompt: Prompt, opts?: GenerateOptions): Promise<GenerateResult> {
+    return this.#scheduler.submit(this.#spec("generate", prompt, opts, 0)).promise;
+  }
+
+  /**
+   * Generates for several prompts as one batch that shares the step index
+   * (the paper's mode): all are prefilled before any decodes, so row i of
+   * every decode step has the same budget. Sequence i draws with RNG
+   * sequence index i. At most maxBatch prompts.
+   *
+   * @example
+   * const [a, b] = await dec.generateBatch(["Hello", "Goodbye, cruel"], { maxNewTokens: 16, speedup: 3 });
+   */
+  async generateBatch(prompts: Prompt[], opts?: GenerateOptions): Promise<GenerateResult[]> {
+    if (!Array.isArray(prompts) || prompts.length === 0) throw new Error("SkipDecoder.generateBatch: prompts must be a non-empty array");
+    if (prompts.length > this.options.maxBatch) {
+      throw new Error(`SkipDecoder.generateBatch: ${prompts.length} prompts exceed maxBatch ${this.options.maxBatch}`);
+    }
+    const specs = prompts.map((p, i) => this.#spec("generateBatch", p, opts, i));
+    const group = new Group(specs.length);
+    return Promise.all(specs.map((s) => this.#scheduler.submit(s, group).promise));
+  }
+
+  /**
+   * Streams a generation token by token. `text` pieces never split a
+   * character; a piece that could begin a stop string is held back until it
+   * cannot. Breaking out of the loop ends the generation and frees its KV slot.
+   * The iterator's return value is the full result.
+   *
+   * @example
+   * for await (const ev of dec.stream("Once upon a time", { maxNewTokens: 50 })) process.stdout.write(ev.text);
+   */
+  async *stream(prompt: Prompt, opts?: GenerateOptions): AsyncGenerator<StreamEvent, GenerateResult, undefined> {
+    const queue: StreamEvent[] = [];
+    let wake: (() => void) | null = null;
+    const spec = this.#spec("stream", prompt, opts, 0, (ev) => {
+      queue.push(ev);
+      wake?.();
+    });
+    const run = this.#scheduler.submit(spec);
+    let done = false;
+    let result: GenerateResult | undefined;
+    let error: unknown;
+    run.promise.then(
+      (r) => {
+        result = r;
+        done = true;
+        wake?.();
+      },
+      (e) => {
+        error = e;
+        done = true;
+        wake?.();
+      },
+    );
+    try {
+      for (;;) {
+        while (queue.length) yield queue.shift()!;
+        if (done) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+      if (error) throw error;
+      return result!;
+    } finally {
+      if (!done) run.cancel(); // the consumer left early: free the slot now
+    }
+  }
+
+  /** Sequences generating and queued. */
+  get load(): { running: number; waiting: number } {
+    return this.#scheduler.counts;
+  }
+
+  /** Ends all generations ("abort") and frees the native engine. Safe to call twice; any later use throws. */
   close(): void {
+    if (this.#engine.freed) return;
+    this.#scheduler.abortAll();
     this.#engine.free();
   }
 

@@ -27,8 +27,9 @@ export interface TinyModelOptions {
   /** Embedding rows (default: the tokenizer's size rounded up to a multiple of 64). */
   vocab?: number;
   maxPositions?: number;
-  /** Write an explicit lm_head.weight instead of tying it to the embedding. */
-  untied?: boolean;
+  /** Tie the LM head to the token embedding (no lm_head.weight). Off by default:
+   * a random model with a tied head mostly repeats its input token. */
+  tiedHead?: boolean;
   /** Tensor name prefix: "model.decoder." (OPTForCausalLM) or "decoder." (OPTModel). */
   prefix?: "model.decoder." | "decoder.";
   /** Standard deviation of the random weights. */
@@ -45,7 +46,7 @@ export const TINY_DEFAULTS = {
   heads: 4,
   merges: 100,
   maxPositions: 256,
-  untied: false,
+  tiedHead: false,
   prefix: "model.decoder.",
   scale: 0.15,
 } as const;
@@ -103,7 +104,7 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
   const tokSize = 260 + merges;
   const vocab = intOpt(where, "vocab", o.vocab, tokSize, 1 << 20, Math.ceil(tokSize / 64) * 64);
   const maxPositions = intOpt(where, "maxPositions", o.maxPositions, 1, 1 << 16, TINY_DEFAULTS.maxPositions);
-  const untied = o.untied ?? TINY_DEFAULTS.untied;
+  const tied = o.tiedHead ?? TINY_DEFAULTS.tiedHead;
   const prefix = choiceOpt(where, "prefix", o.prefix, ["model.decoder.", "decoder."] as const, TINY_DEFAULTS.prefix);
   const scale = o.scale ?? TINY_DEFAULTS.scale;
 
@@ -146,7 +147,7 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
     add(`${q}fc2.weight`, [hidden, ffn], w(ffn));
     add(`${q}fc2.bias`, [hidden], small);
   }
-  if (untied) add("lm_head.weight", [vocab, embedDim], () => rng.normal() * scale * 4);
+  if (!tied) add("lm_head.weight", [vocab, embedDim], () => rng.normal() * scale * 4);
 
   const config = {
     architectures: ["OPTForCausalLM"],
@@ -163,7 +164,7 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
     activation_function: "relu",
     enable_bias: true,
     layer_norm_elementwise_affine: true,
-    tie_word_embeddings: !untied,
+    tie_word_embeddings: tied,
     bos_token_id: 2,
     eos_token_id: 2,
     pad_token_id: 1,

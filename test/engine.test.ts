@@ -30,11 +30,11 @@ interface Case {
 }
 
 const CASES: Case[] = [
-  { name: "pre-LN F32", model: { seed: 1, variant: "pre", dtype: "float32" } },
+  { name: "pre-LN F32, tied head", model: { seed: 1, variant: "pre", dtype: "float32", tiedHead: true } },
   { name: "post-LN F32", model: { seed: 2, variant: "post", dtype: "float32" } },
   { name: "pre-LN F16", model: { seed: 3, variant: "pre", dtype: "float16" } },
   { name: "post-LN BF16", model: { seed: 4, variant: "post", dtype: "bfloat16" } },
-  { name: "pre-LN BF16, project_in/out, untied head", model: { seed: 5, dtype: "bfloat16", hidden: 48, embedDim: 24, untied: true } },
+  { name: "pre-LN BF16, project_in/out, tied head", model: { seed: 5, dtype: "bfloat16", hidden: 48, embedDim: 24, tiedHead: true } },
   { name: "post-LN project_in/out (opt-350m style), decoder.* names", model: { seed: 6, variant: "post", hidden: 64, embedDim: 32, prefix: "decoder." } },
   { name: "odd: hidden 52, ffn 100, 3 layers", model: { seed: 7, hidden: 52, heads: 4, ffn: 100, layers: 3 } },
   { name: "odd: one head, one layer, hidden 36", model: { seed: 8, hidden: 36, heads: 1, layers: 1, ffn: 70 } },

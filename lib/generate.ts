@@ -1,0 +1,116 @@
+/**
+ * Generation options: their defaults (one place) and their validation into
+ * what the scheduler runs.
+ */
+import { randomBytes } from "node:crypto";
+import type { ModelSpec } from "./checkpoint/config.ts";
+import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import { checkIds, checkKeys, intOpt, numOpt } from "./options.ts";
+import { SkipPolicy } from "./policy.ts";
+import type { SequenceSpec, StreamEvent } from "./scheduler.ts";
+
+/** Options of generate, generateBatch and stream; defaults in {@link GENERATE_DEFAULTS}. */
+export interface GenerateOptions {
+  /** Most tokens to generate. */
+  maxNewTokens?: number;
+  /** Budget schedule; its numLayers must be the model's. Excludes `speedup`. */
+  policy?: SkipPolicy;
+  /** Target speedup: SkipPolicy.forSpeedup(speedup, { span: maxNewTokens }). Excludes `policy`. */
+  speedup?: number;
+  /** Warm-up layers for `speedup` (a policy carries its own). */
+  warmupLayers?: number;
+  /** 0 = greedy. */
+  temperature?: number;
+  /** 0 = no top-k cut. */
+  topK?: number;
+  /** 1 = no nucleus cut. */
+  topP?: number;
+  /** RNG seed (integer 0..2^53-1); drawn at random when absent and reported in stats. */
+  seed?: number;
+  /** Generation ends before the first occurrence of any of these. */
+  stop?: string | string[];
+  /** Keep generating past the end-of-sequence token (benchmarks). */
+  ignoreEos?: boolean;
+  /** Aborting ends the generation within one step, finishReason "abort". */
+  signal?: AbortSignal;
+}
+
+/** Defaults of {@link GenerateOptions}: greedy, full model, 64 tokens. */
+export const GENERATE_DEFAULTS = {
+  maxNewTokens: 64,
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  ignoreEos: false,
+} as const;
+
+const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal"];
+
+/** A prompt: text (tokenised with BOS) or token ids (fed as given). */
+export type Prompt = string | number[];
+
+/** Validates options and a prompt into a scheduler spec. */
+export function sequenceSpec(
+  where: string,
+  prompt: Prompt,
+  opts: GenerateOptions | undefined,
+  ctx: { spec: ModelSpec; tokenizer: SkipTokenizer | null; maxSeqLen: number; seq: number; onEvent?: (ev: StreamEvent) => void },
+): SequenceSpec {
+  const o = checkKeys(where, opts, KEYS);
+  const L = ctx.spec.numLayers;
+  let ids: number[];
+  if (typeof prompt === "string") {
+    if (!ctx.tokenizer) throw new Error(`${where}: this model folder has no tokenizer; pass the prompt as token ids`);
+    ids = ctx.tokenizer.encode(prompt, { addBos: true });
+  } else {
+    ids = checkIds(where, "prompt", prompt, ctx.spec.vocabSize);
+  }
+  if (ids.length === 0) throw new Error(`${where}: the prompt is empty`);
+  if (ids.length > ctx.maxSeqLen) {
+    throw new Error(`${where}: the prompt has ${ids.length} tokens, more than the context of ${ctx.maxSeqLen} (maxSeqLen)`);
+  }
+  const maxNewTokens = intOpt(where, "maxNewTokens", o.maxNewTokens, 1, 1 << 24, GENERATE_DEFAULTS.maxNewTokens);
+  let policy: SkipPolicy;
+  if (o.policy !== undefined && o.speedup !== undefined) throw new Error(`${where}: give policy or speedup, not both`);
+  if (o.policy !== undefined) {
+    if (!(o.policy instanceof SkipPolicy)) throw new Error(`${where}: policy must be a SkipPolicy (SkipPolicy.linear(...) etc.)`);
+    if (o.policy.numLayers !== L) throw new Error(`${where}: the policy is for ${o.policy.numLayers} layers, the model has ${L}`);
+    if (o.warmupLayers !== undefined && o.warmupLayers !== o.policy.warmupLayers) {
+      throw new Error(`${where}: warmupLayers ${o.warmupLayers} differs from the policy's ${o.policy.warmupLayers}`);
+    }
+    policy = o.policy;
+  } else {
+    const w = intOpt(where, "warmupLayers", o.warmupLayers, 0, L, Math.min(1, L));
+    if (o.speedup === undefined) policy = SkipPolicy.full(L, { warmupLayers: w });
+    else {
+      if (typeof o.speedup !== "number") throw new Error(`${where}: speedup must be a number, got ${JSON.stringify(o.speedup)}`);
+      policy = SkipPolicy.forSpeedup(o.speedup, { numLayers: L, span: maxNewTokens, warmupLayers: w });
+    }
+  }
+  let stop: string[] = [];
+  if (o.stop !== undefined) {
+    stop = typeof o.stop === "string" ? [o.stop] : o.stop;
+    if (!Array.isArray(stop) || stop.some((s) => typeof s !== "string" || s === "")) {
+      throw new Error(`${where}: stop must be a non-empty string or an array of them`);
+    }
+    if (stop.length && !ctx.tokenizer) throw new Error(`${where}: stop strings need a tokenizer, and this model folder has none`);
+  }
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new Error(`${where}: signal must be an AbortSignal`);
+  if (o.ignoreEos !== undefined && typeof o.ignoreEos !== "boolean") throw new Error(`${where}: ignoreEos must be true or false`);
+  const seed =
+    o.seed === undefined ? Number(randomBytes(6).readUIntLE(0, 6)) : intOpt(where, "seed", o.seed, 0, Number.MAX_SAFE_INTEGER);
+  return {
+    prompt: ids,
+    maxNewTokens,
+    policy,
+    temperature: numOpt(where, "temperature", o.temperature, 0, 100, GENERATE_DEFAULTS.temperature),
+    topK: intOpt(where, "topK", o.topK, 0, ctx.spec.vocabSize, GENERATE_DEFAULTS.topK),
+    topP: numOpt(where, "topP", o.topP, Number.MIN_VALUE, 1, GENERATE_DEFAULTS.topP),
+    seed,
+    seq: ctx.seq,
+    stop,
+    eosId: o.ignoreEos ? null : ctx.spec.eosTokenId,
+    signal: o.signal,
+    onEvent: ctx.onEvent,
+  };
+}

@@ -1,0 +1,408 @@
+/**
+ * The generation loop: a scheduler that turns active sequences into native
+ * batch steps. Every sequence keeps its own step index and budget, so requests
+ * can join and leave between steps (continuous batching, DESIGN.md's
+ * generalisation); a group of sequences submitted together waits until all of
+ * its members are prefilled before any decodes, so they share the step index
+ * (the paper's batched mode).
+ *
+ * One step carries, in order: one decode row per running sequence, then as
+ * many prompt rows of waiting sequences as fit in `maxBatchTokens` (chunked
+ * prefill). Sampling happens in the native step; only token ids come back.
+ * JavaScript is single-threaded and a step is one synchronous native call, so
+ * cancellation (abort, a stream closed early) always happens between steps and
+ * frees the KV slot at once.
+ */
+import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import { StreamDecoder } from "./checkpoint/tokenizer.ts";
+import { Param, Row, ROW_SAMPLE } from "./native.ts";
+import type { SkipPolicy } from "./policy.ts";
+
+export type FinishReason = "stop" | "length" | "abort";
+
+/** What a generation reports besides its tokens. */
+export interface GenerationStats {
+  /** numLayers / avgLayers: the speedup of the decode passes if time were proportional to layers. */
+  idealSpeedup: number;
+  /** Mean of `budgets`. */
+  avgLayers: number;
+  /** From submission to the first generated token (prompt processing, queueing included). */
+  prefillMs: number;
+  /** From the first generated token to the last. */
+  decodeMs: number;
+  /** Generated tokens after the first, per second of decodeMs. */
+  tokensPerSecond: number;
+  promptTokens: number;
+  generatedTokens: number;
+  /** The RNG seed used (given or drawn). */
+  seed: number;
+  /** The budget policy, described. */
+  policy: string;
+}
+
+/** The result of one generation (DESIGN.md). */
+export interface GenerateResult {
+  text: string;
+  /** Generated ids (EOS excluded). */
+  tokens: number[];
+  /** Prompt ids as fed, BOS included. */
+  promptTokens: number[];
+  finishReason: FinishReason;
+  /** budgets[i]: layers generated token i is processed with (policy.layersAt(i)). */
+  budgets: number[];
+  stats: GenerationStats;
+}
+
+/** One streamed token. `token` is -1 on a final text-only event (held-back text flushed at the end). */
+export interface StreamEvent {
+  token: number;
+  text: string;
+  layers: number;
+  /** Index of the token among the generated ones. */
+  index: number;
+}
+
+/** Everything the scheduler needs to run one sequence. */
+export interface SequenceSpec {
+  prompt: number[];
+  maxNewTokens: number;
+  policy: SkipPolicy;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  /** RNG sequence index (position within its request). */
+  seq: number;
+  stop: string[];
+  eosId: number | null;
+  signal?: AbortSignal;
+  onEvent?: (ev: StreamEvent) => void;
+}
+
+/** The slice of SkipDecoder the scheduler drives. */
+export interface StepTarget {
+  readonly numLayers: number;
+  readonly maxSeqLen: number;
+  readonly maxBatchTokens: number;
+  readonly tokenizer: SkipTokenizer | null;
+  acquireSlot(): number;
+  releaseSlot(slot: number): void;
+  freeSlots(): number;
+  stepRows(rows: Int32Array, n: number, logits: null, params: Float32Array, tokens: Int32Array): void;
+}
+
+/** Members of one generateBatch call: none decodes until all are prefilled. */
+export class Group {
+  prefilling: number;
+  constructor(size: number) {
+    this.prefilling = size;
+  }
+}
+
+class Sequence {
+  readonly spec: SequenceSpec;
+  readonly group: Group | null;
+  slot = -1;
+  /** Prompt tokens already fed. */
+  fed = 0;
+  tokens: number[] = [];
+  budgets: number[] = [];
+  finish: FinishReason | null = null;
+  /** Full decoded text so far, and how much of it has been emitted. */
+  text = "";
+  emitted = 0;
+  readonly stream: StreamDecoder | null;
+  readonly t0 = performance.now();
+  tFirst = 0;
+  tEnd = 0;
+  resolve!: (r: GenerateResult) => void;
+  reject!: (e: Error) => void;
+  readonly promise: Promise<GenerateResult>;
+  onAbort: (() => void) | null = null;
+  /** A stop string completed: the text ends before it. */
+  hitStop = false;
+  /** Counted out of its group's prefilling members. */
+  leftPrefill = false;
+
+  constructor(spec: SequenceSpec, group: Group | null, tokenizer: SkipTokenizer | null) {
+    this.spec = spec;
+    this.group = group;
+    this.stream = tokenizer ? new StreamDecoder(tokenizer) : null;
+    this.promise = new Promise((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+  }
+
+  get prefilled(): boolean {
+    return this.fed === this.spec.prompt.length;
+  }
+}
+
+/** Longest suffix of `text` that is a proper prefix of some stop string. */
+function heldBack(text: string, stops: string[]): number {
+  let hold = 0;
+  for (const s of stops) {
+    for (let k = Math.min(s.length - 1, text.length); k > hold; k--) {
+      if (text.endsWith(s.slice(0, k))) {
+        hold = k;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+/** Runs sequences through a decoder's engine, a step at a time. */
+export class Scheduler {
+  readonly #t: StepTarget;
+  #waiting: Sequence[] = [];
+  #running: Sequence[] = [];
+  #looping = false;
+  #rows: Int32Array;
+  #params: Float32Array;
+  #tokens: Int32Array;
+  #maxRows: number;
+
+  constructor(target: StepTarget, maxRows: number) {
+    this.#t = target;
+    this.#maxRows = maxRows;
+    this.#rows = new Int32Array(new ArrayBuffer(maxRows * Row.FIELDS * 4));
+    this.#params = new Float32Array(new ArrayBuffer(maxRows * Param.FIELDS * 4));
+    this.#tokens = new Int32Array(new ArrayBuffer(maxRows * 4));
+  }
+
+  /** Sequences admitted (running) and queued (waiting). */
+  get counts(): { running: number; waiting: number } {
+    return { running: this.#running.length, waiting: this.#waiting.length };
+  }
+
+  /** Queues a sequence; the promise settles when it finishes. `cancel` ends it early ("abort"). */
+  submit(spec: SequenceSpec, group: Group | null = null): { promise: Promise<GenerateResult>; cancel: () => void } {
+    const s = new Sequence(spec, group, this.#t.tokenizer);
+    const cancel = () => this.#finish(s, "abort");
+    if (spec.signal) {
+      if (spec.signal.aborted) {
+        queueMicrotask(cancel);
+      } else {
+        s.onAbort = cancel;
+        spec.signal.addEventListener("abort", cancel, { once: true });
+      }
+    }
+    this.#waiting.push(s);
+    this.#kick();
+    return { promise: s.promise, cancel };
+  }
+
+  /** Ends every sequence with "abort" (used by close). */
+  abortAll(): void {
+    for (const s of [...this.#running, ...this.#waiting]) this.#finish(s, "abort");
+  }
+
+  #kick(): void {
+    if (this.#looping) return;
+    this.#looping = true;
+    setImmediate(() => void this.#loop());
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#running.length || this.#waiting.length) {
+        const n = this.#build();
+        if (n.rows === 0) {
+          // Nothing can move: every waiting sequence needs a slot and none is free,
+          // and nothing runs that would free one. Cannot happen with sane sizes.
+          const err = new Error(`scheduler: no progress possible (${this.#waiting.length} waiting, no free KV slot)`);
+          for (const s of [...this.#waiting, ...this.#running]) this.#fail(s, err);
+          break;
+        }
+        try {
+          this.#t.stepRows(this.#rows, n.rows, null, this.#params, this.#tokens);
+        } catch (e) {
+          for (const s of n.seqs) this.#fail(s, e as Error);
+          continue;
+        }
+        this.#dispatch(n.sampled);
+        // Let timers, I/O, abort signals and stream consumers run between steps.
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    } finally {
+      this.#looping = false;
+    }
+  }
+
+  /** Fills the row buffers for the next step. */
+  #build(): { rows: number; seqs: Set<Sequence>; sampled: Sequence[] } {
+    const L = this.#t.numLayers;
+    let n = 0;
+    const seqs = new Set<Sequence>();
+    const sampled: Sequence[] = [];
+    const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
+      const r = n * Row.FIELDS;
+      const rows = this.#rows;
+      rows[r + Row.TOKEN] = token;
+      rows[r + Row.POS] = pos;
+      rows[r + Row.SLOT] = s.slot;
+      rows[r + Row.BUDGET] = budget;
+      rows[r + Row.WARMUP] = s.spec.policy.warmupLayers;
+      rows[r + Row.FLAGS] = sample ? ROW_SAMPLE : 0;
+      rows[r + Row.TOP_K] = s.spec.topK;
+      rows[r + Row.SEQ] = s.spec.seq;
+      rows[r + Row.STEP] = step;
+      rows[r + Row.SEED_LO] = s.spec.seed % 2 ** 32 | 0;
+      rows[r + Row.SEED_HI] = Math.floor(s.spec.seed / 2 ** 32) | 0;
+      this.#params[n * Param.FIELDS + Param.TEMPERATURE] = s.spec.temperature;
+      this.#params[n * Param.FIELDS + Param.TOP_P] = s.spec.topP;
+      n++;
+      seqs.add(s);
+      if (sample) sampled.push(s);
+    };
+    // decode rows: process the last generated token with its budget
+    for (const s of this.#running) {
+      if (!s.prefilled || (s.group && s.group.prefilling > 0) || n >= this.#maxRows) continue;
+      const t = s.tokens.length - 1;
+      row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
+    }
+    // prefill rows: continue partial prefills first, then admit waiting sequences
+    const admit = (s: Sequence): boolean => {
+      const left = s.spec.prompt.length - s.fed;
+      const take = Math.min(left, this.#maxRows - n);
+      if (take <= 0) return false;
+      for (let i = 0; i < take; i++) {
+        const pos = s.fed + i;
+        const last = pos === s.spec.prompt.length - 1;
+        row(s, s.spec.prompt[pos]!, pos, L, last, 0);
+      }
+      s.fed += take;
+      return true;
+    };
+    for (const s of this.#running) if (!s.prefilled && !seqs.has(s)) admit(s);
+    while (this.#waiting.length && n < this.#maxRows && this.#t.freeSlots() > 0) {
+      const s = this.#waiting.shift()!;
+      s.slot = this.#t.acquireSlot();
+      this.#running.push(s);
+      admit(s);
+    }
+    return { rows: n, seqs, sampled };
+  }
+
+  /** Applies the sampled tokens of the last step, in row order. */
+  #dispatch(sampled: Sequence[]): void {
+    sampled.forEach((s, i) => {
+      if (s.finish) return;
+      const tok = this.#tokens[i]!;
+      if (s.tokens.length === 0) {
+        s.tFirst = performance.now();
+        this.#leavePrefill(s);
+      }
+      if (s.spec.eosId !== null && tok === s.spec.eosId) {
+        this.#finish(s, "stop");
+        return;
+      }
+      const idx = s.tokens.length;
+      let layers: number;
+      try {
+        layers = s.spec.policy.layersAt(idx);
+        const prev = idx > 0 ? s.budgets[idx - 1]! : this.#t.numLayers;
+        if (!Number.isInteger(layers) || layers < Math.max(1, s.spec.policy.warmupLayers) || layers > prev) {
+          throw new Error(`policy gave ${layers} layers at step ${idx} after ${prev}: budgets must be integers, non-increasing, >= max(1, warm-up)`);
+        }
+      } catch (e) {
+        this.#fail(s, e as Error);
+        return;
+      }
+      s.tokens.push(tok);
+      s.budgets.push(layers);
+      const stopped = this.#appendText(s, tok, layers, idx);
+      if (stopped) return this.#finish(s, "stop");
+      if (s.tokens.length >= s.spec.maxNewTokens || s.spec.prompt.length + idx >= this.#t.maxSeqLen) {
+        this.#finish(s, "length");
+      }
+    });
+  }
+
+  /** Decodes a token's text, holds back a possible stop-string prefix, emits the event. True when a stop string completed. */
+  #appendText(s: Sequence, tok: number, layers: number, index: number): boolean {
+    if (s.stream) s.text += s.stream.push(tok);
+    const stops = s.spec.stop;
+    if (stops.length) {
+      let cut = -1;
+      const from = Math.max(0, s.emitted - Math.max(...stops.map((x) => x.length)));
+      for (const x of stops) {
+        const at = s.text.indexOf(x, from);
+        if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+      }
+      if (cut >= 0) {
+        s.text = s.text.slice(0, cut);
+        s.hitStop = true;
+        this.#emit(s, tok, layers, index, s.text.length);
+        return true;
+      }
+    }
+    this.#emit(s, tok, layers, index, s.text.length - heldBack(s.text, stops));
+    return false;
+  }
+
+  #emit(s: Sequence, token: number, layers: number, index: number, upTo: number): void {
+    const text = s.text.slice(s.emitted, Math.max(s.emitted, upTo));
+    s.emitted = Math.max(s.emitted, upTo);
+    s.spec.onEvent?.({ token, text, layers, index });
+  }
+
+  #release(s: Sequence): void {
+    if (s.onAbort) s.spec.signal?.removeEventListener("abort", s.onAbort);
+    s.onAbort = null;
+    const w = this.#waiting.indexOf(s);
+    if (w >= 0) this.#waiting.splice(w, 1);
+    const r = this.#running.indexOf(s);
+    if (r >= 0) this.#running.splice(r, 1);
+    if (s.slot >= 0) this.#t.releaseSlot(s.slot);
+    s.slot = -1;
+    this.#leavePrefill(s);
+  }
+
+  #leavePrefill(s: Sequence): void {
+    if (s.group && !s.leftPrefill) s.group.prefilling--;
+    s.leftPrefill = true;
+  }
+
+  #finish(s: Sequence, reason: FinishReason): void {
+    if (s.finish) return;
+    s.finish = reason;
+    this.#release(s);
+    s.tEnd = performance.now();
+    if (!s.tFirst) s.tFirst = s.tEnd;
+    // flush text held back for a stop string that never completed, or by the UTF-8 decoder
+    if (s.stream && !s.hitStop) s.text += s.stream.flush();
+    if (s.emitted < s.text.length) this.#emit(s, -1, 0, s.tokens.length, s.text.length);
+    const L = this.#t.numLayers;
+    const n = s.budgets.length;
+    const avg = n ? s.budgets.reduce((a, b) => a + b, 0) / n : L;
+    const decodeMs = s.tEnd - s.tFirst;
+    s.resolve({
+      text: s.text,
+      tokens: s.tokens,
+      promptTokens: s.spec.prompt,
+      finishReason: reason,
+      budgets: s.budgets,
+      stats: {
+        idealSpeedup: L / avg,
+        avgLayers: avg,
+        prefillMs: s.tFirst - s.t0,
+        decodeMs,
+        tokensPerSecond: s.tokens.length > 1 && decodeMs > 0 ? ((s.tokens.length - 1) * 1000) / decodeMs : 0,
+        promptTokens: s.spec.prompt.length,
+        generatedTokens: s.tokens.length,
+        seed: s.spec.seed,
+        policy: String(s.spec.policy),
+      },
+    });
+  }
+
+  #fail(s: Sequence, e: Error): void {
+    if (s.finish) return;
+    s.finish = "abort";
+    this.#release(s);
+    s.reject(e);
+  }
+}

@@ -1,0 +1,240 @@
+/**
+ * Generation: greedy equals the float64 reference's argmax chain under
+ * decaying budgets; batching, seeds, streaming, stop strings, abort, errors.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
+import { ReferenceOpt } from "./reference.ts";
+
+afterAll(cleanupTemp);
+
+const MODEL = { seed: 41, layers: 6, hidden: 48, heads: 4 } as const;
+const PROMPTS = ["Hello world, this is", "The quick brown fox", "a", "Numbers: 1, 2, 3, 4, 5, 6, 7, 8, 9"];
+
+function argmax(row: ArrayLike<number>): number {
+  let b = 0;
+  for (let i = 1; i < row.length; i++) if (row[i]! > row[b]!) b = i;
+  return b;
+}
+
+describe("generate", () => {
+  test("greedy under a decaying policy is exactly the reference's argmax chain", async () => {
+    const dir = tinyModel(MODEL);
+    const ref = ReferenceOpt.load(dir);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const L = dec.spec.numLayers;
+    const policies = [
+      SkipPolicy.linear({ numLayers: L, maxLayers: L, minLayers: 1, span: 10, warmupLayers: 1 }),
+      SkipPolicy.power({ numLayers: L, maxLayers: 5, minLayers: 2, span: 12, warmupLayers: 2, exponent: 2 }),
+      SkipPolicy.forSpeedup(3, { numLayers: L, span: 16, warmupLayers: 0 }),
+    ];
+    for (const policy of policies) {
+      const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 16, policy, ignoreEos: true });
+      expect(r.tokens.length).toBe(16);
+      expect(r.finishReason).toBe("length");
+      expect(r.budgets).toEqual(r.tokens.map((_, i) => policy.layersAt(i)));
+      expect(r.promptTokens[0]).toBe(2); // OPT's BOS </s>
+      // positions: the prompt (full), then generated token i with budgets[i]
+      const ids = [...r.promptTokens, ...r.tokens.slice(0, -1)];
+      const budgets = [...r.promptTokens.map(() => L), ...r.budgets.slice(0, -1)];
+      const logits = ref.forward(ids, budgets, policy.warmupLayers);
+      const P = r.promptTokens.length;
+      const chain = r.tokens.map((_, i) => argmax(logits[P - 1 + i]!));
+      expect(r.tokens).toEqual(chain);
+      expect(r.stats.avgLayers).toBeCloseTo(r.budgets.reduce((a, b) => a + b, 0) / 16, 9);
+      expect(r.stats.idealSpeedup).toBeCloseTo(L / r.stats.avgLayers, 9);
+    }
+  });
+
+  test("prompts as token ids are fed as given; text decodes the tokens", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const ids = dec.tokenizer!.encode("The quick brown fox");
+    const a = await dec.generate(ids, { maxNewTokens: 8, ignoreEos: true });
+    const b = await dec.generate("The quick brown fox", { maxNewTokens: 8, ignoreEos: true });
+    expect(a.promptTokens).toEqual(ids);
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.text).toBe(dec.tokenizer!.decode(a.tokens));
+  });
+
+  test("the same seed gives the same tokens alone or among 8 concurrent requests", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 8 });
+    const opts = { maxNewTokens: 12, temperature: 1.1, topK: 50, topP: 0.95, seed: 1234, speedup: 2, ignoreEos: true };
+    const alone = await dec.generate(PROMPTS[1]!, opts);
+    const crowd = await Promise.all([
+      dec.generate(PROMPTS[0]!, { ...opts, seed: 1 }),
+      dec.generate(PROMPTS[2]!, { maxNewTokens: 20, temperature: 0.7, ignoreEos: true }),
+      dec.generate(PROMPTS[1]!, opts),
+      dec.generate(PROMPTS[3]!, { ...opts, seed: 99 }),
+      dec.generate(PROMPTS[1]!, { ...opts, seed: 1235 }),
+      dec.generate(PROMPTS[0]!, { maxNewTokens: 3 }),
+      dec.generate(PROMPTS[2]!, opts),
+      dec.generate(PROMPTS[3]!, opts),
+    ]);
+    expect(crowd[2]!.tokens).toEqual(alone.tokens);
+    expect(crowd[2]!.stats.seed).toBe(1234);
+    // sampling really samples: another seed differs somewhere
+    expect(crowd[4]!.tokens).not.toEqual(alone.tokens);
+    expect(dec.load).toEqual({ running: 0, waiting: 0 });
+  });
+
+  test("no seed: one is drawn and reported, and replaying it reproduces the tokens", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 10, temperature: 1, ignoreEos: true });
+    const again = await dec.generate(PROMPTS[0]!, { maxNewTokens: 10, temperature: 1, ignoreEos: true, seed: r.stats.seed });
+    expect(again.tokens).toEqual(r.tokens);
+  });
+
+  test("a stop string ends the text before it, finishReason stop", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const full = await dec.generate(PROMPTS[1]!, { maxNewTokens: 40, ignoreEos: true });
+    // a clean two-character piece from the middle of the text
+    let stop = "";
+    for (let i = Math.floor(full.text.length / 3); i < full.text.length - 2 && !stop; i++) {
+      const s = full.text.slice(i, i + 2);
+      if (!s.includes("\uFFFD") && s.trim().length === 2) stop = s;
+    }
+    expect(stop).not.toBe("");
+    const r = await dec.generate(PROMPTS[1]!, { maxNewTokens: 40, ignoreEos: true, stop: [stop, "never appears ~~~"] });
+    expect(r.finishReason).toBe("stop");
+    expect(r.text).toBe(full.text.slice(0, full.text.indexOf(stop)));
+    expect(r.tokens).toEqual(full.tokens.slice(0, r.tokens.length));
+  });
+
+  test("EOS ends a generation unless ignoreEos", async () => {
+    const dir = tinyModel(MODEL);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const full = await dec.generate(PROMPTS[1]!, { maxNewTokens: 6, ignoreEos: true });
+    // a copy of the model whose config names the 3rd generated token as EOS
+    const eos = full.tokens[2]!;
+    const copy = tempDir();
+    cpSync(dir, copy, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(copy, "config.json"), "utf8"));
+    writeFileSync(join(copy, "config.json"), JSON.stringify({ ...cfg, eos_token_id: eos }));
+    using custom = await SkipDecoder.load(copy, { backend: "cpu" });
+    const r = await custom.generate(PROMPTS[1]!, { maxNewTokens: 6 });
+    expect(r.finishReason).toBe("stop");
+    expect(r.tokens).toEqual(full.tokens.slice(0, full.tokens.indexOf(eos)));
+    const ignored = await custom.generate(PROMPTS[1]!, { maxNewTokens: 6, ignoreEos: true });
+    expect(ignored.tokens).toEqual(full.tokens);
+  });
+});
+
+describe("generateBatch", () => {
+  test("each result equals generate for that prompt alone (greedy), prompts of different lengths", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 4 });
+    for (const opts of [{ maxNewTokens: 10, ignoreEos: true }, { maxNewTokens: 10, speedup: 2, ignoreEos: true }]) {
+      const batch = await dec.generateBatch(PROMPTS, opts);
+      for (const [i, p] of PROMPTS.entries()) {
+        const alone = await dec.generate(p, opts);
+        expect(batch[i]!.tokens).toEqual(alone.tokens);
+        expect(batch[i]!.budgets).toEqual(alone.budgets);
+      }
+    }
+  });
+
+  test("a prefill longer than one step still shares the step index, and finished rows stop costing", async () => {
+    // maxBatchTokens 8 forces chunked prefill over several steps
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 4, maxBatchTokens: 8 });
+    const opts = { maxNewTokens: 6, speedup: 2, ignoreEos: true };
+    const rs = await dec.generateBatch(PROMPTS, opts);
+    for (const [i, p] of PROMPTS.entries()) expect(rs[i]!.tokens).toEqual((await dec.generate(p, opts)).tokens);
+    const mixed = await dec.generateBatch(PROMPTS.slice(0, 2), { maxNewTokens: 4, ignoreEos: true });
+    expect(mixed.map((r) => r.tokens.length)).toEqual([4, 4]);
+    await expect(dec.generateBatch(["a", "b", "c", "d", "e"])).rejects.toThrow(/5 prompts exceed maxBatch 4/);
+  });
+});
+
+describe("stream", () => {
+  test("pieces join to the result text; events carry token and layers", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const opts = { maxNewTokens: 24, speedup: 2, ignoreEos: true, stop: "zzz-not-there" };
+    const want = await dec.generate(PROMPTS[1]!, opts);
+    const it = dec.stream(PROMPTS[1]!, opts);
+    const events = [];
+    let res: IteratorResult<unknown, unknown>;
+    while (!(res = await it.next()).done) events.push(res.value as { token: number; text: string; layers: number });
+    const tokens = events.filter((e) => e.token >= 0);
+    expect(tokens.map((e) => e.token)).toEqual(want.tokens);
+    expect(tokens.map((e) => e.layers)).toEqual(want.budgets);
+    expect(events.map((e) => e.text).join("")).toBe(want.text);
+    expect((res.value as { text: string }).text).toBe(want.text);
+  });
+
+  test("breaking out of the loop frees the sequence's slot", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 1 });
+    let n = 0;
+    for await (const ev of dec.stream(PROMPTS[0]!, { maxNewTokens: 1000, ignoreEos: true })) {
+      expect(ev.token).toBeGreaterThanOrEqual(0);
+      if (++n === 3) break;
+    }
+    expect(dec.load).toEqual({ running: 0, waiting: 0 });
+    // the only slot is free again
+    const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 2, ignoreEos: true });
+    expect(r.tokens.length).toBe(2);
+  });
+});
+
+describe("abort and errors", () => {
+  test("an abort signal stops within one step, keeps the partial text, frees the slot", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 1 });
+    const ac = new AbortController();
+    let seen = 0;
+    const pieces: string[] = [];
+    let result;
+    const it = dec.stream(PROMPTS[0]!, { maxNewTokens: 1000, ignoreEos: true, signal: ac.signal });
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        result = r.value;
+        break;
+      }
+      pieces.push(r.value.text);
+      if (++seen === 5) ac.abort();
+    }
+    expect(result.finishReason).toBe("abort");
+    expect(result.tokens.length).toBe(5);
+    expect(result.text).toBe(pieces.join(""));
+    expect(dec.load).toEqual({ running: 0, waiting: 0 });
+    const pre = new AbortController();
+    pre.abort();
+    const r = await dec.generate(PROMPTS[0]!, { signal: pre.signal });
+    expect(r.finishReason).toBe("abort");
+    expect(r.tokens).toEqual([]);
+  });
+
+  test("bad options and prompts throw errors naming the problem", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxSeqLen: 16 });
+    const L = dec.spec.numLayers;
+    const cases: [Parameters<SkipDecoder["generate"]>, RegExp][] = [
+      [["hi", { maxNewTokens: 0 }], /maxNewTokens must be an integer in 1\.\./],
+      [["hi", { temperature: -1 }], /temperature must be a number in \[0, 100\]/],
+      [["hi", { topP: 0 }], /topP must be a number/],
+      [["hi", { topK: -1 }], /topK must be an integer/],
+      [["hi", { seed: 1.5 }], /seed must be an integer/],
+      [["hi", { speedup: 0.5 }], /speedup must be a number in \[1, 6\]/],
+      [["hi", { speedup: 2, policy: SkipPolicy.full(L) }], /give policy or speedup, not both/],
+      [["hi", { policy: SkipPolicy.full(L + 1) }], /the policy is for 7 layers, the model has 6/],
+      [["hi", { stop: [""] }], /stop must be a non-empty string/],
+      [["hi", { bogus: 1 } as never], /unknown option "bogus"/],
+      [[[2, 99999]], /prompt\[1\] = 99999 is not a token id/],
+      [[[]], /the prompt is empty/],
+      [["x".repeat(200)], /more than the context of 16/],
+    ];
+    for (const [args, re] of cases) await expect(dec.generate(...args)).rejects.toThrow(re);
+    // the context ends a generation: prompt + generated never exceed maxSeqLen
+    const r = await dec.generate("Hello", { maxNewTokens: 100, ignoreEos: true });
+    expect(r.finishReason).toBe("length");
+    expect(r.promptTokens.length + r.tokens.length - 1).toBe(16);
+  });
+
+  test("close aborts running generations and later calls throw", async () => {
+    const dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const p = dec.generate(PROMPTS[0]!, { maxNewTokens: 1000, ignoreEos: true });
+    dec.close();
+    expect((await p).finishReason).toBe("abort");
+    await expect(dec.generate("hi")).rejects.toThrow(/closed/);
+  });
+});
