@@ -5,12 +5,18 @@
  *   skipdecode tiny-model DIR [--seed N] [--variant pre|post] [--dtype float32|float16|bfloat16]
  *                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--embed-dim N] [--vocab N]
  *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
+ *   skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
+ *   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
  *
  * Bad flags, missing values and bad numbers print a usage error and exit 2;
  * failures of the work itself print the error and exit 1.
  */
 import { parseArgs } from "node:util";
+import { readFileSync } from "node:fs";
 import { SkipDecoder } from "./decoder.ts";
+import { evaluateQuality } from "./eval.ts";
+import type { GenerateOptions } from "./generate.ts";
+import { SkipPolicy } from "./policy.ts";
 import { writeTinyModel } from "./tiny.ts";
 
 const USAGE = `usage:
@@ -20,6 +26,13 @@ const USAGE = `usage:
       write a deterministic random OPT checkpoint (config.json, model.safetensors, tokenizer.json)
   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
       print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added)
+  skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
+                     [--warmup W] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
+                     [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--json]
+      stream the continuation to stdout and a stats line to stderr (--json: print the result object)
+  skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
+                  [--warmup W] [--backend auto|cpu|cuda] [--threads N]
+      teacher-forced perplexity and next-token agreement with the full model at each speedup
   skipdecode help
       this text`;
 
@@ -32,6 +45,29 @@ function int(flag: string, v: string | undefined): number | undefined {
   return Number(v);
 }
 
+function num(flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--${flag} must be a number, got "${v}"`);
+  return n;
+}
+
+function backendFlag(v: string | undefined): "auto" | "cpu" | "cuda" {
+  const b = v ?? "auto";
+  if (b !== "auto" && b !== "cpu" && b !== "cuda") throw new UsageError(`--backend must be auto, cpu or cuda, got "${b}"`);
+  return b;
+}
+
+/** Library option errors are the user's flags being wrong: report them as usage errors. */
+async function asUsage<T>(f: () => Promise<T> | T, pattern: RegExp): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    if (pattern.test((e as Error).message)) throw new UsageError((e as Error).message);
+    throw e;
+  }
+}
+
 function intList(flag: string, v: string | undefined): number[] | undefined {
   if (v === undefined) return undefined;
   const parts = v.split(",").map((s) => s.trim());
@@ -41,8 +77,8 @@ function intList(flag: string, v: string | undefined): number[] | undefined {
   return parts.map(Number);
 }
 
-type FlagSpec = Record<string, { type: "string" | "boolean" }>;
-type Flags = Record<string, string | undefined> & { tied?: boolean };
+type FlagSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
+type Flags = Record<string, string | undefined> & { tied?: boolean; json?: boolean; "ignore-eos"?: boolean; stop?: string[] };
 
 function parse(args: string[], options: FlagSpec, positionals: number): { values: Flags; positionals: string[] } {
   let parsed;
@@ -124,11 +160,10 @@ async function logits(args: string[]): Promise<void> {
   if (!ids) throw new UsageError("--ids is required (comma-separated token ids)");
   const budgets = intList("budgets", values.budgets);
   const warmupLayers = int("warmup", values.warmup);
-  const backend = values.backend ?? "auto";
-  if (!["auto", "cpu", "cuda"].includes(backend)) throw new UsageError(`--backend must be auto, cpu or cuda, got "${backend}"`);
+  const backend = backendFlag(values.backend);
   const threads = int("threads", values.threads);
   using dec = await SkipDecoder.load(values.model, {
-    backend: backend as "auto" | "cpu" | "cuda",
+    backend,
     maxBatch: 1,
     ...(threads !== undefined ? { threads } : {}),
   });
@@ -139,9 +174,162 @@ async function logits(args: string[]): Promise<void> {
   process.stdout.write(JSON.stringify({ logits: rows }) + "\n");
 }
 
+async function generate(args: string[]): Promise<void> {
+  const { values } = parse(
+    args,
+    {
+      model: { type: "string" },
+      prompt: { type: "string" },
+      speedup: { type: "string" },
+      "min-layers": { type: "string" },
+      "max-layers": { type: "string" },
+      span: { type: "string" },
+      warmup: { type: "string" },
+      "max-new-tokens": { type: "string" },
+      temperature: { type: "string" },
+      "top-k": { type: "string" },
+      "top-p": { type: "string" },
+      seed: { type: "string" },
+      stop: { type: "string", multiple: true },
+      "ignore-eos": { type: "boolean" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+      json: { type: "boolean" },
+    },
+    0,
+  );
+  if (!values.model) throw new UsageError("--model DIR is required");
+  if (values.prompt === undefined) throw new UsageError("--prompt TEXT is required");
+  const speedup = num("speedup", values.speedup);
+  const minL = int("min-layers", values["min-layers"]);
+  const maxL = int("max-layers", values["max-layers"]);
+  const span = int("span", values.span);
+  if (speedup !== undefined && (minL !== undefined || maxL !== undefined || span !== undefined)) {
+    throw new UsageError("give --speedup or --min-layers/--max-layers/--span, not both");
+  }
+  if ((minL === undefined) !== (maxL === undefined)) throw new UsageError("--min-layers and --max-layers go together");
+  if (span !== undefined && minL === undefined) throw new UsageError("--span needs --min-layers and --max-layers");
+  const maxNewTokens = int("max-new-tokens", values["max-new-tokens"]);
+  const warmupLayers = int("warmup", values.warmup);
+  const threads = int("threads", values.threads);
+  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  const opts: GenerateOptions = {
+    maxNewTokens,
+    temperature: num("temperature", values.temperature),
+    topK: int("top-k", values["top-k"]),
+    topP: num("top-p", values["top-p"]),
+    seed: int("seed", values.seed),
+    stop: values.stop,
+    ignoreEos: values["ignore-eos"],
+  };
+  if (minL !== undefined) {
+    opts.policy = await asUsage(
+      () =>
+        SkipPolicy.linear({
+          numLayers: dec.spec.numLayers,
+          maxLayers: maxL!,
+          minLayers: minL,
+          span: span ?? maxNewTokens ?? 64,
+          warmupLayers: warmupLayers ?? Math.min(1, dec.spec.numLayers),
+        }),
+      /^SkipPolicy/,
+    );
+  } else {
+    opts.speedup = speedup;
+    opts.warmupLayers = warmupLayers;
+  }
+  for (const k of Object.keys(opts) as (keyof GenerateOptions)[]) if (opts[k] === undefined) delete opts[k];
+  const ac = new AbortController();
+  const onSig = () => ac.abort();
+  process.once("SIGINT", onSig);
+  opts.signal = ac.signal;
+  const usage = /^SkipDecoder\.(stream|generate): (?!the prompt has)|^SkipPolicy/;
+  try {
+    let r;
+    if (values.json) {
+      r = await asUsage(() => dec.generate(values.prompt!, opts), usage);
+      process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+      return;
+    }
+    const it = dec.stream(values.prompt, opts);
+    let next = await asUsage(() => it.next(), usage);
+    while (!next.done) {
+      process.stdout.write(next.value.text);
+      next = await it.next();
+    }
+    r = next.value;
+    process.stdout.write("\n");
+    const s = r.stats;
+    console.error(
+      `[${r.tokens.length} tokens, ${r.finishReason}; prefill ${s.promptTokens} tokens in ${s.prefillMs.toFixed(1)} ms; ` +
+        `decode ${s.tokensPerSecond.toFixed(1)} tokens/s; ${s.policy}; mean ${s.avgLayers.toFixed(2)} of ` +
+        `${dec.spec.numLayers} layers, ideal speedup ${s.idealSpeedup.toFixed(2)}x; ${dec.backend}]`,
+    );
+  } finally {
+    process.off("SIGINT", onSig);
+  }
+}
+
+async function evalCmd(args: string[]): Promise<void> {
+  const { values } = parse(
+    args,
+    {
+      model: { type: "string" },
+      text: { type: "string" },
+      speedups: { type: "string" },
+      context: { type: "string" },
+      window: { type: "string" },
+      "max-windows": { type: "string" },
+      warmup: { type: "string" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+    },
+    0,
+  );
+  if (!values.model) throw new UsageError("--model DIR is required");
+  if (!values.text) throw new UsageError("--text FILE is required");
+  let speedups: number[] | undefined;
+  if (values.speedups !== undefined) {
+    speedups = values.speedups.split(",").map((x) => num("speedups", x)!);
+  }
+  let text: string;
+  try {
+    text = readFileSync(values.text, "utf8");
+  } catch (e) {
+    throw new Error(`cannot read --text ${values.text}: ${(e as Error).message}`);
+  }
+  const threads = int("threads", values.threads);
+  const maxWindows = int("max-windows", values["max-windows"]);
+  const context = int("context", values.context);
+  const window = int("window", values.window);
+  const warmupLayers = int("warmup", values.warmup);
+  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  const t0 = performance.now();
+  const rows = await asUsage(
+    () => evaluateQuality(dec, text, { speedups, context, window, maxWindows, warmupLayers }),
+    /^evaluateQuality: (window|context)|^SkipPolicy/,
+  );
+  const base = rows.find((r) => r.speedup === 1) ?? rows[0]!;
+  console.log(`| speedup | policy | ideal speedup | perplexity | vs first row | next-token agreement |`);
+  console.log(`|---:|---|---:|---:|---:|---:|`);
+  for (const r of rows) {
+    console.log(
+      `| ${r.speedup} | ${r.policy} | ${r.idealSpeedup.toFixed(2)}x | ${r.perplexity.toFixed(3)} | ` +
+        `${r.perplexity >= base.perplexity ? "+" : ""}${(((r.perplexity - base.perplexity) / base.perplexity) * 100).toFixed(1)}% | ` +
+        `${(r.agreement * 100).toFixed(1)}% |`,
+    );
+  }
+  console.error(
+    `[${rows[0]!.tokens} scored tokens per speedup; model ${dec.dir}, ${dec.spec.numLayers} layers, ${dec.backend}; ` +
+      `${((performance.now() - t0) / 1000).toFixed(1)} s]`,
+  );
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   "tiny-model": tinyModel,
   logits,
+  generate,
+  eval: evalCmd,
 };
 
 export async function main(argv: string[]): Promise<number> {
