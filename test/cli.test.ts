@@ -1,6 +1,6 @@
 /** The `skipdecode` command, run as a user would: a child process. */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
 import { cleanupTemp, tempDir } from "./helpers.ts";
@@ -66,5 +66,67 @@ describe("skipdecode CLI", () => {
     const missing = run("logits", "--model", join(dir, "nope"), "--ids", "2");
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/does not exist/);
+  });
+
+  test("generate streams text and a stats line; --json prints the result", async () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "6", "--seed", "5").code).toBe(0);
+    const args = ["generate", "--model", dir, "--prompt", "The quick brown fox", "--max-new-tokens", "12", "--speedup", "2", "--ignore-eos", "--backend", "cpu"];
+    const r = run(...args);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/\[12 tokens, length; prefill \d+ tokens in [\d.]+ ms; decode [\d.]+ tokens\/s; linear \d+→\d+ over 12 steps, warm-up 1; mean [\d.]+ of 6 layers, ideal speedup [\d.]+x; cpu\]/);
+    const j = run(...args, "--json");
+    expect(j.code).toBe(0);
+    const res = JSON.parse(j.stdout);
+    expect(res.tokens.length).toBe(12);
+    expect(res.budgets.length).toBe(12);
+    expect(r.stdout).toBe(res.text + "\n");
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const want = await dec.generate("The quick brown fox", { maxNewTokens: 12, speedup: 2, ignoreEos: true });
+    expect(res.tokens).toEqual(want.tokens);
+    const lin = JSON.parse(run("generate", "--model", dir, "--prompt", "x", "--max-new-tokens", "4", "--min-layers", "2", "--max-layers", "5", "--span", "3", "--ignore-eos", "--json").stdout);
+    expect(lin.budgets).toEqual([5, 4, 3, 2]);
+  });
+
+  test("eval prints a quality table, one row per speedup", () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "4").code).toBe(0);
+    const text = join(dir, "text.txt");
+    writeFileSync(text, "The quick brown fox jumps over the lazy dog. ".repeat(20));
+    const r = run("eval", "--model", dir, "--text", text, "--speedups", "1,2,3", "--window", "32", "--context", "4", "--backend", "cpu");
+    expect(r.code).toBe(0);
+    const rows = r.stdout.trim().split("\n");
+    expect(rows[0]).toMatch(/\| speedup \| policy \| ideal speedup \| perplexity/);
+    expect(rows.length).toBe(5);
+    expect(rows[2]).toMatch(/^\| 1 \| full \(4 layers\) \| 1\.00x \| [\d.]+ \| \+0\.0% \| 100\.0% \|$/);
+    expect(rows[3]).toMatch(/^\| 2 \| linear/);
+    const bad = run("eval", "--model", dir, "--text", text, "--window", "2");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/window must be an integer in 3\.\./);
+    const missing = run("eval", "--model", dir, "--text", join(dir, "nope.txt"));
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/cannot read --text/);
+  });
+
+  test("generate's usage errors exit 2", () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "3").code).toBe(0);
+    const base = ["generate", "--model", dir, "--prompt", "hi"];
+    const cases: [string[], RegExp][] = [
+      [["generate", "--model", dir], /--prompt TEXT is required/],
+      [[...base, "--speedup", "2", "--min-layers", "1", "--max-layers", "2"], /not both/],
+      [[...base, "--min-layers", "1"], /go together/],
+      [[...base, "--span", "4"], /--span needs/],
+      [[...base, "--speedup", "abc"], /--speedup must be a number/],
+      [[...base, "--speedup", "9"], /speedup must be a number in \[1, 3\]/],
+      [[...base, "--min-layers", "3", "--max-layers", "2"], /minLayers \(3\) must not exceed maxLayers \(2\)/],
+      [[...base, "--temperature=-1"], /temperature must be a number/],
+      [[...base, "--top-p", "2"], /topP must be a number/],
+    ];
+    for (const [args, re] of cases) {
+      const r = run(...args);
+      expect(r.stderr).toMatch(re);
+      expect(r.code).toBe(2);
+    }
   });
 });
