@@ -129,4 +129,17 @@ describe("skipdecode CLI", () => {
       expect(r.code).toBe(2);
     }
   });
+
+  test("the README's API example runs", () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "8", "--seed", "1").code).toBe(0);
+    const p = Bun.spawnSync(["bun", resolve(import.meta.dir, "../examples/quickstart.ts"), dir], { stdout: "pipe", stderr: "pipe" });
+    expect(p.stderr.toString()).toBe("");
+    expect(p.exitCode).toBe(0);
+    const lines = p.stdout.toString().trim().split("\n");
+    expect(lines[0]).toMatch(/^(cpu|cuda) 8 layers$/);
+    expect(lines[1]).toMatch(/^(\d \d?)+.* → ideal [\d.]+x length$/);
+    expect(lines[2]).toMatch(/^streamed \d+ characters with linear 8→3 over 16 steps, warm-up 1$/);
+    expect(lines[4]).toBe("4 rows of logits");
+  });
 });
