@@ -37,6 +37,7 @@ struct skd_engine {
     skd_shape s;
     skd_pool *pool;
     int nth;
+    int kernel; /* SKD_KERNEL_PORTABLE or SKD_KERNEL_AVX2 */
 
     skd_mat embed_tokens, embed_positions, project_in, project_out, lm_head;
     float *final_ln_w, *final_ln_b;
@@ -175,6 +176,9 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
         return SKD_ERR_OUT_OF_MEMORY;
     }
     e->nth = skd_pool_size(e->pool);
+    e->kernel = skd_kernel_best();
+    const char *force = getenv("SKIPDECODE_CPU_KERNEL");
+    if (force && !strcmp(force, "portable")) e->kernel = SKD_KERNEL_PORTABLE;
     e->mm_scratch = xcalloc((size_t)e->nth * SKD_MATMUL_SCRATCH(kmax), sizeof(float), &ok);
     e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &ok);
     if (!ok) {
@@ -375,9 +379,9 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         skd_layernorm(e->t, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
         in = e->t;
     }
-    skd_matmul(e->pool, e->q, in, m, &w->q, w->q_b, 0, mm);
-    skd_matmul(e->pool, e->k, in, m, &w->k, w->k_b, 0, mm);
-    skd_matmul(e->pool, e->v, in, m, &w->v, w->v_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->q, in, m, &w->q, w->q_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->k, in, m, &w->k, w->k_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->v, in, m, &w->v, w->v_b, 0, mm);
     const float scale = 1.0f / sqrtf((float)s->head_dim);
     for (size_t i = 0; i < md; i++) e->q[i] *= scale;
     for (int i = 0; i < m; i++) { /* write this layer's K/V for the active rows */
@@ -388,7 +392,7 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     }
     attn_args aa = { e, rows, m, l };
     skd_pool_run(e->pool, attn_task, &aa);
-    skd_matmul(e->pool, e->t, e->att, m, &w->o, w->o_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->t, e->att, m, &w->o, w->o_b, 0, mm);
     add_inplace(e->xa, e->t, md);
     if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
 
@@ -398,8 +402,8 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         skd_layernorm(e->t, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
         in = e->t;
     }
-    skd_matmul(e->pool, e->h, in, m, &w->fc1, w->fc1_b, 1, mm);
-    skd_matmul(e->pool, e->t, e->h, m, &w->fc2, w->fc2_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 1, mm);
+    skd_matmul(e->pool, e->kernel, e->t, e->h, m, &w->fc2, w->fc2_b, 0, mm);
     add_inplace(e->xa, e->t, md);
     if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
 }
@@ -412,10 +416,10 @@ static void run_head(skd_engine *e, const int32_t *idx, int m, float *out) {
     if (s->final_ln) skd_layernorm(e->xa, e->xa, m, d, e->final_ln_w, e->final_ln_b);
     const float *hin = e->xa;
     if (s->embed_dim != d) {
-        skd_matmul(e->pool, e->e, e->xa, m, &e->project_out, NULL, 0, e->mm_scratch);
+        skd_matmul(e->pool, e->kernel, e->e, e->xa, m, &e->project_out, NULL, 0, e->mm_scratch);
         hin = e->e;
     }
-    skd_matmul(e->pool, out, hin, m, &e->lm_head, NULL, 0, e->mm_scratch);
+    skd_matmul(e->pool, e->kernel, out, hin, m, &e->lm_head, NULL, 0, e->mm_scratch);
 }
 
 static int32_t sample_row(skd_engine *e, const int32_t *r, const float *prm, const float *logits) {
@@ -447,7 +451,7 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
     for (int i = 0; i < n_rows; i++)
         skd_mat_row_f32(&e->embed_tokens, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_TOKEN], e->e + (size_t)i * de);
     if (de != d)
-        skd_matmul(e->pool, e->x, e->e, n_rows, &e->project_in, NULL, 0, e->mm_scratch);
+        skd_matmul(e->pool, e->kernel, e->x, e->e, n_rows, &e->project_in, NULL, 0, e->mm_scratch);
     else
         memcpy(e->x, e->e, sizeof(float) * (size_t)n_rows * d);
     for (int i = 0; i < n_rows; i++) {

@@ -46,7 +46,19 @@ static inline float dot(const float *a, const float *b, int64_t k) {
     return s;
 }
 
+int skd_kernel_best(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return SKD_KERNEL_AVX2;
+#endif
+    return SKD_KERNEL_PORTABLE;
+}
+
+const char *skd_kernel_name(int kernel) { return kernel == SKD_KERNEL_AVX2 ? "avx2" : "portable"; }
+
 typedef struct {
+    int kernel;
     float *out;
     const float *x;
     int m;
@@ -61,6 +73,12 @@ static void matmul_task(void *ctx, int ith, int nth) {
     const int64_t n = a->w->rows, k = a->w->cols;
     long j0, j1;
     skd_split(n, ith, nth, &j0, &j1);
+#if defined(__x86_64__) || defined(__i386__)
+    if (a->kernel == SKD_KERNEL_AVX2) {
+        skd_matmul_rows_avx2(a->w, j0, j1, a->x, a->m, a->out, a->bias, a->relu);
+        return;
+    }
+#endif
     float *row = a->scratch + (size_t)ith * SKD_MATMUL_SCRATCH(k);
     for (long j = j0; j < j1; j++) {
         const float *wr;
@@ -78,10 +96,10 @@ static void matmul_task(void *ctx, int ith, int nth) {
     }
 }
 
-void skd_matmul(skd_pool *pool, float *out, const float *x, int m, const skd_mat *w, const float *bias, int relu,
-                float *scratch) {
+void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,
+                int relu, float *scratch) {
     if (m <= 0) return;
-    matmul_args a = { out, x, m, w, bias, relu, scratch };
+    matmul_args a = { kernel, out, x, m, w, bias, relu, scratch };
     skd_pool_run(pool, matmul_task, &a);
 }
 
