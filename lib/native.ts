@@ -125,6 +125,7 @@ const SYMBOLS = {
   skd_backend_name: { args: [], returns: FFIType.cstring },
   skd_device_count: { args: [FFIType.ptr], returns: FFIType.i32 },
   skd_device_name: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_membw: { args: [FFIType.i64_fast, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   skd_engine_create: { args: [FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   skd_engine_free: { args: [FFIType.ptr], returns: FFIType.void },
   skd_engine_set_tensor: {
@@ -179,7 +180,12 @@ export class NativeBackend {
           (backend === "cuda" ? " on a machine with nvcc" : ""),
       );
     }
-    const lib = dlopen(path, SYMBOLS).symbols;
+    let lib: Lib;
+    try {
+      lib = dlopen(path, SYMBOLS).symbols;
+    } catch (e) {
+      throw new Error(`skipdecode: cannot load ${path} (${(e as Error).message}); rebuild it with \`bun run build\``);
+    }
     const abi = lib.skd_abi_version();
     if (abi !== ABI_VERSION) {
       throw new Error(`skipdecode: ${path} has ABI version ${abi}, this code expects ${ABI_VERSION}; rebuild it`);
@@ -215,6 +221,17 @@ export class NativeBackend {
     this.check("skd_device_name", this.#lib.skd_device_name(index, buf, buf.length));
     const end = buf.indexOf(0);
     return new TextDecoder().decode(buf.subarray(0, end < 0 ? buf.length : end));
+  }
+
+  /**
+   * Memory bandwidth in GB/s, best of `reps` passes over `bytes`-sized
+   * buffers (skd_membw): host memory for the CPU, device memory for CUDA.
+   */
+  membw(bytes: number, threads = 0, reps = 5): { readGBs: number; copyGBs: number } {
+    const r = new Float64Array(1);
+    const c = new Float64Array(1);
+    this.check("skd_membw", this.#lib.skd_membw(bytes, threads, reps, r, c));
+    return { readGBs: r[0]!, copyGBs: c[0]! };
   }
 
   statusName(code: number): string {

@@ -77,6 +77,14 @@ static int cpu_threads(int requested) {
     return n > 0 ? (int)n : 1;
 }
 
+/* The matmul kernel engines use: the best this CPU runs, unless
+ * SKIPDECODE_CPU_KERNEL=portable asks for the reference kernel. */
+static int cpu_kernel(void) {
+    const char *force = getenv("SKIPDECODE_CPU_KERNEL");
+    if (force && !strcmp(force, "portable")) return SKD_KERNEL_PORTABLE;
+    return skd_kernel_best();
+}
+
 SKD_API int skd_device_count(int32_t *out) {
     if (!out) return skd_fail(SKD_ERR_INVALID_ARG, "out_count is NULL");
     *out = 1;
@@ -104,7 +112,7 @@ SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap) {
         }
         fclose(f);
     }
-    snprintf(buf, (size_t)cap, "%s, %d threads", model, cpu_threads(0));
+    snprintf(buf, (size_t)cap, "%s, %d threads, %s kernels", model, cpu_threads(0), skd_kernel_name(cpu_kernel()));
     return SKD_OK;
 }
 
@@ -176,9 +184,7 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
         return SKD_ERR_OUT_OF_MEMORY;
     }
     e->nth = skd_pool_size(e->pool);
-    e->kernel = skd_kernel_best();
-    const char *force = getenv("SKIPDECODE_CPU_KERNEL");
-    if (force && !strcmp(force, "portable")) e->kernel = SKD_KERNEL_PORTABLE;
+    e->kernel = cpu_kernel();
     e->mm_scratch = xcalloc((size_t)e->nth * SKD_MATMUL_SCRATCH(kmax), sizeof(float), &ok);
     e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &ok);
     if (!ok) {
@@ -339,6 +345,7 @@ static void attn_task(void *ctx, int ith, int nth) {
         for (int p = 0; p <= pos; p++) {
             const float *k = e->k_cache + base + (size_t)p * d;
             float dotv = 0.f;
+#pragma omp simd reduction(+ : dotv)
             for (int j = 0; j < hd; j++) dotv += q[j] * k[j];
             sc[p] = dotv;
             if (dotv > mx) mx = dotv;
@@ -354,6 +361,7 @@ static void attn_task(void *ctx, int ith, int nth) {
         for (int p = 0; p <= pos; p++) {
             const float *v = e->v_cache + base + (size_t)p * d;
             const float pw = sc[p] * inv;
+#pragma omp simd
             for (int j = 0; j < hd; j++) o[j] += pw * v[j];
         }
     }

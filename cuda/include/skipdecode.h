@@ -75,6 +75,14 @@ SKD_API int skd_device_count(int32_t *out_count);
  * "NVIDIA H200, sm_90, 139 GiB") written NUL-terminated into buf[0..cap). */
 SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap);
 
+/* Measures the memory bandwidth every roofline is compared with, STREAM
+ * style: best of `reps` passes over `bytes`-sized buffers. CPU: host memory
+ * with `threads` threads (0 = all cores), read = a summing pass over one
+ * buffer, copy = bytes read + bytes written by memcpy. CUDA: device memory
+ * (threads ignored), read = a summing kernel, copy = cudaMemcpy device to
+ * device. Results in GB/s (1e9 bytes per second). */
+SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read_gbs, double *out_copy_gbs);
+
 /* ---- engine configuration ----------------------------------------------- */
 /* skd_engine_create takes an int64 array indexed by these slots. */
 typedef enum {

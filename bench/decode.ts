@@ -1,0 +1,137 @@
+#!/usr/bin/env bun
+/**
+ * bench decode — prefill and decode tokens/s of OPT-shaped random models at
+ * several batch sizes, full decoding vs SkipDecode speedup targets, with
+ * ideal vs measured speedup and the weight bytes read per second as a share
+ * of the machine's memory bandwidth (bench membw).
+ *
+ * Each configuration: one warm-up run, then --reps runs of generateBatch
+ * (greedy, ignoring EOS, the paper's shared step index); medians ± std.
+ * Weight bytes per decode step = layer bytes × the step's budget + the bytes
+ * every step reads whatever the budget (LM head, project_in/out).
+ */
+import { join } from "node:path";
+import { SkipDecoder } from "../lib/index.ts";
+import { NativeBackend } from "../lib/native.ts";
+import { Rng } from "../lib/tiny.ts";
+import { flags, machine, median, numList, pm, ROOT, shapeModel, stddev, table, writeJson } from "./common.ts";
+
+const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
+                              [--prompt 32] [--new-tokens 64] [--reps 5] [--dtype bfloat16|float16|float32]
+                              [--threads 0] [--backend auto|cpu|cuda] [--out bench/results/decode.json]`;
+const f = flags(USAGE, {
+  models: { type: "string", default: "opt-125m,opt-350m" },
+  batches: { type: "string", default: "1,4,16" },
+  speedups: { type: "string", default: "1,2,3,4,5" },
+  prompt: { type: "string", default: "32" },
+  "new-tokens": { type: "string", default: "64" },
+  reps: { type: "string", default: "5" },
+  dtype: { type: "string", default: "bfloat16" },
+  threads: { type: "string", default: "0" },
+  backend: { type: "string", default: "auto" },
+  out: { type: "string", default: join(ROOT, "bench/results/decode.json") },
+  help: { type: "boolean", default: false },
+});
+const batches = numList("batches", f.batches, USAGE);
+const speedups = numList("speedups", f.speedups, USAGE);
+const P = Number(f.prompt);
+const N = Number(f["new-tokens"]);
+const reps = Number(f.reps);
+const threads = Number(f.threads);
+for (const [k, v] of [["prompt", P], ["new-tokens", N], ["reps", reps]] as const) {
+  if (!Number.isInteger(v) || v < 1) {
+    console.error(`--${k} must be a positive integer\n\n${USAGE}`);
+    process.exit(2);
+  }
+}
+if (!["bfloat16", "float16", "float32"].includes(f.dtype)) {
+  console.error(`--dtype must be bfloat16, float16 or float32\n\n${USAGE}`);
+  process.exit(2);
+}
+if (!["auto", "cpu", "cuda"].includes(f.backend)) {
+  console.error(`--backend must be auto, cpu or cuda\n\n${USAGE}`);
+  process.exit(2);
+}
+const dtype = f.dtype as "bfloat16" | "float16" | "float32";
+
+const results: Record<string, unknown>[] = [];
+let membw = 0;
+for (const name of f.models.split(",")) {
+  const dir = shapeModel(name.trim(), dtype);
+  const maxBatch = Math.max(...batches);
+  const dec = await SkipDecoder.load(dir, {
+    backend: f.backend as "auto" | "cpu" | "cuda",
+    maxBatch,
+    maxSeqLen: P + N + 8,
+    threads,
+    maxBatchTokens: Math.max(512, maxBatch * P),
+  });
+  if (!membw) {
+    const native = NativeBackend.get(dec.backend);
+    membw = median([0, 1, 2].map(() => native.membw(512 * 2 ** 20, threads, 5).readGBs));
+  }
+  const s = dec.spec;
+  const size = dtype === "float32" ? 4 : 2;
+  const layerBytes = (4 * s.hiddenSize * s.hiddenSize + 2 * s.hiddenSize * s.ffnDim) * size;
+  const stepBytes = (s.vocabSize * s.wordEmbedProjDim + (s.wordEmbedProjDim !== s.hiddenSize ? 2 * s.hiddenSize * s.wordEmbedProjDim : 0)) * size;
+  console.log(
+    `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}, ` +
+      `${(dec.weightBytes / 2 ** 20).toFixed(0)} MiB read by a full step)\n` +
+      `${machine()}; backend ${dec.backend} (${dec.deviceName}); membw ${membw.toFixed(1)} GB/s; ` +
+      `prompt ${P}, ${N} new tokens, ${reps} reps after a warm-up, median ± std\n`,
+  );
+  const rng = new Rng(3);
+  const vocab = Math.min(s.vocabSize, 50000);
+  const prompts = Array.from({ length: maxBatch }, () => [2, ...Array.from({ length: P - 1 }, () => 4 + Math.floor(rng.next() * (vocab - 4)))]);
+  const rows: (string | number)[][] = [];
+  for (const B of batches) {
+    let fullDecode = 0;
+    for (const sp of speedups) {
+      const opts = { maxNewTokens: N, ignoreEos: true, ...(sp === 1 ? {} : { speedup: sp }) };
+      const batch = prompts.slice(0, B);
+      await dec.generateBatch(batch, opts); // warm-up
+      const prefill: number[] = [];
+      const decode: number[] = [];
+      let budgets: number[] = [];
+      for (let r = 0; r < reps; r++) {
+        const rs = await dec.generateBatch(batch, opts);
+        const pre = Math.max(...rs.map((x) => x.stats.prefillMs));
+        const dm = Math.max(...rs.map((x) => x.stats.decodeMs));
+        prefill.push((B * P * 1000) / pre);
+        decode.push((B * (N - 1) * 1000) / dm);
+        budgets = rs[0]!.budgets;
+      }
+      const mean = budgets.reduce((a, b) => a + b, 0) / budgets.length;
+      const ideal = s.numLayers / mean;
+      if (sp === 1) fullDecode = median(decode);
+      const measured = median(decode) / fullDecode;
+      // bytes the N-1 decode steps read: token i is processed with budgets[i]
+      const bytes = budgets.slice(0, -1).reduce((a, b) => a + b * layerBytes + stepBytes, 0);
+      const decodeSec = (B * (N - 1)) / median(decode);
+      const gbs = bytes / decodeSec / 1e9;
+      rows.push([
+        B,
+        sp === 1 ? "full" : `${sp}x`,
+        mean.toFixed(2),
+        pm(prefill, 0),
+        pm(decode, 1),
+        `${ideal.toFixed(2)}x`,
+        `${measured.toFixed(2)}x`,
+        `${((measured / ideal) * 100).toFixed(0)}%`,
+        gbs.toFixed(1),
+        `${((gbs / membw) * 100).toFixed(0)}%`,
+      ]);
+      results.push({
+        model: name, dtype, backend: dec.backend, device: dec.deviceName, batch: B, speedup: sp, meanLayers: mean,
+        idealSpeedup: ideal, measuredSpeedup: measured, prefillTokS: median(prefill), prefillStd: stddev(prefill),
+        decodeTokS: median(decode), decodeStd: stddev(decode), weightGBs: gbs, membwGBs: membw, prompt: P, newTokens: N, reps,
+      });
+    }
+  }
+  table(
+    ["batch", "decoding", "mean layers", "prefill tok/s", "decode tok/s", "ideal", "measured", "measured/ideal", "weights GB/s", "of membw"],
+    rows,
+  );
+  dec.close();
+}
+writeJson(f.out, { bench: "decode", date: new Date().toISOString(), machine: machine(), membwGBs: membw, results });

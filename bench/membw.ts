@@ -1,0 +1,54 @@
+#!/usr/bin/env bun
+/**
+ * bench membw — the roofline: memory bandwidth measured by the native
+ * library (STREAM-style read and copy), for every backend this machine has.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { libraryPath, NativeBackend } from "../lib/native.ts";
+import { flags, machine, median, pm, ROOT, stddev, table, writeJson } from "./common.ts";
+
+const USAGE = `usage: bun run bench membw [--mib 512] [--threads 0] [--reps 10] [--out bench/results/membw.json]`;
+const f = flags(USAGE, {
+  mib: { type: "string", default: "512" },
+  threads: { type: "string", default: "0" },
+  reps: { type: "string", default: "10" },
+  out: { type: "string", default: join(ROOT, "bench/results/membw.json") },
+  help: { type: "boolean", default: false },
+});
+const mib = Number(f.mib);
+const threads = Number(f.threads);
+const reps = Number(f.reps);
+if (!Number.isInteger(mib) || mib < 1 || !Number.isInteger(threads) || threads < 0 || !Number.isInteger(reps) || reps < 1) {
+  console.error(`--mib, --threads and --reps must be non-negative integers (mib, reps >= 1)\n\n${USAGE}`);
+  process.exit(2);
+}
+
+/** Measures a backend: `rounds` rounds of skd_membw(best of reps). */
+function measure(backend: NativeBackend, bytes: number, threads: number, reps: number, rounds = 5) {
+  const read: number[] = [];
+  const copy: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const r = backend.membw(bytes, threads, reps);
+    read.push(r.readGBs);
+    copy.push(r.copyGBs);
+  }
+  return { read, copy };
+}
+
+console.log(`membw: ${machine()}; buffers ${mib} MiB, best of ${reps} passes, 5 rounds\n`);
+const rows: (string | number)[][] = [];
+const results: Record<string, unknown>[] = [];
+for (const name of ["cpu", "cuda"] as const) {
+  if (name === "cuda" && !existsSync(libraryPath("cuda"))) continue;
+  const b = NativeBackend.get(name);
+  if (!b.available()) {
+    rows.push([name, "no device", "", ""]);
+    continue;
+  }
+  const m = measure(b, mib * 2 ** 20, threads, reps);
+  rows.push([`${name} (${b.deviceName()})`, threads || "all", pm(m.read), pm(m.copy)]);
+  results.push({ backend: name, device: b.deviceName(), threads, mib, readGBs: median(m.read), readStd: stddev(m.read), copyGBs: median(m.copy), copyStd: stddev(m.copy), read: m.read, copy: m.copy });
+}
+table(["backend", "threads", "read GB/s", "copy GB/s"], rows);
+writeJson(f.out, { bench: "membw", date: new Date().toISOString(), machine: machine(), results });

@@ -1,0 +1,85 @@
+/* cpu_matmul.c — dev harness for the CPU matmul kernels (STYLE.md: variants
+ * are validated against the portable reference, then timed).
+ *
+ *   gcc -O3 -pthread -fopenmp-simd -I cuda/include -I cuda/common cuda/dev/cpu_matmul.c \
+ *       cuda/cpu/ops.c cuda/cpu/matmul_avx2.c cuda/cpu/pool.c cuda/cpu/errors.c -o build/cpu_matmul -lm
+ *   build/cpu_matmul [threads]
+ *
+ * Decode napkin math: a model's worth of bf16 weights (~240 MB, the size of
+ * OPT-125m's step) streamed at m = 1 is bandwidth-bound: GB/s here should
+ * approach `bun run bench membw`'s read figure. Each variant runs the same
+ * matrices; "hugepages" asks the kernel for 2 MiB pages (madvise).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+#include "../cpu/ops.h"
+#include "../cpu/pool.h"
+#include "skipdecode.h"
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static uint16_t bf16(float f) {
+    union { float f; uint32_t u; } v = { f };
+    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
+}
+
+int main(int argc, char **argv) {
+    const int nth = argc > 1 ? atoi(argv[1]) : 2;
+    skd_pool *pool = skd_pool_create(nth);
+    /* 12 "layers" of fc1-shaped matrices [3072, 768] + one LM head [50272, 768], bf16 */
+    const int n_mats = 13;
+    skd_mat mats[13];
+    size_t total = 0;
+    for (int huge = 0; huge < 2; huge++) {
+        total = 0;
+        for (int i = 0; i < n_mats; i++) {
+            long rows = i < 12 ? 3072 * 3 : 50272, cols = 768; /* ~ a layer's weights: 3 fc1-size blocks */
+            size_t bytes = (size_t)rows * cols * 2;
+            void *p = aligned_alloc(2 << 20, (bytes + (2 << 20) - 1) / (2 << 20) * (2 << 20));
+            if (huge) madvise(p, bytes, MADV_HUGEPAGE);
+            uint16_t *w = p;
+            for (size_t k = 0; k < (size_t)rows * cols; k++) w[k] = bf16((float)((k * 2654435761u) % 1000) / 1000.f - 0.5f);
+            mats[i] = (skd_mat){ p, SKD_DTYPE_BF16, rows, cols };
+            total += bytes;
+        }
+        float *x = malloc(sizeof(float) * 768 * 16), *out = malloc(sizeof(float) * 50272 * 16),
+              *ref = malloc(sizeof(float) * 50272 * 16), *scratch = malloc(sizeof(float) * 768 * 4 * nth);
+        for (int i = 0; i < 768 * 16; i++) x[i] = sinf((float)i);
+        /* validate AVX2 vs portable on the LM head, m = 1..5 */
+        double maxd = 0;
+        for (int m = 1; m <= 5; m++) {
+            skd_matmul(pool, SKD_KERNEL_PORTABLE, ref, x, m, &mats[12], NULL, 0, scratch);
+            skd_matmul(pool, SKD_KERNEL_AVX2, out, x, m, &mats[12], NULL, 0, scratch);
+            for (long i = 0; i < (long)m * 50272; i++) maxd = fmax(maxd, fabs(out[i] - ref[i]));
+        }
+        printf("%s pages: %.0f MB of bf16 weights, %d threads; avx2 vs portable max |diff| %.2e\n",
+               huge ? "huge" : "4 KiB", total / 1e6, nth, maxd);
+        for (int kern = SKD_KERNEL_PORTABLE; kern <= SKD_KERNEL_AVX2; kern++) {
+            for (int m = 1; m <= 16; m = m < 4 ? m + 1 : m * 2) {
+                double best = 1e9;
+                for (int rep = 0; rep < 5; rep++) {
+                    double t = now();
+                    for (int i = 0; i < n_mats; i++) skd_matmul(pool, kern, out, x, m, &mats[i], NULL, 0, scratch);
+                    t = now() - t;
+                    if (t < best) best = t;
+                }
+                printf("  %-8s m=%-2d %7.2f ms  %6.1f GB/s  %6.1f GFLOP/s\n", skd_kernel_name(kern), m, best * 1e3,
+                       total / best / 1e9, 2.0 * m * (total / 2) / best / 1e9);
+            }
+        }
+        for (int i = 0; i < n_mats; i++) free(mats[i].data);
+        free(x), free(out), free(ref), free(scratch);
+    }
+    skd_pool_free(pool);
+    return 0;
+}
