@@ -48,7 +48,8 @@ describe("CPU engine matches the float64 reference", () => {
       const ref = ReferenceOpt.load(dir);
       const L = ref.spec.numLayers;
       const V = ref.spec.vocabSize;
-      using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2 });
+      // F32 files are kept in fp32 for this exact check (auto would store them in 16 bits)
+      using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2, dtype: c.model.dtype === "float32" || !c.model.dtype ? "float32" : "auto" });
       expect(dec.backend).toBe("cpu");
       const schedules: [string, number[], number][] = [[`full`, IDS.map(() => L), 1]];
       for (const w of [0, 1, 2].filter((w) => w <= L)) {
@@ -65,6 +66,23 @@ describe("CPU engine matches the float64 reference", () => {
       }
     });
   }
+
+  test("an F32 checkpoint kept in 16 bits (the CPU default) stays within 1e-2 × max|logit|", async () => {
+    // float16 weights carry 11 significant bits: each weight is off by <= 2^-12 relative,
+    // which moves the logits by well under 1% of their range on these models
+    for (const c of CASES.filter((x) => (x.model.dtype ?? "float32") === "float32")) {
+      const dir = tinyModel(c.model);
+      const ref = ReferenceOpt.load(dir);
+      using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+      using full = await SkipDecoder.load(dir, { backend: "cpu", dtype: "float32" });
+      expect(dec.weightBytes).toBe(full.weightBytes / 2);
+      const L = ref.spec.numLayers;
+      const budgets = decaying(IDS.length, 4, L, 1);
+      const { diff, scale } = maxDiff(await dec.forward(IDS, { budgets }), ref.forward(IDS, budgets, 1), ref.spec.vocabSize);
+      expect(diff).toBeGreaterThan(0);
+      expect(diff).toBeLessThanOrEqual(1e-2 * scale);
+    }
+  });
 
   test("skipping changes the logits (the budgets are really applied)", async () => {
     const dir = tinyModel(CASES[0]!.model);

@@ -100,7 +100,7 @@ describe("options and lifecycle", () => {
 
   test("weights can be stored in another dtype and give nearly the same logits", async () => {
     const dir = tinyModel({ seed: 23, layers: 2 });
-    using a = await SkipDecoder.load(dir, { backend: "cpu" });
+    using a = await SkipDecoder.load(dir, { backend: "cpu", dtype: "float32" });
     using b = await SkipDecoder.load(dir, { backend: "cpu", dtype: "bfloat16" });
     expect(b.weightBytes).toBe(a.weightBytes / 2);
     const x = await a.forward([2, 10, 20, 30]);
