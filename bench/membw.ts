@@ -41,7 +41,13 @@ const rows: (string | number)[][] = [];
 const results: Record<string, unknown>[] = [];
 for (const name of ["cpu", "cuda"] as const) {
   if (name === "cuda" && !existsSync(libraryPath("cuda"))) continue;
-  const b = NativeBackend.get(name);
+  let b: NativeBackend;
+  try {
+    b = NativeBackend.get(name);
+  } catch (e) {
+    rows.push([name, `not loadable: ${(e as Error).message}`, "", ""]);
+    continue;
+  }
   if (!b.available()) {
     rows.push([name, "no device", "", ""]);
     continue;
