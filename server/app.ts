@@ -1,0 +1,146 @@
+/**
+ * The HTTP API as a Hono app over one loaded {@link SkipDecoder}: OpenAI-style
+ * completions (JSON or SSE), the model list, health and Prometheus metrics.
+ * The app owns no process-level things (no port, no signal handlers); tests
+ * call `app.request()` and `server/main.ts` puts it behind `Bun.serve`.
+ */
+import { basename, resolve } from "node:path";
+import { zValidator } from "@hono/zod-validator";
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import { HTTPException } from "hono/http-exception";
+import type { SkipDecoder } from "../lib/index.ts";
+import { Admission, complete, type CompletionDeps, prepare } from "./completions.ts";
+import { ApiError, errorResponse } from "./errors.ts";
+import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
+import { ServerMetrics } from "./observe.ts";
+import { CompletionSchema, firstIssue } from "./schema.ts";
+
+/** Options of {@link createApp}; defaults in {@link APP_DEFAULTS}. */
+export interface AppOptions {
+  /** The id clients name in `model` (default: the model folder's basename). */
+  modelName?: string;
+  /** Most sequences that may wait for a KV slot; more → 429. */
+  maxQueue?: number;
+  /** Largest request body in bytes; more → 413. */
+  maxBodyBytes?: number;
+  /** Where unexpected errors are logged (default console.error). */
+  log?: (msg: string, err?: unknown) => void;
+}
+
+/** Defaults of {@link AppOptions}. */
+export const APP_DEFAULTS = {
+  maxQueue: 64,
+  maxBodyBytes: 4 << 20,
+} as const;
+
+/** What {@link createApp} returns. */
+export interface SkipApp {
+  app: Hono;
+  metrics: ServerMetrics;
+  /** The model id served. */
+  modelName: string;
+  /** Refuses new requests (503) and aborts running generations. Does not close the decoder. */
+  close(): void;
+}
+
+const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
+
+/**
+ * Builds the app for a loaded decoder.
+ *
+ * @example
+ * const dec = await SkipDecoder.load("models/opt-125m");
+ * const { app } = createApp(dec, { maxQueue: 32 });
+ * const res = await app.request("/v1/completions", {
+ *   method: "POST",
+ *   headers: { "Content-Type": "application/json" },
+ *   body: JSON.stringify({ prompt: "Hello", max_tokens: 8, speedup: 2 }),
+ * });
+ */
+export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
+  const modelName = opts.modelName ?? basename(resolve(dec.dir));
+  const maxQueue = opts.maxQueue ?? APP_DEFAULTS.maxQueue;
+  if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new Error(`createApp: maxQueue must be an integer >= 0, got ${maxQueue}`);
+  const log = opts.log ?? ((msg: string, err?: unknown) => console.error(`skipdecode server: ${msg}`, err ?? ""));
+  const admission = new Admission(dec.options.maxBatch, maxQueue);
+  const metrics = new ServerMetrics(dec, modelName, () => admission);
+  const deps: CompletionDeps = { dec, modelName, metrics, admission, log };
+  const created = Math.floor(Date.now() / 1000);
+  const modelCard = () => ({ id: modelName, object: "model", created, owned_by: "skipdecode", max_model_len: dec.options.maxSeqLen });
+
+  const app = new Hono();
+
+  app.use(async (c, next) => {
+    await next();
+    metrics.http.inc({ route: c.req.routePath === "/*" ? "other" : c.req.routePath, status: String(c.res.status) });
+  });
+
+  app.get("/health", (c) => {
+    if (admission.closed) return c.json({ status: "closing" }, 503);
+    return c.json({ status: "ok", model: modelName, ...dec.load });
+  });
+
+  app.get("/v1/models", (c) => c.json({ object: "list", data: [modelCard()] }));
+  app.get("/v1/models/:model{.+}", (c) => {
+    const m = c.req.param("model");
+    if (m !== modelName) throw new ApiError(404, `The model \`${m}\` does not exist.`, { param: "model", code: "model_not_found" });
+    return c.json(modelCard());
+  });
+
+  app.get("/metrics", (c) => c.body(metrics.render(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE }));
+
+  app.post(
+    "/v1/completions",
+    bodyLimit({
+      maxSize: opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes,
+      onError: () => {
+        throw new ApiError(413, `the request body is larger than ${opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes} bytes`);
+      },
+    }),
+    async (c, next) => {
+      const type = (c.req.header("Content-Type") ?? "").split(";")[0]!.trim();
+      if (!JSON_TYPE.test(type)) throw new ApiError(400, `Content-Type must be application/json, got ${JSON.stringify(type || "(none)")}`);
+      await next();
+    },
+    zValidator("json", CompletionSchema, (r) => {
+      if (!r.success) {
+        const { message, param } = firstIssue(r.error);
+        throw new ApiError(400, message, { param });
+      }
+    }),
+    (c) => {
+      const t0 = performance.now();
+      const p = prepare(dec, modelName, c.req.valid("json"));
+      const ac = admission.reserve(p.prompts.length);
+      try {
+        return complete(c, deps, p, ac, t0);
+      } catch (e) {
+        admission.release(p.prompts.length, ac);
+        throw e;
+      }
+    },
+  );
+  app.all("/v1/completions", (c) => {
+    throw new ApiError(405, `${c.req.method} is not allowed here; use POST`);
+  });
+
+  app.notFound((c) => errorResponse(c, new ApiError(404, `no route ${c.req.method} ${c.req.path}`, { code: "not_found" })));
+
+  app.onError((e, c) => {
+    if (e instanceof ApiError) return errorResponse(c, e);
+    if (e instanceof HTTPException && e.status < 500) {
+      // Hono's own 4xx: malformed JSON in the validator, and the like
+      return errorResponse(c, new ApiError(e.status as 400, e.message || "bad request"));
+    }
+    log(`${c.req.method} ${c.req.path} failed`, e);
+    return errorResponse(c, new ApiError(500, "internal server error"));
+  });
+
+  return {
+    app,
+    metrics,
+    modelName,
+    close: () => admission.abortAll(),
+  };
+}

@@ -1,0 +1,93 @@
+/**
+ * `skipdecode serve`: loads a model, builds the app and listens with
+ * `Bun.serve`. The CLI (lib/cli.ts) parses flags and calls {@link serve}.
+ */
+import { type BackendName, SkipDecoder } from "../lib/index.ts";
+import { type AppOptions, createApp } from "./app.ts";
+
+/** Options of {@link serve}. */
+export interface ServeOptions {
+  /** Model folder (Hugging Face layout). */
+  model: string;
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  /** Most sequences waiting for a KV slot; more → 429. */
+  maxQueue: number;
+  /** Sequences decoded together (KV slots); the library's default when absent. */
+  maxBatch?: number;
+  backend?: BackendName | "auto";
+  /** CPU threads; 0 = all cores. */
+  threads?: number;
+  /** KV capacity per sequence; the library's default when absent. */
+  maxSeqLen?: number;
+  /** Model id clients send (default: the folder's basename). */
+  modelName?: string;
+  log?: AppOptions["log"];
+}
+
+/** A running server. */
+export interface RunningServer {
+  /** http://host:port */
+  url: string;
+  /** The loaded decoder (load, spec, options). */
+  decoder: SkipDecoder;
+  /** Stops listening, aborts running generations, closes the decoder. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Bun's idle timeout (seconds; 255 is its maximum). Streams also get a
+ * keep-alive comment every 15 s and completion requests have no idle limit
+ * while they run, so a slow first token never cuts a connection.
+ */
+export const IDLE_TIMEOUT_S = 255;
+
+/**
+ * Loads the model and serves the API until `stop()`.
+ *
+ * @example
+ * const srv = await serve({ model: "models/opt-125m", host: "127.0.0.1", port: 8080, maxQueue: 64 });
+ * console.log(`listening on ${srv.url}`);
+ * await srv.stop();
+ */
+export async function serve(opts: ServeOptions): Promise<RunningServer> {
+  const decoder = await SkipDecoder.load(opts.model, {
+    backend: opts.backend ?? "auto",
+    ...(opts.maxBatch !== undefined && { maxBatch: opts.maxBatch }),
+    ...(opts.threads !== undefined && { threads: opts.threads }),
+    ...(opts.maxSeqLen !== undefined && { maxSeqLen: opts.maxSeqLen }),
+  });
+  let built: ReturnType<typeof createApp>;
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    built = createApp(decoder, { maxQueue: opts.maxQueue, modelName: opts.modelName, log: opts.log });
+    const app = built.app;
+    server = Bun.serve({
+      hostname: opts.host,
+      port: opts.port,
+      idleTimeout: IDLE_TIMEOUT_S,
+      fetch(req, srv) {
+        // a long generation sends nothing until it is done (non-streaming): no idle limit for it
+        if (req.method === "POST") srv.timeout(req, 0);
+        return app.fetch(req, { server: srv });
+      },
+    });
+  } catch (e) {
+    decoder.close();
+    throw e;
+  }
+  let stopped: Promise<void> | null = null;
+  return {
+    url: `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`,
+    decoder,
+    stop() {
+      stopped ??= (async () => {
+        built.close();
+        await server.stop(true);
+        decoder.close();
+      })();
+      return stopped;
+    },
+  };
+}

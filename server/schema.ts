@@ -1,0 +1,103 @@
+/**
+ * The request body of `POST /v1/completions`, as a zod schema: OpenAI's
+ * fields (the ones vLLM and llama.cpp's server take), SkipDecode's `speedup`
+ * and `skip`, and vLLM's `ignore_eos`. Unknown top-level fields are ignored,
+ * as OpenAI-compatible servers do; fields of features we don't have (`n`,
+ * `best_of`, `echo`, `logprobs`, `suffix`, penalties, `logit_bias`) are
+ * accepted only at their neutral values, so a client relying on them gets a
+ * 400 rather than a silently different answer. Limits that depend on the
+ * loaded model (context, vocabulary, layers) are checked by the handler.
+ */
+import { z } from "zod";
+
+/** Most prompts one request may carry (the queue limit usually bites first). */
+export const MAX_PROMPTS = 256;
+/** Most stop strings (OpenAI's limit). */
+export const MAX_STOPS = 4;
+
+const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.int({ error: (iss) => (iss.input === undefined ? `${name} is required` : `${name} must be an integer`) }).min(min, `${name} must be at least ${min}`).max(max, `${name} must be at most ${max}`);
+
+const stopString = z.string().min(1, "stop strings must not be empty");
+const tokenIds = z.array(z.int({ error: "token ids must be integers" }).min(0, "token ids must be >= 0")).min(1, "a prompt of token ids must not be empty");
+
+/** SkipDecode's explicit linear policy: `max_layers` at step 0 down to `min_layers` at step `span`. */
+export const SkipSchema = z.strictObject({
+  min_layers: int("skip.min_layers", 1),
+  max_layers: int("skip.max_layers", 1),
+  /** Steps over which the budget decays (default: max_tokens). */
+  span: int("skip.span", 1, 1e9).optional(),
+  /** Bottom layers every token computes (default 1). */
+  warmup_layers: int("skip.warmup_layers", 0).optional(),
+});
+
+/**
+ * `POST /v1/completions` request body.
+ *
+ * @example
+ * CompletionSchema.parse({ prompt: "Hello", max_tokens: 8, speedup: 2 });
+ */
+export const CompletionSchema = z
+  .object({
+    model: z.string().nullish(),
+    prompt: z.union([z.string(), z.array(z.string()).min(1).max(MAX_PROMPTS), tokenIds, z.array(tokenIds).min(1).max(MAX_PROMPTS)], {
+      error: (iss) =>
+        iss.input === undefined
+          ? "prompt is required"
+          : `prompt must be a string, an array of 1..${MAX_PROMPTS} strings, an array of token ids or an array of such arrays`,
+    }),
+    max_tokens: int("max_tokens", 1, 1 << 24).nullish(),
+    temperature: z.number().min(0, "temperature must be in [0, 2]").max(2, "temperature must be in [0, 2]").nullish(),
+    top_p: z.number().gt(0, "top_p must be in (0, 1]").max(1, "top_p must be in (0, 1]").nullish(),
+    /** 0 or -1 = off (OpenAI has no top_k; vLLM uses -1, llama.cpp 0). */
+    top_k: int("top_k", -1).nullish(),
+    seed: int("seed", 0).nullish(),
+    stop: z
+      .union([stopString, z.array(stopString).max(MAX_STOPS)], { error: `stop must be a non-empty string or an array of at most ${MAX_STOPS} of them` })
+      .nullish(),
+    stream: z.boolean().nullish(),
+    stream_options: z.strictObject({ include_usage: z.boolean().nullish() }).nullish(),
+    speedup: z.number().min(1, "speedup must be at least 1").nullish(),
+    skip: SkipSchema.nullish(),
+    ignore_eos: z.boolean().nullish(),
+    user: z.string().nullish(),
+    n: z.literal(1, "n: only 1 completion per prompt is supported").nullish(),
+    best_of: z.literal(1, "best_of: only 1 is supported").nullish(),
+    echo: z.literal(false, "echo is not supported").nullish(),
+    logprobs: z.null({ error: "logprobs are not supported" }).optional(),
+    suffix: z.null({ error: "suffix is not supported" }).optional(),
+    presence_penalty: z.literal(0, "presence_penalty is not supported (must be 0)").nullish(),
+    frequency_penalty: z.literal(0, "frequency_penalty is not supported (must be 0)").nullish(),
+    logit_bias: z.record(z.string(), z.never({ error: "logit_bias is not supported" })).nullish(),
+  })
+  .check((ctx) => {
+    const v = ctx.value;
+    if (v.speedup != null && v.skip != null) {
+      ctx.issues.push({ code: "custom", message: "speedup and skip exclude each other: give one", path: ["skip"], input: v.skip });
+    }
+    if (v.stream_options != null && v.stream !== true) {
+      ctx.issues.push({ code: "custom", message: "stream_options is only allowed with stream: true", path: ["stream_options"], input: v.stream_options });
+    }
+  });
+
+/** A validated completion request. */
+export type CompletionRequest = z.infer<typeof CompletionSchema>;
+
+/**
+ * The first issue of a failed parse as `{ message, param }`: `param` is the
+ * field path (`skip.min_layers`, `prompt[1]`), null for the body itself.
+ *
+ * @example
+ * const r = CompletionSchema.safeParse(body);
+ * if (!r.success) firstIssue(r.error); // { message: "max_tokens must be at least 1", param: "max_tokens" }
+ */
+export function firstIssue(error: { issues: readonly z.core.$ZodIssue[] }): { message: string; param: string | null } {
+  const iss = error.issues[0];
+  if (!iss) return { message: "invalid request body", param: null };
+  let param = "";
+  for (const p of iss.path) param += typeof p === "number" ? `[${p}]` : param ? `.${String(p)}` : String(p);
+  const message = iss.code === "invalid_type" && iss.path.length === 0 ? "the request body must be a JSON object" : iss.message;
+  // zod's own messages ("Invalid input: …", "Unrecognized key: …") don't name the field; ours do
+  const builtin = /^[A-Z]/.test(message);
+  return { message: param && builtin ? `${param}: ${message}` : message, param: param || null };
+}
