@@ -7,6 +7,7 @@
  *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
  *   skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
  *   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
+ *   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
  *
  * Bad flags, missing values and bad numbers print a usage error and exit 2;
  * failures of the work itself print the error and exit 1.
@@ -33,6 +34,9 @@ const USAGE = `usage:
   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
                   [--warmup W] [--backend auto|cpu|cuda] [--threads N]
       teacher-forced perplexity and next-token agreement with the full model at each speedup
+  skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
+                   [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
+      an OpenAI-compatible HTTP server (POST /v1/completions, GET /v1/models, /health, /metrics)
   skipdecode help
       this text`;
 
@@ -325,11 +329,67 @@ async function evalCmd(args: string[]): Promise<void> {
   );
 }
 
+async function serveCmd(args: string[]): Promise<void> {
+  const { values } = parse(
+    args,
+    {
+      model: { type: "string" },
+      host: { type: "string" },
+      port: { type: "string" },
+      "max-queue": { type: "string" },
+      "max-batch": { type: "string" },
+      "max-seq-len": { type: "string" },
+      "model-name": { type: "string" },
+      backend: { type: "string" },
+      threads: { type: "string" },
+    },
+    0,
+  );
+  if (!values.model) throw new UsageError("--model DIR is required");
+  const port = int("port", values.port) ?? 8080;
+  if (port < 0 || port > 65535) throw new UsageError(`--port must be in 0..65535, got ${port}`);
+  const maxQueue = int("max-queue", values["max-queue"]) ?? 64;
+  if (maxQueue < 0) throw new UsageError(`--max-queue must be >= 0, got ${maxQueue}`);
+  const maxBatch = int("max-batch", values["max-batch"]);
+  const maxSeqLen = int("max-seq-len", values["max-seq-len"]);
+  const threads = int("threads", values.threads);
+  const { serve } = await import("../server/main.ts");
+  const srv = await asUsage(
+    () =>
+      serve({
+        model: values.model!,
+        host: values.host ?? "127.0.0.1",
+        port,
+        maxQueue,
+        backend: backendFlag(values.backend),
+        ...(maxBatch !== undefined && { maxBatch }),
+        ...(maxSeqLen !== undefined && { maxSeqLen }),
+        ...(threads !== undefined && { threads }),
+        ...(values["model-name"] !== undefined && { modelName: values["model-name"] }),
+      }),
+    /^SkipDecoder\.load: (unknown option|\w+ must be)/,
+  );
+  const d = srv.decoder;
+  console.error(
+    `skipdecode serve: ${srv.url} — model ${d.dir} (${d.spec.numLayers} layers) on ${d.backend} (${d.deviceName}); ` +
+      `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
+  );
+  await new Promise<void>((resolveStop) => {
+    const stop = () => {
+      console.error("skipdecode serve: stopping");
+      void srv.stop().then(resolveStop);
+    };
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   "tiny-model": tinyModel,
   logits,
   generate,
   eval: evalCmd,
+  serve: serveCmd,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -21,6 +21,7 @@ import {
   ROW_WANT_LOGITS,
 } from "./native.ts";
 import { checkIds, checkKeys, choiceOpt, intOpt } from "./options.ts";
+import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
 
 /** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
@@ -311,15 +312,28 @@ export class SkipDecoder {
     return out;
   }
 
-  #spec(where: string, prompt: Prompt, opts: GenerateOptions | undefined, seq: number, onEvent?: (ev: StreamEvent) => void) {
+  #spec(where: string, prompt: Prompt, opts: GenerateOptions | undefined, seqOffset: number, onEvent?: (ev: StreamEvent) => void) {
     this.#live(where);
     return sequenceSpec(`SkipDecoder.${where}`, prompt, opts, {
       spec: this.spec,
       tokenizer: this.tokenizer,
       maxSeqLen: this.options.maxSeqLen,
-      seq,
+      seqOffset,
       onEvent,
     });
+  }
+
+  /**
+   * Validates a prompt and generation options exactly as generate would,
+   * without running anything: throws the same errors, returns the prompt's
+   * token ids (BOS included) and the budget policy that would be used.
+   *
+   * @example
+   * const { promptTokens, policy } = dec.check("Hello", { maxNewTokens: 32, speedup: 2 });
+   */
+  check(prompt: Prompt, opts?: GenerateOptions): { promptTokens: number[]; policy: SkipPolicy } {
+    const s = this.#spec("check", prompt, opts, 0);
+    return { promptTokens: s.prompt, policy: s.policy };
   }
 
   /**
@@ -337,8 +351,8 @@ export class SkipDecoder {
   /**
    * Generates for several prompts as one batch that shares the step index
    * (the paper's mode): all are prefilled before any decodes, so row i of
-   * every decode step has the same budget. Sequence i draws with RNG
-   * sequence index i. At most maxBatch prompts.
+   * every decode step has the same budget. Prompt i draws with RNG sequence
+   * index `sequence` + i. At most maxBatch prompts.
    *
    * @example
    * const [a, b] = await dec.generateBatch(["Hello", "Goodbye, cruel"], { maxNewTokens: 16, speedup: 3 });

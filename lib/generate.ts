@@ -33,6 +33,8 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** Aborting ends the generation within one step, finishReason "abort". */
   signal?: AbortSignal;
+  /** RNG sequence index (default 0): the same prompt, seed and sequence draw the same tokens. */
+  sequence?: number;
 }
 
 /** Defaults of {@link GenerateOptions}: greedy, full model, 64 tokens. */
@@ -44,7 +46,7 @@ export const GENERATE_DEFAULTS = {
   ignoreEos: false,
 } as const;
 
-const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal"];
+const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal", "sequence"];
 
 /** A prompt: text (tokenised with BOS) or token ids (fed as given). */
 export type Prompt = string | number[];
@@ -54,7 +56,7 @@ export function sequenceSpec(
   where: string,
   prompt: Prompt,
   opts: GenerateOptions | undefined,
-  ctx: { spec: ModelSpec; tokenizer: SkipTokenizer | null; maxSeqLen: number; seq: number; onEvent?: (ev: StreamEvent) => void },
+  ctx: { spec: ModelSpec; tokenizer: SkipTokenizer | null; maxSeqLen: number; seqOffset: number; onEvent?: (ev: StreamEvent) => void },
 ): SequenceSpec {
   const o = checkKeys(where, opts, KEYS);
   const L = ctx.spec.numLayers;
@@ -107,7 +109,7 @@ export function sequenceSpec(
     topK: intOpt(where, "topK", o.topK, 0, ctx.spec.vocabSize, GENERATE_DEFAULTS.topK),
     topP: numOpt(where, "topP", o.topP, Number.MIN_VALUE, 1, GENERATE_DEFAULTS.topP),
     seed,
-    seq: ctx.seq,
+    seq: intOpt(where, "sequence", o.sequence, 0, 2 ** 31 - 1 - ctx.seqOffset, 0) + ctx.seqOffset,
     stop,
     eosId: o.ignoreEos ? null : ctx.spec.eosTokenId,
     signal: o.signal,

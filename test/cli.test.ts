@@ -142,4 +142,36 @@ describe("skipdecode CLI", () => {
     expect(lines[2]).toMatch(/^streamed \d+ characters with linear 8→3 over 16 steps, warm-up 1$/);
     expect(lines[4]).toBe("4 rows of logits");
   });
+
+  test("serve listens, answers, and stops cleanly on SIGTERM", async () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "2").code).toBe(0);
+    const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", "--backend", "cpu"], { stdout: "pipe", stderr: "pipe" });
+    try {
+      const reader = p.stderr.getReader();
+      let err = "";
+      while (!/http:\/\/\S+/.test(err)) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        err += new TextDecoder().decode(value);
+      }
+      reader.releaseLock();
+      const url = err.match(/http:\/\/[^\s—]+/)![0];
+      const health = await (await fetch(`${url}/health`)).json();
+      expect(health).toMatchObject({ status: "ok", running: 0, waiting: 0 });
+      const r = await fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "Hello", max_tokens: 4, temperature: 0, ignore_eos: true }),
+      });
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(4);
+    } finally {
+      p.kill("SIGTERM");
+    }
+    expect(await p.exited).toBe(0);
+    const bad = run("serve", "--model", dir, "--port", "70000");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--port must be in 0\.\.65535/);
+  });
 });

@@ -122,6 +122,31 @@ describe("generate", () => {
   });
 });
 
+describe("check and sequence", () => {
+  test("check validates like generate and returns the prompt ids and policy", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxSeqLen: 16 });
+    const c = dec.check(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 });
+    const r = await dec.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2, ignoreEos: true });
+    expect(c.promptTokens).toEqual(r.promptTokens);
+    expect(String(c.policy)).toBe(r.stats.policy);
+    expect(() => dec.check("x".repeat(200))).toThrow(/SkipDecoder\.check: the prompt has \d+ tokens, more than the context of 16/);
+    expect(() => dec.check("hi", { topP: 2 })).toThrow(/topP must be a number/);
+    expect(dec.load).toEqual({ running: 0, waiting: 0 });
+  });
+
+  test("the RNG sequence index: batch prompt i draws like generate with sequence i", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 4 });
+    const opts = { maxNewTokens: 10, temperature: 1.2, seed: 77, ignoreEos: true };
+    const batch = await dec.generateBatch([PROMPTS[1]!, PROMPTS[1]!, PROMPTS[1]!], opts);
+    for (let i = 0; i < 3; i++) {
+      expect(batch[i]!.tokens).toEqual((await dec.generate(PROMPTS[1]!, { ...opts, sequence: i })).tokens);
+    }
+    // identical prompts with one seed still differ across sequence indices
+    expect(new Set(batch.map((r) => r.tokens.join(","))).size).toBeGreaterThan(1);
+    await expect(dec.generate("hi", { sequence: -1 })).rejects.toThrow(/sequence must be an integer/);
+  });
+});
+
 describe("generateBatch", () => {
   test("each result equals generate for that prompt alone (greedy), prompts of different lengths", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 4 });
