@@ -5,8 +5,11 @@
  * ideal vs measured speedup and the weight bytes read per second as a share
  * of the machine's memory bandwidth (bench membw).
  *
- * Each configuration: one warm-up run, then --reps runs of generateBatch
- * (greedy, ignoring EOS, the paper's shared step index); medians ± std.
+ * Each batch size: one warm-up run per speedup, then --reps rounds that run
+ * every speedup once (generateBatch: greedy, ignoring EOS, the paper's shared
+ * step index); medians ± std. The measured speedup is the median of per-round
+ * ratios to the first speedup listed (1 = full decoding), so both sides of a
+ * ratio ran moments apart.
  * Weight bytes per decode step = layer bytes × the step's budget + the bytes
  * every step reads whatever the budget (LM head, project_in/out).
  */
@@ -34,6 +37,10 @@ const f = flags(USAGE, {
 });
 const batches = numList("batches", f.batches, USAGE);
 const speedups = numList("speedups", f.speedups, USAGE);
+if (speedups[0] !== 1) {
+  console.error(`--speedups must start with 1 (full decoding, the baseline of the measured speedups)\n\n${USAGE}`);
+  process.exit(2);
+}
 const P = Number(f.prompt);
 const N = Number(f["new-tokens"]);
 const reps = Number(f.reps);
@@ -85,46 +92,53 @@ for (const name of f.models.split(",")) {
   const prompts = Array.from({ length: maxBatch }, () => [2, ...Array.from({ length: P - 1 }, () => 4 + Math.floor(rng.next() * (vocab - 4)))]);
   const rows: (string | number)[][] = [];
   for (const B of batches) {
-    let fullDecode = 0;
-    for (const sp of speedups) {
-      const opts = { maxNewTokens: N, ignoreEos: true, ...(sp === 1 ? {} : { speedup: sp }) };
-      const batch = prompts.slice(0, B);
-      await dec.generateBatch(batch, opts); // warm-up
-      const prefill: number[] = [];
-      const decode: number[] = [];
-      let budgets: number[] = [];
-      for (let r = 0; r < reps; r++) {
-        const rs = await dec.generateBatch(batch, opts);
+    const batch = prompts.slice(0, B);
+    const optsOf = (sp: number) => ({ maxNewTokens: N, ignoreEos: true, ...(sp === 1 ? {} : { speedup: sp }) });
+    for (const sp of speedups) await dec.generateBatch(batch, optsOf(sp)); // warm-up
+    // Interleaved: each rep runs every speedup once, so a ratio compares runs
+    // made moments apart (a noisy neighbour hits both sides of it).
+    const prefill = new Map<number, number[]>();
+    const decode = new Map<number, number[]>();
+    const budgetsOf = new Map<number, number[]>();
+    for (let r = 0; r < reps; r++) {
+      for (const sp of speedups) {
+        const rs = await dec.generateBatch(batch, optsOf(sp));
         const pre = Math.max(...rs.map((x) => x.stats.prefillMs));
         const dm = Math.max(...rs.map((x) => x.stats.decodeMs));
-        prefill.push((B * P * 1000) / pre);
-        decode.push((B * (N - 1) * 1000) / dm);
-        budgets = rs[0]!.budgets;
+        prefill.set(sp, [...(prefill.get(sp) ?? []), (B * P * 1000) / pre]);
+        decode.set(sp, [...(decode.get(sp) ?? []), (B * (N - 1) * 1000) / dm]);
+        budgetsOf.set(sp, rs[0]!.budgets);
       }
+    }
+    const base = decode.get(speedups[0]!)!;
+    for (const sp of speedups) {
+      const d = decode.get(sp)!;
+      const budgets = budgetsOf.get(sp)!;
       const mean = budgets.reduce((a, b) => a + b, 0) / budgets.length;
       const ideal = s.numLayers / mean;
-      if (sp === 1) fullDecode = median(decode);
-      const measured = median(decode) / fullDecode;
+      // measured speedup: median over reps of (this rep's tokens/s ÷ the first speedup's, same rep)
+      const ratios = d.map((v, i) => v / base[i]!);
+      const measured = median(ratios);
       // bytes the N-1 decode steps read: token i is processed with budgets[i]
       const bytes = budgets.slice(0, -1).reduce((a, b) => a + b * layerBytes + stepBytes, 0);
-      const decodeSec = (B * (N - 1)) / median(decode);
-      const gbs = bytes / decodeSec / 1e9;
+      const gbs = (bytes * median(d)) / (B * (N - 1)) / 1e9;
       rows.push([
         B,
         sp === 1 ? "full" : `${sp}x`,
         mean.toFixed(2),
-        pm(prefill, 0),
-        pm(decode, 1),
+        pm(prefill.get(sp)!, 0),
+        pm(d, 1),
         `${ideal.toFixed(2)}x`,
-        `${measured.toFixed(2)}x`,
+        `${measured.toFixed(2)}x ± ${stddev(ratios).toFixed(2)}`,
         `${((measured / ideal) * 100).toFixed(0)}%`,
         gbs.toFixed(1),
         `${((gbs / membw) * 100).toFixed(0)}%`,
       ]);
       results.push({
         model: name, dtype, backend: dec.backend, device: dec.deviceName, batch: B, speedup: sp, meanLayers: mean,
-        idealSpeedup: ideal, measuredSpeedup: measured, prefillTokS: median(prefill), prefillStd: stddev(prefill),
-        decodeTokS: median(decode), decodeStd: stddev(decode), weightGBs: gbs, membwGBs: membw, prompt: P, newTokens: N, reps,
+        idealSpeedup: ideal, measuredSpeedup: measured, measuredStd: stddev(ratios), prefillTokS: median(prefill.get(sp)!),
+        prefillStd: stddev(prefill.get(sp)!), decodeTokS: median(d), decodeStd: stddev(d), weightGBs: gbs, membwGBs: membw,
+        prompt: P, newTokens: N, reps,
       });
     }
   }
