@@ -54,7 +54,6 @@ struct skd_engine {
     /* scratch for max_rows rows */
     float *x, *xa, *t, *q, *k, *v, *att, *h, *e;
     int32_t *act;        /* active row indices of the current layer */
-    float *mm_scratch;   /* per-thread rows for skd_matmul */
     float *att_scratch;  /* per-thread scores, max_seq each */
     float *head;         /* [head_rows, vocab] logits of rows that sample but want no logits out */
     int head_rows;
@@ -131,7 +130,7 @@ SKD_API void skd_engine_free(skd_engine *e) {
         }
     }
     void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
-                     e->t, e->q, e->k, e->v, e->att, e->h, e->e, e->act, e->mm_scratch, e->att_scratch,
+                     e->t, e->q, e->k, e->v, e->att, e->h, e->e, e->act, e->att_scratch,
                      e->head, e->sample_f, e->sample_i };
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
     free(e);
@@ -148,7 +147,6 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     e->s = s;
     const int L = s.n_layers, d = s.d, R = s.max_rows;
     const size_t kv = (size_t)s.max_slots * L * s.max_seq * d;
-    const int kmax = d > s.ffn ? (d > s.embed_dim ? d : s.embed_dim) : (s.ffn > s.embed_dim ? s.ffn : s.embed_dim);
     int ok = 1;
     e->layers = xcalloc((size_t)L, sizeof(layer_weights), &ok);
     e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &ok);
@@ -185,7 +183,6 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     }
     e->nth = skd_pool_size(e->pool);
     e->kernel = cpu_kernel();
-    e->mm_scratch = xcalloc((size_t)e->nth * SKD_MATMUL_SCRATCH(kmax), sizeof(float), &ok);
     e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &ok);
     if (!ok) {
         skd_engine_free(e);
@@ -197,23 +194,16 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
 
 /* ---- weights ---------------------------------------------------------------- */
 
-static int copy_mat(skd_mat *m, int dtype, const void *data, int64_t rows, int64_t cols) {
-    size_t bytes = (size_t)(rows * cols) * skd_dtype_size(dtype);
-    void *p = malloc(bytes);
-    if (!p) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "out of memory copying a %lld x %lld tensor", (long long)rows, (long long)cols);
-    memcpy(p, data, bytes);
-    free(m->data);
-    m->data = p;
-    m->dtype = dtype;
-    m->rows = rows;
-    m->cols = cols;
+static int copy_mat(skd_mat *m, int dtype, const void *data, int64_t rows, int64_t cols, int packed) {
+    if (skd_mat_set(m, dtype, data, rows, cols, packed))
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "out of memory copying a %lld x %lld tensor", (long long)rows, (long long)cols);
     return SKD_OK;
 }
 
 static int copy_vec(float **dst, int dtype, const void *data, int64_t n) {
     float *p = malloc(sizeof(float) * (size_t)n);
     if (!p) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "out of memory copying a vector of %lld", (long long)n);
-    skd_mat m = { (void *)data, dtype, 1, n };
+    skd_mat m = { (void *)data, dtype, 0, 1, n };
     skd_mat_row_f32(&m, 0, p);
     free(*dst);
     *dst = p;
@@ -230,19 +220,19 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     skd_tensor_shape(&e->s, role, &r, &c);
     layer_weights *w = layer >= 0 ? &e->layers[layer] : NULL;
     switch (role) {
-    case SKD_T_EMBED_TOKENS: st = copy_mat(&e->embed_tokens, dtype, data, r, c); break;
-    case SKD_T_EMBED_POSITIONS: st = copy_mat(&e->embed_positions, dtype, data, r, c); break;
-    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c); break;
-    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c); break;
-    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c); break;
+    case SKD_T_EMBED_TOKENS: st = copy_mat(&e->embed_tokens, dtype, data, r, c, 0); break;
+    case SKD_T_EMBED_POSITIONS: st = copy_mat(&e->embed_positions, dtype, data, r, c, 0); break;
+    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c, 1); break;
+    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c, 1); break;
+    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, 1); break;
     case SKD_T_FINAL_LN_W: st = copy_vec(&e->final_ln_w, dtype, data, r); break;
     case SKD_T_FINAL_LN_B: st = copy_vec(&e->final_ln_b, dtype, data, r); break;
-    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c); break;
-    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c); break;
-    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c); break;
-    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c); break;
-    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c); break;
-    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c); break;
+    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, 1); break;
+    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, 1); break;
+    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, 1); break;
+    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c, 1); break;
+    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c, 1); break;
+    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c, 1); break;
     case SKD_T_Q_B: st = copy_vec(&w->q_b, dtype, data, r); break;
     case SKD_T_K_B: st = copy_vec(&w->k_b, dtype, data, r); break;
     case SKD_T_V_B: st = copy_vec(&w->v_b, dtype, data, r); break;
@@ -379,7 +369,6 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     const int d = s->d;
     const size_t md = (size_t)m * d;
     layer_weights *w = &e->layers[l];
-    float *mm = e->mm_scratch;
 
     /* attention block: xa = xa + O(attn(LN?(xa))) ; post-LN: LN after the add */
     const float *in = e->xa;
@@ -387,9 +376,9 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         skd_layernorm(e->t, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
         in = e->t;
     }
-    skd_matmul(e->pool, e->kernel, e->q, in, m, &w->q, w->q_b, 0, mm);
-    skd_matmul(e->pool, e->kernel, e->k, in, m, &w->k, w->k_b, 0, mm);
-    skd_matmul(e->pool, e->kernel, e->v, in, m, &w->v, w->v_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->q, in, m, &w->q, w->q_b, 0);
+    skd_matmul(e->pool, e->kernel, e->k, in, m, &w->k, w->k_b, 0);
+    skd_matmul(e->pool, e->kernel, e->v, in, m, &w->v, w->v_b, 0);
     const float scale = 1.0f / sqrtf((float)s->head_dim);
     for (size_t i = 0; i < md; i++) e->q[i] *= scale;
     for (int i = 0; i < m; i++) { /* write this layer's K/V for the active rows */
@@ -400,7 +389,7 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     }
     attn_args aa = { e, rows, m, l };
     skd_pool_run(e->pool, attn_task, &aa);
-    skd_matmul(e->pool, e->kernel, e->t, e->att, m, &w->o, w->o_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->t, e->att, m, &w->o, w->o_b, 0);
     add_inplace(e->xa, e->t, md);
     if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
 
@@ -410,8 +399,8 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         skd_layernorm(e->t, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
         in = e->t;
     }
-    skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 1, mm);
-    skd_matmul(e->pool, e->kernel, e->t, e->h, m, &w->fc2, w->fc2_b, 0, mm);
+    skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 1);
+    skd_matmul(e->pool, e->kernel, e->t, e->h, m, &w->fc2, w->fc2_b, 0);
     add_inplace(e->xa, e->t, md);
     if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
 }
@@ -424,10 +413,10 @@ static void run_head(skd_engine *e, const int32_t *idx, int m, float *out) {
     if (s->final_ln) skd_layernorm(e->xa, e->xa, m, d, e->final_ln_w, e->final_ln_b);
     const float *hin = e->xa;
     if (s->embed_dim != d) {
-        skd_matmul(e->pool, e->kernel, e->e, e->xa, m, &e->project_out, NULL, 0, e->mm_scratch);
+        skd_matmul(e->pool, e->kernel, e->e, e->xa, m, &e->project_out, NULL, 0);
         hin = e->e;
     }
-    skd_matmul(e->pool, e->kernel, out, hin, m, &e->lm_head, NULL, 0, e->mm_scratch);
+    skd_matmul(e->pool, e->kernel, out, hin, m, &e->lm_head, NULL, 0);
 }
 
 static int32_t sample_row(skd_engine *e, const int32_t *r, const float *prm, const float *logits) {
@@ -459,7 +448,7 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
     for (int i = 0; i < n_rows; i++)
         skd_mat_row_f32(&e->embed_tokens, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_TOKEN], e->e + (size_t)i * de);
     if (de != d)
-        skd_matmul(e->pool, e->kernel, e->x, e->e, n_rows, &e->project_in, NULL, 0, e->mm_scratch);
+        skd_matmul(e->pool, e->kernel, e->x, e->e, n_rows, &e->project_in, NULL, 0);
     else
         memcpy(e->x, e->e, sizeof(float) * (size_t)n_rows * d);
     for (int i = 0; i < n_rows; i++) {

@@ -2,6 +2,7 @@
 #include "ops.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "skipdecode.h"
@@ -26,9 +27,18 @@ float skd_f16_to_f32(uint16_t h) {
     return v.f;
 }
 
+static inline float widen(const void *data, int dtype, int64_t i) {
+    if (dtype == SKD_DTYPE_F32) return ((const float *)data)[i];
+    if (dtype == SKD_DTYPE_BF16) return skd_bf16_to_f32(((const uint16_t *)data)[i]);
+    return skd_f16_to_f32(((const uint16_t *)data)[i]);
+}
+
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     const int64_t k = m->cols;
-    if (m->dtype == SKD_DTYPE_F32) {
+    if (m->packed) {
+        const int64_t base = (r / SKD_PANEL) * k * SKD_PANEL + r % SKD_PANEL;
+        for (int64_t i = 0; i < k; i++) dst[i] = widen(m->data, m->dtype, base + i * SKD_PANEL);
+    } else if (m->dtype == SKD_DTYPE_F32) {
         memcpy(dst, (const float *)m->data + r * k, sizeof(float) * (size_t)k);
     } else if (m->dtype == SKD_DTYPE_BF16) {
         const uint16_t *s = (const uint16_t *)m->data + r * k;
@@ -39,11 +49,27 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     }
 }
 
-static inline float dot(const float *a, const float *b, int64_t k) {
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < k; i++) s += a[i] * b[i];
-    return s;
+int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
+    const size_t es = skd_dtype_size(dtype);
+    const int64_t padded = packed ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
+    const size_t bytes = (size_t)(padded * cols) * es;
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) return -1;
+    if (!packed) {
+        memcpy(p, src, bytes);
+    } else {
+        memset(p, 0, bytes);
+        const char *s = src;
+        char *d = p;
+        for (int64_t r = 0; r < rows; r++) {
+            const int64_t base = (r / SKD_PANEL) * cols * SKD_PANEL + r % SKD_PANEL;
+            for (int64_t c = 0; c < cols; c++)
+                memcpy(d + (size_t)(base + c * SKD_PANEL) * es, s + (size_t)(r * cols + c) * es, es);
+        }
+    }
+    free(m->data);
+    *m = (skd_mat){ p, dtype, packed, rows, cols };
+    return 0;
 }
 
 int skd_kernel_best(void) {
@@ -65,41 +91,46 @@ typedef struct {
     const skd_mat *w;
     const float *bias;
     int relu;
-    float *scratch;
 } matmul_args;
 
+/* The reference kernel: panel by panel, 16 accumulators per x row, widening
+ * each loaded column of 16 weights once for all rows. */
 static void matmul_task(void *ctx, int ith, int nth) {
     const matmul_args *a = ctx;
-    const int64_t n = a->w->rows, k = a->w->cols;
-    long j0, j1;
-    skd_split(n, ith, nth, &j0, &j1);
+    const skd_mat *w = a->w;
+    const int64_t n = w->rows, k = w->cols;
+    long p0, p1;
+    skd_split((long)skd_panels(w), ith, nth, &p0, &p1);
 #if defined(__x86_64__) || defined(__i386__)
     if (a->kernel == SKD_KERNEL_AVX2) {
-        skd_matmul_rows_avx2(a->w, j0, j1, a->x, a->m, a->out, a->bias, a->relu);
+        skd_matmul_panels_avx2(w, p0, p1, a->x, a->m, a->out, a->bias, a->relu);
         return;
     }
 #endif
-    float *row = a->scratch + (size_t)ith * SKD_MATMUL_SCRATCH(k);
-    for (long j = j0; j < j1; j++) {
-        const float *wr;
-        if (a->w->dtype == SKD_DTYPE_F32) {
-            wr = (const float *)a->w->data + j * k;
-        } else {
-            skd_mat_row_f32(a->w, j, row);
-            wr = row;
-        }
-        const float bj = a->bias ? a->bias[j] : 0.f;
+    float col[SKD_PANEL], acc[SKD_PANEL];
+    for (long p = p0; p < p1; p++) {
+        const int64_t j0 = p * SKD_PANEL, nj = n - j0 < SKD_PANEL ? n - j0 : SKD_PANEL;
+        const int64_t base = p * k * SKD_PANEL;
         for (int i = 0; i < a->m; i++) {
-            float v = dot(a->x + (size_t)i * k, wr, k) + bj;
-            a->out[(size_t)i * n + j] = a->relu && v < 0.f ? 0.f : v;
+            const float *x = a->x + (size_t)i * k;
+            for (int c = 0; c < SKD_PANEL; c++) acc[c] = 0.f;
+            for (int64_t kk = 0; kk < k; kk++) {
+                for (int c = 0; c < SKD_PANEL; c++) col[c] = widen(w->data, w->dtype, base + kk * SKD_PANEL + c);
+#pragma omp simd
+                for (int c = 0; c < SKD_PANEL; c++) acc[c] += col[c] * x[kk];
+            }
+            for (int64_t c = 0; c < nj; c++) {
+                const float v = acc[c] + (a->bias ? a->bias[j0 + c] : 0.f);
+                a->out[(size_t)i * n + j0 + c] = a->relu && v < 0.f ? 0.f : v;
+            }
         }
     }
 }
 
 void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,
-                int relu, float *scratch) {
+                int relu) {
     if (m <= 0) return;
-    matmul_args a = { kernel, out, x, m, w, bias, relu, scratch };
+    matmul_args a = { kernel, out, x, m, w, bias, relu };
     skd_pool_run(pool, matmul_task, &a);
 }
 

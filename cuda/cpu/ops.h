@@ -1,6 +1,6 @@
 /* ops.h — the CPU engine's numerical kernels. fp32 arithmetic throughout;
  * weights stay in the dtype they were loaded in (F32, F16 or BF16) and are
- * widened to fp32 row by row while multiplying, so 16-bit checkpoints take
+ * widened to fp32 in registers while multiplying, so 16-bit checkpoints take
  * half the memory and half the memory traffic of fp32 ones. */
 #ifndef SKD_OPS_H
 #define SKD_OPS_H
@@ -10,12 +10,24 @@
 
 #include "pool.h"
 
-/* A row-major [rows, cols] matrix in one of SKD_DTYPE_{F32,F16,BF16}. */
+/* Output rows per panel of a packed matrix. */
+#define SKD_PANEL 16
+
+/* A [rows, cols] matrix in one of SKD_DTYPE_{F32,F16,BF16}, either row-major
+ * (embedding tables: gathered a row at a time) or packed in panels (matmul
+ * weights): panel p holds rows 16p..16p+15 column by column, so element
+ * (r, c) sits at ((r / 16) × cols + c) × 16 + r % 16 and rows past the end
+ * are zero. A panel is read front to back by the kernels: one contiguous
+ * stream per thread, and 16 outputs per loaded column. */
 typedef struct {
     void *data;
     int dtype;
+    int packed;
     int64_t rows, cols;
 } skd_mat;
+
+/* Panels of a packed matrix. */
+static inline int64_t skd_panels(const skd_mat *m) { return (m->rows + SKD_PANEL - 1) / SKD_PANEL; }
 
 static inline size_t skd_dtype_size(int dtype) { return dtype == 1 ? 4 : 2; }
 
@@ -25,8 +37,12 @@ static inline float skd_bf16_to_f32(uint16_t b) {
     union { uint32_t u; float f; } v = { (uint32_t)b << 16 };
     return v.f;
 }
-/* dst[0..n) = row r of m as fp32. */
+/* dst[0..cols) = row r of m as fp32 (either layout). */
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
+
+/* Copies row-major src [rows, cols] of `dtype` into m, packed when `packed`.
+ * Returns 0, or -1 when out of memory. */
+int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed);
 
 /* Matmul kernels. The portable one is the reference; AVX2 is chosen at run
  * time where the CPU has AVX2 + FMA + F16C (never on an older CPU). */
@@ -35,18 +51,14 @@ enum { SKD_KERNEL_AUTO = 0, SKD_KERNEL_PORTABLE = 1, SKD_KERNEL_AVX2 = 2 };
 int skd_kernel_best(void);
 /* "portable" or "avx2". */
 const char *skd_kernel_name(int kernel);
-/* AVX2 rows j0..j1 of out[m, n] (matmul_avx2.c). */
-void skd_matmul_rows_avx2(const skd_mat *w, long j0, long j1, const float *x, int m, float *out, const float *bias,
-                          int relu);
+/* AVX2 panels p0..p1 of out[m, n] for a packed W (matmul_avx2.c). */
+void skd_matmul_panels_avx2(const skd_mat *w, long p0, long p1, const float *x, int m, float *out, const float *bias,
+                            int relu);
 
-/* Scratch each thread needs for skd_matmul: floats. */
-#define SKD_MATMUL_SCRATCH(k) ((size_t)(k) * 4)
-
-/* out[m, n] = x[m, k] · W[n, k]^T (+ bias[n]); W's rows are split across the
- * pool's threads. scratch: nth × SKD_MATMUL_SCRATCH(k) floats.
- * relu != 0 applies max(0, ·) to the result. */
+/* out[m, n] = x[m, k] · W[n, k]^T (+ bias[n]) for a packed W; the panels are
+ * split across the pool's threads. relu != 0 applies max(0, ·) to the result. */
 void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,
-                int relu, float *scratch);
+                int relu);
 
 /* y[i] = LN(x[i]) · g + b over rows of width d, eps 1e-5; y may alias x. */
 void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const float *b);
