@@ -125,8 +125,9 @@ describe("KV cache and batching", () => {
         diff = Math.max(diff, Math.abs(got[i]! - whole[i]!));
         scale = Math.max(scale, Math.abs(whole[i]!));
       }
-      expect(diff).toBeLessThanOrEqual(1e-5 * scale);
-      for (let t = 0; t < IDS.length; t++) expect(argmax(got, t, V)).toBe(argmax(whole, t, V));
+      // every row is computed the same way whatever else is in its step: bit-identical
+      expect(diff).toBe(0);
+      expect(scale).toBeGreaterThan(0);
     } finally {
       dec.releaseSlot(slot);
     }
@@ -170,9 +171,8 @@ describe("KV cache and batching", () => {
       }
       seqs.forEach((s, k) => {
         expect(cursor[k]).toBe(s.ids.length);
-        let diff = 0;
-        for (let i = 0; i < got[k]!.length; i++) diff = Math.max(diff, Math.abs(got[k]![i]! - alone[k]![i]!));
-        expect(diff).toBeLessThanOrEqual(1e-5);
+        // bit-identical: a row's arithmetic never depends on its batch-mates
+        expect(Buffer.compare(Buffer.from(got[k]!.buffer), Buffer.from(alone[k]!.buffer))).toBe(0);
       });
     } finally {
       slots.forEach((s) => dec.releaseSlot(s));

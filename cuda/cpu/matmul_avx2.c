@@ -8,8 +8,7 @@
  * are loaded once (32 or 64 bytes) and widened to two ymm of fp32 in
  * registers (bf16: a shift; f16: vcvtph2ps), then multiplied into R ≤ 6 rows
  * of x by broadcasting x[r][kk]: 2R FMAs per column, accumulated in 2R ymm;
- * no horizontal sums. With few rows (decode) the k loop is unrolled 4× (R=1)
- * or 2× (R=2) into separate accumulators so 8 FMA chains hide the latency.
+ * no horizontal sums.
  * Each thread streams its panels front to back: one sequential stream, which
  * the hardware prefetcher follows at full bandwidth.
  *
@@ -56,44 +55,28 @@ INLINE void col_f16(const void *w, long i, __m256 *lo, __m256 *hi) {
 #define PREFETCH_COLS 24
 
 /* acc[r][0..1] = panel (16 rows) · x[r] over k, for r < R (a constant after
- * inlining); U-way unrolled over k into separate accumulators, summed at the end. */
+ * inlining). Each output is one FMA chain over kk in order, whatever R is, so
+ * a row's result does not depend on how many rows share its block: logits
+ * (and so sampled tokens) are the same whatever else runs in the batch.
+ * (Unrolling k into extra accumulators for R = 1 read ~20% faster in the
+ * harness but made results batch-dependent; decode at R = 1 is memory-bound
+ * here anyway.) */
 #define MICRO(SUF)                                                                                        \
     INLINE void micro_##SUF(const void *W, long base, long k, const float *x, long ldx, const int R,       \
                             __m256 acc[6][2]) {                                                           \
-        const int U = R == 1 ? 4 : R == 2 ? 2 : 1;                                                         \
-        __m256 a[4][6][2];                                                                                 \
-        for (int u = 0; u < U; u++)                                                                        \
-            for (int r = 0; r < R; r++) a[u][r][0] = a[u][r][1] = _mm256_setzero_ps();                     \
-        long kk = 0;                                                                                       \
-        for (; kk + U <= k; kk += U) {                                                                     \
+        __m256 a[6][2]; /* local, so the accumulators live in registers */                                 \
+        for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();                               \
+        for (long kk = 0; kk < k; kk++) {                                                                  \
             _mm_prefetch((const char *)W + (base + (kk + PREFETCH_COLS) * SKD_PANEL) * ES_##SUF, _MM_HINT_T0); \
-            for (int u = 0; u < U; u++) {                                                                  \
-                __m256 lo, hi;                                                                             \
-                col_##SUF(W, base + (kk + u) * SKD_PANEL, &lo, &hi);                                       \
-                for (int r = 0; r < R; r++) {                                                              \
-                    const __m256 xb = _mm256_broadcast_ss(x + r * ldx + kk + u);                           \
-                    a[u][r][0] = _mm256_fmadd_ps(lo, xb, a[u][r][0]);                                      \
-                    a[u][r][1] = _mm256_fmadd_ps(hi, xb, a[u][r][1]);                                      \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
-        for (; kk < k; kk++) {                                                                             \
             __m256 lo, hi;                                                                                 \
             col_##SUF(W, base + kk * SKD_PANEL, &lo, &hi);                                                 \
             for (int r = 0; r < R; r++) {                                                                  \
                 const __m256 xb = _mm256_broadcast_ss(x + r * ldx + kk);                                   \
-                a[0][r][0] = _mm256_fmadd_ps(lo, xb, a[0][r][0]);                                          \
-                a[0][r][1] = _mm256_fmadd_ps(hi, xb, a[0][r][1]);                                          \
+                a[r][0] = _mm256_fmadd_ps(lo, xb, a[r][0]);                                                \
+                a[r][1] = _mm256_fmadd_ps(hi, xb, a[r][1]);                                                \
             }                                                                                              \
         }                                                                                                  \
-        for (int r = 0; r < R; r++) {                                                                      \
-            acc[r][0] = a[0][r][0];                                                                        \
-            acc[r][1] = a[0][r][1];                                                                        \
-            for (int u = 1; u < U; u++) {                                                                  \
-                acc[r][0] = _mm256_add_ps(acc[r][0], a[u][r][0]);                                          \
-                acc[r][1] = _mm256_add_ps(acc[r][1], a[u][r][1]);                                          \
-            }                                                                                              \
-        }                                                                                                  \
+        for (int r = 0; r < R; r++) acc[r][0] = a[r][0], acc[r][1] = a[r][1];                               \
     }
 
 MICRO(f32)
