@@ -17,10 +17,16 @@ else
         -o build/libskipdecode_cuda.so
 fi
 gcc -O1 -Wall -Wextra -I cuda/include cuda/dev/nodevice.c -o build/nodevice -ldl
-gcc -O2 -Wall -Wextra -I cuda/include cuda/dev/parity.c -o build/parity -ldl -lm
+gcc -O2 -Wall -Wextra -I cuda/include -I cuda/common cuda/dev/parity.c -o build/parity -ldl -lm
+if command -v nvcc >/dev/null 2>&1; then
+    nvcc -O2 -std=c++17 -Werror all-warnings -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+        -I cuda/include -I cuda/common cuda/dev/sample.cu cuda/gpu/sample.cu cuda/gpu/errors.cu cuda/cpu/sample.c \
+        -o build/sample_check
+fi
 build/nodevice
 if build/nodevice | grep -q SKD_ERR_NO_DEVICE; then
-    echo "no GPU here: parity skipped"
+    echo "no GPU here: parity and sample_check skipped"
     exit 0
 fi
 build/parity
+build/sample_check

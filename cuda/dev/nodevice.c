@@ -1,7 +1,8 @@
 /* nodevice.c — on a machine without a GPU/driver, the CUDA library must load,
  * and skd_device_count / skd_device_name / skd_engine_create must return
  * SKD_ERR_NO_DEVICE (3) with a clear message, without crashing. On a GPU
- * machine it prints the device instead (and creates/frees an engine).
+ * machine it prints the device instead (and creates/frees an engine). Either
+ * way the library must report the ABI version of this header (SKD_ABI_VERSION).
  *
  *   gcc -O1 -Wall -Wextra -I cuda/include cuda/dev/nodevice.c -o build/nodevice -ldl && build/nodevice
  * Exit status 0 when the library behaved (either way), 1 otherwise. */
@@ -26,7 +27,8 @@ int main(int argc, char **argv) {
     if (!lib) { printf("dlopen %s: %s\n", path, dlerror()); return 1; }
     SYM(skd_device_count) SYM(skd_device_name) SYM(skd_engine_create) SYM(skd_engine_free)
     SYM(skd_last_error) SYM(skd_status_str) SYM(skd_backend_name) SYM(skd_abi_version)
-    printf("backend %s, ABI %d\n", skd_backend_name(), skd_abi_version());
+    const int abi = skd_abi_version();
+    printf("backend %s, ABI %d (header: %d)\n", skd_backend_name(), abi, SKD_ABI_VERSION);
 
     int32_t n = -1;
     int st = skd_device_count(&n);
@@ -52,6 +54,7 @@ int main(int argc, char **argv) {
         ok = n == 0 && st_name == SKD_ERR_NO_DEVICE && st_create == SKD_ERR_NO_DEVICE && e == NULL;
     else
         ok = st == SKD_OK && n >= 1 && st_name == SKD_OK && st_create == SKD_OK && e != NULL;
+    ok = ok && abi == SKD_ABI_VERSION;
     printf("%s\n", ok ? "OK" : "FAIL");
     return ok ? 0 : 1;
 }

@@ -20,7 +20,39 @@
  * to the upload dtype on the host, so both backends see the same weights.
  * Greedy-token agreement is reported (near-ties can flip; it is not a criterion).
  *
- *   gcc -O2 -Wall -Wextra -I cuda/include cuda/dev/parity.c -o build/parity -ldl -lm && build/parity
+ * Sampling (SKD_ROW_SAMPLE, skipdecode.h "Sampling"), per model:
+ *   agreement  for each sampler in SAMPLERS, 12 steps that prefill slot 0 with
+ *              16 rows, every row sampling with its own key (seq = step index,
+ *              step = position): 192 draws per sampler. Each step runs twice on
+ *              each backend: with logits out on even rows only (odd rows take the
+ *              sample-only path), then on every row. Checks:
+ *              - each backend's token equals the reference sampler (the CPU
+ *                backend's own sample.c, compiled in) run on that backend's
+ *                logits: exactly on the CPU; on CUDA unless u lies within 1e-5
+ *                of a boundary of the reference's CDF (exp and fixed-point mass
+ *                rounding, sample.cu), and such near-boundary draws are counted;
+ *              - CUDA: a row's token is the same whether or not it wants its
+ *                logits out (each step also runs with every row wanting them);
+ *              - greedy: the CUDA token equals the CPU's, or the CPU logit of
+ *                the CUDA token is within the logit tolerance of the max (a
+ *                near-tie that fp16 may flip);
+ *              - seeded: the tokens agree for all but 1% of draws plus the
+ *                mismatches that the logit differences predict. fp16/bf16
+ *                logits are not the CPU's fp32 ones, so a draw flips where u
+ *                falls between the two backends' cumulative kept masses; that
+ *                chance is computed exactly from both CDFs on the even rows
+ *                (mismatch_chance) and its mean times the draws is "predicted".
+ *   batch      CUDA: three sequences (different samplers, some rows wanting
+ *              logits) stepped together, each alone, and together in another
+ *              order: every token must be identical (a draw depends on its key
+ *              and logits only). Steps stay <= 16 rows, so every GEMM takes the
+ *              GEMV path, which computes each row alike: the logits are
+ *              bit-identical. (Not asserted on the CPU, whose matmul blocks rows
+ *              and may round a row differently in another batch shape.)
+ * Odd-numbered models run with SKIPDECODE_CUDA_LOGIT_CHUNK=5, so the LM head
+ * and the sampler work through several chunks.
+ *
+ *   gcc -O2 -Wall -Wextra -I cuda/include -I cuda/common cuda/dev/parity.c -o build/parity -ldl -lm && build/parity
  * Exit status: 0 all pass, 1 a mismatch or an API failure, 2 a library failed to load.
  */
 #include <dlfcn.h>
@@ -32,6 +64,10 @@
 
 #include "skipdecode.h"
 
+/* The reference sampler, skd_sample(), straight from the CPU backend (and its
+ * argmax(): the first index of the largest value). */
+#include "../cpu/sample.c"
+
 /* ---- the C ABI through dlopen ------------------------------------------------ */
 typedef struct {
     const char *label;
@@ -42,10 +78,11 @@ typedef struct {
     void (*destroy)(skd_engine *);
     int (*set_tensor)(skd_engine *, int32_t, int32_t, int32_t, const void *, int64_t);
     int (*finalize)(skd_engine *);
-    int (*step)(skd_engine *, const int32_t *, int32_t, float *);
+    int (*step)(skd_engine *, const int32_t *, int32_t, const float *, float *, int32_t *);
     int (*slot_info)(const skd_engine *, int32_t, int32_t, int32_t *, int32_t *);
     const char *(*last_error)(void);
     const char *(*status_str)(int);
+    int (*abi_version)(void);
 } api;
 
 static int load_api(api *a, const char *label, const char *path) {
@@ -72,7 +109,12 @@ static int load_api(api *a, const char *label, const char *path) {
     LOAD(slot_info, "skd_engine_slot_info");
     LOAD(last_error, "skd_last_error");
     LOAD(status_str, "skd_status_str");
+    LOAD(abi_version, "skd_abi_version");
 #undef LOAD
+    if (a->abi_version() != SKD_ABI_VERSION) {
+        fprintf(stderr, "%s: ABI %d, this harness is built for ABI %d\n", path, a->abi_version(), SKD_ABI_VERSION);
+        return 0;
+    }
     return 1;
 }
 
@@ -134,7 +176,7 @@ static const model_cfg MODELS[] = {
     { "pre-LN, final LN, tied head, F16 upload", 3, 64, 4, 256, 300, 64, 1, 1, 1, SKD_DTYPE_F16, 0 },
     { "post-LN, project_in/out, F32 upload (converted on GPU)", 2, 64, 4, 256, 300, 32, 0, 0, 0, SKD_DTYPE_F32, SKD_DTYPE_F16 },
     { "pre-LN, project_in/out, BF16, head_dim 128", 3, 128, 1, 128, 300, 48, 1, 1, 0, SKD_DTYPE_BF16, SKD_DTYPE_BF16 },
-    { "odd shapes: hidden 52, 1 head, ffn 100", 2, 52, 1, 100, 300, 52, 1, 1, 0, SKD_DTYPE_F16, 0 },
+    { "odd shapes: hidden 52, 1 head, ffn 100, vocab 50272", 2, 52, 1, 100, 50272, 52, 1, 1, 0, SKD_DTYPE_F16, 0 },
     { "head_dim 160 (hidden 320, 2 heads), post-LN", 2, 320, 2, 200, 300, 320, 0, 0, 0, SKD_DTYPE_F16, 0 },
 };
 
@@ -182,13 +224,6 @@ typedef struct {
     float worst_cpu, worst_gpu;
 } stats;
 
-static int argmax(const float *x, int n) {
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[b]) b = i;
-    return b;
-}
-
 static void compare(stats *s, const float *cpu, const float *gpu, int nrows, int V, int step) {
     for (int r = 0; r < nrows; r++) {
         const float *c = cpu + (size_t)r * V, *g = gpu + (size_t)r * V;
@@ -212,8 +247,8 @@ static void compare(stats *s, const float *cpu, const float *gpu, int nrows, int
  * logits in cpu_out (n_rows × V). */
 static int step_both(api *const apis[2], skd_engine *const eng[2], const int32_t *rows, int n, int V, float *cpu_out,
                      float *gpu_out, stats *s, int step) {
-    CHECK(apis[0], apis[0]->step(eng[0], rows, n, cpu_out));
-    CHECK(apis[1], apis[1]->step(eng[1], rows, n, gpu_out));
+    CHECK(apis[0], apis[0]->step(eng[0], rows, n, NULL, cpu_out, NULL));
+    CHECK(apis[1], apis[1]->step(eng[1], rows, n, NULL, gpu_out, NULL));
     int nl = 0;
     for (int i = 0; i < n; i++) nl += rows[i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & 1;
     compare(s, cpu_out, gpu_out, nl, V, step);
@@ -227,9 +262,278 @@ static void put_row(int32_t *r, int tok, int pos, int slot, int budget, int warm
     r[SKD_ROW_BUDGET] = budget;
     r[SKD_ROW_WARMUP] = warm;
     r[SKD_ROW_FLAGS] = flags;
+    for (int f = SKD_ROW_FLAGS + 1; f < SKD_ROW_FIELDS; f++) r[f] = 0;
 }
 
 static int layers_at(int L, int i) { return L - i > 1 ? L - i : 1; } /* warm-up 1 */
+
+/* ---- sampling ------------------------------------------------------------------ */
+typedef struct {
+    const char *name;
+    float temperature;
+    int top_k;
+    float top_p;
+} sampler;
+
+static const sampler SAMPLERS[] = {
+    { "greedy", 0.0f, 0, 1.0f },
+    { "T 0.8", 0.8f, 0, 1.0f },
+    { "T 1.0 top-k 40", 1.0f, 40, 1.0f },
+    { "T 0.7 top-p 0.9", 0.7f, 0, 0.9f },
+    { "T 1.3 top-k 20 top-p 0.95", 1.3f, 20, 0.95f },
+};
+#define N_SAMPLERS ((int)(sizeof SAMPLERS / sizeof *SAMPLERS))
+#define SAMPLE_STEPS 12 /* agreement steps per sampler */
+#define SAMPLE_ROWS 16  /* rows per agreement step */
+
+/* Flags row r as sampling with sampler c and key (seed, seq, step); params row prm. */
+static void put_sample(int32_t *r, float *prm, const sampler *c, uint64_t seed, int seq, int step) {
+    r[SKD_ROW_FLAGS] |= SKD_ROW_SAMPLE;
+    r[SKD_ROW_TOP_K] = c->top_k;
+    r[SKD_ROW_SEQ] = seq;
+    r[SKD_ROW_STEP] = step;
+    r[SKD_ROW_SEED_LO] = (int32_t)(uint32_t)seed;
+    r[SKD_ROW_SEED_HI] = (int32_t)(uint32_t)(seed >> 32);
+    prm[SKD_PARAM_TEMPERATURE] = c->temperature;
+    prm[SKD_PARAM_TOP_P] = c->top_p;
+}
+
+/* The reference sampler on a row of logits, with the row's own key. */
+static int ref_sample(const float *x, int V, const int32_t *r, const float *prm, float *sf, int32_t *si) {
+    const uint64_t seed = (uint64_t)(uint32_t)r[SKD_ROW_SEED_LO] | ((uint64_t)(uint32_t)r[SKD_ROW_SEED_HI] << 32);
+    return skd_sample(x, V, prm[SKD_PARAM_TEMPERATURE], r[SKD_ROW_TOP_K], prm[SKD_PARAM_TOP_P], seed, (uint32_t)r[SKD_ROW_SEQ],
+                      (uint32_t)r[SKD_ROW_STEP], sf, si);
+}
+
+/* F[i] = share of the kept mass on kept ids <= i (the CDF the draw inverts),
+ * computed plainly: sort by (p desc, id asc), cut at top_k and top_p. */
+static void kept_cdf(const float *x, int V, const sampler *c, double *F, float *p, int32_t *ids) {
+    float mx = x[0];
+    for (int i = 1; i < V; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < V; i++) {
+        p[i] = expf((x[i] - mx) / c->temperature);
+        ids[i] = i;
+    }
+    g_p = p;
+    qsort(ids, (size_t)V, sizeof *ids, by_prob_desc);
+    int n = c->top_k > 0 && c->top_k < V ? c->top_k : V;
+    if (c->top_p < 1.0f) {
+        double kept = 0, run = 0;
+        for (int j = 0; j < n; j++) kept += p[ids[j]];
+        int m = 0;
+        while (m < n) {
+            run += p[ids[m++]];
+            if (run >= (double)c->top_p * kept) break;
+        }
+        n = m;
+    }
+    for (int i = 0; i < V; i++) F[i] = 0;
+    for (int j = 0; j < n; j++) F[ids[j]] = p[ids[j]];
+    double run = 0;
+    for (int i = 0; i < V; i++) F[i] = run += F[i];
+    for (int i = 0; i < V; i++) F[i] /= run;
+}
+
+/* The chance, over u uniform in [0, 1), that inverting F0 and F1 (the first id
+ * i with F(i) > u) gives different ids: the two step functions are walked
+ * together, segment by segment between their breakpoints. */
+static double mismatch_chance(const double *F0, const double *F1, int V) {
+    int i = 0, j = 0;
+    double u = 0, diff = 0;
+    for (;;) {
+        while (i < V && !(F0[i] > u)) i++;
+        while (j < V && !(F1[j] > u)) j++;
+        if (i >= V || j >= V) return diff;
+        const double next = F0[i] < F1[j] ? F0[i] : F1[j]; /* on [u, next) the ids are i and j */
+        if (i != j) diff += next - u;
+        u = next;
+    }
+}
+
+typedef struct {
+    int draws, agree, off_argmax;              /* seeded draws: cpu token == cuda token; cpu token != argmax */
+    double predicted;                          /* sum of mismatch_chance() over the seeded draws */
+    char first_diff[3][96];
+    int greedy_draws, greedy_agree, greedy_bad;/* greedy_bad: mismatches that are no near-tie */
+    int path, path_bad;                        /* token without logits out == token with them */
+    int self[2], self_bad[2], self_near;       /* token == reference on the backend's own logits; cuda: or u
+                                                  within 1e-5 of a boundary of the reference CDF (rounding) */
+    int batch, batch_bad;
+} samp_stats;
+
+/* Agreement steps for one sampler. tol: the logit tolerance (near-ties). */
+static int sample_agreement(api *const apis[2], skd_engine *const eng[2], int L, int V, int model, int ci, double tol,
+                            samp_stats *ss, float *lc, float *lg, float *sf, int32_t *si, double *F0, double *F1) {
+    const sampler *c = &SAMPLERS[ci];
+    int32_t rall[SAMPLE_ROWS * SKD_ROW_FIELDS], ralt[SAMPLE_ROWS * SKD_ROW_FIELDS];
+    float prm[SAMPLE_ROWS * SKD_PARAM_FIELDS];
+    int32_t tall[2][SAMPLE_ROWS], talt[SAMPLE_ROWS];
+    float *const lb[2] = { lc, lg };
+    const uint64_t seed = 0x5eed0000000ull * (uint64_t)(model + 1) + (uint64_t)ci * 0x9e3779b9ull;
+    for (int st = 0; st < SAMPLE_STEPS; st++) {
+        for (int p = 0; p < SAMPLE_ROWS; p++) {
+            const int tok = 2 + (11 * p + 17 * st + 5 * ci) % (V - 2);
+            put_row(rall + p * SKD_ROW_FIELDS, tok, p, 0, L, 1, SKD_ROW_WANT_LOGITS);
+            put_row(ralt + p * SKD_ROW_FIELDS, tok, p, 0, L, 1, p % 2 ? 0 : SKD_ROW_WANT_LOGITS);
+            put_sample(rall + p * SKD_ROW_FIELDS, prm + p * SKD_PARAM_FIELDS, c, seed, st, p);
+            put_sample(ralt + p * SKD_ROW_FIELDS, prm + p * SKD_PARAM_FIELDS, c, seed, st, p);
+        }
+        for (int b = 0; b < 2; b++) {
+            /* odd rows sample without logits out, then every row with them: same batch, same logits */
+            CHECK(apis[b], apis[b]->step(eng[b], ralt, SAMPLE_ROWS, prm, lb[b], talt));
+            CHECK(apis[b], apis[b]->step(eng[b], rall, SAMPLE_ROWS, prm, lb[b], tall[b]));
+            for (int p = 0; p < SAMPLE_ROWS; p++) {
+                if (tall[b][p] < 0 || tall[b][p] >= V || talt[p] < 0 || talt[p] >= V) {
+                    printf("  %s: %s step %d row %d: token %d / %d out of range\n", apis[b]->label, c->name, st, p, talt[p],
+                           tall[b][p]);
+                    return 1;
+                }
+                if (b == 1) { /* see the header: checked on the CUDA side only */
+                    ss->path++;
+                    if (talt[p] != tall[b][p] && ss->path_bad++ < 3)
+                        printf("  %s: %s step %d row %d: token %d %s logits out, %d with\n", apis[b]->label, c->name, st, p,
+                               talt[p], p % 2 ? "without" : "with", tall[b][p]);
+                }
+                const float *x = lb[b] + (size_t)p * V;
+                const int ref = ref_sample(x, V, rall + p * SKD_ROW_FIELDS, prm + p * SKD_PARAM_FIELDS, sf, si);
+                ss->self[b]++;
+                if (tall[b][p] == ref) continue;
+                if (b == 1 && c->temperature > 0.0f && c->top_k != 1) {
+                    /* excused when u lies within 1e-5 of the token's share of the reference CDF */
+                    const int t = tall[b][p];
+                    const double u = skd_uniform(seed, (uint32_t)st, (uint32_t)p);
+                    kept_cdf(x, V, c, F0, sf, si);
+                    const double lo = t ? F0[t - 1] : 0.0, hi = F0[t];
+                    if ((u < lo ? lo - u : u > hi ? u - hi : 0.0) <= 1e-5) {
+                        ss->self_near++;
+                        continue;
+                    }
+                }
+                if (ss->self_bad[b]++ < 3)
+                    printf("  %s: %s step %d row %d: token %d, reference on its logits %d\n", apis[b]->label, c->name, st, p,
+                           tall[b][p], ref);
+            }
+        }
+        for (int p = 0; p < SAMPLE_ROWS; p++) {
+            const int tc = tall[0][p], tg = tall[1][p];
+            const float *xc = lc + (size_t)p * V, *xg = lg + (size_t)p * V;
+            if (c->temperature == 0.0f || c->top_k == 1) {
+                ss->greedy_draws++;
+                ss->greedy_agree += tc == tg;
+                if (tc != tg && xc[tg] < xc[tc] - tol && ss->greedy_bad++ < 3)
+                    printf("  greedy step %d row %d: cpu %d (logit %.5f), cuda %d (cpu logit %.5f), tol %.3e\n", st, p, tc, xc[tc],
+                           tg, xc[tg], tol);
+                continue;
+            }
+            ss->draws++;
+            ss->agree += tc == tg;
+            ss->off_argmax += tc != argmax(xc, V);
+            if (tc != tg && ss->draws - ss->agree <= 3)
+                snprintf(ss->first_diff[ss->draws - ss->agree - 1], sizeof ss->first_diff[0], "%s step %d row %d: cpu %d cuda %d",
+                         c->name, st, p, tc, tg);
+            kept_cdf(xc, V, c, F0, sf, si);
+            kept_cdf(xg, V, c, F1, sf, si);
+            ss->predicted += mismatch_chance(F0, F1, V);
+        }
+    }
+    return 0;
+}
+
+/* One batch of the independence check: groups of rows (one sequence each), in
+ * the order `order`; fills tok[g][row] with each group's sampled tokens. */
+#define BATCH_GROUPS 3
+static const struct {
+    int slot, n;
+    int sampler[6]; /* per row: -1 = no sampling */
+    int want[6];    /* per row: wants logits */
+} GROUPS[BATCH_GROUPS] = {
+    { 0, 5, { -1, -1, 0, 1, 3 }, { 0, 0, 1, 0, 0 } },
+    { 1, 3, { 4, 2, 1 }, { 0, 0, 0 } },
+    { 2, 6, { -1, 3, -1, 4, -1, 2 }, { 0, 0, 0, 0, 0, 1 } },
+};
+
+static int batch_run(api *a, skd_engine *e, int L, int V, const int *order, int n_groups, uint64_t seed, float *logits,
+                     int32_t tok[BATCH_GROUPS][6]) {
+    int32_t rows[16 * SKD_ROW_FIELDS];
+    float prm[16 * SKD_PARAM_FIELDS];
+    int32_t out[16];
+    int n = 0;
+    for (int q = 0; q < n_groups; q++) {
+        const int g = order[q];
+        for (int p = 0; p < GROUPS[g].n; p++, n++) {
+            put_row(rows + n * SKD_ROW_FIELDS, 2 + (5 * p + 23 * g + (int)(seed % 97)) % (V - 2), p, GROUPS[g].slot, L, 1,
+                    GROUPS[g].want[p] ? SKD_ROW_WANT_LOGITS : 0);
+            if (GROUPS[g].sampler[p] >= 0)
+                put_sample(rows + n * SKD_ROW_FIELDS, prm + n * SKD_PARAM_FIELDS, &SAMPLERS[GROUPS[g].sampler[p]], seed, g, p);
+        }
+    }
+    CHECK(a, a->step(e, rows, n, prm, logits, out));
+    int k = 0;
+    for (int q = 0; q < n_groups; q++) {
+        const int g = order[q];
+        for (int p = 0; p < GROUPS[g].n; p++) tok[g][p] = GROUPS[g].sampler[p] >= 0 ? out[k++] : -1;
+    }
+    return 0;
+}
+
+/* Tokens of every group: together (order 0 1 2), alone, together (order 2 0 1). */
+static int batch_independence(api *a, skd_engine *e, int L, int V, int model, float *logits, samp_stats *ss) {
+    static const int together[BATCH_GROUPS] = { 0, 1, 2 }, shuffled[BATCH_GROUPS] = { 2, 0, 1 };
+    for (int rep = 0; rep < 6; rep++) {
+        const uint64_t seed = 0xabcdef12345ull * (uint64_t)(rep + 1) + (uint64_t)model;
+        int32_t ta[BATCH_GROUPS][6], tb[BATCH_GROUPS][6], ts[BATCH_GROUPS][6];
+        if (batch_run(a, e, L, V, together, BATCH_GROUPS, seed, logits, ta)) return -1;
+        for (int g = 0; g < BATCH_GROUPS; g++)
+            if (batch_run(a, e, L, V, &g, 1, seed, logits, tb)) return -1;
+        if (batch_run(a, e, L, V, shuffled, BATCH_GROUPS, seed, logits, ts)) return -1;
+        for (int g = 0; g < BATCH_GROUPS; g++)
+            for (int p = 0; p < GROUPS[g].n; p++) {
+                if (GROUPS[g].sampler[p] < 0) continue;
+                ss->batch++;
+                if (ta[g][p] != tb[g][p] || ta[g][p] != ts[g][p]) {
+                    if (ss->batch_bad++ < 3)
+                        printf("  %s: sequence %d row %d: token %d in a batch, %d alone, %d in another order\n", a->label, g, p,
+                               ta[g][p], tb[g][p], ts[g][p]);
+                }
+            }
+    }
+    return 0;
+}
+
+/* All sampling checks of one model; returns 1 pass, 0 fail, -1 API failure. */
+static int run_sampling(api *const apis[2], skd_engine *const eng[2], int L, int V, int model, double tol) {
+    samp_stats ss;
+    memset(&ss, 0, sizeof ss);
+    float *lc = malloc(sizeof(float) * MAX_ROWS * V), *lg = malloc(sizeof(float) * MAX_ROWS * V);
+    float *sf = malloc(SKD_SAMPLE_SCRATCH_F(V) * sizeof(float));
+    int32_t *si = malloc(SKD_SAMPLE_SCRATCH_I(V) * sizeof(int32_t));
+    double *F0 = malloc(sizeof(double) * V), *F1 = malloc(sizeof(double) * V);
+    int rc = 0;
+    for (int ci = 0; ci < N_SAMPLERS && !rc; ci++)
+        rc = sample_agreement(apis, eng, L, V, model, ci, tol, &ss, lc, lg, sf, si, F0, F1);
+    if (!rc) rc = batch_independence(apis[1], eng[1], L, V, model, lc, &ss);
+    free(lc);
+    free(lg);
+    free(sf);
+    free(si);
+    free(F0);
+    free(F1);
+    if (rc) return -1;
+    const double allowed = 0.01 * ss.draws + ss.predicted;
+    const int pass = ss.path_bad == 0 && ss.self_bad[0] == 0 && ss.self_bad[1] == 0 && ss.greedy_bad == 0 &&
+                     ss.draws - ss.agree <= allowed && ss.batch_bad == 0;
+    printf("  sampling: greedy %d/%d agree (%d not near-ties)  seeded %d/%d agree (%.2f%% differ; allowed %.1f = 1%% + %.1f "
+           "predicted; %d%% of draws off the argmax)\n"
+           "            token = reference on own logits: cpu %d/%d, cuda %d/%d (%d within rounding)  with = without logits "
+           "out %d/%d  batch-independent %d/%d  %s\n",
+           ss.greedy_agree, ss.greedy_draws, ss.greedy_bad, ss.agree, ss.draws,
+           ss.draws ? 100.0 * (ss.draws - ss.agree) / ss.draws : 0.0, allowed, ss.predicted,
+           ss.draws ? 100 * ss.off_argmax / ss.draws : 0, ss.self[0] - ss.self_bad[0], ss.self[0], ss.self[1] - ss.self_bad[1] - ss.self_near,
+           ss.self[1], ss.self_near, ss.path - ss.path_bad, ss.path, ss.batch - ss.batch_bad, ss.batch, pass ? "PASS" : "FAIL");
+    if (!pass)
+        for (int k = 0; k < 3 && k < ss.draws - ss.agree; k++) printf("  seeded mismatch: %s\n", ss.first_diff[k]);
+    return pass;
+}
 
 /* Returns 1 pass, 0 mismatch, -1 API failure. */
 static int run_model(api *const apis[2], const model_cfg *m, int index) {
@@ -251,6 +555,7 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
     cfg[SKD_CFG_MAX_ROWS] = MAX_ROWS;
     cfg[SKD_CFG_THREADS] = 2;
     skd_engine *eng[2] = { NULL, NULL };
+    setenv("SKIPDECODE_CUDA_LOGIT_CHUNK", index % 2 ? "5" : "", 1); /* read at create */
     for (int b = 0; b < 2; b++) {
         cfg[SKD_CFG_COMPUTE_DTYPE] = b ? m->compute_dtype : 0;
         CHECK(apis[b], apis[b]->create(cfg, SKD_CFG_COUNT, &eng[b]));
@@ -333,7 +638,7 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
         /* slot 1 decoded at budget 1 last: a full-budget row must be refused by both */
         if (L > 1) {
             put_row(rows, 7, len[1], 1, L, 1, 1);
-            const int a = apis[0]->step(eng[0], rows, 1, lc), b = apis[1]->step(eng[1], rows, 1, lg);
+            const int a = apis[0]->step(eng[0], rows, 1, NULL, lc, NULL), b = apis[1]->step(eng[1], rows, 1, NULL, lg, NULL);
             if (a != SKD_ERR_KV_MISSING || b != SKD_ERR_KV_MISSING) {
                 printf("  KV_MISSING check: cpu %s, cuda %s (both should be SKD_ERR_KV_MISSING)\n", apis[0]->status_str(a),
                        apis[1]->status_str(b));
@@ -351,7 +656,7 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
                 }
             }
         const double tol = rel * s.max_ref;
-        const int pass = !bad && s.max_diff <= tol;
+        int pass = !bad && s.max_diff <= tol;
         printf("%-60s %3d rows  max|dlogit| %.3e  tol %.3e (%.0e x max|logit| %.2f)  greedy %d/%d  %s\n", m->name, s.rows,
                s.max_diff, tol, rel, s.max_ref, s.agree, s.rows, pass ? "PASS" : "FAIL");
         if (!pass && s.max_diff > tol)
@@ -359,8 +664,10 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
                    s.worst_col, s.worst_cpu, s.worst_gpu);
         free(lc);
         free(lg);
+        const int sp = run_sampling(apis, eng, L, V, index, tol);
         for (int b = 0; b < 2; b++) apis[b]->destroy(eng[b]);
-        return pass;
+        if (sp < 0) return -1;
+        return pass && sp;
     fail_free:
         free(lc);
         free(lg);

@@ -11,7 +11,10 @@
  * Device memory (all allocated at create, so a step never allocates):
  *   weights   one arena, compute dtype; q/k/v fused into qkv_w [3d, d] per layer
  *   KV cache  k, v: [max_slots][L][max_seq][d] each, compute dtype
- *   scratch   one arena for MAX_ROWS rows (see engine.cuh)
+ *   scratch   one arena for MAX_ROWS rows (see engine.cuh); the LM head writes
+ *             logit_chunk = min(MAX_ROWS, 256) rows of logits at a time, which
+ *             go to the host (rows wanting logits) and to the sampler (rows
+ *             sampling) from there
  */
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +88,8 @@ static size_t layout_scratch(skd_engine *e, uintptr_t base) {
     PLACE(e->ff, void *, R * (size_t)s->ffn * 2);
     PLACE(e->xe, void *, R * de * 2);
     PLACE(e->logits_dev, float *, (size_t)e->logit_chunk * s->vocab * sizeof(float));
-    PLACE(e->idx_dev, int32_t *, (size_t)(4 + s->n_layers) * R * sizeof(int32_t));
+    PLACE(e->idx_dev, int32_t *, skd_gpu_upload_bytes(s->n_layers, R));
+    PLACE(e->tok_dev, int32_t *, R * sizeof(int32_t));
 #undef PLACE
     return off;
 }
@@ -132,10 +136,16 @@ static int create_on_device(skd_engine *e) {
     SKD_CUDA_TRY(cudaMemsetAsync(e->v_cache, 0, kv_bytes, e->stream));
 
     e->logit_chunk = s->max_rows < LOGIT_CHUNK ? s->max_rows : LOGIT_CHUNK;
+    /* Dev knob: SKIPDECODE_CUDA_LOGIT_CHUNK=n (smaller) makes small steps take
+     * several LM-head chunks; cuda/dev/parity.c uses it to test that path. */
+    const char *chunk_env = getenv("SKIPDECODE_CUDA_LOGIT_CHUNK");
+    if (chunk_env && atoi(chunk_env) > 0 && atoi(chunk_env) < e->logit_chunk) e->logit_chunk = atoi(chunk_env);
     const size_t sbytes = layout_scratch(e, 0);
     if ((st = device_alloc(&e->sarena, sbytes, "the activation scratch"))) return st;
     layout_scratch(e, (uintptr_t)e->sarena);
-    SKD_CUDA_TRY(cudaMallocHost((void **)&e->idx_host, (size_t)(4 + L) * s->max_rows * sizeof(int32_t)));
+    const size_t up = skd_gpu_upload_bytes(L, s->max_rows);
+    SKD_CUDA_TRY(cudaMallocHost((void **)&e->idx_host, up + s->max_rows * sizeof(int32_t)));
+    e->tok_host = (int32_t *)((char *)e->idx_host + up);
     SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
     return SKD_OK;
 }

@@ -3,6 +3,7 @@
 #ifndef SKD_GPU_ENGINE_CUH
 #define SKD_GPU_ENGINE_CUH
 #include "common.cuh"
+#include "sample.cuh"
 
 /* Device pointers to one layer's weights (compute dtype). Q, K and V are
  * stored fused: qkv_w [3d, d] = [q_proj; k_proj; v_proj], qkv_b [3d]. */
@@ -10,6 +11,12 @@ typedef struct {
     void *attn_ln_w, *attn_ln_b, *qkv_w, *qkv_b, *o_w, *o_b;
     void *mlp_ln_w, *mlp_ln_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
 } skd_gpu_layer;
+
+/* Bytes of a step's host-to-device upload for n rows (layout in step.cu): the
+ * int32 index lists, then one skd_sample_row per sampling row. */
+static inline size_t skd_gpu_upload_bytes(int n_layers, size_t n) {
+    return (size_t)(4 + n_layers) * n * sizeof(int32_t) + n * sizeof(skd_sample_row);
+}
 
 #define SKD_GPU_N_ROLES 32 /* role ids are < 32 (skipdecode.h) */
 
@@ -41,10 +48,12 @@ struct skd_engine {
     void *att;          /* [R, d] */
     void *ff;           /* [R, ffn] */
     void *xe;           /* [R, e] project_out output */
-    float *logits_dev;  /* fp32 [logit_chunk, V] */
+    float *logits_dev;  /* fp32 [logit_chunk, V]: LM-head output, for the host and the sampler */
     int logit_chunk;
-    int32_t *idx_dev;   /* per-step index lists (layout in step.cu), (4 + L) × R int32 */
-    int32_t *idx_host;  /* pinned mirror */
+    int32_t *idx_dev;   /* per-step upload (layout in step.cu): (4 + L) × R int32, then R skd_sample_row */
+    int32_t *idx_host;  /* pinned mirror of idx_dev, then R int32 for the sampled tokens */
+    int32_t *tok_dev;   /* [R] sampled token ids, in row order of the sampling rows */
+    int32_t *tok_host;  /* [R] pinned, inside the idx_host allocation */
     int32_t *layer_m;   /* host [L]: active rows per layer in the current step */
 
     /* host KV bookkeeping (plan.h) */

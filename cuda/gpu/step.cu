@@ -11,8 +11,13 @@
  *             post-LN: h = LN1(h + O(attn(h))); h = LN2(h + fc2(relu(fc1(h))))
  *           K/V of the active rows are written at (slot, l, pos) before the
  *           layer's attention, so rows of one slot attend causally to each other
- *   head    rows flagged SKD_ROW_WANT_LOGITS: final LN?, project_out?, LM head → fp32
- *           logits, copied to the caller's buffer in row order
+ *   head    rows flagged SKD_ROW_WANT_LOGITS, then rows flagged only SKD_ROW_SAMPLE,
+ *           in chunks of logit_chunk rows: final LN?, project_out?, LM head → fp32
+ *           logits on the device; the wanted ones are copied to the caller's
+ *           buffer in row order
+ *   sample  rows flagged SKD_ROW_SAMPLE: one token each, drawn on the device from
+ *           the chunk's logits (sample.cu); only the int32 ids come back, so a
+ *           decode step that samples moves no logits to the host
  *
  * Everything runs on the engine's stream and is synchronised once at the end.
  * TODO(perf): capture the decode step in a CUDA graph (per active-row-count
@@ -27,6 +32,7 @@
 #include "gemm.cuh"
 #include "kv_store.cuh"
 #include "norm.cuh"
+#include "sample.cuh"
 
 #define TRY(call)                       \
     do {                                \
@@ -48,24 +54,55 @@ static skd_gemm_args gemm_args(const void *x, int ldx, const void *w, const void
 }
 
 /* The forward pass for rows that skd_plan_rows accepted. */
-static int forward(skd_engine *e, const int32_t *rows, int n, int n_logits, float *logits) {
+static int forward(skd_engine *e, const int32_t *rows, int n, const float *params, int n_logits, int n_sample, float *logits,
+                   int32_t *tokens) {
     const skd_shape *s = &e->s;
     const int L = s->n_layers, d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, dt = e->dtype;
     const bool proj = de != d;
     cudaStream_t st = e->stream;
     SKD_CUDA_TRY(cudaSetDevice(e->device));
 
-    /* Index lists, int32, stride n: tok | pos | slot | layer 0 .. layer L-1 | logit rows. */
+    /* Upload, one pinned buffer: int32 lists of stride n — tok | pos | slot |
+     * layer 0 .. layer L-1 | head rows — then n_sample skd_sample_row.
+     * Head rows: those wanting logits (row order), then those only sampling (row
+     * order); head row h's logits are row h of the step's logits on the device.
+     * Sampled rows are listed by head row (so a chunk of head rows holds a
+     * contiguous run of them) and each names its index in `tokens` (row order). */
     int32_t *hb = e->idx_host;
-    int32_t *tok = hb, *pos = hb + n, *slot = hb + 2 * (size_t)n, *lg = hb + (size_t)(3 + L) * n;
-    int n_lg = 0;
+    int32_t *tok = hb, *pos = hb + n, *slot = hb + 2 * (size_t)n, *hd = hb + (size_t)(3 + L) * n;
+    skd_sample_row *sr = (skd_sample_row *)(hb + (size_t)(4 + L) * n);
+    int n_ws = 0; /* rows that want logits and sample: their sample rows come first */
+    for (int i = 0; i < n; i++) {
+        const int fl = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS];
+        n_ws += (fl & SKD_ROW_WANT_LOGITS) && (fl & SKD_ROW_SAMPLE);
+    }
+    int h_want = 0, h_only = n_logits, j_ws = 0, j_only = n_ws, n_out = 0;
     for (int i = 0; i < n; i++) {
         const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
+        const int fl = r[SKD_ROW_FLAGS];
         tok[i] = r[SKD_ROW_TOKEN];
         pos[i] = r[SKD_ROW_POS];
         slot[i] = r[SKD_ROW_SLOT];
-        if (r[SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) lg[n_lg++] = i;
+        if (!(fl & (SKD_ROW_WANT_LOGITS | SKD_ROW_SAMPLE))) continue;
+        const int h = fl & SKD_ROW_WANT_LOGITS ? h_want++ : h_only++;
+        hd[h] = i;
+        if (!(fl & SKD_ROW_SAMPLE)) continue;
+        skd_sample_row *q = &sr[fl & SKD_ROW_WANT_LOGITS ? j_ws++ : j_only++];
+        const float *prm = params + (size_t)i * SKD_PARAM_FIELDS;
+        q->head = h;
+        q->out = n_out++;
+        q->top_k = r[SKD_ROW_TOP_K];
+        q->seq = (uint32_t)r[SKD_ROW_SEQ];
+        q->step = (uint32_t)r[SKD_ROW_STEP];
+        q->seed_lo = (uint32_t)r[SKD_ROW_SEED_LO];
+        q->seed_hi = (uint32_t)r[SKD_ROW_SEED_HI];
+        q->temperature = prm[SKD_PARAM_TEMPERATURE];
+        q->top_p = prm[SKD_PARAM_TOP_P];
     }
+    const int n_head = h_only;
+    if (h_want != n_logits || n_out != n_sample)
+        return skd_fail(SKD_ERR_STATE, "internal: the plan counted %d rows wanting logits and %d sampling; the step has %d and %d",
+                        n_logits, n_sample, h_want, n_out);
     for (int l = 0; l < L; l++) {
         int32_t *lay = hb + (size_t)(3 + l) * n;
         int m = 0;
@@ -75,10 +112,11 @@ static int forward(skd_engine *e, const int32_t *rows, int n, int n_logits, floa
         }
         e->layer_m[l] = m;
     }
-    if (n_lg != n_logits) return skd_fail(SKD_ERR_STATE, "internal: %d rows want logits, plan counted %d", n_lg, n_logits);
-    SKD_CUDA_TRY(cudaMemcpyAsync(e->idx_dev, hb, sizeof(int32_t) * (size_t)(4 + L) * n, cudaMemcpyHostToDevice, st));
+    const size_t up = (size_t)(4 + L) * n * sizeof(int32_t) + (size_t)n_sample * sizeof(skd_sample_row);
+    SKD_CUDA_TRY(cudaMemcpyAsync(e->idx_dev, hb, up, cudaMemcpyHostToDevice, st));
     const int32_t *dtok = e->idx_dev, *dpos = e->idx_dev + n, *dslot = e->idx_dev + 2 * (size_t)n;
-    const int32_t *dlg = e->idx_dev + (size_t)(3 + L) * n;
+    const int32_t *dhd = e->idx_dev + (size_t)(3 + L) * n;
+    const skd_sample_row *dsr = (const skd_sample_row *)(e->idx_dev + (size_t)(4 + L) * n);
 
     /* ---- embed ---- */
     if (proj) {
@@ -137,10 +175,11 @@ static int forward(skd_engine *e, const int32_t *rows, int n, int n_logits, floa
         if (!s->pre_ln) TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, true, NULL, dt, st));
     }
 
-    /* ---- head, in chunks of logit_chunk rows ---- */
-    for (int c0 = 0; c0 < n_logits; c0 += e->logit_chunk) {
-        const int kc = n_logits - c0 < e->logit_chunk ? n_logits - c0 : e->logit_chunk;
-        TRY(skd_rows_norm(e->h, dlg + c0, kc, d, e->final_ln_w, e->final_ln_b, false, e->xn, dt, st));
+    /* ---- head and sampling, in chunks of logit_chunk head rows ---- */
+    int j0 = 0; /* first sampled row not yet drawn */
+    for (int c0 = 0; c0 < n_head; c0 += e->logit_chunk) {
+        const int kc = n_head - c0 < e->logit_chunk ? n_head - c0 : e->logit_chunk;
+        TRY(skd_rows_norm(e->h, dhd + c0, kc, d, e->final_ln_w, e->final_ln_b, false, e->xn, dt, st));
         const void *x = e->xn;
         if (proj) {
             skd_gemm_args a = gemm_args(e->xn, d, e->project_out, NULL, kc, de, d); /* [kc, e] */
@@ -153,26 +192,41 @@ static int forward(skd_engine *e, const int32_t *rows, int n, int n_logits, floa
         a.yf = e->logits_dev;
         a.ldyf = V;
         TRY(skd_gemm(&a, dt, st));
-        SKD_CUDA_TRY(cudaMemcpyAsync(logits + (size_t)c0 * V, e->logits_dev, sizeof(float) * (size_t)kc * V,
-                                     cudaMemcpyDeviceToHost, st));
+        if (c0 < n_logits) { /* head rows c0 .. min(c0 + kc, n_logits) want their logits */
+            const int kw = n_logits - c0 < kc ? n_logits - c0 : kc;
+            SKD_CUDA_TRY(cudaMemcpyAsync(logits + (size_t)c0 * V, e->logits_dev, sizeof(float) * (size_t)kw * V,
+                                         cudaMemcpyDeviceToHost, st));
+        }
+        int j1 = j0; /* sampled rows of this chunk: j0 .. j1 (listed by head row) */
+        while (j1 < n_sample && sr[j1].head < c0 + kc) j1++;
+        /* stream order: the next chunk's LM head overwrites logits_dev only after this */
+        TRY(skd_sample(e->logits_dev, V, dsr + j0, j1 - j0, c0, e->tok_dev, st));
+        j0 = j1;
     }
+    if (n_sample) SKD_CUDA_TRY(cudaMemcpyAsync(e->tok_host, e->tok_dev, sizeof(int32_t) * n_sample, cudaMemcpyDeviceToHost, st));
     SKD_CUDA_TRY(cudaStreamSynchronize(st));
+    if (n_sample) memcpy(tokens, e->tok_host, sizeof(int32_t) * n_sample);
     return SKD_OK;
 }
 
-SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, float *logits) {
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits,
+                            int32_t *tokens) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
     const skd_shape *s = &e->s;
-    /* Check the output buffer before touching the KV bookkeeping. */
-    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++)
-        if ((rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS] & SKD_ROW_WANT_LOGITS) && !logits)
+    /* Check the output buffers before touching the KV bookkeeping. */
+    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++) {
+        const int flags = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS];
+        if ((flags & SKD_ROW_WANT_LOGITS) && !logits)
             return skd_fail(SKD_ERR_INVALID_ARG, "row %d wants logits but the logits buffer is NULL", i);
-    int32_t n_logits = 0;
-    int st = skd_plan_rows(s, e->slots, rows, n_rows, e->plan_scratch, &n_logits);
+        if ((flags & SKD_ROW_SAMPLE) && !tokens)
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d samples but the tokens buffer is NULL", i);
+    }
+    int32_t n_logits = 0, n_sample = 0;
+    int st = skd_plan_rows(s, e->slots, rows, n_rows, params, e->plan_scratch, &n_logits, &n_sample);
     if (st) return st;
     if (n_rows == 0) return SKD_OK;
-    st = forward(e, rows, n_rows, n_logits, logits);
+    st = forward(e, rows, n_rows, params, n_logits, n_sample, logits, tokens);
     if (st) {
         /* The bookkeeping already counts this step's K/V as written, but the
          * device work did not finish: forget the sequences it touched, so no
