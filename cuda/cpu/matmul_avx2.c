@@ -58,9 +58,16 @@ INLINE void col_f16(const void *w, long i, __m256 *lo, __m256 *hi) {
  * inlining). Each output is one FMA chain over kk in order, whatever R is, so
  * a row's result does not depend on how many rows share its block: logits
  * (and so sampled tokens) are the same whatever else runs in the batch.
- * (Unrolling k into extra accumulators for R = 1 read ~20% faster in the
- * harness but made results batch-dependent; decode at R = 1 is memory-bound
- * here anyway.) */
+ * Variants tried in cuda/dev/cpu_matmul.c (2 threads, 247 MB bf16, runs
+ * interleaved because this VM's bandwidth swings between ~35 and ~65 GB/s):
+ *   v1 2 W rows × 4 x rows, dot-product form, hsum per output: m=16 100 GFLOP/s
+ *   v2 this, plus 4 partial sums when R = 1: m=1 ~55 GB/s, but a row's sum
+ *      order then depended on its block size (batch-dependent logits)
+ *   v3 2 partial sums for every R, R ≤ 3 (same order for all R): m=1 38-48
+ *      GB/s, m=64 151 GFLOP/s
+ *   v4 this (one chain, R ≤ 6): m=1 37-43 GB/s (two FMA chains a column cap
+ *      one core near 21 GB/s), m=16 170, m=64 194 GFLOP/s — kept: prefill
+ *      and batched decode gain more than batch-1 decode loses. */
 #define MICRO(SUF)                                                                                        \
     INLINE void micro_##SUF(const void *W, long base, long k, const float *x, long ldx, const int R,       \
                             __m256 acc[6][2]) {                                                           \
