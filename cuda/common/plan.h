@@ -25,6 +25,21 @@ int skd_fail(int status, const char *fmt, ...)
 #endif
     ;
 
+/* skd_status_str's text, shared by both backends. */
+static inline const char *skd_status_name(int status) {
+    switch (status) {
+    case SKD_OK: return "SKD_OK";
+    case SKD_ERR_INVALID_ARG: return "SKD_ERR_INVALID_ARG";
+    case SKD_ERR_OUT_OF_MEMORY: return "SKD_ERR_OUT_OF_MEMORY";
+    case SKD_ERR_NO_DEVICE: return "SKD_ERR_NO_DEVICE";
+    case SKD_ERR_KV_MISSING: return "SKD_ERR_KV_MISSING";
+    case SKD_ERR_STATE: return "SKD_ERR_STATE";
+    case SKD_ERR_DEVICE: return "SKD_ERR_DEVICE";
+    case SKD_ERR_UNSUPPORTED: return "SKD_ERR_UNSUPPORTED";
+    default: return "unknown status";
+    }
+}
+
 /* The model shape, decoded from the int64 config array. */
 typedef struct {
     int arch, n_layers, d, n_heads, head_dim, ffn, vocab, max_pos, embed_dim;
@@ -183,6 +198,25 @@ typedef struct {
     int32_t len;      /* positions processed */
     int32_t *kv_len;  /* [n_layers]: leading positions with KV written at that layer */
 } skd_slot;
+
+/* skd_engine_reset_slot's work: the slot forgets its sequence. */
+static inline int skd_slot_reset(const skd_shape *s, skd_slot *slots, int32_t slot) {
+    if (slot < 0 || slot >= s->max_slots) return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, s->max_slots - 1);
+    slots[slot].len = 0;
+    memset(slots[slot].kv_len, 0, sizeof(int32_t) * (size_t)s->n_layers);
+    return SKD_OK;
+}
+
+/* skd_engine_slot_info's work. */
+static inline int skd_slot_query(const skd_shape *s, const skd_slot *slots, int32_t slot, int32_t layer, int32_t *out_len,
+                                 int32_t *out_kv_len) {
+    if (!out_len || !out_kv_len) return skd_fail(SKD_ERR_INVALID_ARG, "out pointer is NULL");
+    if (slot < 0 || slot >= s->max_slots) return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, s->max_slots - 1);
+    if (layer < 0 || layer >= s->n_layers) return skd_fail(SKD_ERR_INVALID_ARG, "layer %d out of range 0..%d", layer, s->n_layers - 1);
+    *out_len = slots[slot].len;
+    *out_kv_len = slots[slot].kv_len[layer];
+    return SKD_OK;
+}
 
 /* Validates a step's rows against the shape and the slots' KV state, and on
  * success applies the bookkeeping (advances len/kv_len). `scratch` must hold

@@ -309,20 +309,11 @@ SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
 
 SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    if (slot < 0 || slot >= e->s.max_slots)
-        return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, e->s.max_slots - 1);
-    e->slots[slot].len = 0;
-    memset(e->slots[slot].kv_len, 0, sizeof(int32_t) * (size_t)e->s.n_layers);
-    return SKD_OK;
+    return skd_slot_reset(&e->s, e->slots, slot);
 }
 
-SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len, int32_t *out_kv_len) {
-    if (!e || !out_len || !out_kv_len) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
-    if (slot < 0 || slot >= e->s.max_slots)
-        return skd_fail(SKD_ERR_INVALID_ARG, "slot %d out of range 0..%d", slot, e->s.max_slots - 1);
-    if (layer < 0 || layer >= e->s.n_layers)
-        return skd_fail(SKD_ERR_INVALID_ARG, "layer %d out of range 0..%d", layer, e->s.n_layers - 1);
-    *out_len = e->slots[slot].len;
-    *out_kv_len = e->slots[slot].kv_len[layer];
-    return SKD_OK;
+SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len,
+                                 int32_t *out_kv_len) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
 }

@@ -27,19 +27,7 @@ int skd_cuda_fail(cudaError_t err, const char *what, const char *file, int line)
 
 SKD_API const char *skd_last_error(void) { return last_error; }
 
-SKD_API const char *skd_status_str(int status) {
-    switch (status) {
-    case SKD_OK: return "SKD_OK";
-    case SKD_ERR_INVALID_ARG: return "SKD_ERR_INVALID_ARG";
-    case SKD_ERR_OUT_OF_MEMORY: return "SKD_ERR_OUT_OF_MEMORY";
-    case SKD_ERR_NO_DEVICE: return "SKD_ERR_NO_DEVICE";
-    case SKD_ERR_KV_MISSING: return "SKD_ERR_KV_MISSING";
-    case SKD_ERR_STATE: return "SKD_ERR_STATE";
-    case SKD_ERR_DEVICE: return "SKD_ERR_DEVICE";
-    case SKD_ERR_UNSUPPORTED: return "SKD_ERR_UNSUPPORTED";
-    default: return "unknown status";
-    }
-}
+SKD_API const char *skd_status_str(int status) { return skd_status_name(status); }
 
 SKD_API int skd_abi_version(void) { return SKD_ABI_VERSION; }
 SKD_API const char *skd_backend_name(void) { return "cuda"; }
