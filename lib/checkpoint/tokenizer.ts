@@ -137,6 +137,21 @@ const BYTE_TO_UNICODE: readonly string[] = (() => {
   return out;
 })();
 
+/** The BPE model section of a byte-level tokenizer.json. */
+function bpeModel(vocab: Record<string, number>, merges: string[]): TokenizerJson["model"] {
+  return {
+    type: "BPE",
+    dropout: null,
+    unk_token: null,
+    continuing_subword_prefix: null,
+    end_of_word_suffix: null,
+    fuse_unk: false,
+    byte_fallback: false,
+    vocab,
+    merges,
+  };
+}
+
 function byteLevel(addPrefixSpace = false): ByteLevelJson {
   return { type: "ByteLevel", add_prefix_space: addPrefixSpace, trim_offsets: true, use_regex: true };
 }
@@ -334,17 +349,7 @@ export function buildTinyTokenizerJson(opts: { numMerges: number; corpus?: strin
     pre_tokenizer: byteLevel(false),
     post_processor: prependBosTemplate("</s>", 2),
     decoder: byteLevel(true),
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges,
-    },
+    model: bpeModel(vocab, merges),
   };
 }
 
@@ -450,17 +455,7 @@ function jsonFromVocabMerges(
     pre_tokenizer: byteLevel(config.add_prefix_space === true),
     post_processor: { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
     decoder: byteLevel(true),
-    model: {
-      type: "BPE",
-      dropout: null,
-      unk_token: null,
-      continuing_subword_prefix: null,
-      end_of_word_suffix: null,
-      fuse_unk: false,
-      byte_fallback: false,
-      vocab,
-      merges,
-    },
+    model: bpeModel(vocab, merges),
   };
 }
 
