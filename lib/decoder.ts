@@ -102,8 +102,8 @@ export class SkipDecoder {
   readonly options: Required<LoadOptions>;
   /** The model's tokenizer, or null when the folder has none (then prompts must be token ids). */
   readonly tokenizer: SkipTokenizer | null;
-  #engine: NativeEngine;
-  #freeSlots: number[];
+  readonly #engine: NativeEngine;
+  readonly #freeSlots: number[];
   readonly #scheduler: Scheduler;
 
   private constructor(
@@ -120,17 +120,15 @@ export class SkipDecoder {
     this.options = options;
     this.tokenizer = tokenizer;
     this.#freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
-    const self = this;
     this.#scheduler = new Scheduler(
       {
         numLayers: spec.numLayers,
         maxSeqLen: options.maxSeqLen,
-        maxBatchTokens: options.maxBatchTokens,
         tokenizer,
-        acquireSlot: () => self.acquireSlot(),
-        releaseSlot: (s) => self.releaseSlot(s),
-        freeSlots: () => self.#freeSlots.length,
-        stepRows: (rows, n, logits, params, tokens) => self.stepRows(rows, n, logits, params, tokens),
+        acquireSlot: () => this.acquireSlot(),
+        releaseSlot: (s) => this.releaseSlot(s),
+        freeSlots: () => this.#freeSlots.length,
+        stepRows: (rows, n, logits, params, tokens) => this.stepRows(rows, n, logits, params, tokens),
       },
       Math.max(options.maxBatchTokens, options.maxBatch),
     );

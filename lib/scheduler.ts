@@ -83,7 +83,6 @@ export interface SequenceSpec {
 export interface StepTarget {
   readonly numLayers: number;
   readonly maxSeqLen: number;
-  readonly maxBatchTokens: number;
   readonly tokenizer: SkipTokenizer | null;
   acquireSlot(): number;
   releaseSlot(slot: number): void;
