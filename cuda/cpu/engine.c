@@ -77,10 +77,12 @@ static int cpu_threads(int requested) {
 }
 
 /* The matmul kernel engines use: the best this CPU runs, unless
- * SKIPDECODE_CPU_KERNEL=portable asks for the reference kernel. */
+ * SKIPDECODE_CPU_KERNEL names one (portable, avx2, avx512) that it runs. */
 static int cpu_kernel(void) {
     const char *force = getenv("SKIPDECODE_CPU_KERNEL");
-    if (force && !strcmp(force, "portable")) return SKD_KERNEL_PORTABLE;
+    const int kernels[] = { SKD_KERNEL_PORTABLE, SKD_KERNEL_AVX2, SKD_KERNEL_AVX512 };
+    for (int i = 0; force && i < 3; i++)
+        if (!strcmp(force, skd_kernel_name(kernels[i])) && skd_kernel_supported(kernels[i])) return kernels[i];
     return skd_kernel_best();
 }
 

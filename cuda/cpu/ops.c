@@ -72,16 +72,26 @@ int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t co
     return 0;
 }
 
-int skd_kernel_best(void) {
+int skd_kernel_supported(int kernel) {
+    if (kernel == SKD_KERNEL_PORTABLE) return 1;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return SKD_KERNEL_AVX2;
+    if (kernel == SKD_KERNEL_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (kernel == SKD_KERNEL_AVX512) return __builtin_cpu_supports("avx512f");
 #endif
+    return 0;
+}
+
+int skd_kernel_best(void) {
+    if (skd_kernel_supported(SKD_KERNEL_AVX512)) return SKD_KERNEL_AVX512;
+    if (skd_kernel_supported(SKD_KERNEL_AVX2)) return SKD_KERNEL_AVX2;
     return SKD_KERNEL_PORTABLE;
 }
 
-const char *skd_kernel_name(int kernel) { return kernel == SKD_KERNEL_AVX2 ? "avx2" : "portable"; }
+const char *skd_kernel_name(int kernel) {
+    return kernel == SKD_KERNEL_AVX512 ? "avx512" : kernel == SKD_KERNEL_AVX2 ? "avx2" : "portable";
+}
 
 typedef struct {
     int kernel;
@@ -93,8 +103,26 @@ typedef struct {
     int relu;
 } matmul_args;
 
-/* The reference kernel: panel by panel, 16 accumulators per x row, widening
- * each loaded column of 16 weights once for all rows. */
+/* dst[0..n) = the 16-bit or fp32 values data[start..start+n) as fp32; one
+ * loop per dtype so each is a tight (vectorisable) loop. */
+static void widen_run(const void *data, int dtype, int64_t start, int64_t n, float *dst) {
+    if (dtype == SKD_DTYPE_F32) {
+        memcpy(dst, (const float *)data + start, sizeof(float) * (size_t)n);
+    } else if (dtype == SKD_DTYPE_BF16) {
+        const uint16_t *s = (const uint16_t *)data + start;
+        for (int64_t i = 0; i < n; i++) dst[i] = skd_bf16_to_f32(s[i]);
+    } else {
+        const uint16_t *s = (const uint16_t *)data + start;
+        for (int64_t i = 0; i < n; i++) dst[i] = skd_f16_to_f32(s[i]);
+    }
+}
+
+#define REF_COLS 256 /* panel columns widened at a time: 16 KiB of fp32 */
+#define REF_ROWS 32  /* x rows sharing one widened chunk */
+
+/* The reference kernel: panel by panel, a chunk of columns widened once and
+ * used for up to 32 x rows, 16 accumulators per row; every output is one
+ * sum over kk in order (so rows are batch-invariant here too). */
 static void matmul_task(void *ctx, int ith, int nth) {
     const matmul_args *a = ctx;
     const skd_mat *w = a->w;
@@ -102,26 +130,41 @@ static void matmul_task(void *ctx, int ith, int nth) {
     long p0, p1;
     skd_split((long)skd_panels(w), ith, nth, &p0, &p1);
 #if defined(__x86_64__) || defined(__i386__)
+    if (a->kernel == SKD_KERNEL_AVX512) {
+        skd_matmul_panels_avx512(w, p0, p1, a->x, a->m, a->out, a->bias, a->relu);
+        return;
+    }
     if (a->kernel == SKD_KERNEL_AVX2) {
         skd_matmul_panels_avx2(w, p0, p1, a->x, a->m, a->out, a->bias, a->relu);
         return;
     }
 #endif
-    float col[SKD_PANEL], acc[SKD_PANEL];
+    float cols[REF_COLS * SKD_PANEL], acc[REF_ROWS][SKD_PANEL];
     for (long p = p0; p < p1; p++) {
         const int64_t j0 = p * SKD_PANEL, nj = n - j0 < SKD_PANEL ? n - j0 : SKD_PANEL;
         const int64_t base = p * k * SKD_PANEL;
-        for (int i = 0; i < a->m; i++) {
-            const float *x = a->x + (size_t)i * k;
-            for (int c = 0; c < SKD_PANEL; c++) acc[c] = 0.f;
-            for (int64_t kk = 0; kk < k; kk++) {
-                for (int c = 0; c < SKD_PANEL; c++) col[c] = widen(w->data, w->dtype, base + kk * SKD_PANEL + c);
+        for (int i0 = 0; i0 < a->m; i0 += REF_ROWS) {
+            const int mr = a->m - i0 < REF_ROWS ? a->m - i0 : REF_ROWS;
+            memset(acc, 0, sizeof acc);
+            for (int64_t c0 = 0; c0 < k; c0 += REF_COLS) {
+                const int64_t nc = k - c0 < REF_COLS ? k - c0 : REF_COLS;
+                widen_run(w->data, w->dtype, base + c0 * SKD_PANEL, nc * SKD_PANEL, cols);
+                for (int r = 0; r < mr; r++) {
+                    const float *x = a->x + (size_t)(i0 + r) * k + c0;
+                    float *ac = acc[r];
+                    for (int64_t kk = 0; kk < nc; kk++) {
+                        const float xv = x[kk];
+                        const float *col = cols + kk * SKD_PANEL;
 #pragma omp simd
-                for (int c = 0; c < SKD_PANEL; c++) acc[c] += col[c] * x[kk];
+                        for (int c = 0; c < SKD_PANEL; c++) ac[c] += col[c] * xv;
+                    }
+                }
             }
-            for (int64_t c = 0; c < nj; c++) {
-                const float v = acc[c] + (a->bias ? a->bias[j0 + c] : 0.f);
-                a->out[(size_t)i * n + j0 + c] = a->relu && v < 0.f ? 0.f : v;
+            for (int r = 0; r < mr; r++) {
+                for (int64_t c = 0; c < nj; c++) {
+                    const float v = acc[r][c] + (a->bias ? a->bias[j0 + c] : 0.f);
+                    a->out[(size_t)(i0 + r) * n + j0 + c] = a->relu && v < 0.f ? 0.f : v;
+                }
             }
         }
     }

@@ -44,13 +44,19 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
  * Returns 0, or -1 when out of memory. */
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed);
 
-/* Matmul kernels. The portable one is the reference; AVX2 is chosen at run
- * time where the CPU has AVX2 + FMA + F16C (never on an older CPU). */
-enum { SKD_KERNEL_AUTO = 0, SKD_KERNEL_PORTABLE = 1, SKD_KERNEL_AVX2 = 2 };
+/* Matmul kernels. The portable one is the reference; at run time the engine
+ * picks AVX-512 where the CPU has AVX-512F, else AVX2 where it has AVX2 + FMA
+ * + F16C (never an instruction the CPU lacks). */
+enum { SKD_KERNEL_AUTO = 0, SKD_KERNEL_PORTABLE = 1, SKD_KERNEL_AVX2 = 2, SKD_KERNEL_AVX512 = 3 };
 /* The best kernel this CPU runs. */
 int skd_kernel_best(void);
-/* "portable" or "avx2". */
+/* Whether this CPU runs `kernel`. */
+int skd_kernel_supported(int kernel);
+/* "portable", "avx2" or "avx512". */
 const char *skd_kernel_name(int kernel);
+/* AVX-512 panels p0..p1 (matmul_avx512.c). */
+void skd_matmul_panels_avx512(const skd_mat *w, long p0, long p1, const float *x, int m, float *out, const float *bias,
+                              int relu);
 /* AVX2 panels p0..p1 of out[m, n] for a packed W (matmul_avx2.c). */
 void skd_matmul_panels_avx2(const skd_mat *w, long p0, long p1, const float *x, int m, float *out, const float *bias,
                             int relu);

@@ -2,7 +2,7 @@
  * are validated against the portable reference, then timed).
  *
  *   gcc -O3 -pthread -fopenmp-simd -I cuda/include -I cuda/common cuda/dev/cpu_matmul.c \
- *       cuda/cpu/ops.c cuda/cpu/matmul_avx2.c cuda/cpu/pool.c cuda/cpu/errors.c -o build/cpu_matmul -lm
+ *       cuda/cpu/ops.c cuda/cpu/matmul_avx2.c cuda/cpu/matmul_avx512.c cuda/cpu/pool.c cuda/cpu/errors.c -o build/cpu_matmul -lm
  *   build/cpu_matmul [threads]
  *
  * Decode napkin math: a model's worth of bf16 weights (~240 MB, the size of
@@ -61,12 +61,16 @@ int main(int argc, char **argv) {
         double maxd = 0;
         for (int m = 1; m <= 13; m++) {
             skd_matmul(pool, SKD_KERNEL_PORTABLE, ref, x, m, &mats[12], NULL, 0);
-            skd_matmul(pool, SKD_KERNEL_AVX2, out, x, m, &mats[12], NULL, 0);
-            for (long i = 0; i < (long)m * 50272; i++) maxd = fmax(maxd, fabs(out[i] - ref[i]));
+            for (int kern = SKD_KERNEL_AVX2; kern <= SKD_KERNEL_AVX512; kern++) {
+                if (!skd_kernel_supported(kern)) continue;
+                skd_matmul(pool, kern, out, x, m, &mats[12], NULL, 0);
+                for (long i = 0; i < (long)m * 50272; i++) maxd = fmax(maxd, fabs(out[i] - ref[i]));
+            }
         }
-        printf("%s pages: %.0f MB of bf16 weights, %d threads; avx2 vs portable max |diff| %.2e\n",
+        printf("%s pages: %.0f MB of bf16 weights, %d threads; simd vs portable max |diff| %.2e\n",
                huge ? "huge" : "4 KiB", total / 1e6, nth, maxd);
-        for (int kern = SKD_KERNEL_PORTABLE; kern <= SKD_KERNEL_AVX2; kern++) {
+        for (int kern = SKD_KERNEL_PORTABLE; kern <= SKD_KERNEL_AVX512; kern++) {
+            if (!skd_kernel_supported(kern)) continue;
             for (int m = 1; m <= 64; m = m < 4 ? m + 1 : m * 2) {
                 if (kern == SKD_KERNEL_PORTABLE && m > 4) continue; /* slow; m = 1..4 shows it */
                 double best = 1e9;
