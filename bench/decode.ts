@@ -66,6 +66,7 @@ const dtype = f.dtype as "bfloat16" | "float16" | "float32";
 
 const results: Record<string, unknown>[] = [];
 let membw = 0;
+const membwSeen: number[] = [];
 for (const name of f.models.split(",")) {
   const dir = shapeModel(name.trim(), dtype);
   const maxBatch = Math.max(...batches);
@@ -76,10 +77,11 @@ for (const name of f.models.split(",")) {
     threads,
     maxBatchTokens: Math.max(512, maxBatch * P),
   });
-  if (!membw) {
-    const native = NativeBackend.get(dec.backend);
-    membw = median([0, 1, 2].map(() => native.membw(512 * 2 ** 20, threads, 5).readGBs));
-  }
+  // The roofline, measured just before this model's runs and again just after;
+  // the higher of the two is used (a VM's bandwidth can drift during a run).
+  const native = NativeBackend.get(dec.backend);
+  const measureBw = () => median([0, 1, 2].map(() => native.membw(512 * 2 ** 20, threads, 5).readGBs));
+  const bwBefore = measureBw();
   const s = dec.spec;
   const size = dtype === "float32" ? 4 : 2;
   const layerBytes = (4 * s.hiddenSize * s.hiddenSize + 2 * s.hiddenSize * s.ffnDim) * size;
@@ -87,13 +89,14 @@ for (const name of f.models.split(",")) {
   console.log(
     `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}, ` +
       `${(dec.weightBytes / 2 ** 20).toFixed(0)} MiB read by a full step)\n` +
-      `${machine()}; backend ${dec.backend} (${dec.deviceName}); membw ${membw.toFixed(1)} GB/s; ` +
+      `${machine()}; backend ${dec.backend} (${dec.deviceName}); membw ${bwBefore.toFixed(1)} GB/s before the runs; ` +
       `prompt ${P}, ${N} new tokens, ${reps} reps after a warm-up, median ± std\n`,
   );
   const rng = new Rng(3);
   const vocab = Math.min(s.vocabSize, 50000);
   const prompts = Array.from({ length: maxBatch }, () => [2, ...Array.from({ length: P - 1 }, () => 4 + Math.floor(rng.next() * (vocab - 4)))]);
   const rows: (string | number)[][] = [];
+  const pending: { row: (string | number)[]; gbs: number; result: Record<string, unknown> }[] = [];
   for (const B of batches) {
     const batch = prompts.slice(0, B);
     const optsOf = (sp: number) => ({ maxNewTokens: N, ignoreEos: true, ...(sp === 1 ? {} : { speedup: sp }) });
@@ -128,7 +131,7 @@ for (const name of f.models.split(",")) {
       // the speedup the weight bytes allow: full steps' bytes over these steps' (the LM head is never skipped)
       const fullBytes = (budgets.length - 1) * (s.numLayers * layerBytes + stepBytes);
       const attainable = fullBytes / bytes;
-      rows.push([
+      const row: (string | number)[] = [
         B,
         sp === 1 ? "full" : `${sp}x`,
         mean.toFixed(2),
@@ -139,20 +142,29 @@ for (const name of f.models.split(",")) {
         `${((measured / ideal) * 100).toFixed(0)}%`,
         `${attainable.toFixed(2)}x`,
         gbs.toFixed(1),
-        `${((gbs / membw) * 100).toFixed(0)}%`,
-      ]);
-      results.push({
+      ];
+      const result = {
         model: name, dtype, backend: dec.backend, device: dec.deviceName, batch: B, speedup: sp, meanLayers: mean,
-        idealSpeedup: ideal, attainableSpeedup: attainable, measuredSpeedup: measured, measuredStd: stddev(ratios), prefillTokS: median(prefill.get(sp)!),
-        prefillStd: stddev(prefill.get(sp)!), decodeTokS: median(d), decodeStd: stddev(d), weightGBs: gbs, membwGBs: membw,
-        prompt: P, newTokens: N, reps,
-      });
+        idealSpeedup: ideal, attainableSpeedup: attainable, measuredSpeedup: measured, measuredStd: stddev(ratios),
+        prefillTokS: median(prefill.get(sp)!), prefillStd: stddev(prefill.get(sp)!), decodeTokS: median(d),
+        decodeStd: stddev(d), weightGBs: gbs, prompt: P, newTokens: N, reps,
+      };
+      rows.push(row);
+      pending.push({ row, gbs, result });
     }
   }
+  const bwAfter = measureBw();
+  membw = Math.max(bwBefore, bwAfter);
+  membwSeen.push(bwBefore, bwAfter);
+  for (const p of pending) {
+    p.row.push(`${((p.gbs / membw) * 100).toFixed(0)}%`);
+    results.push({ ...p.result, membwGBs: membw, membwBefore: bwBefore, membwAfter: bwAfter });
+  }
+  console.log(`membw (read) measured ${bwBefore.toFixed(1)} GB/s before and ${bwAfter.toFixed(1)} GB/s after these runs; shares use the higher\n`);
   table(
     ["batch", "decoding", "mean layers", "prefill tok/s", "decode tok/s", "ideal", "measured", "measured/ideal", "weight-bytes bound", "weights GB/s", "of membw"],
     rows,
   );
   dec.close();
 }
-writeJson(f.out, { bench: "decode", date: new Date().toISOString(), machine: machine(), membwGBs: membw, results });
+writeJson(f.out, { bench: "decode", date: new Date().toISOString(), machine: machine(), membwGBs: Math.max(...membwSeen), results });
