@@ -21,6 +21,7 @@
 
 #include "../cpu/ops.h"
 #include "../cpu/pool.h"
+#include "halfs.h"
 #include "skipdecode.h"
 
 static double now(void) {
@@ -29,10 +30,6 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static uint16_t bf16(float f) {
-    union { float f; uint32_t u; } v = { f };
-    return (uint16_t)((v.u + 0x7fff + ((v.u >> 16) & 1)) >> 16);
-}
 
 int main(int argc, char **argv) {
     const int nth = argc > 1 ? atoi(argv[1]) : 2;
@@ -47,7 +44,7 @@ int main(int argc, char **argv) {
             long rows = i < 12 ? 3072 * 3 : 50272, cols = 768; /* ~ a layer's weights: 3 fc1-size blocks */
             size_t bytes = (size_t)rows * cols * 2;
             uint16_t *w = malloc(bytes);
-            for (size_t k = 0; k < (size_t)rows * cols; k++) w[k] = bf16((float)((k * 2654435761u) % 1000) / 1000.f - 0.5f);
+            for (size_t k = 0; k < (size_t)rows * cols; k++) w[k] = f32_to_bf16((float)((k * 2654435761u) % 1000) / 1000.f - 0.5f);
             mats[i] = (skd_mat){ 0 };
             skd_mat_set(&mats[i], SKD_DTYPE_BF16, w, rows, cols, 1);
             free(w);

@@ -73,6 +73,7 @@
 #include <time.h>
 
 #include "skipdecode.h"
+#include "halfs.h"
 
 /* ---- SkipPolicy.forSpeedup, ported from lib/policy.ts -------------------------------
  * Same arithmetic in the same order on doubles, so the budgets are identical
@@ -243,29 +244,6 @@ static uint64_t xorshift(void) {
     return rng;
 }
 
-/* f32 -> f16, round to nearest even (as cuda/dev/parity.c). */
-static uint16_t f32_to_f16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, 4);
-    const uint32_t sign = (x >> 16) & 0x8000u;
-    int32_t exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
-    uint32_t man = x & 0x7fffffu;
-    if (((x >> 23) & 0xff) == 0xff) return (uint16_t)(sign | 0x7c00u | (man ? 0x200u : 0));
-    if (exp >= 31) return (uint16_t)(sign | 0x7c00u);
-    if (exp <= 0) {
-        if (exp < -10) return (uint16_t)sign;
-        man |= 0x800000u;
-        const int shift = 14 - exp;
-        uint32_t h = man >> shift;
-        const uint32_t rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
-        if (rem > half || (rem == half && (h & 1))) h++;
-        return (uint16_t)(sign | h);
-    }
-    uint32_t h = ((uint32_t)exp << 10) | (man >> 13);
-    const uint32_t rem = man & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;
-    return (uint16_t)(sign | h);
-}
 
 /* dst[i] = shift + scale · U(-1, 1), four 16-bit draws per xorshift step. */
 static void fill_f16(uint16_t *dst, size_t n, float scale, float shift) {
