@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "panel_loop.h"
 #include "skipdecode.h"
 
 #define TARGET __attribute__((target("avx2,fma,f16c")))
@@ -70,8 +71,8 @@ INLINE void col_f16(const void *w, long i, __m256 *lo, __m256 *hi) {
  *      and batched decode gain more than batch-1 decode loses. */
 #define MICRO(SUF)                                                                                        \
     INLINE void micro_##SUF(const void *W, long base, long k, const float *x, long ldx, const int R,       \
-                            __m256 acc[6][2]) {                                                           \
-        __m256 a[6][2]; /* local, so the accumulators live in registers */                                 \
+                            __m256 acc[SKD_PANEL_ROWS][2]) {                                                           \
+        __m256 a[SKD_PANEL_ROWS][2]; /* local, so the accumulators live in registers */                                 \
         for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();                               \
         for (long kk = 0; kk < k; kk++) {                                                                  \
             _mm_prefetch((const char *)W + (base + (kk + PREFETCH_COLS) * SKD_PANEL) * ES_##SUF, _MM_HINT_T0); \
@@ -91,7 +92,7 @@ MICRO(bf16)
 MICRO(f16)
 
 /* Writes R rows of 16 outputs (nj valid) with bias and ReLU. */
-INLINE void store(__m256 acc[6][2], int R, float *out, long n, long j0, int nj, const float *bias, int relu) {
+INLINE void store(__m256 acc[SKD_PANEL_ROWS][2], int R, float *out, long n, long j0, int nj, const float *bias, int relu) {
     __m256 b0 = _mm256_setzero_ps(), b1 = b0;
     float tmp[SKD_PANEL];
     if (bias) {
@@ -127,32 +128,8 @@ INLINE void store(__m256 acc[6][2], int R, float *out, long n, long j0, int nj, 
 #define PANELS(SUF)                                                                                        \
     TARGET static void panels_##SUF(const skd_mat *w, long p0, long p1, const float *x, int m, float *out, \
                                     const float *bias, int relu) {                                         \
-        const long k = w->cols, n = w->rows;                                                               \
-        /* rows of x per L2 tile: tile × k × 4 bytes ≤ 256 KiB, a multiple of 6 */                          \
-        long tile = (256 * 1024) / (k * 4) / 6 * 6;                                                        \
-        if (tile < 6) tile = 6;                                                                            \
-        __m256 acc[6][2];                                                                                  \
-        for (long t0 = 0; t0 < m; t0 += tile) {                                                            \
-            const long t1 = m - t0 < tile ? m : t0 + tile;                                                 \
-            for (long p = p0; p < p1; p++) {                                                               \
-                const long j0 = p * SKD_PANEL, base = p * k * SKD_PANEL;                                   \
-                const int nj = n - j0 < SKD_PANEL ? (int)(n - j0) : SKD_PANEL;                             \
-                for (long i = t0; i < t1;) {                                                               \
-                    const int R = t1 - i < 6 ? (int)(t1 - i) : 6;                                          \
-                    const float *xi = x + (size_t)i * k;                                                   \
-                    switch (R) {                                                                           \
-                    case 6: micro_##SUF(w->data, base, k, xi, k, 6, acc); break;                           \
-                    case 5: micro_##SUF(w->data, base, k, xi, k, 5, acc); break;                           \
-                    case 4: micro_##SUF(w->data, base, k, xi, k, 4, acc); break;                           \
-                    case 3: micro_##SUF(w->data, base, k, xi, k, 3, acc); break;                           \
-                    case 2: micro_##SUF(w->data, base, k, xi, k, 2, acc); break;                           \
-                    default: micro_##SUF(w->data, base, k, xi, k, 1, acc); break;                          \
-                    }                                                                                      \
-                    store(acc, R, out + (size_t)i * n, n, j0, nj, bias, relu);                             \
-                    i += R;                                                                                \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
+        __m256 acc[SKD_PANEL_ROWS][2];                                                                                                 \
+        SKD_PANEL_LOOP(micro_##SUF, store, acc);                                                           \
     }
 
 PANELS(f32)

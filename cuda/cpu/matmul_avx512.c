@@ -17,12 +17,13 @@
 #include <stdint.h>
 
 #include "ops.h"
+#include "panel_loop.h"
 #include "skipdecode.h"
 
 #define TARGET __attribute__((target("avx512f")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 
-#define MAX_R 6
+#define MAX_R SKD_PANEL_ROWS /* x rows per micro-kernel call */
 #define PARTS 4
 #define PREFETCH_COLS 24
 
@@ -82,31 +83,8 @@ INLINE void store(__m512 acc[MAX_R], int R, float *out, long n, long j0, int nj,
 #define PANELS(SUF)                                                                                        \
     TARGET static void panels_##SUF(const skd_mat *w, long p0, long p1, const float *x, int m, float *out, \
                                     const float *bias, int relu) {                                         \
-        const long k = w->cols, n = w->rows;                                                               \
-        long tile = (256 * 1024) / (k * 4) / MAX_R * MAX_R; /* x rows per L2 tile */                       \
-        if (tile < MAX_R) tile = MAX_R;                                                                    \
-        __m512 acc[MAX_R];                                                                                 \
-        for (long t0 = 0; t0 < m; t0 += tile) {                                                            \
-            const long t1 = m - t0 < tile ? m : t0 + tile;                                                 \
-            for (long p = p0; p < p1; p++) {                                                               \
-                const long j0 = p * SKD_PANEL, base = p * k * SKD_PANEL;                                   \
-                const int nj = n - j0 < SKD_PANEL ? (int)(n - j0) : SKD_PANEL;                             \
-                for (long i = t0; i < t1;) {                                                               \
-                    const int R = t1 - i < MAX_R ? (int)(t1 - i) : MAX_R;                                  \
-                    const float *xi = x + (size_t)i * k;                                                   \
-                    switch (R) {                                                                           \
-                    case 6: micro_##SUF(w->data, base, k, xi, k, 6, acc); break;                           \
-                    case 5: micro_##SUF(w->data, base, k, xi, k, 5, acc); break;                           \
-                    case 4: micro_##SUF(w->data, base, k, xi, k, 4, acc); break;                           \
-                    case 3: micro_##SUF(w->data, base, k, xi, k, 3, acc); break;                           \
-                    case 2: micro_##SUF(w->data, base, k, xi, k, 2, acc); break;                           \
-                    default: micro_##SUF(w->data, base, k, xi, k, 1, acc); break;                          \
-                    }                                                                                      \
-                    store(acc, R, out + (size_t)i * n, n, j0, nj, bias, relu);                             \
-                    i += R;                                                                                \
-                }                                                                                          \
-            }                                                                                              \
-        }                                                                                                  \
+        __m512 acc[MAX_R];                                                                                                 \
+        SKD_PANEL_LOOP(micro_##SUF, store, acc);                                                           \
     }
 
 PANELS(f32)
