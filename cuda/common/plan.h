@@ -218,12 +218,15 @@ static inline int skd_slot_query(const skd_shape *s, const skd_slot *slots, int3
     return SKD_OK;
 }
 
-/* Validates a step's rows against the shape and the slots' KV state, and on
- * success applies the bookkeeping (advances len/kv_len). `scratch` must hold
- * max_slots × (n_layers + 2) int32. Counts the rows wanting logits and the
- * rows sampling. On failure nothing is changed. */
+/* Validates a step's rows against the shape and the slots' KV state (and
+ * that the step's output buffers exist where rows ask for them: have_logits /
+ * have_tokens), and on success applies the bookkeeping (advances
+ * len/kv_len). `scratch` must hold max_slots × (n_layers + 2) int32. Counts
+ * the rows wanting logits and the rows sampling. On failure nothing is
+ * changed. */
 static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
-                                const float *params, int32_t *scratch, int32_t *n_logits, int32_t *n_sample) {
+                                const float *params, int have_logits, int have_tokens, int32_t *scratch,
+                                int32_t *n_logits, int32_t *n_sample) {
     const int L = s->n_layers;
     if (n_rows < 0 || n_rows > s->max_rows)
         return skd_fail(SKD_ERR_INVALID_ARG, "step has %d rows; the engine was created for at most %d", (int)n_rows, s->max_rows);
@@ -243,6 +246,10 @@ static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32
         if (w < 0 || w > L) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: warm-up %d out of range 0..%d", i, w, L);
         if (b < 1 || b > L || b < w) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: budget %d out of range %d..%d (budget >= max(1, warm-up %d))", i, b, w > 1 ? w : 1, L, w);
         if (flags & ~known) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: unknown flag bits 0x%x", i, flags & ~known);
+        if ((flags & SKD_ROW_WANT_LOGITS) && !have_logits)
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d wants logits but the logits buffer is NULL", i);
+        if ((flags & SKD_ROW_SAMPLE) && !have_tokens)
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d samples but the tokens buffer is NULL", i);
         if (flags & SKD_ROW_SAMPLE) {
             if (!params) return skd_fail(SKD_ERR_INVALID_ARG, "row %d samples but the params pointer is NULL", i);
             const float t = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TEMPERATURE];

@@ -214,16 +214,9 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
     const skd_shape *s = &e->s;
-    /* Check the output buffers before touching the KV bookkeeping. */
-    for (int i = 0; rows && i < n_rows && i < s->max_rows; i++) {
-        const int flags = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS];
-        if ((flags & SKD_ROW_WANT_LOGITS) && !logits)
-            return skd_fail(SKD_ERR_INVALID_ARG, "row %d wants logits but the logits buffer is NULL", i);
-        if ((flags & SKD_ROW_SAMPLE) && !tokens)
-            return skd_fail(SKD_ERR_INVALID_ARG, "row %d samples but the tokens buffer is NULL", i);
-    }
     int32_t n_logits = 0, n_sample = 0;
-    int st = skd_plan_rows(s, e->slots, rows, n_rows, params, e->plan_scratch, &n_logits, &n_sample);
+    int st = skd_plan_rows(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, e->plan_scratch, &n_logits,
+                           &n_sample);
     if (st) return st;
     if (n_rows == 0) return SKD_OK;
     st = forward(e, rows, n_rows, params, n_logits, n_sample, logits, tokens);
