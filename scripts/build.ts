@@ -69,7 +69,7 @@ if (!args.has("--cpu-only")) {
     console.log("build: nvcc not found, skipping libskipdecode_cuda.so (the CPU backend still works)");
   } else {
     const gpu = [
-      nvcc, "-O3", "-std=c++17", "-shared", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall",
+      nvcc, "-O3", "-std=c++17", "-shared", "--threads", "0", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall",
       "--expt-relaxed-constexpr", "-Werror", "all-warnings",
       "-gencode", "arch=compute_80,code=sm_80",
       "-gencode", "arch=compute_90,code=sm_90",

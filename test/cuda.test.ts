@@ -6,13 +6,18 @@
  *
  * Tolerances (fp16/bf16 weights and activations, fp32 accumulation, vs the
  * CPU's fp32 arithmetic on the same weights): max |Δlogit| ≤ 2e-2 × max|logit|
- * for fp16, 5e-2 for bf16; greedy tokens identical over 32 steps.
+ * for fp16, 5e-2 for bf16. Greedy tokens over 32 steps: identical to the
+ * CPU's up to the first near-tie (a step whose CPU top-2 logit margin is within
+ * that tolerance, where 16-bit rounding may pick the other token), and under
+ * teacher forcing every CUDA argmax is the CPU's token or such a near-tie;
+ * a CUDA batch and each of its sequences alone give identical tokens.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
 import { libraryPath, NativeBackend, Row, ROW_WANT_LOGITS } from "../lib/native.ts";
 import type { TinyModelOptions } from "../lib/tiny.ts";
+import type { GenerateResult } from "../lib/index.ts";
 import { cleanupTemp, decaying, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);
@@ -33,6 +38,57 @@ const MODELS: [string, TinyModelOptions, "float16" | "bfloat16", number][] = [
   ["odd shapes: hidden 52, one head", { seed: 53, hidden: 52, heads: 1, ffn: 100, layers: 3 }, "bfloat16", 5e-2],
 ];
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44];
+
+/** Largest and second-largest value of row r of a [rows, V] logits array. */
+function top2(x: Float32Array, V: number, r: number): { arg: number; margin: number } {
+  let a = -Infinity;
+  let b = -Infinity;
+  let arg = -1;
+  for (let j = r * V; j < (r + 1) * V; j++) {
+    const v = x[j]!;
+    if (v > a) {
+      b = a;
+      a = v;
+      arg = j - r * V;
+    } else if (v > b) b = v;
+  }
+  return { arg, margin: a - b };
+}
+
+/**
+ * Tie-aware greedy comparison of a CUDA generation with the CPU's (same prompt,
+ * policy and warm-up). Teacher-forced over the CPU's tokens, with the budgets
+ * the generation used, every CUDA argmax must be the CPU's token unless the
+ * CPU's top-2 margin there is within tol × max|logit|; and the free-running
+ * CUDA tokens may leave the CPU's only at such a near-tie.
+ */
+async function expectGreedyMatch(
+  cpu: SkipDecoder,
+  gpu: SkipDecoder,
+  want: GenerateResult,
+  got: GenerateResult,
+  warmupLayers: number,
+  tol: number,
+): Promise<void> {
+  const L = cpu.spec.numLayers;
+  const V = cpu.spec.vocabSize;
+  const ids = [...want.promptTokens, ...want.tokens];
+  const budgets = [...want.promptTokens.map(() => L), ...want.budgets];
+  const a = await cpu.forward(ids, { budgets, warmupLayers });
+  const b = await gpu.forward(ids, { budgets, warmupLayers });
+  let scale = 0;
+  for (const v of a) scale = Math.max(scale, Math.abs(v));
+  const p0 = want.promptTokens.length - 1; // row p0 + j predicts generated token j
+  const nearTie = (j: number) => top2(a, V, p0 + j).margin <= tol * scale;
+  for (let j = 0; j < want.tokens.length; j++) {
+    expect(top2(a, V, p0 + j).arg).toBe(want.tokens[j]!); // the CPU's own greedy chain
+    const g = top2(b, V, p0 + j).arg;
+    if (g !== want.tokens[j]) expect({ step: j, cudaArgmax: g, nearTie: nearTie(j) }).toEqual({ step: j, cudaArgmax: g, nearTie: true });
+  }
+  const k = got.tokens.findIndex((t, j) => t !== want.tokens[j]);
+  if (k >= 0) expect({ firstDivergence: k, nearTie: nearTie(k) }).toEqual({ firstDivergence: k, nearTie: true });
+  else expect(got.tokens).toEqual(want.tokens);
+}
 
 describe.skipIf(!GPU)("CUDA matches the CPU engine", () => {
   for (const [name, model, dtype, tol] of MODELS) {
@@ -55,7 +111,7 @@ describe.skipIf(!GPU)("CUDA matches the CPU engine", () => {
       }
     });
 
-    test(`${name}: greedy tokens identical over 32 steps, batched and alone`, async () => {
+    test(`${name}: greedy tokens over 32 steps match the CPU's (tie-aware); batched == alone`, async () => {
       const dir = tinyModel({ ...model, dtype });
       using cpu = await SkipDecoder.load(dir, { backend: "cpu", dtype: "float32", maxBatch: 4 });
       using gpu = await SkipDecoder.load(dir, { backend: "cuda", dtype, maxBatch: 4 });
@@ -66,8 +122,9 @@ describe.skipIf(!GPU)("CUDA matches the CPU engine", () => {
       const want = await cpu.generateBatch(prompts, opts);
       const got = await gpu.generateBatch(prompts, opts);
       for (let i = 0; i < prompts.length; i++) {
-        expect(got[i]!.tokens).toEqual(want[i]!.tokens);
-        expect((await gpu.generate(prompts[i]!, opts)).tokens).toEqual(want[i]!.tokens);
+        await expectGreedyMatch(cpu, gpu, want[i]!, got[i]!, policy.warmupLayers, tol);
+        // up to 32 rows a step, every CUDA GEMM computes each row alike
+        expect((await gpu.generate(prompts[i]!, opts)).tokens).toEqual(got[i]!.tokens);
       }
     });
 

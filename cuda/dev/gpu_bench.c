@@ -268,7 +268,7 @@ static const shape SHAPES[] = {
 };
 #define N_SHAPES 3
 #define VOCAB 50272
-#define MAX_POSITIONS 2048
+#define MAX_POSITIONS 4096
 #define POS_OFFSET 2
 #define MAX_BATCH 32
 #define POOL_SLACK 8192 /* elements of slack in a pool: each layer's window starts elsewhere */
@@ -357,12 +357,13 @@ static void put_row(int32_t *r, int tok, int pos, int slot, int budget, int seq,
     r[SKD_ROW_STEP] = step;
 }
 
-/* Prefills MAX_BATCH sequences of `prompt` tokens in one step, full budget;
+/* Prefills `slots` sequences of `prompt` tokens in one step, full budget;
  * the last row of each samples greedily into first[]. */
+static int g_slots = MAX_BATCH; /* --slots */
 static int prefill(skd_engine *e, const shape *m, int prompt, int32_t *rows, float *prm, int32_t *first, double *secs) {
     uint64_t s = 0x1234567ull;
     int n = 0;
-    for (int q = 0; q < MAX_BATCH; q++)
+    for (int q = 0; q < g_slots; q++)
         for (int p = 0; p < prompt; p++, n++) {
             s = s * 6364136223846793005ull + 1442695040888963407ull;
             const int tok = p == 0 ? 2 : 4 + (int)((s >> 33) % 49996); /* </s> first, as OPT's tokenizer */
@@ -503,6 +504,7 @@ static int parse_list(const char *s, double *out, int cap) {
 static const char *USAGE =
     "usage: gpu_bench [--lib build/libskipdecode_cuda.so] [--out FILE.json] [--quick] [--models 125m,1.3b,6.7b]\n"
     "                 [--batches 1,8,32] [--speedups 1,2,3,5] [--prompt 32] [--new 64] [--reps 3] [--budget-s 200]\n"
+    "                 [--slots 32]   (sequences prefilled, each `prompt` tokens; batches <= slots)\n"
     "       gpu_bench --policy L S SPAN   (budgets of SkipPolicy.forSpeedup(S, {numLayers: L, span: SPAN}), steps 0..SPAN-1)\n";
 
 static int policy_mode(int argc, char **argv) {
@@ -558,6 +560,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prompt")) ok = (prompt = atoi(v)) > 0, set_prompt = 1;
         else if (!strcmp(a, "--new")) ok = (N = atoi(v)) > 0, set_new = 1;
         else if (!strcmp(a, "--reps")) ok = (reps = atoi(v)) > 0, set_reps = 1;
+        else if (!strcmp(a, "--slots")) ok = (g_slots = atoi(v)) > 0 && g_slots <= MAX_BATCH;
         else if (!strcmp(a, "--budget-s")) ok = (budget = atof(v)) > 0, set_budget = 1;
         else ok = 0;
         if (!ok) {
@@ -601,11 +604,20 @@ int main(int argc, char **argv) {
     }
     printf("# gpu_bench: %s\n\nmemory bandwidth (skd_membw, 2 GiB buffers, best of 20): copy %.0f GB/s, read %.0f GB/s\n", device,
            bw_copy, bw_read);
+    const char *knobs[] = { "SKIPDECODE_CUDA_GEMM", "SKIPDECODE_CUDA_ATTN", "SKIPDECODE_CUDA_GRAPHS" };
+    printf("kernels:");
+    for (int i = 0; i < 3; i++) printf(" %s=%s", knobs[i], getenv(knobs[i]) ? getenv(knobs[i]) : "(default)");
+    printf("\n");
     printf("prompt %d tokens, %d decode steps (budgets layersAt(0..%d), span %d, warm-up 1), greedy; %d rep(s) after a "
            "warm-up round, interleaved; median ± std; budget %.0f s\n",
            prompt, N, N - 1, N, reps, budget);
 
-    const int max_rows = MAX_BATCH * prompt;
+    for (int i = 0; i < n_batches; i++)
+        if (batches[i] > g_slots) {
+            fprintf(stderr, "--batches: batch %d > --slots %d (the prefilled sequences)\n", (int)batches[i], g_slots);
+            return 2;
+        }
+    const int max_rows = g_slots * prompt;
     int32_t *rows = malloc(sizeof(int32_t) * SKD_ROW_FIELDS * max_rows);
     float *prm = malloc(sizeof(float) * SKD_PARAM_FIELDS * max_rows);
     int *budgets = malloc(sizeof(int) * (size_t)N * n_speedups);
@@ -668,14 +680,14 @@ int main(int argc, char **argv) {
             continue;
         }
         su->weight_gb = wbytes / 1e9;
-        su->prefill_tok_s = MAX_BATCH * prompt / su->prefill_s;
+        su->prefill_tok_s = g_slots * prompt / su->prefill_s;
         n_setups++;
         const double layer_bytes = (4.0 * m->d * m->d + 2.0 * m->d * m->ffn) * 2, head_bytes = (double)VOCAB * m->d * 2;
         printf("\n## %s-shaped random model (%d layers, hidden %d, %d heads, ffn %d, vocab %d, fp16): %.2f GB read by a full step\n\n"
                "%s; copy %.0f GB/s, read %.0f GB/s. Setup: random pools %.1f s (reused across layers), upload %.1f s "
                "(%.1f GB/s), prefill %d × %d tokens %.1f ms (%.0f tok/s; first call %.1f ms)\n\n",
                m->name, m->L, m->d, m->heads, m->ffn, VOCAB, wbytes / 1e9, device, bw_copy, bw_read, su->gen_s, su->upload_s,
-               (wbytes + head_bytes) / 1e9 / su->upload_s, MAX_BATCH, prompt, su->prefill_s * 1e3, su->prefill_tok_s, pre1 * 1e3);
+               (wbytes + head_bytes) / 1e9 / su->upload_s, g_slots, prompt, su->prefill_s * 1e3, su->prefill_tok_s, pre1 * 1e3);
         printf("| batch | decoding | budgets | mean layers | ms/step | decode tok/s | ideal | measured | measured/ideal | bytes bound "
                "| weights GB/s | of copy | of read |\n");
         printf("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -45,9 +45,10 @@
  *   batch      CUDA: three sequences (different samplers, some rows wanting
  *              logits) stepped together, each alone, and together in another
  *              order: every token must be identical (a draw depends on its key
- *              and logits only). Steps stay <= 16 rows, so every GEMM takes the
- *              GEMV path, which computes each row alike: the logits are
- *              bit-identical. (Not asserted on the CPU, whose matmul blocks rows
+ *              and logits only). Steps stay <= 16 rows, so every GEMM takes one
+ *              kernel whatever the batch (SIMT: the GEMV; tc: the skinny
+ *              kernel, or the tile kernel under TILE_FROM=1), and each of them
+ *              computes every row alike: the logits are bit-identical. (Not asserted on the CPU, whose matmul blocks rows
  *              and may round a row differently in another batch shape.)
  * Odd-numbered models run with SKIPDECODE_CUDA_LOGIT_CHUNK=5, so the LM head
  * and the sampler work through several chunks.

@@ -1,13 +1,17 @@
-/* attention.cu — one block per (row, head), online softmax.
+/* attention.cu — one block per (row, head[, key chunk]), online softmax.
  *
- * The block's 4 warps split the keys 0..p round-robin. Per key a warp computes
+ * The block's 4 warps split its keys round-robin. Per key a warp computes
  * q·k (lanes split head_dim, then a warp reduction) and folds it into its own
  * running (max, sum, acc[head_dim]) — the online softmax. The 4 partial states
  * are merged through shared memory at the end. fp32 throughout; no scores are
  * stored, so any sequence length fits.
+ * Split-K (attention.cuh, skd_attn_ctx): with a context, the keys 0..p of a
+ * row are cut into chunks, one block each, merged by the last block to finish
+ * — a decode step of a few rows over a long context then fills the GPU.
  * Work: (p+1)·hd·2 multiply-adds and (p+1)·hd·2·2 bytes of K/V per (row, head).
- * TODO(perf): split-K flash-decoding for long contexts with few rows, several
- * keys per warp (one per lane) with 16-byte loads, tensor-core prefill. */
+ * TODO(perf): several keys per warp (one per lane) with 16-byte loads; a
+ * tensor-core tiled (flash-attention) kernel for prefill, where query rows of
+ * one slot could share each K/V tile. */
 #include "attention.cuh"
 
 #define ATTN_WARPS 4
@@ -16,12 +20,18 @@ template <typename T, int HDT> /* HDT = ceil(head_dim / 32): dims per lane */
 static __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(T *__restrict__ out, const T *__restrict__ qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                      const int32_t *__restrict__ idx, const int32_t *__restrict__ slot, const int32_t *__restrict__ pos,
-                     int layer, int n_layers, int max_seq, int d, int hd, float scale) {
+                     int layer, int n_layers, int max_seq, int d, int hd, float scale, int chunk, float *__restrict__ part,
+                     int *__restrict__ count) {
     __shared__ float sm_max[ATTN_WARPS], sm_sum[ATTN_WARPS];
     __shared__ float sm_acc[ATTN_WARPS][HDT * 32];
-    const int i = blockIdx.x, head = blockIdx.y;
+    __shared__ int is_last;
+    const int i = blockIdx.x, head = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int r = idx[i], p = pos[r];
+    /* keys of this block: j0 .. j1; the chunks that hold keys 0..p are 0 .. active-1 */
+    const int active = splits == 1 ? 1 : p / chunk + 1;
+    if (split >= active) return; /* whole block */
+    const int j0 = splits == 1 ? 0 : split * chunk, j1 = splits == 1 ? p : min(p, j0 + chunk - 1);
     const size_t base = ((size_t)slot[r] * n_layers + layer) * (size_t)max_seq * d + (size_t)head * hd;
     const T *q = qkv + (size_t)i * 3 * d + (size_t)head * hd;
 
@@ -33,7 +43,7 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
         acc[t] = 0.f;
     }
     float mx = -INFINITY, sum = 0.f;
-    for (int j = warp; j <= p; j += ATTN_WARPS) {
+    for (int j = j0 + warp; j <= j1; j += ATTN_WARPS) {
         const T *k = kc + base + (size_t)j * d;
         const T *v = vc + base + (size_t)j * d;
         float part = 0.f;
@@ -73,25 +83,66 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
         f[w] = sm_max[w] == -INFINITY ? 0.f : expf(sm_max[w] - M);
         total += sm_sum[w] * f[w];
     }
-    const float inv = 1.f / total;
     T *o = out + (size_t)i * d + (size_t)head * hd;
+    if (active == 1) {
+        const float inv = 1.f / total;
+        for (int dim = threadIdx.x; dim < hd; dim += blockDim.x) {
+            float a = 0.f;
+#pragma unroll
+            for (int w = 0; w < ATTN_WARPS; w++) a = fmaf(sm_acc[w][dim], f[w], a);
+            o[dim] = skd_from_f32<T>(a * inv);
+        }
+        return;
+    }
+    /* split: this chunk's state (max M, sum, unnormalised acc) to the workspace */
+    const size_t rh = (size_t)i * gridDim.y + head, stride = (size_t)hd + 2;
+    float *mine = part + (rh * splits + split) * stride;
+    if (threadIdx.x == 0) {
+        mine[0] = M;
+        mine[1] = total;
+    }
     for (int dim = threadIdx.x; dim < hd; dim += blockDim.x) {
         float a = 0.f;
 #pragma unroll
         for (int w = 0; w < ATTN_WARPS; w++) a = fmaf(sm_acc[w][dim], f[w], a);
+        mine[2 + dim] = a;
+    }
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) is_last = atomicAdd(&count[rh], 1) == active - 1;
+    __syncthreads();
+    if (!is_last) return;
+    __threadfence();
+    /* the last chunk to finish merges all of them, in chunk order */
+    const float *all = part + rh * splits * stride;
+    float Mg = -INFINITY;
+    for (int c = 0; c < active; c++) Mg = fmaxf(Mg, __ldcg(all + c * stride));
+    float tot = 0.f;
+    for (int c = 0; c < active; c++) tot += __ldcg(all + c * stride + 1) * expf(__ldcg(all + c * stride) - Mg);
+    const float inv = 1.f / tot;
+    for (int dim = threadIdx.x; dim < hd; dim += blockDim.x) {
+        float a = 0.f;
+        for (int c = 0; c < active; c++)
+            a = fmaf(__ldcg(all + c * stride + 2 + dim), expf(__ldcg(all + c * stride) - Mg), a);
         o[dim] = skd_from_f32<T>(a * inv);
     }
+    if (threadIdx.x == 0) count[rh] = 0;
 }
 
 template <typename T>
 static int launch(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
-                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads, cudaStream_t stream) {
+                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads,
+                  const skd_attn_ctx *ctx, cudaStream_t stream) {
     const int hd = d / n_heads;
     const float scale = 1.0f / sqrtf((float)hd);
-    const dim3 grid((unsigned)m, (unsigned)n_heads);
+    const bool split = ctx && ctx->splits > 1 && m <= ctx->max_rows;
+    const int splits = split ? ctx->splits : 1, chunk = split ? ctx->chunk : max_seq;
+    float *part = split ? ctx->part : nullptr;
+    int *count = split ? ctx->count : nullptr;
+    const dim3 grid((unsigned)m, (unsigned)n_heads, (unsigned)splits);
 #define SKD_ATTN_LAUNCH(HDT)                                                                                               \
     attention_kernel<T, HDT><<<grid, ATTN_WARPS * 32, 0, stream>>>((T *)out, (const T *)qkv, (const T *)kc, (const T *)vc, \
-                                                                    idx, slot, pos, layer, n_layers, max_seq, d, hd, scale)
+                                                                    idx, slot, pos, layer, n_layers, max_seq, d, hd, scale, chunk, part, count)
     if (hd <= 32)
         SKD_ATTN_LAUNCH(1);
     else if (hd <= 64)
@@ -109,9 +160,9 @@ static int launch(void *out, const void *qkv, const void *kc, const void *vc, co
 
 int skd_attention(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
                   const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads, int dtype,
-                  cudaStream_t stream) {
+                  const skd_attn_ctx *ctx, cudaStream_t stream) {
     if (m <= 0) return SKD_OK;
     if (dtype == SKD_DTYPE_F16)
-        return launch<__half>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, d, n_heads, stream);
-    return launch<__nv_bfloat16>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, d, n_heads, stream);
+        return launch<__half>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, d, n_heads, ctx, stream);
+    return launch<__nv_bfloat16>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, d, n_heads, ctx, stream);
 }

@@ -13,8 +13,23 @@
  * out compact [m, d]; all in the compute dtype; scores and softmax in fp32.
  * Every position 0..p must hold keys/values at `layer` (plan.h guarantees it,
  * and skd_kv_store has written this step's rows before this runs). */
+/* Split-K ("flash-decoding") for steps of few rows and long contexts: keys
+ * 0..p are cut into chunks of `chunk` keys, one block per (row, head, chunk);
+ * each writes its partial softmax state (max, sum, acc[hd]) to `part`, and
+ * the last block of a (row, head) to arrive merges them in chunk order (so
+ * the result is deterministic) and resets its counter. The grid has `splits`
+ * chunks per (row, head) whatever p is (blocks past p exit at once), so a
+ * step's launches do not depend on positions and can be replayed from a CUDA
+ * graph. Used when m <= max_rows; NULL or m > max_rows: one block per (row, head). */
+typedef struct {
+    int splits, chunk; /* splits · chunk >= max_seq */
+    int max_rows;      /* rows the workspace holds */
+    float *part;       /* [max_rows][n_heads][splits][head_dim + 2] */
+    int *count;        /* [max_rows][n_heads], zero between launches */
+} skd_attn_ctx;
+
 int skd_attention(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
                   const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads, int dtype,
-                  cudaStream_t stream);
+                  const skd_attn_ctx *ctx, cudaStream_t stream);
 
 #endif

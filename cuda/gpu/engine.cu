@@ -15,6 +15,20 @@
  *             logit_chunk = min(MAX_ROWS, 256) rows of logits at a time, which
  *             go to the host (rows wanting logits) and to the sampler (rows
  *             sampling) from there
+ *   split-K   workspaces of the tensor-core skinny GEMM and of split attention
+ *
+ * Kernel variants, chosen at create from the environment (a bad value fails
+ * the create with a message naming the variable):
+ *   SKIPDECODE_CUDA_GEMM=simt|tc      tc: tensor-core GEMMs (gemm_tc.cu)
+ *   SKIPDECODE_CUDA_ATTN=simple|split split: split-K decode attention
+ *   SKIPDECODE_CUDA_GRAPHS=0|1        1: replay repeated steps from CUDA graphs (step.cu)
+ * and dev knobs with which cuda/dev/parity.c reaches every path on small models:
+ *   SKIPDECODE_CUDA_GRAPHS=always     capture a step's shape the first time, not the second
+ *   SKIPDECODE_CUDA_TILE_FROM=n       m >= n takes the tiled GEMM (default 33)
+ *   SKIPDECODE_CUDA_ATTN_CHUNK=n      keys per split-attention chunk (default 256)
+ * A new kernel ships behind its switch with the verified kernel as default;
+ * a GPU run that proves its parity with the CPU engine (cuda/dev/parity.c,
+ * bench/gpu.sh; recorded in bench/RESULTS.md) is what makes it the default.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +41,41 @@
 #define LOGIT_CHUNK 256                /* rows of logits computed per LM-head GEMM */
 
 static size_t round_up(size_t n) { return (n + 255) & ~(size_t)255; }
+
+/* The defaults of the kernel switches: the variants a GPU run has verified. */
+#define DEFAULT_GEMM "simt"
+#define DEFAULT_ATTN "simple"
+#define DEFAULT_GRAPHS "0"
+
+/* *out = index of the environment variable's value (or dflt) in choices. */
+static int env_choice(const char *name, const char *dflt, const char *const *choices, int n, int *out) {
+    const char *v = getenv(name);
+    if (!v || !*v) v = dflt;
+    for (int i = 0; i < n; i++)
+        if (!strcmp(v, choices[i])) {
+            *out = i;
+            return SKD_OK;
+        }
+    char list[96] = "";
+    for (int i = 0; i < n; i++) {
+        strncat(list, i ? "|" : "", sizeof list - strlen(list) - 1);
+        strncat(list, choices[i], sizeof list - strlen(list) - 1);
+    }
+    return skd_fail(SKD_ERR_INVALID_ARG, "%s=\"%s\": expected one of %s", name, v, list);
+}
+
+/* A dev knob: an integer environment variable in lo..hi, or dflt when unset. */
+static int env_int(const char *name, int dflt, int lo, int hi, int *out) {
+    const char *v = getenv(name);
+    *out = dflt;
+    if (!v || !*v) return SKD_OK;
+    char *end;
+    const long x = strtol(v, &end, 10);
+    if (*end || x < lo || x > hi)
+        return skd_fail(SKD_ERR_INVALID_ARG, "%s=\"%s\": expected an integer in %d..%d", name, v, lo, hi);
+    *out = (int)x;
+    return SKD_OK;
+}
 
 /* Lays the weights out from `base` (0 for a sizing pass); returns the arena size. */
 static size_t layout_weights(skd_engine *e, uintptr_t base) {
@@ -104,6 +153,67 @@ static int device_alloc(void **p, size_t bytes, const char *what) {
                     "allocating %s (%zu MiB) on the GPU failed: %s", what, bytes >> 20, cudaGetErrorString(err));
 }
 
+/* Reads the kernel switches and allocates what the chosen variants need. */
+static int configure_variants(skd_engine *e) {
+    const skd_shape *s = &e->s;
+    static const char *const gemm_kinds[] = { "simt", "tc" }, *const attn_kinds[] = { "simple", "split" },
+                             *const graph_kinds[] = { "0", "1", "always" };
+    int gemm = 0, attn = 0, graphs = 0, st;
+    if ((st = env_choice("SKIPDECODE_CUDA_GEMM", DEFAULT_GEMM, gemm_kinds, 2, &gemm))) return st;
+    if ((st = env_choice("SKIPDECODE_CUDA_ATTN", DEFAULT_ATTN, attn_kinds, 2, &attn))) return st;
+    if ((st = env_choice("SKIPDECODE_CUDA_GRAPHS", DEFAULT_GRAPHS, graph_kinds, 3, &graphs))) return st;
+    int chunk;
+    if ((st = env_int("SKIPDECODE_CUDA_TILE_FROM", SKD_TC_SKINNY_M + 1, 1, SKD_TC_SKINNY_M + 1, &e->gemm.tile_from))) return st;
+    if ((st = env_int("SKIPDECODE_CUDA_ATTN_CHUNK", 256, 1, 1 << 20, &chunk))) return st;
+    char what[160];
+
+    e->gemm.tensor_cores = gemm;
+    if (gemm) {
+        if ((st = skd_gemm_tc_init())) return st;
+        int sms = 0;
+        SKD_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, e->device));
+        e->gemm.target_blocks = 2 * (sms > 0 ? sms : 1);
+        /* split-K partials: splits × m × n for the largest n that splits */
+        size_t n_max = (size_t)3 * s->d;
+        const size_t others[] = { (size_t)s->ffn, (size_t)s->vocab, (size_t)s->embed_dim };
+        for (size_t i = 0; i < 3; i++) n_max = others[i] > n_max ? others[i] : n_max;
+        if (n_max > SKD_TC_SPLIT_MAX_N) n_max = SKD_TC_SPLIT_MAX_N;
+        const size_t m_max = s->max_rows < SKD_TC_SKINNY_M ? (size_t)s->max_rows : SKD_TC_SKINNY_M;
+        if ((st = device_alloc((void **)&e->gemm.part, SKD_TC_MAX_SPLITS * m_max * n_max * sizeof(float),
+                               "the split-K GEMM workspace")))
+            return st;
+        if ((st = device_alloc((void **)&e->gemm.count, SKD_TC_MAX_COUNTERS * sizeof(int), "the split-K GEMM counters")))
+            return st;
+        SKD_CUDA_TRY(cudaMemsetAsync(e->gemm.count, 0, SKD_TC_MAX_COUNTERS * sizeof(int), e->stream));
+    }
+
+    e->attn.splits = 1;
+    if (attn) {
+        int splits = (s->max_seq + chunk - 1) / chunk;
+        if (splits > 32) splits = 32;
+        if (splits > 1) {
+            e->attn.splits = splits;
+            e->attn.chunk = (s->max_seq + splits - 1) / splits;
+            e->attn.max_rows = s->max_rows < 64 ? s->max_rows : 64;
+            const size_t rh = (size_t)e->attn.max_rows * s->n_heads;
+            snprintf(what, sizeof what, "the split attention workspace (%d rows x %d heads x %d chunks)", e->attn.max_rows,
+                     s->n_heads, splits);
+            if ((st = device_alloc((void **)&e->attn.part, rh * splits * (s->head_dim + 2) * sizeof(float), what))) return st;
+            if ((st = device_alloc((void **)&e->attn.count, rh * sizeof(int), "the split attention counters"))) return st;
+            SKD_CUDA_TRY(cudaMemsetAsync(e->attn.count, 0, rh * sizeof(int), e->stream));
+        }
+    }
+
+    e->use_graphs = graphs;
+    e->key_cap = 4 + s->n_layers;
+    e->key = (int32_t *)calloc((size_t)e->key_cap, sizeof(int32_t));
+    e->seen = (int32_t *)calloc((size_t)SKD_GRAPH_SEEN * e->key_cap, sizeof(int32_t));
+    if (!e->key || !e->seen) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
+    for (int i = 0; i < SKD_GRAPH_SEEN; i++) e->seen[(size_t)i * e->key_cap] = -1; /* no key has n = -1 */
+    SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
+    return SKD_OK;
+}
+
 static int create_on_device(skd_engine *e) {
     const skd_shape *s = &e->s;
     const int L = s->n_layers;
@@ -147,7 +257,7 @@ static int create_on_device(skd_engine *e) {
     SKD_CUDA_TRY(cudaMallocHost((void **)&e->idx_host, up + s->max_rows * sizeof(int32_t)));
     e->tok_host = (int32_t *)((char *)e->idx_host + up);
     SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
-    return SKD_OK;
+    return configure_variants(e);
 }
 
 SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **out) {
@@ -181,7 +291,13 @@ SKD_API void skd_engine_free(skd_engine *e) {
         (void)cudaStreamSynchronize(e->stream);
         (void)cudaStreamDestroy(e->stream);
     }
-    void *dev[] = { e->warena, e->k_cache, e->v_cache, e->sarena, e->stage };
+    for (int i = 0; i < SKD_GRAPH_CACHE; i++)
+        if (e->graphs[i].key) {
+            (void)cudaGraphExecDestroy(e->graphs[i].exec);
+            free(e->graphs[i].key);
+        }
+    void *dev[] = { e->warena, e->k_cache, e->v_cache, e->sarena, e->stage, e->gemm.part, e->gemm.count, e->attn.part,
+                    e->attn.count };
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
         if (dev[i]) (void)cudaFree(dev[i]);
     if (e->idx_host) (void)cudaFreeHost(e->idx_host);
@@ -192,6 +308,8 @@ SKD_API void skd_engine_free(skd_engine *e) {
     free(e->kv_len);
     free(e->plan_scratch);
     free(e->layer_m);
+    free(e->key);
+    free(e->seen);
     free(e);
 }
 

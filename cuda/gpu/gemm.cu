@@ -8,22 +8,12 @@
  *   tiled_kernel  m > 16 (prefill): classic 64×64 shared-memory tiles, BK = 16,
  *                 256 threads × 4×4 outputs, fp32 in shared memory, bounds-checked
  *                 loads so any shape works.
- * TODO(perf): tensor cores (mma.sync m16n8k16 on sm_80, wgmma + TMA on sm_90),
- * cp.async double buffering, split-k for the decode GEMV at small n, fusing
- * the QKV/attention and the LM head's top-k. */
+ * These are the SIMT kernels: the first path verified on a GPU, and the one
+ * for shapes the tensor-core kernels (gemm_tc.cu, SKIPDECODE_CUDA_GEMM=tc)
+ * do not take (k % 8 != 0, unaligned rows).
+ * TODO(perf): wgmma + TMA on sm_90 for prefill; fusing the LN prologue and the
+ * LM head's top-k. */
 #include "gemm.cuh"
-
-template <typename T>
-static __device__ __forceinline__ void epilogue(const skd_gemm_args &a, int i, int n, float v) {
-    if (a.bias) v += skd_to_f32<T>(((const T *)a.bias)[n]);
-    if (a.relu) v = fmaxf(v, 0.f);
-    if (a.y) ((T *)a.y)[(size_t)i * a.ldy + n] = skd_from_f32<T>(v);
-    if (a.yf) {
-        const size_t r = a.yf_rows ? (size_t)a.yf_rows[i] : (size_t)i;
-        float *p = a.yf + r * a.ldyf + n;
-        *p = a.accumulate ? *p + v : v;
-    }
-}
 
 /* ---- small m: one warp per output column ------------------------------------ */
 #define GEMV_ROWS 8
@@ -72,7 +62,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(skd_gemm_a
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) {
         const float s = skd_warp_sum(acc[r]);
-        if (lane == r && r < mr) epilogue<T>(a, r0 + r, n, s);
+        if (lane == r && r < mr) skd_gemm_epilogue<T>(a, r0 + r, n, s);
     }
 }
 
@@ -133,7 +123,7 @@ static __global__ void __launch_bounds__(256) tiled_kernel(skd_gemm_args a) {
 #pragma unroll
         for (int j = 0; j < 4; j++) {
             const int gn = n0 + tx * 4 + j;
-            if (gn < a.n) epilogue<T>(a, gm, gn, acc[i][j]);
+            if (gn < a.n) skd_gemm_epilogue<T>(a, gm, gn, acc[i][j]);
         }
     }
 }
@@ -160,5 +150,9 @@ int skd_gemm(const skd_gemm_args *a, int dtype, cudaStream_t stream) {
     if (a->m <= 0) return SKD_OK;
     if (a->n < 1 || a->k < 1 || !a->x || !a->w || (!a->y && !a->yf))
         return skd_fail(SKD_ERR_INVALID_ARG, "gemm: bad arguments (m %d, n %d, k %d)", a->m, a->n, a->k);
+    if (a->ctx && a->ctx->tensor_cores) {
+        const int st = skd_gemm_tc(a, dtype, stream);
+        if (st != SKD_ERR_UNSUPPORTED) return st;
+    }
     return dtype == SKD_DTYPE_F16 ? launch<__half>(a, stream) : launch<__nv_bfloat16>(a, stream);
 }

@@ -20,9 +20,22 @@
  *           decode step that samples moves no logits to the host
  *
  * Everything runs on the engine's stream and is synchronised once at the end.
- * TODO(perf): capture the decode step in a CUDA graph (per active-row-count
- * pattern) to remove ~10 launches per layer of CPU overhead; fuse LN into the
- * GEMM prologue, K/V store into the QKV epilogue, bias+residual are fused already.
+ *
+ * CUDA graphs (SKIPDECODE_CUDA_GRAPHS=1, engine.cu): a small step launches ~8
+ * kernels a layer, and on a small model the launches, not the bytes, set the
+ * pace. Every kernel reads its per-step data (tokens, positions, slots, row
+ * lists, sampling keys) from the upload buffer, whose device address is fixed,
+ * so the launches of a step depend only on its "shape": the key
+ *     [n rows, rows wanting logits, rows sampling, head rows, active rows of layer 0..L-1]
+ * A key met for the second time is captured into a graph (stream capture of
+ * the same launch code) and later steps of that key replay it with one launch.
+ * Steps whose head needs several logit chunks, or that carry more than
+ * GRAPH_MAX_ROWS rows (prefill: few launches per byte), run launch by launch.
+ * (SKIPDECODE_CUDA_GRAPHS=always captures at first sight: a test knob.)
+ * Up to SKD_GRAPH_CACHE graphs are kept, least recently used evicted. A
+ * SkipDecode decode batch has few keys: one per distinct budget mix.
+ * TODO(perf): fuse LN into the GEMM prologue and the K/V store into the QKV
+ * epilogue (bias+residual are fused already).
  */
 #include <string.h>
 
@@ -40,7 +53,10 @@
         if (st_ != SKD_OK) return st_;  \
     } while (0)
 
-static skd_gemm_args gemm_args(const void *x, int ldx, const void *w, const void *bias, int m, int n, int k) {
+#define GRAPH_MAX_ROWS 64
+
+static skd_gemm_args gemm_args(const skd_engine *e, const void *x, int ldx, const void *w, const void *bias, int m, int n,
+                               int k) {
     skd_gemm_args a;
     memset(&a, 0, sizeof a);
     a.x = x;
@@ -50,15 +66,211 @@ static skd_gemm_args gemm_args(const void *x, int ldx, const void *w, const void
     a.m = m;
     a.n = n;
     a.k = k;
+    a.ctx = &e->gemm;
     return a;
+}
+
+/* What the host decided for a step (forward fills it; the launches follow it). */
+typedef struct {
+    int n, n_logits, n_sample, n_head;
+    const skd_sample_row *sr; /* host copy of the sampling rows, by head row */
+    float *logits;            /* caller's buffer, or NULL when the copy happens after the launches */
+} step_plan;
+
+/* Every device launch of a step, in stream order; with p->logits NULL (the
+ * single-chunk case, and always under capture) no host copy is enqueued. */
+static int launch_step(skd_engine *e, const step_plan *p) {
+    const skd_shape *s = &e->s;
+    const int L = s->n_layers, d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, dt = e->dtype, n = p->n;
+    const bool proj = de != d;
+    cudaStream_t st = e->stream;
+    const int32_t *dtok = e->idx_dev, *dpos = e->idx_dev + n, *dslot = e->idx_dev + 2 * (size_t)n;
+    const int32_t *dhd = e->idx_dev + (size_t)(3 + L) * n;
+    const skd_sample_row *dsr = (const skd_sample_row *)(e->idx_dev + (size_t)(4 + L) * n);
+    const skd_attn_ctx *actx = e->attn.splits > 1 ? &e->attn : NULL;
+
+    /* ---- embed ---- */
+    if (proj) {
+        skd_gemm_args a = gemm_args(e, e->embed_tokens, de, e->project_in, NULL, n, d, de);
+        a.x_rows = dtok; /* X row i = embed_tokens[tok[i]] */
+        a.yf = e->h;
+        a.ldyf = d;
+        TRY(skd_gemm(&a, dt, st));
+        TRY(skd_embed(e->h, NULL, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
+    } else {
+        TRY(skd_embed(e->h, e->embed_tokens, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
+    }
+
+    /* ---- layers ---- */
+    for (int l = 0; l < L; l++) {
+        const int m = e->layer_m[l];
+        if (!m) continue;
+        const int32_t *idx = e->idx_dev + (size_t)(3 + l) * n;
+        const skd_gpu_layer *w = &e->layers[l];
+
+        /* attention block */
+        if (s->pre_ln)
+            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, false, e->xn, dt, st));
+        else
+            TRY(skd_rows_norm(e->h, idx, m, d, NULL, NULL, false, e->xn, dt, st));
+        skd_gemm_args a = gemm_args(e, e->xn, d, w->qkv_w, w->qkv_b, m, 3 * d, d); /* [m, 3d] = xn · [q;k;v]ᵀ */
+        a.y = e->qkv;
+        a.ldy = 3 * d;
+        TRY(skd_gemm(&a, dt, st));
+        TRY(skd_kv_store(e->k_cache, e->v_cache, e->qkv, idx, dslot, dpos, m, l, L, s->max_seq, d, st));
+        TRY(skd_attention(e->att, e->qkv, e->k_cache, e->v_cache, idx, dslot, dpos, m, l, L, s->max_seq, d, s->n_heads, dt,
+                          actx, st));
+        a = gemm_args(e, e->att, d, w->o_w, w->o_b, m, d, d); /* h[idx] += att · Oᵀ + b */
+        a.yf = e->h;
+        a.ldyf = d;
+        a.yf_rows = idx;
+        a.accumulate = 1;
+        TRY(skd_gemm(&a, dt, st));
+
+        /* MLP block */
+        if (s->pre_ln)
+            TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, false, e->xn, dt, st));
+        else /* post-LN: h = LN1(h) in place, and its copy feeds fc1 */
+            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, true, e->xn, dt, st));
+        a = gemm_args(e, e->xn, d, w->fc1_w, w->fc1_b, m, f, d); /* ff = relu(xn · fc1ᵀ + b) */
+        a.relu = 1;
+        a.y = e->ff;
+        a.ldy = f;
+        TRY(skd_gemm(&a, dt, st));
+        a = gemm_args(e, e->ff, f, w->fc2_w, w->fc2_b, m, d, f); /* h[idx] += ff · fc2ᵀ + b */
+        a.yf = e->h;
+        a.ldyf = d;
+        a.yf_rows = idx;
+        a.accumulate = 1;
+        TRY(skd_gemm(&a, dt, st));
+        if (!s->pre_ln) TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, true, NULL, dt, st));
+    }
+
+    /* ---- head and sampling, in chunks of logit_chunk head rows ---- */
+    int j0 = 0; /* first sampled row not yet drawn */
+    for (int c0 = 0; c0 < p->n_head; c0 += e->logit_chunk) {
+        const int kc = p->n_head - c0 < e->logit_chunk ? p->n_head - c0 : e->logit_chunk;
+        TRY(skd_rows_norm(e->h, dhd + c0, kc, d, e->final_ln_w, e->final_ln_b, false, e->xn, dt, st));
+        const void *x = e->xn;
+        if (proj) {
+            skd_gemm_args a = gemm_args(e, e->xn, d, e->project_out, NULL, kc, de, d); /* [kc, e] */
+            a.y = e->xe;
+            a.ldy = de;
+            TRY(skd_gemm(&a, dt, st));
+            x = e->xe;
+        }
+        skd_gemm_args a = gemm_args(e, x, de, e->lm_head, NULL, kc, V, de); /* logits [kc, V] fp32 */
+        a.yf = e->logits_dev;
+        a.ldyf = V;
+        TRY(skd_gemm(&a, dt, st));
+        if (p->logits && c0 < p->n_logits) { /* head rows c0 .. min(c0 + kc, n_logits) want their logits */
+            const int kw = p->n_logits - c0 < kc ? p->n_logits - c0 : kc;
+            SKD_CUDA_TRY(cudaMemcpyAsync(p->logits + (size_t)c0 * V, e->logits_dev, sizeof(float) * (size_t)kw * V,
+                                         cudaMemcpyDeviceToHost, st));
+        }
+        int j1 = j0; /* sampled rows of this chunk: j0 .. j1 (listed by head row) */
+        while (j1 < p->n_sample && p->sr[j1].head < c0 + kc) j1++;
+        /* stream order: the next chunk's LM head overwrites logits_dev only after this */
+        TRY(skd_sample(e->logits_dev, V, dsr + j0, j1 - j0, c0, e->tok_dev, st));
+        j0 = j1;
+    }
+    return SKD_OK;
+}
+
+/* ---- CUDA graphs ------------------------------------------------------------------ */
+
+static bool key_eq(const int32_t *a, const int32_t *b, int len) { return !memcmp(a, b, sizeof(int32_t) * (size_t)len); }
+
+/* The cached graph for e->key, or NULL. */
+static skd_graph_entry *graph_find(skd_engine *e) {
+    for (int i = 0; i < SKD_GRAPH_CACHE; i++)
+        if (e->graphs[i].key && key_eq(e->graphs[i].key, e->key, e->key_cap)) return &e->graphs[i];
+    return NULL;
+}
+
+/* True if e->key was seen before (and forgets it); else remembers it. */
+static bool graph_seen_before(skd_engine *e) {
+    for (int i = 0; i < SKD_GRAPH_SEEN; i++) {
+        int32_t *k = e->seen + (size_t)i * e->key_cap;
+        if (key_eq(k, e->key, e->key_cap)) {
+            k[0] = -1;
+            return true;
+        }
+    }
+    memcpy(e->seen + (size_t)e->seen_next * e->key_cap, e->key, sizeof(int32_t) * (size_t)e->key_cap);
+    e->seen_next = (e->seen_next + 1) % SKD_GRAPH_SEEN;
+    return false;
+}
+
+/* Captures the step's launches into a graph and caches it (evicting the least
+ * recently used entry); *out is the new entry. */
+static int graph_capture(skd_engine *e, const step_plan *p, skd_graph_entry **out) {
+    cudaStream_t st = e->stream;
+    SKD_CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    int rc = launch_step(e, p);
+    cudaGraph_t graph = NULL;
+    const cudaError_t end = cudaStreamEndCapture(st, &graph); /* always: the stream must leave capture mode */
+    if (rc) {
+        if (graph) (void)cudaGraphDestroy(graph);
+        return rc;
+    }
+    if (end != cudaSuccess) return skd_cuda_fail(end, "cudaStreamEndCapture", __FILE__, __LINE__);
+    cudaGraphExec_t exec;
+    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+    (void)cudaGraphDestroy(graph);
+    if (inst != cudaSuccess) return skd_cuda_fail(inst, "cudaGraphInstantiate", __FILE__, __LINE__);
+    skd_graph_entry *slot = &e->graphs[0];
+    for (int i = 0; i < SKD_GRAPH_CACHE; i++) {
+        if (!e->graphs[i].key) {
+            slot = &e->graphs[i];
+            break;
+        }
+        if (e->graphs[i].last_use < slot->last_use) slot = &e->graphs[i];
+    }
+    if (slot->key) {
+        (void)cudaGraphExecDestroy(slot->exec);
+    } else {
+        slot->key = (int32_t *)malloc(sizeof(int32_t) * (size_t)e->key_cap);
+        if (!slot->key) {
+            (void)cudaGraphExecDestroy(exec);
+            return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
+        }
+    }
+    memcpy(slot->key, e->key, sizeof(int32_t) * (size_t)e->key_cap);
+    slot->key_len = e->key_cap;
+    slot->exec = exec;
+    e->graph_captures++;
+    *out = slot;
+    return SKD_OK;
+}
+
+/* Runs the step's launches: from a graph when graphs are on and the step
+ * qualifies, else one by one. */
+static int run_launches(skd_engine *e, const step_plan *p) {
+    const int L = e->s.n_layers;
+    if (!e->use_graphs || p->logits || p->n > GRAPH_MAX_ROWS) return launch_step(e, p);
+    e->key[0] = p->n;
+    e->key[1] = p->n_logits;
+    e->key[2] = p->n_sample;
+    e->key[3] = p->n_head;
+    memcpy(e->key + 4, e->layer_m, sizeof(int32_t) * (size_t)L);
+    skd_graph_entry *g = graph_find(e);
+    if (!g) {
+        if (e->use_graphs == 1 && !graph_seen_before(e)) return launch_step(e, p);
+        TRY(graph_capture(e, p, &g));
+    } else {
+        e->graph_hits++;
+    }
+    g->last_use = ++e->n_steps;
+    SKD_CUDA_TRY(cudaGraphLaunch(g->exec, e->stream));
+    return SKD_OK;
 }
 
 /* The forward pass for rows that skd_plan_rows accepted. */
 static int forward(skd_engine *e, const int32_t *rows, int n, const float *params, int n_logits, int n_sample, float *logits,
                    int32_t *tokens) {
     const skd_shape *s = &e->s;
-    const int L = s->n_layers, d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, dt = e->dtype;
-    const bool proj = de != d;
+    const int L = s->n_layers, V = s->vocab;
     cudaStream_t st = e->stream;
     SKD_CUDA_TRY(cudaSetDevice(e->device));
 
@@ -114,95 +326,14 @@ static int forward(skd_engine *e, const int32_t *rows, int n, const float *param
     }
     const size_t up = (size_t)(4 + L) * n * sizeof(int32_t) + (size_t)n_sample * sizeof(skd_sample_row);
     SKD_CUDA_TRY(cudaMemcpyAsync(e->idx_dev, hb, up, cudaMemcpyHostToDevice, st));
-    const int32_t *dtok = e->idx_dev, *dpos = e->idx_dev + n, *dslot = e->idx_dev + 2 * (size_t)n;
-    const int32_t *dhd = e->idx_dev + (size_t)(3 + L) * n;
-    const skd_sample_row *dsr = (const skd_sample_row *)(e->idx_dev + (size_t)(4 + L) * n);
 
-    /* ---- embed ---- */
-    if (proj) {
-        skd_gemm_args a = gemm_args(e->embed_tokens, de, e->project_in, NULL, n, d, de);
-        a.x_rows = dtok; /* X row i = embed_tokens[tok[i]] */
-        a.yf = e->h;
-        a.ldyf = d;
-        TRY(skd_gemm(&a, dt, st));
-        TRY(skd_embed(e->h, NULL, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
-    } else {
-        TRY(skd_embed(e->h, e->embed_tokens, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
-    }
-
-    /* ---- layers ---- */
-    for (int l = 0; l < L; l++) {
-        const int m = e->layer_m[l];
-        if (!m) continue;
-        const int32_t *idx = e->idx_dev + (size_t)(3 + l) * n;
-        const skd_gpu_layer *w = &e->layers[l];
-
-        /* attention block */
-        if (s->pre_ln)
-            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, false, e->xn, dt, st));
-        else
-            TRY(skd_rows_norm(e->h, idx, m, d, NULL, NULL, false, e->xn, dt, st));
-        skd_gemm_args a = gemm_args(e->xn, d, w->qkv_w, w->qkv_b, m, 3 * d, d); /* [m, 3d] = xn · [q;k;v]ᵀ */
-        a.y = e->qkv;
-        a.ldy = 3 * d;
-        TRY(skd_gemm(&a, dt, st));
-        TRY(skd_kv_store(e->k_cache, e->v_cache, e->qkv, idx, dslot, dpos, m, l, L, s->max_seq, d, st));
-        TRY(skd_attention(e->att, e->qkv, e->k_cache, e->v_cache, idx, dslot, dpos, m, l, L, s->max_seq, d, s->n_heads, dt,
-                          st));
-        a = gemm_args(e->att, d, w->o_w, w->o_b, m, d, d); /* h[idx] += att · Oᵀ + b */
-        a.yf = e->h;
-        a.ldyf = d;
-        a.yf_rows = idx;
-        a.accumulate = 1;
-        TRY(skd_gemm(&a, dt, st));
-
-        /* MLP block */
-        if (s->pre_ln)
-            TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, false, e->xn, dt, st));
-        else /* post-LN: h = LN1(h) in place, and its copy feeds fc1 */
-            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, true, e->xn, dt, st));
-        a = gemm_args(e->xn, d, w->fc1_w, w->fc1_b, m, f, d); /* ff = relu(xn · fc1ᵀ + b) */
-        a.relu = 1;
-        a.y = e->ff;
-        a.ldy = f;
-        TRY(skd_gemm(&a, dt, st));
-        a = gemm_args(e->ff, f, w->fc2_w, w->fc2_b, m, d, f); /* h[idx] += ff · fc2ᵀ + b */
-        a.yf = e->h;
-        a.ldyf = d;
-        a.yf_rows = idx;
-        a.accumulate = 1;
-        TRY(skd_gemm(&a, dt, st));
-        if (!s->pre_ln) TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, true, NULL, dt, st));
-    }
-
-    /* ---- head and sampling, in chunks of logit_chunk head rows ---- */
-    int j0 = 0; /* first sampled row not yet drawn */
-    for (int c0 = 0; c0 < n_head; c0 += e->logit_chunk) {
-        const int kc = n_head - c0 < e->logit_chunk ? n_head - c0 : e->logit_chunk;
-        TRY(skd_rows_norm(e->h, dhd + c0, kc, d, e->final_ln_w, e->final_ln_b, false, e->xn, dt, st));
-        const void *x = e->xn;
-        if (proj) {
-            skd_gemm_args a = gemm_args(e->xn, d, e->project_out, NULL, kc, de, d); /* [kc, e] */
-            a.y = e->xe;
-            a.ldy = de;
-            TRY(skd_gemm(&a, dt, st));
-            x = e->xe;
-        }
-        skd_gemm_args a = gemm_args(x, de, e->lm_head, NULL, kc, V, de); /* logits [kc, V] fp32 */
-        a.yf = e->logits_dev;
-        a.ldyf = V;
-        TRY(skd_gemm(&a, dt, st));
-        if (c0 < n_logits) { /* head rows c0 .. min(c0 + kc, n_logits) want their logits */
-            const int kw = n_logits - c0 < kc ? n_logits - c0 : kc;
-            SKD_CUDA_TRY(cudaMemcpyAsync(logits + (size_t)c0 * V, e->logits_dev, sizeof(float) * (size_t)kw * V,
-                                         cudaMemcpyDeviceToHost, st));
-        }
-        int j1 = j0; /* sampled rows of this chunk: j0 .. j1 (listed by head row) */
-        while (j1 < n_sample && sr[j1].head < c0 + kc) j1++;
-        /* stream order: the next chunk's LM head overwrites logits_dev only after this */
-        TRY(skd_sample(e->logits_dev, V, dsr + j0, j1 - j0, c0, e->tok_dev, st));
-        j0 = j1;
-    }
+    /* One logit chunk: the logits go to the host after the launches (which a
+     * graph may then hold); several: each chunk's copy is enqueued after it. */
+    const bool one_chunk = n_head <= e->logit_chunk;
+    step_plan p = { n, n_logits, n_sample, n_head, sr, one_chunk ? NULL : logits };
+    TRY(run_launches(e, &p));
+    if (one_chunk && n_logits)
+        SKD_CUDA_TRY(cudaMemcpyAsync(logits, e->logits_dev, sizeof(float) * (size_t)n_logits * V, cudaMemcpyDeviceToHost, st));
     if (n_sample) SKD_CUDA_TRY(cudaMemcpyAsync(e->tok_host, e->tok_dev, sizeof(int32_t) * n_sample, cudaMemcpyDeviceToHost, st));
     SKD_CUDA_TRY(cudaStreamSynchronize(st));
     if (n_sample) memcpy(tokens, e->tok_host, sizeof(int32_t) * n_sample);
