@@ -5,12 +5,11 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
-import { optWeights } from "./checkpoint/opt.ts";
+import { familyWeights, modelConfig } from "./checkpoint/family.ts";
 import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
 import {
-  ARCH_OPT,
   type BackendName,
   Cfg,
   chooseBackend,
@@ -46,6 +45,24 @@ export interface LoadOptions {
   threads?: number;
   /** Most rows (tokens) one native step carries; longer prefills are chunked. */
   maxBatchTokens?: number;
+}
+
+/**
+ * maxSeqLen: at most the model's positions and, for sliding-window models,
+ * the window (attention is exact while a sequence fits in it; past it the
+ * engine would attend to more than the model was trained to). Default:
+ * LOAD_DEFAULTS.maxSeqLen capped by both.
+ */
+function maxSeqLenOpt(where: string, v: unknown, spec: ModelSpec): number {
+  const win = spec.slidingWindow;
+  const most = win === null ? spec.maxPositions : Math.min(spec.maxPositions, win);
+  if (win !== null && typeof v === "number" && Number.isInteger(v) && v > win && v <= spec.maxPositions) {
+    throw new Error(
+      `${where}: maxSeqLen ${v} exceeds the model's sliding_window of ${win}; skipdecode attends to the whole ` +
+        `context, which matches the model only while a sequence fits in the window (use maxSeqLen <= ${win})`,
+    );
+  }
+  return intOpt(where, "maxSeqLen", v, 1, most, Math.min(most, LOAD_DEFAULTS.maxSeqLen));
 }
 
 /** Defaults of {@link LoadOptions}, in one place. */
@@ -149,24 +166,13 @@ export class SkipDecoder {
       backend: choiceOpt(where, "backend", o.backend, ["auto", "cpu", "cuda"] as const, LOAD_DEFAULTS.backend),
       dtype: choiceOpt(where, "dtype", o.dtype, ["auto", "float32", "float16", "bfloat16"] as const, LOAD_DEFAULTS.dtype),
       maxBatch: intOpt(where, "maxBatch", o.maxBatch, 1, 4096, LOAD_DEFAULTS.maxBatch),
-      maxSeqLen: intOpt(where, "maxSeqLen", o.maxSeqLen, 1, spec.maxPositions, Math.min(spec.maxPositions, LOAD_DEFAULTS.maxSeqLen)),
+      maxSeqLen: maxSeqLenOpt(where, o.maxSeqLen, spec),
       threads: intOpt(where, "threads", o.threads, 0, 1024, LOAD_DEFAULTS.threads),
       maxBatchTokens: intOpt(where, "maxBatchTokens", o.maxBatchTokens, 1, 1 << 20, LOAD_DEFAULTS.maxBatchTokens),
     };
     const native = chooseBackend(options.backend);
     const want = options.dtype === "auto" ? null : DTYPE_CODES[options.dtype];
-    const cfg = new Array<number>(Cfg.COUNT).fill(0);
-    cfg[Cfg.ARCH] = ARCH_OPT;
-    cfg[Cfg.NUM_LAYERS] = spec.numLayers;
-    cfg[Cfg.HIDDEN] = spec.hiddenSize;
-    cfg[Cfg.NUM_HEADS] = spec.numHeads;
-    cfg[Cfg.FFN] = spec.ffnDim;
-    cfg[Cfg.VOCAB] = spec.vocabSize;
-    cfg[Cfg.MAX_POSITIONS] = spec.maxPositions;
-    cfg[Cfg.EMBED_DIM] = spec.wordEmbedProjDim;
-    cfg[Cfg.PRE_LN] = spec.preLayerNorm ? 1 : 0;
-    cfg[Cfg.FINAL_LN] = spec.finalLayerNorm ? 1 : 0;
-    cfg[Cfg.POS_OFFSET] = spec.positionOffset;
+    const cfg = modelConfig(spec);
     cfg[Cfg.MAX_SLOTS] = options.maxBatch;
     cfg[Cfg.MAX_SEQ] = options.maxSeqLen;
     cfg[Cfg.MAX_ROWS] = Math.max(options.maxBatchTokens, options.maxBatch);
@@ -178,9 +184,9 @@ export class SkipDecoder {
     let engine: NativeEngine | null = null;
     try {
       engine = native.createEngine(cfg);
-      for (const t of optWeights(spec, ckpt)) {
+      for (const t of familyWeights(spec, ckpt)) {
         let { data, dtype } = t;
-        let target: DTypeCode | null = want;
+        let target: DTypeCode | null = t.exact ? null : want;
         if (target === null && native.name === "cpu" && dtype === DType.F32 && t.shape.length === 2) {
           // "auto" on the CPU keeps matrices in 16 bits (half the memory traffic):
           // float16 (11 significant bits), or bfloat16 where a value exceeds float16's range.

@@ -13,7 +13,7 @@ import { join, resolve } from "node:path";
 export type BackendName = "cpu" | "cuda";
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 /** Status codes of skipdecode.h. */
 export const Status = {
@@ -45,10 +45,23 @@ export const Cfg = {
   MAX_ROWS: 13,
   THREADS: 14,
   COMPUTE_DTYPE: 15,
-  COUNT: 16,
+  NORM: 16,
+  POSITIONS: 17,
+  MLP: 18,
+  NUM_KV_HEADS: 19,
+  HEAD_DIM: 20,
+  NO_BIAS: 21,
+  NORM_EPS_E12: 22,
+  COUNT: 23,
 } as const;
 
 export const ARCH_OPT = 1;
+export const ARCH_LLAMA = 2;
+/** Values of the family slots (skd_norm_kind, skd_pos_kind, skd_mlp_kind) and SKD_BIAS_* bits. */
+export const Norm = { LAYER: 1, RMS: 2 } as const;
+export const Positions = { LEARNED: 1, ROTARY: 2 } as const;
+export const Mlp = { RELU: 1, SWIGLU: 2 } as const;
+export const Bias = { QKV: 1, O: 2, MLP: 4, NORM: 8 } as const;
 
 /** Element types (skd_dtype). */
 export const DType = { F32: 1, F16: 2, BF16: 3 } as const;
@@ -63,6 +76,7 @@ export const Role = {
   FINAL_LN_W: 4,
   FINAL_LN_B: 5,
   LM_HEAD: 6,
+  ROPE_INV_FREQ: 7,
   ATTN_LN_W: 16,
   ATTN_LN_B: 17,
   Q_W: 18,
@@ -79,6 +93,8 @@ export const Role = {
   FC1_B: 29,
   FC2_W: 30,
   FC2_B: 31,
+  GATE_W: 32,
+  GATE_B: 33,
 } as const;
 
 /** Fields of one step row (skd_row_field) and its flags. */

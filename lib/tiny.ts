@@ -1,7 +1,9 @@
 /**
- * Deterministic random OPT checkpoints for tests, demos and benchmarks:
- * config.json, model.safetensors and a real byte-level BPE tokenizer.json.
- * The same options always write the same bytes.
+ * Deterministic random checkpoints for tests, demos and benchmarks — OPT, or
+ * a LLaMA-family model (llama, mistral, qwen2): config.json,
+ * model.safetensors and a real byte-level BPE tokenizer.json (the same tiny
+ * tokenizer for every family; `</s>`, id 2, is BOS and EOS). The same options
+ * always write the same bytes.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,6 +14,18 @@ import { checkKeys, choiceOpt, intOpt } from "./options.ts";
 /** Options of {@link writeTinyModel}; defaults in {@link TINY_DEFAULTS}. */
 export interface TinyModelOptions {
   seed?: number;
+  /** `model_type` (default "opt"). llama/mistral/qwen2: RMSNorm, rotary, SwiGLU, GQA; qwen2 adds q/k/v biases. */
+  family?: "opt" | "llama" | "mistral" | "qwen2";
+  /** LLaMA family: key/value heads (default heads). */
+  kvHeads?: number;
+  /** LLaMA family: head size, written as `head_dim` when given (default hidden / heads). */
+  headDim?: number;
+  /** LLaMA family: `rope_theta` (default 10000). */
+  ropeTheta?: number;
+  /** LLaMA family: `rope_scaling` (default none). */
+  ropeScaling?: { type: "linear"; factor: number } | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+  /** Mistral: `sliding_window` (default null). */
+  slidingWindow?: number;
   /** "pre": layer norm before each block (opt-125m); "post": after (opt-350m, no final LN). */
   variant?: "pre" | "post";
   dtype?: "float32" | "float16" | "bfloat16";
@@ -39,6 +53,7 @@ export interface TinyModelOptions {
 /** Defaults of {@link TinyModelOptions}. */
 export const TINY_DEFAULTS = {
   seed: 0,
+  family: "opt",
   variant: "pre",
   dtype: "float32",
   layers: 4,
@@ -90,14 +105,21 @@ export class Rng {
  */
 export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<string, unknown> {
   const where = "tiny-model";
-  const o = checkKeys(where, opts, Object.keys(TINY_DEFAULTS).concat(["ffn", "embedDim", "vocab"]));
+  const o = checkKeys(
+    where,
+    opts,
+    Object.keys(TINY_DEFAULTS).concat(["ffn", "embedDim", "vocab", "kvHeads", "headDim", "ropeTheta", "ropeScaling", "slidingWindow"]),
+  );
   const seed = intOpt(where, "seed", o.seed, 0, 2 ** 31 - 1, TINY_DEFAULTS.seed);
+  const family = choiceOpt(where, "family", o.family, ["opt", "llama", "mistral", "qwen2"] as const, TINY_DEFAULTS.family);
   const variant = choiceOpt(where, "variant", o.variant, ["pre", "post"] as const, TINY_DEFAULTS.variant);
   const dtype = choiceOpt(where, "dtype", o.dtype, ["float32", "float16", "bfloat16"] as const, TINY_DEFAULTS.dtype);
   const layers = intOpt(where, "layers", o.layers, 1, 256, TINY_DEFAULTS.layers);
   const heads = intOpt(where, "heads", o.heads, 1, 256, TINY_DEFAULTS.heads);
   const hidden = intOpt(where, "hidden", o.hidden, 1, 16384, TINY_DEFAULTS.hidden);
-  if (hidden % heads !== 0) throw new Error(`${where}: hidden (${hidden}) must be a multiple of heads (${heads})`);
+  if (o.headDim === undefined && hidden % heads !== 0) {
+    throw new Error(`${where}: hidden (${hidden}) must be a multiple of heads (${heads})`);
+  }
   const ffn = intOpt(where, "ffn", o.ffn, 1, 65536, 4 * hidden);
   const embedDim = intOpt(where, "embedDim", o.embedDim, 1, 16384, hidden);
   const merges = intOpt(where, "merges", o.merges, 0, 5000, TINY_DEFAULTS.merges);
@@ -108,6 +130,24 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
   const prefix = choiceOpt(where, "prefix", o.prefix, ["model.decoder.", "decoder."] as const, TINY_DEFAULTS.prefix);
   const scale = o.scale ?? TINY_DEFAULTS.scale;
 
+  if (family !== "opt") {
+    if (o.variant !== undefined || o.embedDim !== undefined || o.prefix !== undefined) {
+      throw new Error(`${where}: variant, embedDim and prefix are OPT options (family is ${family})`);
+    }
+    const kvHeads = intOpt(where, "kvHeads", o.kvHeads, 1, heads, heads);
+    if (heads % kvHeads !== 0) throw new Error(`${where}: kvHeads (${kvHeads}) must divide heads (${heads})`);
+    const headDim = intOpt(where, "headDim", o.headDim, 2, 1024, Math.floor(hidden / heads));
+    if (headDim % 2) throw new Error(`${where}: headDim must be even (rotary pairs), got ${headDim}`);
+    return writeTinyLlama(dir, {
+      family, seed, dtype, layers, hidden, heads, kvHeads, headDim, ffn: intOpt(where, "ffn", o.ffn, 1, 65536, 3 * hidden),
+      merges, vocab, maxPositions, tied, scale,
+      ropeTheta: o.ropeTheta ?? 10000, ropeScaling: o.ropeScaling ?? null, slidingWindow: o.slidingWindow ?? null,
+      explicitHeadDim: o.headDim !== undefined,
+    });
+  }
+  for (const k of ["kvHeads", "headDim", "ropeTheta", "ropeScaling", "slidingWindow"] as const) {
+    if (o[k] !== undefined) throw new Error(`${where}: ${k} is a LLaMA-family option (family is opt)`);
+  }
   const rng = new Rng(seed);
   const st = SAFETENSORS_DTYPE[dtype];
   const tensors: WriteTensor[] = [];
@@ -178,6 +218,103 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
   writeFileSync(
     join(dir, "tokenizer_config.json"),
     JSON.stringify({ tokenizer_class: "GPT2Tokenizer", bos_token: "</s>", eos_token: "</s>", unk_token: "<unk>", pad_token: "<pad>", add_bos_token: true, model_max_length: maxPositions }, null, 2) + "\n",
+  );
+  return config;
+}
+
+interface TinyLlama {
+  family: "llama" | "mistral" | "qwen2";
+  seed: number;
+  dtype: "float32" | "float16" | "bfloat16";
+  layers: number;
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  explicitHeadDim: boolean;
+  ffn: number;
+  merges: number;
+  vocab: number;
+  maxPositions: number;
+  tied: boolean;
+  scale: number;
+  ropeTheta: number;
+  ropeScaling: TinyModelOptions["ropeScaling"] | null;
+  slidingWindow: number | null;
+}
+
+/** A random LLaMA-family folder (Hugging Face's LlamaForCausalLM names). */
+function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
+  const rng = new Rng(t.seed);
+  const st = SAFETENSORS_DTYPE[t.dtype];
+  const tensors: WriteTensor[] = [];
+  const add = (name: string, shape: number[], gen: () => number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) v[i] = gen();
+    tensors.push({ name, dtype: st, shape, data: fromFloat32(v, st) });
+  };
+  const w = (fanIn: number) => () => (rng.normal() * t.scale * 8) / Math.sqrt(fanIn);
+  const small = () => rng.normal() * t.scale * 0.2;
+  const gain = () => 1 + rng.normal() * 0.1;
+  const d = t.hidden, qd = t.heads * t.headDim, kd = t.kvHeads * t.headDim;
+  const qkvBias = t.family === "qwen2";
+  add("model.embed_tokens.weight", [t.vocab, d], () => rng.normal() * t.scale * 4);
+  add("model.norm.weight", [d], gain);
+  for (let l = 0; l < t.layers; l++) {
+    const q = `model.layers.${l}.`;
+    add(`${q}input_layernorm.weight`, [d], gain);
+    for (const [name, rows] of [["q_proj", qd], ["k_proj", kd], ["v_proj", kd]] as const) {
+      add(`${q}self_attn.${name}.weight`, [rows, d], w(d));
+      if (qkvBias) add(`${q}self_attn.${name}.bias`, [rows], small);
+    }
+    add(`${q}self_attn.o_proj.weight`, [d, qd], w(qd));
+    add(`${q}post_attention_layernorm.weight`, [d], gain);
+    add(`${q}mlp.gate_proj.weight`, [t.ffn, d], w(d));
+    add(`${q}mlp.up_proj.weight`, [t.ffn, d], w(d));
+    add(`${q}mlp.down_proj.weight`, [d, t.ffn], w(t.ffn));
+  }
+  if (!t.tied) add("lm_head.weight", [t.vocab, d], () => rng.normal() * t.scale * 4);
+  const s = t.ropeScaling;
+  const config: Record<string, unknown> = {
+    architectures: [{ llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[t.family]],
+    model_type: t.family,
+    num_hidden_layers: t.layers,
+    hidden_size: d,
+    intermediate_size: t.ffn,
+    num_attention_heads: t.heads,
+    num_key_value_heads: t.kvHeads,
+    ...(t.explicitHeadDim ? { head_dim: t.headDim } : {}),
+    hidden_act: "silu",
+    vocab_size: t.vocab,
+    max_position_embeddings: t.maxPositions,
+    rms_norm_eps: 1e-6,
+    rope_theta: t.ropeTheta,
+    rope_scaling: !s
+      ? null
+      : s.type === "linear"
+        ? { rope_type: "linear", factor: s.factor }
+        : {
+            rope_type: "llama3",
+            factor: s.factor,
+            low_freq_factor: s.lowFreqFactor,
+            high_freq_factor: s.highFreqFactor,
+            original_max_position_embeddings: s.originalMaxPositions,
+          },
+    ...(t.family === "mistral" ? { sliding_window: t.slidingWindow } : {}),
+    tie_word_embeddings: t.tied,
+    bos_token_id: 2,
+    eos_token_id: 2,
+    torch_dtype: t.dtype,
+    skipdecode_tiny: { seed: t.seed, merges: t.merges },
+  };
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
+  writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(buildTinyTokenizerJson({ numMerges: t.merges })));
+  writeFileSync(
+    join(dir, "tokenizer_config.json"),
+    JSON.stringify({ bos_token: "</s>", eos_token: "</s>", unk_token: "<unk>", pad_token: "<pad>", add_bos_token: true, model_max_length: t.maxPositions }, null, 2) + "\n",
   );
   return config;
 }

@@ -41,8 +41,8 @@ describe("checkpoint errors name the problem", () => {
   });
 
   test("unsupported model_type and bad fields", async () => {
-    const llama = variantOf(base(), { config: (c) => (c.model_type = "llama") });
-    await expect(SkipDecoder.load(llama)).rejects.toThrow(/unsupported model_type "llama"/);
+    const neox = variantOf(base(), { config: (c) => (c.model_type = "gpt_neox") });
+    await expect(SkipDecoder.load(neox)).rejects.toThrow(/unsupported model_type "gpt_neox" \(skipdecode supports: "opt", "llama", "mistral", "qwen2"\)/);
     const gelu = variantOf(base(), { config: (c) => (c.activation_function = "gelu") });
     await expect(SkipDecoder.load(gelu)).rejects.toThrow(/unsupported activation_function "gelu"/);
     const heads = variantOf(base(), { config: (c) => (c.num_attention_heads = 5) });

@@ -9,9 +9,9 @@
 import { readModelSpec, type ModelSpec } from "../lib/checkpoint/config.ts";
 import { CheckpointTensors, toFloat32 } from "../lib/checkpoint/safetensors.ts";
 
-type Vec = Float64Array;
+export type Vec = Float64Array;
 /** A row-major matrix [rows, cols]. */
-interface Mat {
+export interface Mat {
   rows: number;
   cols: number;
   data: Float64Array;
@@ -24,7 +24,7 @@ export function layerActive(l: number, L: number, b: number, w: number): boolean
 }
 
 // W (n, k) @ x (k,) + bias (n,) -> (n,)
-function linear(W: Mat, x: Vec, bias: Vec | null): Vec {
+export function linear(W: Mat, x: Vec, bias: Vec | null): Vec {
   const out = new Float64Array(W.rows);
   for (let j = 0; j < W.rows; j++) {
     let s = bias ? bias[j]! : 0;
@@ -50,7 +50,7 @@ function layerNorm(x: Vec, g: Vec, b: Vec): Vec {
   return out;
 }
 
-function add(a: Vec, b: Vec): Vec {
+export function add(a: Vec, b: Vec): Vec {
   const out = new Float64Array(a.length);
   for (let i = 0; i < a.length; i++) out[i] = a[i]! + b[i]!;
   return out;

@@ -40,11 +40,23 @@ static inline const char *skd_status_name(int status) {
     }
 }
 
+/* Role ids are below this (skipdecode.h: SKD_T_GATE_B = 33). */
+#define SKD_N_ROLES 34
+
 /* The model shape, decoded from the int64 config array. */
 typedef struct {
     int arch, n_layers, d, n_heads, head_dim, ffn, vocab, max_pos, embed_dim;
     int pre_ln, final_ln, pos_offset, max_slots, max_seq, max_rows, threads, compute_dtype;
+    int norm, positions, mlp, n_kv_heads, no_bias; /* the family descriptor, 0s resolved to OPT's */
+    int q_dim, kv_dim;                             /* n_heads·head_dim, n_kv_heads·head_dim */
+    float norm_eps;
 } skd_shape;
+
+/* Does the model have the biases of group `bit` (SKD_BIAS_*)? */
+static inline int skd_has_bias(const skd_shape *s, int bit) {
+    if (bit == SKD_BIAS_NORM && s->norm == SKD_NORM_RMS) return 0;
+    return !(s->no_bias & bit);
+}
 
 static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shape *s) {
     if (!cfg) return skd_fail(SKD_ERR_INVALID_ARG, "config pointer is NULL");
@@ -71,11 +83,38 @@ static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shap
     s->max_rows = (int)cfg[SKD_CFG_MAX_ROWS];
     s->threads = (int)cfg[SKD_CFG_THREADS];
     s->compute_dtype = (int)cfg[SKD_CFG_COMPUTE_DTYPE];
-    if (s->arch != SKD_ARCH_OPT) return skd_fail(SKD_ERR_INVALID_ARG, "unknown architecture %d (only SKD_ARCH_OPT = 1)", s->arch);
+    s->norm = cfg[SKD_CFG_NORM] ? (int)cfg[SKD_CFG_NORM] : SKD_NORM_LAYER;
+    s->positions = cfg[SKD_CFG_POSITIONS] ? (int)cfg[SKD_CFG_POSITIONS] : SKD_POS_LEARNED;
+    s->mlp = cfg[SKD_CFG_MLP] ? (int)cfg[SKD_CFG_MLP] : SKD_MLP_RELU;
+    s->no_bias = (int)cfg[SKD_CFG_NO_BIAS];
+    s->norm_eps = cfg[SKD_CFG_NORM_EPS_E12] ? (float)((double)cfg[SKD_CFG_NORM_EPS_E12] * 1e-12) : 1e-5f;
+    if (s->arch != SKD_ARCH_OPT && s->arch != SKD_ARCH_LLAMA)
+        return skd_fail(SKD_ERR_INVALID_ARG, "unknown architecture %d (SKD_ARCH_OPT = 1, SKD_ARCH_LLAMA = 2)", s->arch);
     if (s->n_layers < 1) return skd_fail(SKD_ERR_INVALID_ARG, "NUM_LAYERS must be >= 1, got %d", s->n_layers);
-    if (s->d < 1 || s->n_heads < 1 || s->d % s->n_heads)
-        return skd_fail(SKD_ERR_INVALID_ARG, "HIDDEN (%d) must be a positive multiple of NUM_HEADS (%d)", s->d, s->n_heads);
-    s->head_dim = s->d / s->n_heads;
+    if (s->norm != SKD_NORM_LAYER && s->norm != SKD_NORM_RMS)
+        return skd_fail(SKD_ERR_INVALID_ARG, "NORM must be SKD_NORM_LAYER (1) or SKD_NORM_RMS (2), got %d", s->norm);
+    if (s->positions != SKD_POS_LEARNED && s->positions != SKD_POS_ROTARY)
+        return skd_fail(SKD_ERR_INVALID_ARG, "POSITIONS must be SKD_POS_LEARNED (1) or SKD_POS_ROTARY (2), got %d", s->positions);
+    if (s->mlp != SKD_MLP_RELU && s->mlp != SKD_MLP_SWIGLU)
+        return skd_fail(SKD_ERR_INVALID_ARG, "MLP must be SKD_MLP_RELU (1) or SKD_MLP_SWIGLU (2), got %d", s->mlp);
+    if (s->no_bias > 15) return skd_fail(SKD_ERR_INVALID_ARG, "NO_BIAS must be a mask of SKD_BIAS_* bits (0..15), got %d", s->no_bias);
+    if (s->n_heads < 1) return skd_fail(SKD_ERR_INVALID_ARG, "NUM_HEADS must be >= 1, got %d", s->n_heads);
+    if (cfg[SKD_CFG_HEAD_DIM]) {
+        s->head_dim = (int)cfg[SKD_CFG_HEAD_DIM];
+    } else {
+        if (s->d < 1 || s->d % s->n_heads)
+            return skd_fail(SKD_ERR_INVALID_ARG, "HIDDEN (%d) must be a positive multiple of NUM_HEADS (%d) when HEAD_DIM is 0",
+                            s->d, s->n_heads);
+        s->head_dim = s->d / s->n_heads;
+    }
+    if (s->d < 1) return skd_fail(SKD_ERR_INVALID_ARG, "HIDDEN must be >= 1, got %d", s->d);
+    if (s->positions == SKD_POS_ROTARY && s->head_dim % 2)
+        return skd_fail(SKD_ERR_INVALID_ARG, "rotary positions need an even HEAD_DIM, got %d", s->head_dim);
+    s->n_kv_heads = cfg[SKD_CFG_NUM_KV_HEADS] ? (int)cfg[SKD_CFG_NUM_KV_HEADS] : s->n_heads;
+    if (s->n_heads % s->n_kv_heads)
+        return skd_fail(SKD_ERR_INVALID_ARG, "NUM_KV_HEADS (%d) must divide NUM_HEADS (%d)", s->n_kv_heads, s->n_heads);
+    s->q_dim = s->n_heads * s->head_dim;
+    s->kv_dim = s->n_kv_heads * s->head_dim;
     if (s->ffn < 1) return skd_fail(SKD_ERR_INVALID_ARG, "FFN must be >= 1, got %d", s->ffn);
     if (s->vocab < 1) return skd_fail(SKD_ERR_INVALID_ARG, "VOCAB must be >= 1, got %d", s->vocab);
     if (s->embed_dim < 1) return skd_fail(SKD_ERR_INVALID_ARG, "EMBED_DIM must be >= 1, got %d", s->embed_dim);
@@ -126,6 +165,7 @@ static inline const char *skd_tensor_name(int role) {
     case SKD_T_FINAL_LN_W: return "final_layer_norm.weight";
     case SKD_T_FINAL_LN_B: return "final_layer_norm.bias";
     case SKD_T_LM_HEAD: return "lm_head";
+    case SKD_T_ROPE_INV_FREQ: return "rope inv_freq";
     case SKD_T_ATTN_LN_W: return "self_attn_layer_norm.weight";
     case SKD_T_ATTN_LN_B: return "self_attn_layer_norm.bias";
     case SKD_T_Q_W: return "q_proj.weight";
@@ -142,6 +182,8 @@ static inline const char *skd_tensor_name(int role) {
     case SKD_T_FC1_B: return "fc1.bias";
     case SKD_T_FC2_W: return "fc2.weight";
     case SKD_T_FC2_B: return "fc2.bias";
+    case SKD_T_GATE_W: return "gate_proj.weight";
+    case SKD_T_GATE_B: return "gate_proj.bias";
     default: return NULL;
     }
 }
@@ -150,26 +192,37 @@ static inline const char *skd_tensor_name(int role) {
  * unknown role or one this model does not have (project_in without a
  * projection, final LN on a post-LN model). */
 static inline int skd_tensor_shape(const skd_shape *s, int role, int64_t *rows, int64_t *cols) {
-    int proj = s->embed_dim != s->d;
+    const int proj = s->embed_dim != s->d, swiglu = s->mlp == SKD_MLP_SWIGLU;
+    const int b_qkv = skd_has_bias(s, SKD_BIAS_QKV), b_o = skd_has_bias(s, SKD_BIAS_O);
+    const int b_mlp = skd_has_bias(s, SKD_BIAS_MLP), b_norm = skd_has_bias(s, SKD_BIAS_NORM);
     *cols = 1;
     switch (role) {
     case SKD_T_EMBED_TOKENS: case SKD_T_LM_HEAD: *rows = s->vocab; *cols = s->embed_dim; return 1;
-    case SKD_T_EMBED_POSITIONS: *rows = (int64_t)s->max_pos + s->pos_offset; *cols = s->d; return 1;
+    case SKD_T_EMBED_POSITIONS: *rows = (int64_t)s->max_pos + s->pos_offset; *cols = s->d; return s->positions == SKD_POS_LEARNED;
+    case SKD_T_ROPE_INV_FREQ: *rows = s->head_dim / 2; return s->positions == SKD_POS_ROTARY;
     case SKD_T_PROJECT_IN: *rows = s->d; *cols = s->embed_dim; return proj;
     case SKD_T_PROJECT_OUT: *rows = s->embed_dim; *cols = s->d; return proj;
-    case SKD_T_FINAL_LN_W: case SKD_T_FINAL_LN_B: *rows = s->d; return s->final_ln;
-    case SKD_T_ATTN_LN_W: case SKD_T_ATTN_LN_B: case SKD_T_MLP_LN_W: case SKD_T_MLP_LN_B:
-    case SKD_T_Q_B: case SKD_T_K_B: case SKD_T_V_B: case SKD_T_O_B: case SKD_T_FC2_B:
-        *rows = s->d; return 1;
-    case SKD_T_Q_W: case SKD_T_K_W: case SKD_T_V_W: case SKD_T_O_W: *rows = s->d; *cols = s->d; return 1;
+    case SKD_T_FINAL_LN_W: *rows = s->d; return s->final_ln;
+    case SKD_T_FINAL_LN_B: *rows = s->d; return s->final_ln && b_norm;
+    case SKD_T_ATTN_LN_W: case SKD_T_MLP_LN_W: *rows = s->d; return 1;
+    case SKD_T_ATTN_LN_B: case SKD_T_MLP_LN_B: *rows = s->d; return b_norm;
+    case SKD_T_Q_W: *rows = s->q_dim; *cols = s->d; return 1;
+    case SKD_T_K_W: case SKD_T_V_W: *rows = s->kv_dim; *cols = s->d; return 1;
+    case SKD_T_Q_B: *rows = s->q_dim; return b_qkv;
+    case SKD_T_K_B: case SKD_T_V_B: *rows = s->kv_dim; return b_qkv;
+    case SKD_T_O_W: *rows = s->d; *cols = s->q_dim; return 1;
+    case SKD_T_O_B: *rows = s->d; return b_o;
     case SKD_T_FC1_W: *rows = s->ffn; *cols = s->d; return 1;
-    case SKD_T_FC1_B: *rows = s->ffn; return 1;
+    case SKD_T_FC1_B: *rows = s->ffn; return b_mlp;
     case SKD_T_FC2_W: *rows = s->d; *cols = s->ffn; return 1;
+    case SKD_T_FC2_B: *rows = s->d; return b_mlp;
+    case SKD_T_GATE_W: *rows = s->ffn; *cols = s->d; return swiglu;
+    case SKD_T_GATE_B: *rows = s->ffn; return swiglu && b_mlp;
     default: return 0;
     }
 }
 
-static inline int skd_role_is_layer(int role) { return role >= SKD_T_ATTN_LN_W && role <= SKD_T_FC2_B; }
+static inline int skd_role_is_layer(int role) { return role >= SKD_T_ATTN_LN_W && role <= SKD_T_GATE_B; }
 
 /* Checks a set_tensor call's role/layer/dtype/numel against the shape. */
 static inline int skd_check_tensor(const skd_shape *s, int role, int layer, int dtype, const void *data, int64_t numel) {
@@ -177,7 +230,8 @@ static inline int skd_check_tensor(const skd_shape *s, int role, int layer, int 
     const char *name = skd_tensor_name(role);
     if (!name) return skd_fail(SKD_ERR_INVALID_ARG, "unknown tensor role %d", role);
     if (!skd_tensor_shape(s, role, &r, &c))
-        return skd_fail(SKD_ERR_INVALID_ARG, "this model has no tensor %s (check EMBED_DIM / FINAL_LN)", name);
+        return skd_fail(SKD_ERR_INVALID_ARG, "this model has no tensor %s (check EMBED_DIM, FINAL_LN and the family slots)",
+                        name);
     if (skd_role_is_layer(role)) {
         if (layer < 0 || layer >= s->n_layers)
             return skd_fail(SKD_ERR_INVALID_ARG, "%s: layer %d out of range 0..%d", name, layer, s->n_layers - 1);

@@ -1,17 +1,19 @@
-/* engine.c — the CPU engine: OPT forward over a batch of rows with per-row
+/* engine.c — the CPU engine: the generic decoder block (skipdecode.h: OPT and
+ * the LLaMA family are data in the config) over a batch of rows with per-row
  * SkipDecode budgets and a per-slot KV cache. Implements skipdecode.h.
  *
  * Memory layout
- *   weights      as loaded (F32/F16/BF16), [out, in] row-major; LN params and biases fp32
- *   k, v cache   fp32 [slot][layer][pos][d]
+ *   weights      as loaded (F32/F16/BF16), [out, in] row-major; norm params and biases fp32
+ *   k, v cache   fp32 [slot][layer][pos][kd]   (kd = KV heads × head_dim)
  *   x            fp32 [max_rows, d]: each row's hidden state through the layers
  *
  * A step (skd_engine_step):
  *   plan     validate rows and KV bookkeeping (plan.h); refuse before any math
- *   embed    x[r] = project_in(embed_tokens[tok]) + embed_positions[pos + 2]
- *   layer l  gather the rows whose range contains l, run the OPT block on them,
+ *   embed    x[r] = project_in(embed_tokens[tok]) (+ embed_positions[pos + offset])
+ *   rotary   cos/sin of every row's position, once per step
+ *   layer l  gather the rows whose range contains l, run the block on them,
  *            write their K/V at (slot, l, pos), scatter the results back
- *   head     for rows that want logits: final LN, project_out, LM head
+ *   head     for rows that want logits: final norm, project_out, LM head
  */
 #define _GNU_SOURCE
 #include <math.h>
@@ -25,11 +27,11 @@
 #include "sample.h"
 #include "skipdecode.h"
 
-#define N_ROLES 32
+#define N_ROLES SKD_N_ROLES
 
 typedef struct {
-    skd_mat q, k, v, o, fc1, fc2;
-    float *q_b, *k_b, *v_b, *o_b, *fc1_b, *fc2_b;
+    skd_mat q, k, v, o, fc1, fc2, gate; /* fc1 = MLP up, fc2 = down; gate: SwiGLU only */
+    float *q_b, *k_b, *v_b, *o_b, *fc1_b, *fc2_b, *gate_b; /* NULL where the model has none */
     float *attn_ln_w, *attn_ln_b, *mlp_ln_w, *mlp_ln_b;
 } layer_weights;
 
@@ -41,6 +43,7 @@ struct skd_engine {
 
     skd_mat embed_tokens, embed_positions, project_in, project_out, lm_head;
     float *final_ln_w, *final_ln_b;
+    float *rope_inv_freq; /* [head_dim / 2], rotary models */
     layer_weights *layers;
     uint8_t *have; /* [(L + 1) × N_ROLES]: row 0 global, row l+1 layer l */
     int finalized;
@@ -52,7 +55,8 @@ struct skd_engine {
     int32_t *plan_scratch;
 
     /* scratch for max_rows rows */
-    float *x, *xa, *t, *q, *k, *v, *att, *h, *e;
+    float *x, *xa, *t, *q, *k, *v, *att, *h, *g, *e;
+    float *rope;         /* [max_rows][head_dim]: cos of the pairs, then sin, for each step row */
     int32_t *act;        /* active row indices of the current layer */
     float *att_scratch;  /* per-thread scores, max_seq each */
     float *head;         /* [head_rows, vocab] logits of rows that sample but want no logits out */
@@ -121,18 +125,19 @@ SKD_API void skd_engine_free(skd_engine *e) {
     if (!e) return;
     if (e->pool) skd_pool_free(e->pool);
     void **owned[] = { &e->embed_tokens.data, &e->embed_positions.data, &e->project_in.data, &e->project_out.data,
-                       &e->lm_head.data, (void **)&e->final_ln_w, (void **)&e->final_ln_b };
+                       &e->lm_head.data, (void **)&e->final_ln_w, (void **)&e->final_ln_b, (void **)&e->rope_inv_freq };
     for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(*owned[i]);
     if (e->layers) {
         for (int l = 0; l < e->s.n_layers; l++) {
             layer_weights *w = &e->layers[l];
-            void *ps[] = { w->q.data, w->k.data, w->v.data, w->o.data, w->fc1.data, w->fc2.data, w->q_b, w->k_b,
-                           w->v_b, w->o_b, w->fc1_b, w->fc2_b, w->attn_ln_w, w->attn_ln_b, w->mlp_ln_w, w->mlp_ln_b };
+            void *ps[] = { w->q.data, w->k.data, w->v.data, w->o.data, w->fc1.data, w->fc2.data, w->gate.data, w->q_b,
+                           w->k_b, w->v_b, w->o_b, w->fc1_b, w->fc2_b, w->gate_b, w->attn_ln_w, w->attn_ln_b,
+                           w->mlp_ln_w, w->mlp_ln_b };
             for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
         }
     }
     void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
-                     e->t, e->q, e->k, e->v, e->att, e->h, e->e, e->act, e->att_scratch,
+                     e->t, e->q, e->k, e->v, e->att, e->h, e->g, e->e, e->rope, e->act, e->att_scratch,
                      e->head, e->sample_f, e->sample_i };
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
     free(e);
@@ -148,7 +153,7 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory");
     e->s = s;
     const int L = s.n_layers, d = s.d, R = s.max_rows;
-    const size_t kv = (size_t)s.max_slots * L * s.max_seq * d;
+    const size_t kv = (size_t)s.max_slots * L * s.max_seq * s.kv_dim;
     int ok = 1;
     e->layers = xcalloc((size_t)L, sizeof(layer_weights), &ok);
     e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &ok);
@@ -160,11 +165,13 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     e->x = xcalloc((size_t)R * d, sizeof(float), &ok);
     e->xa = xcalloc((size_t)R * d, sizeof(float), &ok);
     e->t = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->q = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->k = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->v = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->att = xcalloc((size_t)R * d, sizeof(float), &ok);
+    e->q = xcalloc((size_t)R * s.q_dim, sizeof(float), &ok);
+    e->k = xcalloc((size_t)R * s.kv_dim, sizeof(float), &ok);
+    e->v = xcalloc((size_t)R * s.kv_dim, sizeof(float), &ok);
+    e->att = xcalloc((size_t)R * s.q_dim, sizeof(float), &ok);
     e->h = xcalloc((size_t)R * s.ffn, sizeof(float), &ok);
+    if (s.mlp == SKD_MLP_SWIGLU) e->g = xcalloc((size_t)R * s.ffn, sizeof(float), &ok);
+    if (s.positions == SKD_POS_ROTARY) e->rope = xcalloc((size_t)R * s.head_dim, sizeof(float), &ok);
     e->e = xcalloc((size_t)R * s.embed_dim, sizeof(float), &ok);
     e->act = xcalloc((size_t)R, sizeof(int32_t), &ok);
     e->head_rows = s.max_slots < R ? s.max_slots : R;
@@ -229,6 +236,9 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, 1); break;
     case SKD_T_FINAL_LN_W: st = copy_vec(&e->final_ln_w, dtype, data, r); break;
     case SKD_T_FINAL_LN_B: st = copy_vec(&e->final_ln_b, dtype, data, r); break;
+    case SKD_T_ROPE_INV_FREQ: st = copy_vec(&e->rope_inv_freq, dtype, data, r); break;
+    case SKD_T_GATE_W: st = copy_mat(&w->gate, dtype, data, r, c, 1); break;
+    case SKD_T_GATE_B: st = copy_vec(&w->gate_b, dtype, data, r); break;
     case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, 1); break;
     case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, 1); break;
     case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, 1); break;
@@ -272,8 +282,9 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
         if (globals[i]->data) bytes += globals[i]->rows * globals[i]->cols * (int64_t)skd_dtype_size(globals[i]->dtype);
     for (int l = 0; l < e->s.n_layers; l++) {
         const layer_weights *w = &e->layers[l];
-        const skd_mat *m[] = { &w->q, &w->k, &w->v, &w->o, &w->fc1, &w->fc2 };
-        for (size_t i = 0; i < 6; i++) bytes += m[i]->rows * m[i]->cols * (int64_t)skd_dtype_size(m[i]->dtype);
+        const skd_mat *m[] = { &w->q, &w->k, &w->v, &w->o, &w->fc1, &w->fc2, &w->gate };
+        for (size_t i = 0; i < 7; i++)
+            if (m[i]->data) bytes += m[i]->rows * m[i]->cols * (int64_t)skd_dtype_size(m[i]->dtype);
     }
     e->weight_bytes = bytes;
     e->finalized = 1;
@@ -308,12 +319,13 @@ typedef struct {
 } attn_args;
 
 /* att[i, head] = softmax(q·K[0..pos]ᵀ) · V[0..pos] for each (active row i, head),
- * q already scaled by head_dim^-1/2. Work items (i, head) split across threads. */
+ * q already scaled by head_dim^-1/2; query head `head` reads KV head
+ * head / (n_heads / n_kv_heads). Work items (i, head) split across threads. */
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_args *a = ctx;
     skd_engine *e = a->e;
     const skd_shape *s = &e->s;
-    const int d = s->d, hd = s->head_dim;
+    const int kd = s->kv_dim, qd = s->q_dim, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
     float *sc = e->att_scratch + (size_t)ith * s->max_seq;
     long w0, w1;
     skd_split((long)a->m * s->n_heads, ith, nth, &w0, &w1);
@@ -321,11 +333,11 @@ static void attn_task(void *ctx, int ith, int nth) {
         const int i = (int)(w / s->n_heads), head = (int)(w % s->n_heads);
         const int32_t *r = a->rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
         const int pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
-        const size_t base = ((size_t)slot * s->n_layers + a->layer) * s->max_seq * d + (size_t)head * hd;
-        const float *q = e->q + (size_t)i * d + (size_t)head * hd;
+        const size_t base = ((size_t)slot * s->n_layers + a->layer) * s->max_seq * kd + (size_t)(head / group) * hd;
+        const float *q = e->q + (size_t)i * qd + (size_t)head * hd;
         float mx = -INFINITY;
         for (int p = 0; p <= pos; p++) {
-            const float *k = e->k_cache + base + (size_t)p * d;
+            const float *k = e->k_cache + base + (size_t)p * kd;
             float dotv = 0.f;
 #pragma omp simd reduction(+ : dotv)
             for (int j = 0; j < hd; j++) dotv += q[j] * k[j];
@@ -338,10 +350,10 @@ static void attn_task(void *ctx, int ith, int nth) {
             sum += sc[p];
         }
         const float inv = 1.0f / sum;
-        float *o = e->att + (size_t)i * d + (size_t)head * hd;
+        float *o = e->att + (size_t)i * qd + (size_t)head * hd;
         for (int j = 0; j < hd; j++) o[j] = 0.f;
         for (int p = 0; p <= pos; p++) {
-            const float *v = e->v_cache + base + (size_t)p * d;
+            const float *v = e->v_cache + base + (size_t)p * kd;
             const float pw = sc[p] * inv;
 #pragma omp simd
             for (int j = 0; j < hd; j++) o[j] += pw * v[j];
@@ -355,54 +367,89 @@ static void add_inplace(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
 
-/* One OPT decoder layer on the m gathered rows in e->xa (in place). */
+/* y = norm(x) with the model's norm kind (w, b: the norm's weight and bias). */
+static void norm_rows(const skd_engine *e, float *y, const float *x, int m, const float *w, const float *b) {
+    const skd_shape *s = &e->s;
+    if (s->norm == SKD_NORM_RMS) skd_rmsnorm(y, x, m, s->d, w, s->norm_eps);
+    else skd_layernorm(y, x, m, s->d, w, b, s->norm_eps);
+}
+
+/* Rotates heads of x [m, n_heads·hd] in place by each active row's angles
+ * (rotate-half: dims j and j + hd/2 form a pair). */
+static void rotate(const skd_engine *e, float *x, int m, int n_heads) {
+    const int hd = e->s.head_dim, half = hd / 2;
+    for (int i = 0; i < m; i++) {
+        const float *cs = e->rope + (size_t)e->act[i] * hd, *sn = cs + half;
+        for (int h = 0; h < n_heads; h++) {
+            float *xh = x + ((size_t)i * n_heads + h) * hd;
+            for (int j = 0; j < half; j++) {
+                const float a = xh[j], b = xh[j + half];
+                xh[j] = a * cs[j] - b * sn[j];
+                xh[j + half] = b * cs[j] + a * sn[j];
+            }
+        }
+    }
+}
+
+/* One decoder layer (skipdecode.h: the generic block) on the m gathered rows
+ * in e->xa (in place). */
 static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     const skd_shape *s = &e->s;
-    const int d = s->d;
+    const int d = s->d, kd = s->kv_dim;
     const size_t md = (size_t)m * d;
     layer_weights *w = &e->layers[l];
 
-    /* attention block: xa = xa + O(attn(LN?(xa))) ; post-LN: LN after the add */
+    /* attention block: xa = xa + O(attn(norm?(xa))) ; post-norm: norm after the add */
     const float *in = e->xa;
     if (s->pre_ln) {
-        skd_layernorm(e->t, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
+        norm_rows(e, e->t, e->xa, m, w->attn_ln_w, w->attn_ln_b);
         in = e->t;
     }
     skd_matmul(e->pool, e->kernel, e->q, in, m, &w->q, w->q_b, 0);
     skd_matmul(e->pool, e->kernel, e->k, in, m, &w->k, w->k_b, 0);
     skd_matmul(e->pool, e->kernel, e->v, in, m, &w->v, w->v_b, 0);
+    if (s->positions == SKD_POS_ROTARY) {
+        rotate(e, e->q, m, s->n_heads);
+        rotate(e, e->k, m, s->n_kv_heads);
+    }
     const float scale = 1.0f / sqrtf((float)s->head_dim);
-    for (size_t i = 0; i < md; i++) e->q[i] *= scale;
+    for (size_t i = 0; i < (size_t)m * s->q_dim; i++) e->q[i] *= scale;
     for (int i = 0; i < m; i++) { /* write this layer's K/V for the active rows */
         const int32_t *r = rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
-        const size_t off = (((size_t)r[SKD_ROW_SLOT] * s->n_layers + l) * s->max_seq + r[SKD_ROW_POS]) * d;
-        memcpy(e->k_cache + off, e->k + (size_t)i * d, sizeof(float) * d);
-        memcpy(e->v_cache + off, e->v + (size_t)i * d, sizeof(float) * d);
+        const size_t off = (((size_t)r[SKD_ROW_SLOT] * s->n_layers + l) * s->max_seq + r[SKD_ROW_POS]) * kd;
+        memcpy(e->k_cache + off, e->k + (size_t)i * kd, sizeof(float) * kd);
+        memcpy(e->v_cache + off, e->v + (size_t)i * kd, sizeof(float) * kd);
     }
     attn_args aa = { e, rows, m, l };
     skd_pool_run(e->pool, attn_task, &aa);
     skd_matmul(e->pool, e->kernel, e->t, e->att, m, &w->o, w->o_b, 0);
     add_inplace(e->xa, e->t, md);
-    if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->attn_ln_w, w->attn_ln_b);
+    if (!s->pre_ln) norm_rows(e, e->xa, e->xa, m, w->attn_ln_w, w->attn_ln_b);
 
-    /* MLP block: xa = xa + fc2(relu(fc1(LN?(xa)))) ; post-LN: LN after the add */
+    /* MLP block: xa = xa + down(act(norm?(xa))) ; post-norm: norm after the add */
     in = e->xa;
     if (s->pre_ln) {
-        skd_layernorm(e->t, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
+        norm_rows(e, e->t, e->xa, m, w->mlp_ln_w, w->mlp_ln_b);
         in = e->t;
     }
-    skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 1);
+    if (s->mlp == SKD_MLP_SWIGLU) { /* h = silu(gate) ⊙ up */
+        skd_matmul(e->pool, e->kernel, e->g, in, m, &w->gate, w->gate_b, 0);
+        skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 0);
+        for (size_t i = 0; i < (size_t)m * s->ffn; i++) e->h[i] *= e->g[i] / (1.0f + expf(-e->g[i]));
+    } else {
+        skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 1);
+    }
     skd_matmul(e->pool, e->kernel, e->t, e->h, m, &w->fc2, w->fc2_b, 0);
     add_inplace(e->xa, e->t, md);
-    if (!s->pre_ln) skd_layernorm(e->xa, e->xa, m, d, w->mlp_ln_w, w->mlp_ln_b);
+    if (!s->pre_ln) norm_rows(e, e->xa, e->xa, m, w->mlp_ln_w, w->mlp_ln_b);
 }
 
-/* Final LN, project_out and LM head for the rows `idx[0..m)`; logits to out[m, V]. */
+/* Final norm, project_out and LM head for the rows `idx[0..m)`; logits to out[m, V]. */
 static void run_head(skd_engine *e, const int32_t *idx, int m, float *out) {
     const skd_shape *s = &e->s;
     const int d = s->d;
     for (int i = 0; i < m; i++) memcpy(e->xa + (size_t)i * d, e->x + (size_t)idx[i] * d, sizeof(float) * d);
-    if (s->final_ln) skd_layernorm(e->xa, e->xa, m, d, e->final_ln_w, e->final_ln_b);
+    if (s->final_ln) norm_rows(e, e->xa, e->xa, m, e->final_ln_w, e->final_ln_b);
     const float *hin = e->xa;
     if (s->embed_dim != d) {
         skd_matmul(e->pool, e->kernel, e->e, e->xa, m, &e->project_out, NULL, 0);
@@ -436,9 +483,21 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
         skd_matmul(e->pool, e->kernel, e->x, e->e, n_rows, &e->project_in, NULL, 0);
     else
         memcpy(e->x, e->e, sizeof(float) * (size_t)n_rows * d);
-    for (int i = 0; i < n_rows; i++) {
+    for (int i = 0; i < n_rows && s->positions == SKD_POS_LEARNED; i++) {
         skd_mat_row_f32(&e->embed_positions, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_POS] + s->pos_offset, e->t);
         add_inplace(e->x + (size_t)i * d, e->t, (size_t)d);
+    }
+    if (s->positions == SKD_POS_ROTARY) { /* rope[i] = cos(p·f_j) for j < hd/2, then sin(p·f_j); angles in double */
+        const int half = s->head_dim / 2;
+        for (int i = 0; i < n_rows; i++) {
+            const double p = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_POS];
+            float *cs = e->rope + (size_t)i * s->head_dim;
+            for (int j = 0; j < half; j++) {
+                const double a = p * (double)e->rope_inv_freq[j];
+                cs[j] = (float)cos(a);
+                cs[half + j] = (float)sin(a);
+            }
+        }
     }
 
     for (int l = 0; l < L; l++) {

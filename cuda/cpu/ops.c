@@ -177,7 +177,7 @@ void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, c
     skd_pool_run(pool, matmul_task, &a);
 }
 
-void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const float *b) {
+void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const float *b, float eps) {
     for (int i = 0; i < m; i++) {
         const float *xi = x + (size_t)i * d;
         float *yi = y + (size_t)i * d;
@@ -190,7 +190,18 @@ void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const
             var += t * t;
         }
         var /= (float)d;
-        const float inv = 1.0f / sqrtf(var + 1e-5f);
-        for (int j = 0; j < d; j++) yi[j] = (xi[j] - mean) * inv * g[j] + b[j];
+        const float inv = 1.0f / sqrtf(var + eps);
+        for (int j = 0; j < d; j++) yi[j] = (xi[j] - mean) * inv * g[j] + (b ? b[j] : 0.f);
+    }
+}
+
+void skd_rmsnorm(float *y, const float *x, int m, int d, const float *g, float eps) {
+    for (int i = 0; i < m; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *yi = y + (size_t)i * d;
+        float ss = 0.f;
+        for (int j = 0; j < d; j++) ss += xi[j] * xi[j];
+        const float inv = 1.0f / sqrtf(ss / (float)d + eps);
+        for (int j = 0; j < d; j++) yi[j] = xi[j] * inv * g[j];
     }
 }

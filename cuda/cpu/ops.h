@@ -66,7 +66,9 @@ void skd_matmul_panels_avx2(const skd_mat *w, long p0, long p1, const float *x, 
 void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,
                 int relu);
 
-/* y[i] = LN(x[i]) · g + b over rows of width d, eps 1e-5; y may alias x. */
-void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const float *b);
+/* y[i] = LN(x[i]) · g + b over rows of width d (b may be NULL); y may alias x. */
+void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const float *b, float eps);
+/* y[i] = x[i] / sqrt(mean(x[i]²) + eps) · g (RMSNorm); y may alias x. */
+void skd_rmsnorm(float *y, const float *x, int m, int d, const float *g, float eps);
 
 #endif

@@ -267,6 +267,11 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     int st = skd_shape_from_cfg(cfg, n_cfg, &s);
     if (st) return st;
     if ((st = skd_cuda_require_device())) return st; /* before any allocation */
+    if (s.norm != SKD_NORM_LAYER || s.positions != SKD_POS_LEARNED || s.mlp != SKD_MLP_RELU || s.n_kv_heads != s.n_heads ||
+        s.q_dim != s.d || s.no_bias)
+        return skd_fail(SKD_ERR_UNSUPPORTED,
+                        "the CUDA engine runs OPT-style blocks only so far (LayerNorm with biases, learned positions, "
+                        "ReLU MLP, one KV head per head, head_dim = hidden / heads); use the CPU backend");
     if (s.head_dim > SKD_ATTN_MAX_HEAD_DIM)
         return skd_fail(SKD_ERR_UNSUPPORTED, "head_dim %d (HIDDEN %d / NUM_HEADS %d) > %d is not supported by the CUDA backend",
                         s.head_dim, s.d, s.n_heads, SKD_ATTN_MAX_HEAD_DIM);

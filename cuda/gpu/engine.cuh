@@ -20,7 +20,7 @@ static inline size_t skd_gpu_upload_bytes(int n_layers, size_t n) {
     return (size_t)(4 + n_layers) * n * sizeof(int32_t) + n * sizeof(skd_sample_row);
 }
 
-#define SKD_GPU_N_ROLES 32 /* role ids are < 32 (skipdecode.h) */
+#define SKD_GPU_N_ROLES SKD_N_ROLES /* role ids are below it (plan.h) */
 
 /* One captured step (step.cu): the launches of a forward pass whose
  * host-side decisions (row count, active rows per layer, head and sampling

@@ -38,7 +38,7 @@ extern "C" {
 #endif
 
 /* ABI version: bumped on any change to a signature, a row field or a config slot. */
-#define SKD_ABI_VERSION 2
+#define SKD_ABI_VERSION 3
 
 /* ---- status codes ------------------------------------------------------- */
 typedef enum {
@@ -85,8 +85,22 @@ SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_
 
 /* ---- engine configuration ----------------------------------------------- */
 /* skd_engine_create takes an int64 array indexed by these slots. */
+/* A model family is data: the slots from SKD_CFG_NORM on describe the block
+ * (norm kind, positions, MLP kind, KV heads, head size, which biases exist);
+ * both engines run one generic decoder block driven by them. 0 in any of
+ * those slots means OPT's choice, so an OPT config needs none of them.
+ *
+ * The generic block (pre-norm; PRE_LN = 0 puts each norm after its residual add):
+ *   a = norm1(h);  q, k, v = a·Qᵀ (+bq), a·Kᵀ (+bk), a·Vᵀ (+bv)
+ *   rotary (POSITIONS = ROTARY): q, k rotated by position (rotate-half convention)
+ *   h += O(attn(q, K_cache, V_cache)) (+bo)        query head j reads KV head j / (NUM_HEADS / NUM_KV_HEADS)
+ *   a = norm2(h);  h += down(act(a))
+ *     MLP_RELU:   act(a) = relu(a·Upᵀ (+b))                   Up = FC1, Down = FC2
+ *     MLP_SWIGLU: act(a) = silu(a·Gateᵀ (+b)) ⊙ (a·Upᵀ (+b))
+ *   norm: LayerNorm (x - mean)/sqrt(var + eps)·w (+b), or RMSNorm x/sqrt(mean(x²) + eps)·w
+ *   positions: LEARNED adds EMBED_POSITIONS[pos + POS_OFFSET] to the token embedding */
 typedef enum {
-    SKD_CFG_ARCH = 0,             /* SKD_ARCH_OPT */
+    SKD_CFG_ARCH = 0,             /* family label for messages: SKD_ARCH_OPT, SKD_ARCH_LLAMA */
     SKD_CFG_NUM_LAYERS = 1,       /* L >= 1 */
     SKD_CFG_HIDDEN = 2,           /* hidden size d, a multiple of NUM_HEADS */
     SKD_CFG_NUM_HEADS = 3,
@@ -102,10 +116,25 @@ typedef enum {
     SKD_CFG_MAX_ROWS = 13,        /* most rows one skd_engine_step may carry */
     SKD_CFG_THREADS = 14,         /* CPU worker threads (0 = all cores); ignored by CUDA */
     SKD_CFG_COMPUTE_DTYPE = 15,   /* CUDA: SKD_DTYPE_F16 or SKD_DTYPE_BF16 (0 = pick from weights); CPU: ignored */
-    SKD_CFG_COUNT = 16
+    SKD_CFG_NORM = 16,            /* SKD_NORM_LAYER (0 = it) or SKD_NORM_RMS */
+    SKD_CFG_POSITIONS = 17,       /* SKD_POS_LEARNED (0 = it) or SKD_POS_ROTARY */
+    SKD_CFG_MLP = 18,             /* SKD_MLP_RELU (0 = it) or SKD_MLP_SWIGLU */
+    SKD_CFG_NUM_KV_HEADS = 19,    /* key/value heads, dividing NUM_HEADS (0 = NUM_HEADS) */
+    SKD_CFG_HEAD_DIM = 20,        /* size of a head (0 = HIDDEN / NUM_HEADS); q has NUM_HEADS·HEAD_DIM outputs */
+    SKD_CFG_NO_BIAS = 21,         /* SKD_BIAS_* bits of the biases the model does NOT have (0 = all present) */
+    SKD_CFG_NORM_EPS_E12 = 22,    /* norm epsilon × 1e12, rounded (0 = 1e-5) */
+    SKD_CFG_COUNT = 23
 } skd_cfg_slot;
 
-typedef enum { SKD_ARCH_OPT = 1 } skd_arch;
+typedef enum { SKD_ARCH_OPT = 1, SKD_ARCH_LLAMA = 2 } skd_arch;
+typedef enum { SKD_NORM_LAYER = 1, SKD_NORM_RMS = 2 } skd_norm_kind;
+typedef enum { SKD_POS_LEARNED = 1, SKD_POS_ROTARY = 2 } skd_pos_kind;
+typedef enum { SKD_MLP_RELU = 1, SKD_MLP_SWIGLU = 2 } skd_mlp_kind;
+/* Bias groups, for SKD_CFG_NO_BIAS */
+#define SKD_BIAS_QKV 1  /* Q_B, K_B, V_B */
+#define SKD_BIAS_O 2    /* O_B */
+#define SKD_BIAS_MLP 4  /* GATE_B, FC1_B, FC2_B */
+#define SKD_BIAS_NORM 8 /* the *_LN_B of LayerNorm (RMSNorm never has one) */
 
 /* Element types of tensors handed to skd_engine_set_tensor. */
 typedef enum {
@@ -116,8 +145,10 @@ typedef enum {
 
 /* Tensors, by role. Shapes are row-major, [out, in] for linear weights
  * (PyTorch's nn.Linear layout), with d = HIDDEN, e = EMBED_DIM, f = FFN,
- * V = VOCAB, P = MAX_POSITIONS + POS_OFFSET. Global tensors take layer = -1,
- * per-layer tensors take layer in 0..L-1. */
+ * V = VOCAB, P = MAX_POSITIONS + POS_OFFSET, hd = HEAD_DIM, qd = NUM_HEADS·hd,
+ * kd = NUM_KV_HEADS·hd. Global tensors take layer = -1, per-layer tensors
+ * take layer in 0..L-1. A role the model does not have (a bias it lacks, the
+ * gate of a ReLU MLP, positions of a rotary model) is refused. */
 typedef enum {
     SKD_T_EMBED_TOKENS = 0,   /* [V, e] */
     SKD_T_EMBED_POSITIONS = 1,/* [P, d] */
@@ -126,28 +157,32 @@ typedef enum {
     SKD_T_FINAL_LN_W = 4,     /* [d]     only when FINAL_LN */
     SKD_T_FINAL_LN_B = 5,     /* [d] */
     SKD_T_LM_HEAD = 6,        /* [V, e]  (a copy of EMBED_TOKENS when tied) */
+    SKD_T_ROPE_INV_FREQ = 7,  /* [hd/2]  rotary only: angle of pair i at position p = p · inv_freq[i]
+                                 (pairs are dims i and i + hd/2; scaling such as llama3's is folded in) */
     SKD_T_ATTN_LN_W = 16,     /* per layer: [d]  self_attn_layer_norm */
     SKD_T_ATTN_LN_B = 17,     /* [d] */
-    SKD_T_Q_W = 18,           /* [d, d] */
-    SKD_T_Q_B = 19,           /* [d] */
-    SKD_T_K_W = 20,
-    SKD_T_K_B = 21,
-    SKD_T_V_W = 22,
-    SKD_T_V_B = 23,
-    SKD_T_O_W = 24,           /* [d, d] out_proj */
+    SKD_T_Q_W = 18,           /* [qd, d] */
+    SKD_T_Q_B = 19,           /* [qd] */
+    SKD_T_K_W = 20,           /* [kd, d] */
+    SKD_T_K_B = 21,           /* [kd] */
+    SKD_T_V_W = 22,           /* [kd, d] */
+    SKD_T_V_B = 23,           /* [kd] */
+    SKD_T_O_W = 24,           /* [d, qd] out_proj / o_proj */
     SKD_T_O_B = 25,
-    SKD_T_MLP_LN_W = 26,      /* [d]  the layer's final_layer_norm (before/after the MLP) */
+    SKD_T_MLP_LN_W = 26,      /* [d]  the norm before (after) the MLP: OPT's final_layer_norm, LLaMA's post_attention_layernorm */
     SKD_T_MLP_LN_B = 27,
-    SKD_T_FC1_W = 28,         /* [f, d] */
+    SKD_T_FC1_W = 28,         /* [f, d]  MLP up (OPT fc1, LLaMA up_proj) */
     SKD_T_FC1_B = 29,         /* [f] */
-    SKD_T_FC2_W = 30,         /* [d, f] */
-    SKD_T_FC2_B = 31          /* [d] */
+    SKD_T_FC2_W = 30,         /* [d, f]  MLP down (OPT fc2, LLaMA down_proj) */
+    SKD_T_FC2_B = 31,         /* [d] */
+    SKD_T_GATE_W = 32,        /* [f, d]  SwiGLU only: LLaMA gate_proj */
+    SKD_T_GATE_B = 33         /* [f] */
 } skd_tensor;
 
 typedef struct skd_engine skd_engine;
 
 /* Creates an engine for the model shape in cfg[0..n_cfg). Allocates the KV
- * cache (MAX_SLOTS × L × MAX_SEQ × d keys and as many values) and scratch for
+ * cache (MAX_SLOTS × L × MAX_SEQ × kd keys and as many values) and scratch for
  * MAX_ROWS rows. On success *out owns the engine; free it with skd_engine_free. */
 SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **out);
 

@@ -1,19 +1,35 @@
 /**
- * config.json → {@link ModelSpec}. Only OPT for now (DESIGN.md: OPT first,
- * LLaMA-family later). Defaults follow Hugging Face's `OPTConfig`.
+ * config.json → {@link ModelSpec}. A model family is data (docs and
+ * skipdecode.h): `model_type` picks a family module (family.ts) that maps the
+ * config to this spec, the weights to engine tensors, and the BOS/EOS rules.
+ * Supported: "opt" (opt.ts); "llama", "mistral", "qwen2" (llama.ts).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { familyOf } from "./family.ts";
+
+/** Rotary position embeddings (rotate-half convention, as Hugging Face's LLaMA). */
+export interface RopeSpec {
+  /** `rope_theta`: base of the frequencies theta^(-2i/head_dim). */
+  theta: number;
+  /** `rope_scaling`, when present: "linear" divides positions by factor; "llama3" rescales low frequencies. */
+  scaling:
+    | null
+    | { type: "linear"; factor: number }
+    | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+}
 
 /** The shape and options of a model, as the engine and the library see it. */
 export interface ModelSpec {
-  /** Architecture family: "opt". */
-  arch: "opt";
+  /** `model_type`: "opt", "llama", "mistral" or "qwen2". */
+  arch: "opt" | "llama" | "mistral" | "qwen2";
   numLayers: number;
   hiddenSize: number;
   numHeads: number;
+  /** Key/value heads (grouped-query attention); numHeads when every head has its own. */
+  numKvHeads: number;
   headDim: number;
-  /** MLP inner size (`ffn_dim`). */
+  /** MLP inner size (`ffn_dim`, `intermediate_size`). */
   ffnDim: number;
   /** Rows of the embedding and LM head; may exceed the tokenizer's size. */
   vocabSize: number;
@@ -21,44 +37,53 @@ export interface ModelSpec {
   maxPositions: number;
   /** `word_embed_proj_dim`; differs from hiddenSize when project_in/out exist. */
   wordEmbedProjDim: number;
-  /** true: layer norm before attention/MLP (opt-125m); false: after (opt-350m). */
+  /** true: norm before attention/MLP (opt-125m, LLaMA); false: after (opt-350m). */
   preLayerNorm: boolean;
-  /** A final layer norm after the last layer (pre-LN models without `_remove_final_layer_norm`). */
+  /** A final norm after the last layer (pre-LN OPT without `_remove_final_layer_norm`, LLaMA's model.norm). */
   finalLayerNorm: boolean;
-  /** Learned-position table row of position p is p + positionOffset (OPT: 2). */
+  /** Learned-position table row of position p is p + positionOffset (OPT: 2; 0 for rotary models). */
   positionOffset: number;
-  activation: "relu";
+  /** "layernorm" (OPT) or "rmsnorm" (LLaMA family). */
+  norm: "layernorm" | "rmsnorm";
+  normEps: number;
+  /** "learned" (OPT's table) or "rotary" (LLaMA family, see {@link rope}). */
+  positions: "learned" | "rotary";
+  rope: RopeSpec | null;
+  /** "relu": down(relu(up x)) (OPT); "swiglu": down(silu(gate x) · up x) (LLaMA family). */
+  mlp: "relu" | "swiglu";
+  activation: "relu" | "silu";
+  /** Which biases exist. */
+  biases: { qkv: boolean; o: boolean; mlp: boolean; norm: boolean };
+  /** Mistral's `sliding_window`: attention is exact only while the context fits it. */
+  slidingWindow: number | null;
   tieWordEmbeddings: boolean;
+  /** OPT: `enable_bias`, `layer_norm_elementwise_affine`. */
   enableBias: boolean;
   layerNormAffine: boolean;
-  bosTokenId: number;
+  bosTokenId: number | null;
+  /** The first of {@link eosTokenIds}. */
   eosTokenId: number;
-  padTokenId: number;
+  /** Every id that ends a generation (generation_config.json, else config.json). */
+  eosTokenIds: number[];
+  padTokenId: number | null;
   /** `torch_dtype` from config.json, if any. */
   torchDtype: string | null;
 }
 
-function fail(dir: string, msg: string): never {
-  throw new Error(`${join(dir, "config.json")}: ${msg}`);
-}
-
-function intField(dir: string, cfg: Record<string, unknown>, key: string, dflt?: number, min = 1): number {
-  const v = cfg[key] ?? dflt;
-  if (v === undefined) fail(dir, `missing required field "${key}"`);
-  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) {
-    fail(dir, `field "${key}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
+function readJson(path: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new Error(`${path}: not valid JSON (${(e as Error).message})`);
   }
-  return v;
-}
-
-function boolField(dir: string, cfg: Record<string, unknown>, key: string, dflt: boolean): boolean {
-  const v = cfg[key] ?? dflt;
-  if (typeof v !== "boolean") fail(dir, `field "${key}" must be true or false, got ${JSON.stringify(v)}`);
-  return v;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error(`${path}: must hold a JSON object`);
+  return v as Record<string, unknown>;
 }
 
 /**
- * Reads and validates `config.json` in a model folder.
+ * Reads and validates `config.json` (and `generation_config.json`, for the
+ * EOS ids, when present) in a model folder.
  *
  * @example
  * const spec = readModelSpec("models/opt-125m");
@@ -68,53 +93,12 @@ export function readModelSpec(dir: string): ModelSpec {
   const path = join(dir, "config.json");
   if (!existsSync(dir)) throw new Error(`model folder ${dir} does not exist`);
   if (!existsSync(path)) throw new Error(`no config.json in ${dir}: not a Hugging Face model folder`);
-  let cfg: unknown;
-  try {
-    cfg = JSON.parse(readFileSync(path, "utf8"));
-  } catch (e) {
-    fail(dir, `not valid JSON (${(e as Error).message})`);
-  }
-  if (typeof cfg !== "object" || cfg === null || Array.isArray(cfg)) fail(dir, "must hold a JSON object");
-  return specFromConfig(cfg as Record<string, unknown>, dir);
+  const cfg = readJson(path);
+  const gen = join(dir, "generation_config.json");
+  return specFromConfig(cfg, dir, existsSync(gen) ? readJson(gen) : null);
 }
 
 /** Validates a parsed config object; `dir` only names the source in errors. */
-export function specFromConfig(cfg: Record<string, unknown>, dir = "."): ModelSpec {
-  const type = cfg.model_type;
-  if (type !== "opt") {
-    fail(dir, `unsupported model_type ${JSON.stringify(type ?? null)} (skipdecode supports: "opt")`);
-  }
-  const act = cfg.activation_function ?? "relu";
-  if (act !== "relu") fail(dir, `unsupported activation_function ${JSON.stringify(act)} (OPT uses "relu")`);
-  const numLayers = intField(dir, cfg, "num_hidden_layers");
-  const hiddenSize = intField(dir, cfg, "hidden_size");
-  const numHeads = intField(dir, cfg, "num_attention_heads");
-  if (hiddenSize % numHeads !== 0) {
-    fail(dir, `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
-  }
-  const preLayerNorm = boolField(dir, cfg, "do_layer_norm_before", true);
-  const removeFinal = boolField(dir, cfg, "_remove_final_layer_norm", false);
-  const bos = intField(dir, cfg, "bos_token_id", 2, 0);
-  return {
-    arch: "opt",
-    numLayers,
-    hiddenSize,
-    numHeads,
-    headDim: hiddenSize / numHeads,
-    ffnDim: intField(dir, cfg, "ffn_dim"),
-    vocabSize: intField(dir, cfg, "vocab_size"),
-    maxPositions: intField(dir, cfg, "max_position_embeddings"),
-    wordEmbedProjDim: intField(dir, cfg, "word_embed_proj_dim", hiddenSize),
-    preLayerNorm,
-    finalLayerNorm: preLayerNorm && !removeFinal,
-    positionOffset: 2,
-    activation: "relu",
-    tieWordEmbeddings: boolField(dir, cfg, "tie_word_embeddings", true),
-    enableBias: boolField(dir, cfg, "enable_bias", true),
-    layerNormAffine: boolField(dir, cfg, "layer_norm_elementwise_affine", true),
-    bosTokenId: bos,
-    eosTokenId: intField(dir, cfg, "eos_token_id", 2, 0),
-    padTokenId: intField(dir, cfg, "pad_token_id", 1, 0),
-    torchDtype: typeof cfg.torch_dtype === "string" ? cfg.torch_dtype : null,
-  };
+export function specFromConfig(cfg: Record<string, unknown>, dir = ".", generation: Record<string, unknown> | null = null): ModelSpec {
+  return familyOf(cfg.model_type, dir).spec(cfg, dir, generation);
 }

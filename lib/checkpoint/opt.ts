@@ -1,26 +1,66 @@
 /**
- * OPT weights: maps Hugging Face tensor names to the engine's tensor roles,
- * checks every shape and dtype, and yields each tensor's bytes. Names live
- * under `model.decoder.*` (OPTForCausalLM) or `decoder.*` (OPTModel); the LM
- * head is `lm_head.weight` or, when tied, the token embedding.
+ * The OPT family (family.ts): config.json → spec with Hugging Face's
+ * `OPTConfig` defaults, and the weights: Hugging Face tensor names mapped to
+ * the engine's tensor roles, every shape and dtype checked. Names live under
+ * `model.decoder.*` (OPTForCausalLM) or `decoder.*` (OPTModel); the LM head is
+ * `lm_head.weight` or, when tied, the token embedding. BOS and EOS are `</s>`
+ * (id 2) unless the config says otherwise.
  */
 import { DType, type DTypeCode, Role } from "../native.ts";
 import type { ModelSpec } from "./config.ts";
+import type { Family, WeightTensor } from "./family.ts";
+import { boolField, type Config, configFail, idsField, intField } from "./fields.ts";
 import { type CheckpointTensors, fromFloat32, type SafetensorsDtype } from "./safetensors.ts";
 
-/** One tensor ready for the engine. */
-export interface WeightTensor {
-  /** Checkpoint name, or a description when synthesised (tied head, absent bias). */
-  name: string;
-  role: number;
-  /** -1 for global tensors. */
-  layer: number;
-  shape: number[];
-  dtype: DTypeCode;
-  data: Uint8Array;
-}
+export const DTYPES: Partial<Record<SafetensorsDtype, DTypeCode>> = { F32: DType.F32, F16: DType.F16, BF16: DType.BF16 };
 
-const DTYPES: Partial<Record<SafetensorsDtype, DTypeCode>> = { F32: DType.F32, F16: DType.F16, BF16: DType.BF16 };
+/** config.json of an OPT model → spec. */
+export function optSpec(cfg: Config, dir: string, generation: Config | null): ModelSpec {
+  const act = cfg.activation_function ?? "relu";
+  if (act !== "relu") configFail(dir, `unsupported activation_function ${JSON.stringify(act)} (OPT uses "relu")`);
+  const numLayers = intField(dir, cfg, "num_hidden_layers");
+  const hiddenSize = intField(dir, cfg, "hidden_size");
+  const numHeads = intField(dir, cfg, "num_attention_heads");
+  if (hiddenSize % numHeads !== 0) {
+    configFail(dir, `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads}`);
+  }
+  const preLayerNorm = boolField(dir, cfg, "do_layer_norm_before", true);
+  const removeFinal = boolField(dir, cfg, "_remove_final_layer_norm", false);
+  const enableBias = boolField(dir, cfg, "enable_bias", true);
+  const eos = idsField(dir, generation ?? {}, "eos_token_id", idsField(dir, cfg, "eos_token_id", [2]));
+  return {
+    arch: "opt",
+    numLayers,
+    hiddenSize,
+    numHeads,
+    numKvHeads: numHeads,
+    headDim: hiddenSize / numHeads,
+    ffnDim: intField(dir, cfg, "ffn_dim"),
+    vocabSize: intField(dir, cfg, "vocab_size"),
+    maxPositions: intField(dir, cfg, "max_position_embeddings"),
+    wordEmbedProjDim: intField(dir, cfg, "word_embed_proj_dim", hiddenSize),
+    preLayerNorm,
+    finalLayerNorm: preLayerNorm && !removeFinal,
+    positionOffset: 2,
+    norm: "layernorm",
+    normEps: 1e-5,
+    positions: "learned",
+    rope: null,
+    mlp: "relu",
+    activation: "relu",
+    // a missing bias or LN affine is loaded as zeros / ones (optWeights), so the engine sees every one
+    biases: { qkv: true, o: true, mlp: true, norm: true },
+    slidingWindow: null,
+    tieWordEmbeddings: boolField(dir, cfg, "tie_word_embeddings", true),
+    enableBias,
+    layerNormAffine: boolField(dir, cfg, "layer_norm_elementwise_affine", true),
+    bosTokenId: intField(dir, cfg, "bos_token_id", 2, 0),
+    eosTokenId: eos[0]!,
+    eosTokenIds: eos,
+    padTokenId: intField(dir, cfg, "pad_token_id", 1, 0),
+    torchDtype: typeof cfg.torch_dtype === "string" ? cfg.torch_dtype : null,
+  };
+}
 
 /** Finds the prefix ("model.decoder." or "decoder.") the checkpoint uses. */
 export function optPrefix(ckpt: CheckpointTensors): string {
@@ -108,3 +148,5 @@ export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator
     yield bias(`${q}fc2.bias`, Role.FC2_B, l, d);
   }
 }
+
+export const optFamily: Family = { modelTypes: ["opt"], spec: optSpec, weights: optWeights };
