@@ -2,9 +2,10 @@
 /**
  * The `skipdecode` command.
  *
- *   skipdecode tiny-model DIR [--seed N] [--variant pre|post] [--dtype float32|float16|bfloat16]
- *                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--embed-dim N] [--vocab N]
+ *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--variant pre|post]
+ *                             [--dtype float32|float16|bfloat16] [--layers N] [--hidden N] [--heads N] [--ffn N] ...
  *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
+ *                     [--dtype auto|float32|float16|bfloat16]
  *   skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
  *   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
  *   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
@@ -21,12 +22,15 @@ import { SkipPolicy } from "./policy.ts";
 import { writeTinyModel } from "./tiny.ts";
 
 const USAGE = `usage:
-  skipdecode tiny-model DIR [--seed N] [--variant pre|post] [--dtype float32|float16|bfloat16]
-                            [--layers N] [--hidden N] [--heads N] [--ffn N] [--embed-dim N] [--vocab N]
-                            [--max-positions N] [--tied]
-      write a deterministic random OPT checkpoint (config.json, model.safetensors, tokenizer.json)
+  skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--dtype float32|float16|bfloat16]
+                            [--layers N] [--hidden N] [--heads N] [--ffn N] [--vocab N] [--max-positions N] [--tied]
+                            OPT: [--variant pre|post] [--embed-dim N]
+                            LLaMA family: [--kv-heads N] [--head-dim N] [--rope-theta X] [--sliding-window N]
+      write a deterministic random checkpoint (config.json, model.safetensors, tokenizer.json)
   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
-      print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added)
+                    [--dtype auto|float32|float16|bfloat16]
+      print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added);
+      --dtype float32 keeps F32 weights at full precision (auto stores them in 16 bits on the CPU)
   skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
                      [--warmup W] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
                      [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--json]
@@ -101,9 +105,14 @@ async function tinyModel(args: string[]): Promise<void> {
   const { values, positionals } = parse(
     args,
     {
+      family: { type: "string" },
       seed: { type: "string" },
       variant: { type: "string" },
       dtype: { type: "string" },
+      "kv-heads": { type: "string" },
+      "head-dim": { type: "string" },
+      "rope-theta": { type: "string" },
+      "sliding-window": { type: "string" },
       layers: { type: "string" },
       hidden: { type: "string" },
       heads: { type: "string" },
@@ -117,6 +126,11 @@ async function tinyModel(args: string[]): Promise<void> {
   );
   const dir = positionals[0]!;
   const opts = {
+    family: values.family as "opt" | "llama" | "mistral" | "qwen2" | undefined,
+    kvHeads: int("kv-heads", values["kv-heads"]),
+    headDim: int("head-dim", values["head-dim"]),
+    ropeTheta: num("rope-theta", values["rope-theta"]),
+    slidingWindow: int("sliding-window", values["sliding-window"]),
     seed: int("seed", values.seed),
     variant: values.variant as "pre" | "post" | undefined,
     dtype: values.dtype as "float32" | "float16" | "bfloat16" | undefined,
@@ -140,8 +154,12 @@ async function tinyModel(args: string[]): Promise<void> {
     if (msg.startsWith("tiny-model: ")) throw new UsageError(msg.slice("tiny-model: ".length));
     throw e;
   }
+  const kind =
+    cfg.model_type === "opt"
+      ? `OPT ${cfg.do_layer_norm_before ? "pre" : "post"}-LN`
+      : `${cfg.model_type}, ${cfg.num_key_value_heads} KV heads`;
   console.log(
-    `wrote ${dir}: OPT ${cfg.do_layer_norm_before ? "pre" : "post"}-LN, ${cfg.num_hidden_layers} layers, ` +
+    `wrote ${dir}: ${kind}, ${cfg.num_hidden_layers} layers, ` +
       `hidden ${cfg.hidden_size}, ${cfg.num_attention_heads} heads, vocab ${cfg.vocab_size}, ${cfg.torch_dtype}`,
   );
 }
@@ -156,10 +174,14 @@ async function logits(args: string[]): Promise<void> {
       warmup: { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      dtype: { type: "string" },
     },
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
+  const dtypes = ["auto", "float32", "float16", "bfloat16"] as const;
+  const dtype = (values.dtype ?? "auto") as (typeof dtypes)[number];
+  if (!dtypes.includes(dtype)) throw new UsageError(`--dtype must be one of ${dtypes.join(", ")}, got "${values.dtype}"`);
   const ids = intList("ids", values.ids);
   if (!ids) throw new UsageError("--ids is required (comma-separated token ids)");
   const budgets = intList("budgets", values.budgets);
@@ -168,6 +190,7 @@ async function logits(args: string[]): Promise<void> {
   const threads = int("threads", values.threads);
   using dec = await SkipDecoder.load(values.model, {
     backend,
+    dtype,
     maxBatch: 1,
     ...(threads !== undefined ? { threads } : {}),
   });

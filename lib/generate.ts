@@ -111,7 +111,7 @@ export function sequenceSpec(
     seed,
     seq: intOpt(where, "sequence", o.sequence, 0, 2 ** 31 - 1 - ctx.seqOffset, 0) + ctx.seqOffset,
     stop,
-    eosId: o.ignoreEos ? null : ctx.spec.eosTokenId,
+    eosIds: o.ignoreEos ? [] : ctx.spec.eosTokenIds,
     signal: o.signal,
     onEvent: ctx.onEvent,
   };

@@ -74,7 +74,8 @@ export interface SequenceSpec {
   /** RNG sequence index (position within its request). */
   seq: number;
   stop: string[];
-  eosId: number | null;
+  /** Ids that end the generation (the model's EOS ids; none with ignoreEos). */
+  eosIds: readonly number[];
   signal?: AbortSignal;
   onEvent?: (ev: StreamEvent) => void;
 }
@@ -294,7 +295,7 @@ export class Scheduler {
         s.tFirst = performance.now();
         this.#leavePrefill(s);
       }
-      if (s.spec.eosId !== null && tok === s.spec.eosId) {
+      if (s.spec.eosIds.includes(tok)) {
         this.#finish(s, "stop");
         return;
       }

@@ -42,6 +42,22 @@ describe("skipdecode CLI", () => {
     expect(out.logits.flat()).toEqual(Array.from(want));
   });
 
+  test("tiny-model --family llama and logits --dtype float32 give the float64 reference's logits", async () => {
+    const { ReferenceLlama } = await import("./reference-llama.ts");
+    const dir = tempDir();
+    const w = run("tiny-model", dir, "--family", "llama", "--layers", "2", "--kv-heads", "2", "--head-dim", "24");
+    expect(w.stdout).toMatch(/llama, 2 KV heads, 2 layers, hidden 64, 4 heads/);
+    const r = run("logits", "--model", dir, "--ids", "2,5,9,14", "--budgets", "2,2,1,1", "--dtype", "float32", "--backend", "cpu");
+    expect(r.code).toBe(0);
+    const got = (JSON.parse(r.stdout) as { logits: number[][] }).logits;
+    const want = ReferenceLlama.load(dir).forward([2, 5, 9, 14], [2, 2, 1, 1], 1);
+    let diff = 0;
+    let scale = 0;
+    want.forEach((row, t) => row.forEach((v, i) => ((diff = Math.max(diff, Math.abs(v - got[t]![i]!))), (scale = Math.max(scale, Math.abs(v))))));
+    expect(diff).toBeLessThanOrEqual(1e-4 * scale);
+    expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, got "f8"/);
+  });
+
   test("usage errors exit 2 with a message; failures exit 1", () => {
     const dir = tempDir();
     const cases: [string[], RegExp][] = [

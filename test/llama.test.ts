@@ -123,6 +123,21 @@ describe("LLaMA-family configs", () => {
     expect([g.eosTokenId, g.eosTokenIds]).toEqual([2, [2, 7, 9]]);
   });
 
+  test("generation stops at any of the EOS ids (generation_config.json lists several)", async () => {
+    const dir = tinyModel({ family: "llama", seed: 34, layers: 2 });
+    const free = await (async () => {
+      using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+      return (await dec.generate("Hello", { maxNewTokens: 8, ignoreEos: true })).tokens;
+    })();
+    const stopAt = free.findIndex((t, i) => i >= 2 && t !== 2 && free.indexOf(t) === i);
+    expect(stopAt).toBeGreaterThan(0);
+    writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [2, free[stopAt]] }));
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const r = await dec.generate("Hello", { maxNewTokens: 8 });
+    expect(r.finishReason).toBe("stop");
+    expect(r.tokens).toEqual(free.slice(0, stopAt));
+  });
+
   function withConfig(base: TinyModelOptions, edit: (c: Record<string, unknown>) => void): string {
     const dir = tinyModel(base);
     const cfg = JSON.parse(require("node:fs").readFileSync(join(dir, "config.json"), "utf8"));
