@@ -1,7 +1,7 @@
 /* parity.c — the CUDA backend against the CPU reference backend, end to end.
  *
  * dlopens build/libskipdecode_cpu.so and build/libskipdecode_cuda.so, builds
- * small random OPT models (pre-LN and post-LN, with and without project_in/out,
+ * small random models — OPT (pre-LN and post-LN, with and without project_in/out,
  * tied and untied heads, F32/F16/BF16 uploads, awkward shapes), feeds both
  * engines the same steps and compares every logit:
  *
@@ -143,14 +143,20 @@ typedef struct {
     int L, d, heads, ffn, vocab, embed, pre_ln, final_ln, tied;
     int upload_dtype;  /* SKD_DTYPE_* handed to set_tensor */
     int compute_dtype; /* cfg slot for the CUDA engine (0 = default F16) */
+    /* the family descriptor (skipdecode.h); 0 = OPT's choice */
+    int norm, positions, mlp, kv_heads, head_dim, no_bias;
 } model_cfg;
 
 static const model_cfg MODELS[] = {
-    { "pre-LN, final LN, tied head, F16 upload", 3, 64, 4, 256, 300, 64, 1, 1, 1, SKD_DTYPE_F16, 0 },
-    { "post-LN, project_in/out, F32 upload (converted on GPU)", 2, 64, 4, 256, 300, 32, 0, 0, 0, SKD_DTYPE_F32, SKD_DTYPE_F16 },
-    { "pre-LN, project_in/out, BF16, head_dim 128", 3, 128, 1, 128, 300, 48, 1, 1, 0, SKD_DTYPE_BF16, SKD_DTYPE_BF16 },
-    { "odd shapes: hidden 52, 1 head, ffn 100, vocab 50272", 2, 52, 1, 100, 50272, 52, 1, 1, 0, SKD_DTYPE_F16, 0 },
-    { "head_dim 160 (hidden 320, 2 heads), post-LN", 2, 320, 2, 200, 300, 320, 0, 0, 0, SKD_DTYPE_F16, 0 },
+    { "pre-LN, final LN, tied head, F16 upload", 3, 64, 4, 256, 300, 64, 1, 1, 1, SKD_DTYPE_F16, 0, 0, 0, 0, 0, 0, 0 },
+    { "post-LN, project_in/out, F32 upload (converted on GPU)", 2, 64, 4, 256, 300, 32, 0, 0, 0, SKD_DTYPE_F32, SKD_DTYPE_F16, 0, 0, 0, 0, 0, 0 },
+    { "pre-LN, project_in/out, BF16, head_dim 128", 3, 128, 1, 128, 300, 48, 1, 1, 0, SKD_DTYPE_BF16, SKD_DTYPE_BF16, 0, 0, 0, 0, 0, 0 },
+    { "odd shapes: hidden 52, 1 head, ffn 100, vocab 50272", 2, 52, 1, 100, 50272, 52, 1, 1, 0, SKD_DTYPE_F16, 0, 0, 0, 0, 0, 0, 0 },
+    { "head_dim 160 (hidden 320, 2 heads), post-LN", 2, 320, 2, 200, 300, 320, 0, 0, 0, SKD_DTYPE_F16, 0, 0, 0, 0, 0, 0, 0 },
+    { "llama: RMSNorm, rotary, SwiGLU, GQA 4:2, no biases, F16", 3, 64, 4, 160, 300, 64, 1, 1, 0, SKD_DTYPE_F16, 0,
+      SKD_NORM_RMS, SKD_POS_ROTARY, SKD_MLP_SWIGLU, 2, 0, 15 },
+    { "qwen2-like: q/k/v biases, head_dim 24, one KV head, tied, BF16", 2, 64, 4, 128, 300, 64, 1, 1, 1, SKD_DTYPE_BF16,
+      SKD_DTYPE_BF16, SKD_NORM_RMS, SKD_POS_ROTARY, SKD_MLP_SWIGLU, 1, 24, 14 },
 };
 
 #define MAX_SEQ 64
@@ -527,6 +533,14 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
     cfg[SKD_CFG_MAX_SEQ] = MAX_SEQ;
     cfg[SKD_CFG_MAX_ROWS] = MAX_ROWS;
     cfg[SKD_CFG_THREADS] = 2;
+    cfg[SKD_CFG_ARCH] = m->norm == SKD_NORM_RMS ? SKD_ARCH_LLAMA : SKD_ARCH_OPT;
+    cfg[SKD_CFG_NORM] = m->norm;
+    cfg[SKD_CFG_POSITIONS] = m->positions;
+    cfg[SKD_CFG_MLP] = m->mlp;
+    cfg[SKD_CFG_NUM_KV_HEADS] = m->kv_heads;
+    cfg[SKD_CFG_HEAD_DIM] = m->head_dim;
+    cfg[SKD_CFG_NO_BIAS] = m->no_bias;
+    cfg[SKD_CFG_NORM_EPS_E12] = m->norm == SKD_NORM_RMS ? 1000000 : 0; /* 1e-6, LLaMA's */
     skd_engine *eng[2] = { NULL, NULL };
     setenv("SKIPDECODE_CUDA_LOGIT_CHUNK", index % 2 ? "5" : "", 1); /* read at create */
     for (int b = 0; b < 2; b++) {
@@ -534,32 +548,50 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
         CHECK(apis[b], apis[b]->create(cfg, SKD_CFG_COUNT, &eng[b]));
     }
     const int L = m->L, d = m->d, e = m->embed, f = m->ffn, V = m->vocab;
+    const int hd = m->head_dim ? m->head_dim : d / m->heads, qd = m->heads * hd, kd = (m->kv_heads ? m->kv_heads : m->heads) * hd;
+    const int rms = m->norm == SKD_NORM_RMS, rotary = m->positions == SKD_POS_ROTARY, swiglu = m->mlp == SKD_MLP_SWIGLU;
+    const int b_qkv = !(m->no_bias & SKD_BIAS_QKV), b_o = !(m->no_bias & SKD_BIAS_O), b_mlp = !(m->no_bias & SKD_BIAS_MLP);
+    const int b_norm = !rms && !(m->no_bias & SKD_BIAS_NORM);
     const float sd = 1.7320508f / sqrtf((float)d), sf = 1.7320508f / sqrtf((float)f), se = 1.7320508f / sqrtf((float)e);
+    const float sq = 1.7320508f / sqrtf((float)qd);
     int bad = 0;
     void *embed = NULL;
     bad |= set_tensor_both(apis, eng, m, SKD_T_EMBED_TOKENS, -1, (int64_t)V * e, 1.0f, 0, NULL, &embed);
-    bad |= set_tensor_both(apis, eng, m, SKD_T_EMBED_POSITIONS, -1, (int64_t)(MAX_SEQ + POS_OFFSET) * d, 0.5f, 0, NULL, NULL);
+    if (!rotary)
+        bad |= set_tensor_both(apis, eng, m, SKD_T_EMBED_POSITIONS, -1, (int64_t)(MAX_SEQ + POS_OFFSET) * d, 0.5f, 0, NULL, NULL);
+    else { /* theta 10000, as fp32 */
+        float inv[512];
+        for (int i = 0; i < hd / 2; i++) inv[i] = (float)(1.0 / pow(10000.0, 2.0 * i / hd));
+        for (int b = 0; b < 2 && !bad; b++) {
+            const int st = apis[b]->set_tensor(eng[b], SKD_T_ROPE_INV_FREQ, -1, SKD_DTYPE_F32, inv, hd / 2);
+            if (st) {
+                fprintf(stderr, "%s: set_tensor(rope) -> %s: %s\n", apis[b]->label, apis[b]->status_str(st), apis[b]->last_error());
+                bad = 1;
+            }
+        }
+    }
     if (e != d) {
         bad |= set_tensor_both(apis, eng, m, SKD_T_PROJECT_IN, -1, (int64_t)d * e, se, 0, NULL, NULL);
         bad |= set_tensor_both(apis, eng, m, SKD_T_PROJECT_OUT, -1, (int64_t)e * d, sd, 0, NULL, NULL);
     }
     if (m->final_ln) {
         bad |= set_tensor_both(apis, eng, m, SKD_T_FINAL_LN_W, -1, d, 0.2f, 1.0f, NULL, NULL);
-        bad |= set_tensor_both(apis, eng, m, SKD_T_FINAL_LN_B, -1, d, 0.1f, 0, NULL, NULL);
+        if (b_norm) bad |= set_tensor_both(apis, eng, m, SKD_T_FINAL_LN_B, -1, d, 0.1f, 0, NULL, NULL);
     }
     for (int l = 0; l < L && !bad; l++) {
-        const struct { int role; int64_t n; float scale, shift; } t[] = {
-            { SKD_T_ATTN_LN_W, d, 0.2f, 1.f }, { SKD_T_ATTN_LN_B, d, 0.1f, 0 },
-            { SKD_T_Q_W, (int64_t)d * d, sd, 0 }, { SKD_T_Q_B, d, 0.1f, 0 },
-            { SKD_T_K_W, (int64_t)d * d, sd, 0 }, { SKD_T_K_B, d, 0.1f, 0 },
-            { SKD_T_V_W, (int64_t)d * d, sd, 0 }, { SKD_T_V_B, d, 0.1f, 0 },
-            { SKD_T_O_W, (int64_t)d * d, sd, 0 }, { SKD_T_O_B, d, 0.1f, 0 },
-            { SKD_T_MLP_LN_W, d, 0.2f, 1.f }, { SKD_T_MLP_LN_B, d, 0.1f, 0 },
-            { SKD_T_FC1_W, (int64_t)f * d, sd, 0 }, { SKD_T_FC1_B, f, 0.1f, 0 },
-            { SKD_T_FC2_W, (int64_t)d * f, sf, 0 }, { SKD_T_FC2_B, d, 0.1f, 0 },
+        const struct { int role; int64_t n; float scale, shift; int have; } t[] = {
+            { SKD_T_ATTN_LN_W, d, 0.2f, 1.f, 1 }, { SKD_T_ATTN_LN_B, d, 0.1f, 0, b_norm },
+            { SKD_T_Q_W, (int64_t)qd * d, sd, 0, 1 }, { SKD_T_Q_B, qd, 0.1f, 0, b_qkv },
+            { SKD_T_K_W, (int64_t)kd * d, sd, 0, 1 }, { SKD_T_K_B, kd, 0.1f, 0, b_qkv },
+            { SKD_T_V_W, (int64_t)kd * d, sd, 0, 1 }, { SKD_T_V_B, kd, 0.1f, 0, b_qkv },
+            { SKD_T_O_W, (int64_t)d * qd, sq, 0, 1 }, { SKD_T_O_B, d, 0.1f, 0, b_o },
+            { SKD_T_MLP_LN_W, d, 0.2f, 1.f, 1 }, { SKD_T_MLP_LN_B, d, 0.1f, 0, b_norm },
+            { SKD_T_GATE_W, (int64_t)f * d, sd, 0, swiglu }, { SKD_T_GATE_B, f, 0.1f, 0, swiglu && b_mlp },
+            { SKD_T_FC1_W, (int64_t)f * d, sd, 0, 1 }, { SKD_T_FC1_B, f, 0.1f, 0, b_mlp },
+            { SKD_T_FC2_W, (int64_t)d * f, sf, 0, 1 }, { SKD_T_FC2_B, d, 0.1f, 0, b_mlp },
         };
         for (size_t i = 0; i < sizeof t / sizeof *t && !bad; i++)
-            bad |= set_tensor_both(apis, eng, m, t[i].role, l, t[i].n, t[i].scale, t[i].shift, NULL, NULL);
+            if (t[i].have) bad |= set_tensor_both(apis, eng, m, t[i].role, l, t[i].n, t[i].scale, t[i].shift, NULL, NULL);
     }
     /* LM head: tied = a copy of the embedding table; else its own table, scaled for clear argmaxes */
     if (!bad)

@@ -20,8 +20,8 @@ template <typename T, int HDT> /* HDT = ceil(head_dim / 32): dims per lane */
 static __global__ void __launch_bounds__(ATTN_WARPS * 32)
     attention_kernel(T *__restrict__ out, const T *__restrict__ qkv, const T *__restrict__ kc, const T *__restrict__ vc,
                      const int32_t *__restrict__ idx, const int32_t *__restrict__ slot, const int32_t *__restrict__ pos,
-                     int layer, int n_layers, int max_seq, int d, int hd, float scale, int chunk, float *__restrict__ part,
-                     int *__restrict__ count) {
+                     int layer, int n_layers, int max_seq, int qd, int kd, int group, int hd, float scale, int chunk,
+                     float *__restrict__ part, int *__restrict__ count) {
     __shared__ float sm_max[ATTN_WARPS], sm_sum[ATTN_WARPS];
     __shared__ float sm_acc[ATTN_WARPS][HDT * 32];
     __shared__ int is_last;
@@ -32,8 +32,8 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
     const int active = splits == 1 ? 1 : p / chunk + 1;
     if (split >= active) return; /* whole block */
     const int j0 = splits == 1 ? 0 : split * chunk, j1 = splits == 1 ? p : min(p, j0 + chunk - 1);
-    const size_t base = ((size_t)slot[r] * n_layers + layer) * (size_t)max_seq * d + (size_t)head * hd;
-    const T *q = qkv + (size_t)i * 3 * d + (size_t)head * hd;
+    const size_t base = ((size_t)slot[r] * n_layers + layer) * (size_t)max_seq * kd + (size_t)(head / group) * hd;
+    const T *q = qkv + (size_t)i * (qd + 2 * kd) + (size_t)head * hd;
 
     float qv[HDT], acc[HDT];
 #pragma unroll
@@ -44,8 +44,8 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
     }
     float mx = -INFINITY, sum = 0.f;
     for (int j = j0 + warp; j <= j1; j += ATTN_WARPS) {
-        const T *k = kc + base + (size_t)j * d;
-        const T *v = vc + base + (size_t)j * d;
+        const T *k = kc + base + (size_t)j * kd;
+        const T *v = vc + base + (size_t)j * kd;
         float part = 0.f;
 #pragma unroll
         for (int t = 0; t < HDT; t++) {
@@ -83,7 +83,7 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
         f[w] = sm_max[w] == -INFINITY ? 0.f : expf(sm_max[w] - M);
         total += sm_sum[w] * f[w];
     }
-    T *o = out + (size_t)i * d + (size_t)head * hd;
+    T *o = out + (size_t)i * qd + (size_t)head * hd;
     if (active == 1) {
         const float inv = 1.f / total;
         for (int dim = threadIdx.x; dim < hd; dim += blockDim.x) {
@@ -131,9 +131,9 @@ static __global__ void __launch_bounds__(ATTN_WARPS * 32)
 
 template <typename T>
 static int launch(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
-                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads,
+                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int n_heads, int n_kv_heads, int hd,
                   const skd_attn_ctx *ctx, cudaStream_t stream) {
-    const int hd = d / n_heads;
+    const int qd = n_heads * hd, kd = n_kv_heads * hd, group = n_heads / n_kv_heads;
     const float scale = 1.0f / sqrtf((float)hd);
     const bool split = ctx && ctx->splits > 1 && m <= ctx->max_rows;
     const int splits = split ? ctx->splits : 1, chunk = split ? ctx->chunk : max_seq;
@@ -142,7 +142,7 @@ static int launch(void *out, const void *qkv, const void *kc, const void *vc, co
     const dim3 grid((unsigned)m, (unsigned)n_heads, (unsigned)splits);
 #define SKD_ATTN_LAUNCH(HDT)                                                                                               \
     attention_kernel<T, HDT><<<grid, ATTN_WARPS * 32, 0, stream>>>((T *)out, (const T *)qkv, (const T *)kc, (const T *)vc, \
-                                                                    idx, slot, pos, layer, n_layers, max_seq, d, hd, scale, chunk, part, count)
+                                                                    idx, slot, pos, layer, n_layers, max_seq, qd, kd, group, hd, scale, chunk, part, count)
     if (hd <= 32)
         SKD_ATTN_LAUNCH(1);
     else if (hd <= 64)
@@ -159,10 +159,11 @@ static int launch(void *out, const void *qkv, const void *kc, const void *vc, co
 }
 
 int skd_attention(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
-                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads, int dtype,
-                  const skd_attn_ctx *ctx, cudaStream_t stream) {
+                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int n_heads, int n_kv_heads, int hd,
+                  int dtype, const skd_attn_ctx *ctx, cudaStream_t stream) {
     if (m <= 0) return SKD_OK;
     if (dtype == SKD_DTYPE_F16)
-        return launch<__half>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, d, n_heads, ctx, stream);
-    return launch<__nv_bfloat16>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, d, n_heads, ctx, stream);
+        return launch<__half>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, n_heads, n_kv_heads, hd, ctx, stream);
+    return launch<__nv_bfloat16>(out, qkv, kc, vc, idx, slot, pos, m, layer, n_layers, max_seq, n_heads, n_kv_heads, hd, ctx,
+                                 stream);
 }

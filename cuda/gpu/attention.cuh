@@ -6,11 +6,13 @@
 /* Largest head_dim the kernel handles (OPT uses 64, 80 and 128). */
 #define SKD_ATTN_MAX_HEAD_DIM 256
 
-/* For each active row i (r = idx[i], s = slot[r], p = pos[r]) and head h:
+/* For each active row i (r = idx[i], s = slot[r], p = pos[r]) and head h, with
+ * KV head g = h / (n_heads / n_kv_heads) (grouped-query attention):
  *   q   = qkv[i, h·hd .. (h+1)·hd) · hd^-1/2
- *   out[i, h·hd ..) = softmax_j(q · K[s][layer][j][h]) · V[s][layer][j][h],  j = 0..p
- * qkv compact [m, 3d] (q first); kc, vc [max_slots][n_layers][max_seq][d];
- * out compact [m, d]; all in the compute dtype; scores and softmax in fp32.
+ *   out[i, h·hd ..) = softmax_j(q · K[s][layer][j][g]) · V[s][layer][j][g],  j = 0..p
+ * qkv compact [m, qd + 2kd] (q first; qd = n_heads·hd, kd = n_kv_heads·hd);
+ * kc, vc [max_slots][n_layers][max_seq][kd]; out compact [m, qd]; all in the
+ * compute dtype; scores and softmax in fp32.
  * Every position 0..p must hold keys/values at `layer` (plan.h guarantees it,
  * and skd_kv_store has written this step's rows before this runs). */
 /* Split-K ("flash-decoding") for steps of few rows and long contexts: keys
@@ -29,7 +31,7 @@ typedef struct {
 } skd_attn_ctx;
 
 int skd_attention(void *out, const void *qkv, const void *kc, const void *vc, const int32_t *idx, const int32_t *slot,
-                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int d, int n_heads, int dtype,
-                  const skd_attn_ctx *ctx, cudaStream_t stream);
+                  const int32_t *pos, int m, int layer, int n_layers, int max_seq, int n_heads, int n_kv_heads, int hd,
+                  int dtype, const skd_attn_ctx *ctx, cudaStream_t stream);
 
 #endif

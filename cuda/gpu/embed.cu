@@ -7,11 +7,11 @@ static __global__ void embed_kernel(float *__restrict__ h, const T *__restrict__
                                     const int32_t *__restrict__ tok, const int32_t *__restrict__ pos, int pos_offset, int d) {
     const int i = blockIdx.x;
     float *hr = h + (size_t)i * d;
-    const T *pr = pos_emb + ((size_t)pos[i] + pos_offset) * d;
+    const T *pr = pos_emb ? pos_emb + ((size_t)pos[i] + pos_offset) * d : nullptr;
     const T *tr = tok_emb ? tok_emb + (size_t)tok[i] * d : nullptr;
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         const float base = tr ? skd_to_f32<T>(tr[j]) : hr[j];
-        hr[j] = base + skd_to_f32<T>(pr[j]);
+        hr[j] = base + (pr ? skd_to_f32<T>(pr[j]) : 0.f);
     }
 }
 

@@ -77,53 +77,60 @@ static int env_int(const char *name, int dflt, int lo, int hi, int *out) {
     return SKD_OK;
 }
 
-/* Lays the weights out from `base` (0 for a sizing pass); returns the arena size. */
+/* Lays the weights out from `base` (0 for a sizing pass); returns the arena size.
+ * Tensors the model lacks (biases, positions, gate) get no space and stay NULL. */
 static size_t layout_weights(skd_engine *e, uintptr_t base) {
     const skd_shape *s = &e->s;
     const size_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, P = (size_t)s->max_pos + s->pos_offset;
+    const size_t qkv = (size_t)s->q_dim + 2 * (size_t)s->kv_dim, up = s->mlp == SKD_MLP_SWIGLU ? 2 * f : f;
+    const int b_qkv = skd_has_bias(s, SKD_BIAS_QKV), b_o = skd_has_bias(s, SKD_BIAS_O);
+    const int b_mlp = skd_has_bias(s, SKD_BIAS_MLP), b_norm = skd_has_bias(s, SKD_BIAS_NORM);
     const size_t es = 2; /* sizeof a compute-dtype element */
     size_t off = 0;
-#define PLACE(ptr, elems)                      \
-    do {                                       \
-        (ptr) = (void *)(base + off);          \
-        off += round_up((size_t)(elems) * es); \
+#define PLACE_IF(cond, ptr, bytes)                                 \
+    do {                                                           \
+        (ptr) = NULL;                                              \
+        if (cond) {                                                \
+            (ptr) = (void *)(base + off);                          \
+            off += round_up((size_t)(bytes));                      \
+        }                                                          \
     } while (0)
+#define PLACE(ptr, elems) PLACE_IF(1, ptr, (size_t)(elems) * es)
     PLACE(e->embed_tokens, V * de);
-    PLACE(e->embed_positions, P * d);
-    e->project_in = e->project_out = NULL;
-    if (de != d) {
-        PLACE(e->project_in, d * de);
-        PLACE(e->project_out, de * d);
-    }
-    e->final_ln_w = e->final_ln_b = NULL;
-    if (s->final_ln) {
-        PLACE(e->final_ln_w, d);
-        PLACE(e->final_ln_b, d);
-    }
+    PLACE_IF(s->positions == SKD_POS_LEARNED, e->embed_positions, P * d * es);
+    void *rope = NULL;
+    PLACE_IF(s->positions == SKD_POS_ROTARY, rope, (size_t)s->head_dim / 2 * sizeof(float));
+    e->rope_inv_freq = (float *)rope;
+    PLACE_IF(de != d, e->project_in, d * de * es);
+    PLACE_IF(de != d, e->project_out, de * d * es);
+    PLACE_IF(s->final_ln, e->final_ln_w, d * es);
+    PLACE_IF(s->final_ln && b_norm, e->final_ln_b, d * es);
     PLACE(e->lm_head, V * de);
     for (int l = 0; l < s->n_layers; l++) {
         skd_gpu_layer *w = &e->layers[l];
         PLACE(w->attn_ln_w, d);
-        PLACE(w->attn_ln_b, d);
-        PLACE(w->qkv_w, 3 * d * d);
-        PLACE(w->qkv_b, 3 * d);
-        PLACE(w->o_w, d * d);
-        PLACE(w->o_b, d);
+        PLACE_IF(b_norm, w->attn_ln_b, d * es);
+        PLACE(w->qkv_w, qkv * d);
+        PLACE_IF(b_qkv, w->qkv_b, qkv * es);
+        PLACE(w->o_w, d * s->q_dim);
+        PLACE_IF(b_o, w->o_b, d * es);
         PLACE(w->mlp_ln_w, d);
-        PLACE(w->mlp_ln_b, d);
-        PLACE(w->fc1_w, f * d);
-        PLACE(w->fc1_b, f);
+        PLACE_IF(b_norm, w->mlp_ln_b, d * es);
+        PLACE(w->fc1_w, up * d);
+        PLACE_IF(b_mlp, w->fc1_b, up * es);
         PLACE(w->fc2_w, d * f);
-        PLACE(w->fc2_b, d);
+        PLACE_IF(b_mlp, w->fc2_b, d * es);
     }
 #undef PLACE
+#undef PLACE_IF
     return off;
 }
 
 /* Lays the scratch arena out from `base` (0 for a sizing pass); returns its size. */
 static size_t layout_scratch(skd_engine *e, uintptr_t base) {
     const skd_shape *s = &e->s;
-    const size_t R = s->max_rows, d = s->d, de = s->embed_dim;
+    const size_t R = s->max_rows, d = s->d, de = s->embed_dim, f = s->ffn;
+    const size_t qkv = (size_t)s->q_dim + 2 * (size_t)s->kv_dim;
     size_t off = 0;
 #define PLACE(ptr, type, bytes)                \
     do {                                       \
@@ -132,9 +139,11 @@ static size_t layout_scratch(skd_engine *e, uintptr_t base) {
     } while (0)
     PLACE(e->h, float *, R * d * sizeof(float));
     PLACE(e->xn, void *, R * d * 2);
-    PLACE(e->qkv, void *, R * 3 * d * 2);
-    PLACE(e->att, void *, R * d * 2);
-    PLACE(e->ff, void *, R * (size_t)s->ffn * 2);
+    PLACE(e->qkv, void *, R * qkv * 2);
+    PLACE(e->att, void *, R * (size_t)s->q_dim * 2);
+    PLACE(e->ff, void *, R * f * 2);
+    PLACE(e->gu, void *, s->mlp == SKD_MLP_SWIGLU ? R * 2 * f * 2 : 0);
+    PLACE(e->rope, float *, s->positions == SKD_POS_ROTARY ? R * (size_t)s->head_dim * sizeof(float) : 0);
     PLACE(e->xe, void *, R * de * 2);
     PLACE(e->logits_dev, float *, (size_t)e->logit_chunk * s->vocab * sizeof(float));
     PLACE(e->idx_dev, int32_t *, skd_gpu_upload_bytes(s->n_layers, R));
@@ -174,9 +183,10 @@ static int configure_variants(skd_engine *e) {
         SKD_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, e->device));
         e->gemm.target_blocks = 2 * (sms > 0 ? sms : 1);
         /* split-K partials: splits × m × n for the largest n that splits */
-        size_t n_max = (size_t)3 * s->d;
-        const size_t others[] = { (size_t)s->ffn, (size_t)s->vocab, (size_t)s->embed_dim };
-        for (size_t i = 0; i < 3; i++) n_max = others[i] > n_max ? others[i] : n_max;
+        size_t n_max = (size_t)s->q_dim + 2 * (size_t)s->kv_dim;
+        const size_t others[] = { (size_t)s->ffn * (s->mlp == SKD_MLP_SWIGLU ? 2 : 1), (size_t)s->vocab, (size_t)s->embed_dim,
+                                  (size_t)s->d };
+        for (size_t i = 0; i < 4; i++) n_max = others[i] > n_max ? others[i] : n_max;
         if (n_max > SKD_TC_SPLIT_MAX_N) n_max = SKD_TC_SPLIT_MAX_N;
         const size_t m_max = s->max_rows < SKD_TC_SKINNY_M ? (size_t)s->max_rows : SKD_TC_SKINNY_M;
         if ((st = device_alloc((void **)&e->gemm.part, SKD_TC_MAX_SPLITS * m_max * n_max * sizeof(float),
@@ -235,11 +245,11 @@ static int create_on_device(skd_engine *e) {
     if (st) return st;
     layout_weights(e, (uintptr_t)e->warena);
 
-    const size_t kv_bytes = (size_t)s->max_slots * L * s->max_seq * s->d * 2;
+    const size_t kv_bytes = (size_t)s->max_slots * L * s->max_seq * s->kv_dim * 2;
     char what[160];
-    snprintf(what, sizeof what, "the K cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->d);
+    snprintf(what, sizeof what, "the K cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->kv_dim);
     if ((st = device_alloc(&e->k_cache, kv_bytes, what))) return st;
-    snprintf(what, sizeof what, "the V cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->d);
+    snprintf(what, sizeof what, "the V cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->kv_dim);
     if ((st = device_alloc(&e->v_cache, kv_bytes, what))) return st;
     /* Never read before written (plan.h), but zeros make a bug visible as zeros, not NaNs. */
     SKD_CUDA_TRY(cudaMemsetAsync(e->k_cache, 0, kv_bytes, e->stream));
@@ -267,11 +277,6 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     int st = skd_shape_from_cfg(cfg, n_cfg, &s);
     if (st) return st;
     if ((st = skd_cuda_require_device())) return st; /* before any allocation */
-    if (s.norm != SKD_NORM_LAYER || s.positions != SKD_POS_LEARNED || s.mlp != SKD_MLP_RELU || s.n_kv_heads != s.n_heads ||
-        s.q_dim != s.d || s.no_bias)
-        return skd_fail(SKD_ERR_UNSUPPORTED,
-                        "the CUDA engine runs OPT-style blocks only so far (LayerNorm with biases, learned positions, "
-                        "ReLU MLP, one KV head per head, head_dim = hidden / heads); use the CPU backend");
     if (s.head_dim > SKD_ATTN_MAX_HEAD_DIM)
         return skd_fail(SKD_ERR_UNSUPPORTED, "head_dim %d (HIDDEN %d / NUM_HEADS %d) > %d is not supported by the CUDA backend",
                         s.head_dim, s.d, s.n_heads, SKD_ATTN_MAX_HEAD_DIM);
@@ -320,13 +325,17 @@ SKD_API void skd_engine_free(skd_engine *e) {
 
 /* ---- weights ---------------------------------------------------------------- */
 
-/* Device address where a role's data goes (q/k/v land in the fused qkv tensors). */
+/* Device address where a role's data goes (q/k/v land in the fused qkv
+ * tensors, a SwiGLU gate and up in the fused up projection). */
 static char *tensor_dst(skd_engine *e, int role, int layer) {
-    const size_t d = e->s.d, es = 2;
+    const skd_shape *s = &e->s;
+    const size_t d = s->d, qd = s->q_dim, kd = s->kv_dim, f = s->ffn, es = 2;
+    const size_t gate = s->mlp == SKD_MLP_SWIGLU ? f : 0; /* rows of the gate before the up rows */
     skd_gpu_layer *w = layer >= 0 ? &e->layers[layer] : NULL;
     switch (role) {
     case SKD_T_EMBED_TOKENS: return (char *)e->embed_tokens;
     case SKD_T_EMBED_POSITIONS: return (char *)e->embed_positions;
+    case SKD_T_ROPE_INV_FREQ: return (char *)e->rope_inv_freq;
     case SKD_T_PROJECT_IN: return (char *)e->project_in;
     case SKD_T_PROJECT_OUT: return (char *)e->project_out;
     case SKD_T_FINAL_LN_W: return (char *)e->final_ln_w;
@@ -335,21 +344,51 @@ static char *tensor_dst(skd_engine *e, int role, int layer) {
     case SKD_T_ATTN_LN_W: return (char *)w->attn_ln_w;
     case SKD_T_ATTN_LN_B: return (char *)w->attn_ln_b;
     case SKD_T_Q_W: return (char *)w->qkv_w;
-    case SKD_T_K_W: return (char *)w->qkv_w + d * d * es;
-    case SKD_T_V_W: return (char *)w->qkv_w + 2 * d * d * es;
+    case SKD_T_K_W: return (char *)w->qkv_w + qd * d * es;
+    case SKD_T_V_W: return (char *)w->qkv_w + (qd + kd) * d * es;
     case SKD_T_Q_B: return (char *)w->qkv_b;
-    case SKD_T_K_B: return (char *)w->qkv_b + d * es;
-    case SKD_T_V_B: return (char *)w->qkv_b + 2 * d * es;
+    case SKD_T_K_B: return (char *)w->qkv_b + qd * es;
+    case SKD_T_V_B: return (char *)w->qkv_b + (qd + kd) * es;
     case SKD_T_O_W: return (char *)w->o_w;
     case SKD_T_O_B: return (char *)w->o_b;
     case SKD_T_MLP_LN_W: return (char *)w->mlp_ln_w;
     case SKD_T_MLP_LN_B: return (char *)w->mlp_ln_b;
-    case SKD_T_FC1_W: return (char *)w->fc1_w;
-    case SKD_T_FC1_B: return (char *)w->fc1_b;
+    case SKD_T_GATE_W: return (char *)w->fc1_w;
+    case SKD_T_GATE_B: return (char *)w->fc1_b;
+    case SKD_T_FC1_W: return (char *)w->fc1_w + gate * d * es;
+    case SKD_T_FC1_B: return (char *)w->fc1_b + gate * es;
     case SKD_T_FC2_W: return (char *)w->fc2_w;
     case SKD_T_FC2_B: return (char *)w->fc2_b;
     default: return NULL;
     }
+}
+
+/* The rotary frequencies stay fp32: converted on the host, copied as is. */
+static int upload_f32(skd_engine *e, char *dst, int dtype, const void *data, size_t numel) {
+    float *tmp = (float *)malloc(numel * sizeof(float));
+    if (!tmp) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
+    for (size_t i = 0; i < numel; i++) {
+        uint32_t u;
+        if (dtype == SKD_DTYPE_F32) memcpy(&u, (const char *)data + 4 * i, 4);
+        else {
+            const uint16_t h = ((const uint16_t *)data)[i];
+            if (dtype == SKD_DTYPE_BF16) u = (uint32_t)h << 16;
+            else { /* fp16 -> fp32 */
+                const uint32_t sign = (uint32_t)(h & 0x8000) << 16, ex = (h >> 10) & 0x1f, man = h & 0x3ff;
+                if (ex == 0) {
+                    float v = ldexpf((float)man, -24);
+                    memcpy(&u, &v, 4);
+                    u |= sign;
+                } else if (ex == 31) u = sign | 0x7f800000u | (man << 13);
+                else u = sign | ((ex + 112) << 23) | (man << 13);
+            }
+        }
+        memcpy(tmp + i, &u, 4);
+    }
+    const cudaError_t err = cudaMemcpy(dst, tmp, numel * sizeof(float), cudaMemcpyHostToDevice);
+    free(tmp);
+    if (err != cudaSuccess) return skd_cuda_fail(err, "cudaMemcpy (rotary frequencies)", __FILE__, __LINE__);
+    return SKD_OK;
 }
 
 static size_t dtype_size(int dtype) { return dtype == SKD_DTYPE_F32 ? 4 : 2; }
@@ -389,7 +428,9 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     char *dst = tensor_dst(e, role, layer);
     if (!dst) return skd_fail(SKD_ERR_INVALID_ARG, "unknown tensor role %d", role);
     SKD_CUDA_TRY(cudaSetDevice(e->device));
-    if ((st = upload(e, dst, dtype, data, (size_t)numel))) return st;
+    if (role == SKD_T_ROPE_INV_FREQ) st = upload_f32(e, dst, dtype, data, (size_t)numel);
+    else st = upload(e, dst, dtype, data, (size_t)numel);
+    if (st) return st;
     e->have[(size_t)(layer + 1) * SKD_GPU_N_ROLES + role] = 1;
     return SKD_OK;
 }
@@ -408,9 +449,10 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
         }
     }
     /* Bytes one full step reads, as the CPU backend counts them: the matrices
-     * (project_in/out, LM head, per layer q, k, v, o, fc1, fc2) in the compute dtype. */
-    const int64_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab;
-    int64_t elems = V * de + (de != d ? 2 * d * de : 0) + (int64_t)s->n_layers * (4 * d * d + 2 * d * f);
+     * (project_in/out, LM head, per layer q, k, v, o, gate, up, down) in the compute dtype. */
+    const int64_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, qd = s->q_dim, kd = s->kv_dim;
+    const int64_t mlp = (s->mlp == SKD_MLP_SWIGLU ? 3 : 2) * d * f;
+    int64_t elems = V * de + (de != d ? 2 * d * de : 0) + (int64_t)s->n_layers * ((qd + 2 * kd) * d + d * qd + mlp);
     e->weight_bytes = elems * 2;
     if (e->stage) {
         SKD_CUDA_TRY(cudaSetDevice(e->device));

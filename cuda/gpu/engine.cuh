@@ -7,8 +7,10 @@
 #include "gemm.cuh"
 #include "sample.cuh"
 
-/* Device pointers to one layer's weights (compute dtype). Q, K and V are
- * stored fused: qkv_w [3d, d] = [q_proj; k_proj; v_proj], qkv_b [3d]. */
+/* Device pointers to one layer's weights (compute dtype; NULL where the model
+ * has no such tensor). Q, K and V are stored fused: qkv_w [qd + 2kd, d] =
+ * [q_proj; k_proj; v_proj], qkv_b likewise. The MLP's up projection: ReLU
+ * fc1_w [f, d]; SwiGLU fc1_w [2f, d] = [gate_proj; up_proj], one GEMM. */
 typedef struct {
     void *attn_ln_w, *attn_ln_b, *qkv_w, *qkv_b, *o_w, *o_b;
     void *mlp_ln_w, *mlp_ln_b, *fc1_w, *fc1_b, *fc2_w, *fc2_b;
@@ -58,6 +60,7 @@ struct skd_engine {
     void *warena;
     size_t warena_bytes;
     void *embed_tokens, *embed_positions, *project_in, *project_out, *final_ln_w, *final_ln_b, *lm_head;
+    float *rope_inv_freq;  /* [head_dim / 2] fp32, rotary models */
     skd_gpu_layer *layers; /* host array [L] of device pointers */
     uint8_t *have;         /* [(L + 1) × SKD_GPU_N_ROLES]: row 0 global, row l+1 layer l */
     int finalized;
@@ -72,9 +75,11 @@ struct skd_engine {
     void *sarena;
     float *h;           /* fp32 [R, d]: the residual stream, row i = step row i */
     void *xn;           /* [R, d] LN / gather output (GEMM input) */
-    void *qkv;          /* [R, 3d] */
-    void *att;          /* [R, d] */
+    void *qkv;          /* [R, qd + 2kd] */
+    void *att;          /* [R, qd] */
     void *ff;           /* [R, ffn] */
+    void *gu;           /* [R, 2 ffn] SwiGLU: gate and up outputs */
+    float *rope;        /* [R, head_dim] fp32: cos, sin of each step row's position (rotary) */
     void *xe;           /* [R, e] project_out output */
     float *logits_dev;  /* fp32 [logit_chunk, V]: LM-head output, for the host and the sampler */
     int logit_chunk;

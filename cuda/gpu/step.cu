@@ -1,14 +1,18 @@
-/* step.cu — skd_engine_step: one batch step of the OPT forward with per-row
- * SkipDecode budgets (skipdecode.h, DESIGN.md).
+/* step.cu — skd_engine_step: one batch step of the generic decoder block
+ * (skipdecode.h: OPT and the LLaMA family are data) with per-row SkipDecode
+ * budgets.
  *
  *   plan    validate the rows and advance the KV bookkeeping (plan.h); refused
  *           steps change nothing and launch nothing
  *   upload  token / position / slot of each row and, per layer, the list of rows
  *           whose range contains it (one pinned host→device copy)
- *   embed   h[i] = project_in?(embed_tokens[tok]) + embed_positions[pos + POS_OFFSET]   (fp32)
+ *   embed   h[i] = project_in?(embed_tokens[tok]) (+ embed_positions[pos + POS_OFFSET])   (fp32)
+ *           rotary models: each row's cos/sin table, once per step
  *   layer l for the m_l active rows only (gathered through the index list):
- *             pre-LN:  h += O(attn(LN1(h)));  h += fc2(relu(fc1(LN2(h))))
- *             post-LN: h = LN1(h + O(attn(h))); h = LN2(h + fc2(relu(fc1(h))))
+ *             pre-norm:  h += O(attn(rot(N1(h))));  h += down(act(N2(h)))
+ *             post-norm: h = N1(h + O(attn(h))); h = N2(h + down(act(h)))
+ *           N = LayerNorm or RMSNorm; act = relu(up x) or silu(gate x)·up x
+ *           (one GEMM of the fused [gate; up], then skd_swiglu)
  *           K/V of the active rows are written at (slot, l, pos) before the
  *           layer's attention, so rows of one slot attend causally to each other
  *   head    rows flagged SKD_ROW_WANT_LOGITS, then rows flagged only SKD_ROW_SAMPLE,
@@ -45,6 +49,7 @@
 #include "gemm.cuh"
 #include "kv_store.cuh"
 #include "norm.cuh"
+#include "rotary.cuh"
 #include "sample.cuh"
 
 #define TRY(call)                       \
@@ -90,18 +95,22 @@ static int launch_step(skd_engine *e, const step_plan *p) {
     const skd_attn_ctx *actx = e->attn.splits > 1 ? &e->attn : NULL;
 
     /* ---- embed ---- */
+    const void *pos_table = s->positions == SKD_POS_LEARNED ? e->embed_positions : NULL;
     if (proj) {
         skd_gemm_args a = gemm_args(e, e->embed_tokens, de, e->project_in, NULL, n, d, de);
         a.x_rows = dtok; /* X row i = embed_tokens[tok[i]] */
         a.yf = e->h;
         a.ldyf = d;
         TRY(skd_gemm(&a, dt, st));
-        TRY(skd_embed(e->h, NULL, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
+        if (pos_table) TRY(skd_embed(e->h, NULL, pos_table, dtok, dpos, s->pos_offset, n, d, dt, st));
     } else {
-        TRY(skd_embed(e->h, e->embed_tokens, e->embed_positions, dtok, dpos, s->pos_offset, n, d, dt, st));
+        TRY(skd_embed(e->h, e->embed_tokens, pos_table, dtok, dpos, s->pos_offset, n, d, dt, st));
     }
+    if (s->positions == SKD_POS_ROTARY) TRY(skd_rope_table(e->rope, dpos, e->rope_inv_freq, n, s->head_dim, st));
 
     /* ---- layers ---- */
+    const int qd = s->q_dim, kd = s->kv_dim, nk = s->norm;
+    const bool swiglu = s->mlp == SKD_MLP_SWIGLU;
     for (int l = 0; l < L; l++) {
         const int m = e->layer_m[l];
         if (!m) continue;
@@ -110,17 +119,18 @@ static int launch_step(skd_engine *e, const step_plan *p) {
 
         /* attention block */
         if (s->pre_ln)
-            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, false, e->xn, dt, st));
+            TRY(skd_rows_norm(e->h, idx, m, d, nk, w->attn_ln_w, w->attn_ln_b, s->norm_eps, false, e->xn, dt, st));
         else
-            TRY(skd_rows_norm(e->h, idx, m, d, NULL, NULL, false, e->xn, dt, st));
-        skd_gemm_args a = gemm_args(e, e->xn, d, w->qkv_w, w->qkv_b, m, 3 * d, d); /* [m, 3d] = xn · [q;k;v]ᵀ */
+            TRY(skd_rows_norm(e->h, idx, m, d, nk, NULL, NULL, s->norm_eps, false, e->xn, dt, st));
+        skd_gemm_args a = gemm_args(e, e->xn, d, w->qkv_w, w->qkv_b, m, qd + 2 * kd, d); /* [m, qd+2kd] = xn · [q;k;v]ᵀ */
         a.y = e->qkv;
-        a.ldy = 3 * d;
+        a.ldy = qd + 2 * kd;
         TRY(skd_gemm(&a, dt, st));
-        TRY(skd_kv_store(e->k_cache, e->v_cache, e->qkv, idx, dslot, dpos, m, l, L, s->max_seq, d, st));
-        TRY(skd_attention(e->att, e->qkv, e->k_cache, e->v_cache, idx, dslot, dpos, m, l, L, s->max_seq, d, s->n_heads, dt,
-                          actx, st));
-        a = gemm_args(e, e->att, d, w->o_w, w->o_b, m, d, d); /* h[idx] += att · Oᵀ + b */
+        if (s->positions == SKD_POS_ROTARY) TRY(skd_rope_apply(e->qkv, idx, e->rope, m, qd, kd, s->head_dim, dt, st));
+        TRY(skd_kv_store(e->k_cache, e->v_cache, e->qkv, idx, dslot, dpos, m, l, L, s->max_seq, qd, kd, st));
+        TRY(skd_attention(e->att, e->qkv, e->k_cache, e->v_cache, idx, dslot, dpos, m, l, L, s->max_seq, s->n_heads,
+                          s->n_kv_heads, s->head_dim, dt, actx, st));
+        a = gemm_args(e, e->att, qd, w->o_w, w->o_b, m, d, qd); /* h[idx] += att · Oᵀ + b */
         a.yf = e->h;
         a.ldyf = d;
         a.yf_rows = idx;
@@ -129,28 +139,36 @@ static int launch_step(skd_engine *e, const step_plan *p) {
 
         /* MLP block */
         if (s->pre_ln)
-            TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, false, e->xn, dt, st));
-        else /* post-LN: h = LN1(h) in place, and its copy feeds fc1 */
-            TRY(skd_rows_norm(e->h, idx, m, d, w->attn_ln_w, w->attn_ln_b, true, e->xn, dt, st));
-        a = gemm_args(e, e->xn, d, w->fc1_w, w->fc1_b, m, f, d); /* ff = relu(xn · fc1ᵀ + b) */
-        a.relu = 1;
-        a.y = e->ff;
-        a.ldy = f;
-        TRY(skd_gemm(&a, dt, st));
-        a = gemm_args(e, e->ff, f, w->fc2_w, w->fc2_b, m, d, f); /* h[idx] += ff · fc2ᵀ + b */
+            TRY(skd_rows_norm(e->h, idx, m, d, nk, w->mlp_ln_w, w->mlp_ln_b, s->norm_eps, false, e->xn, dt, st));
+        else /* post-LN: h = N1(h) in place, and its copy feeds the MLP */
+            TRY(skd_rows_norm(e->h, idx, m, d, nk, w->attn_ln_w, w->attn_ln_b, s->norm_eps, true, e->xn, dt, st));
+        if (swiglu) { /* gu = xn · [gate; up]ᵀ (+b); ff = silu(gate) ⊙ up */
+            a = gemm_args(e, e->xn, d, w->fc1_w, w->fc1_b, m, 2 * f, d);
+            a.y = e->gu;
+            a.ldy = 2 * f;
+            TRY(skd_gemm(&a, dt, st));
+            TRY(skd_swiglu(e->ff, e->gu, m, f, dt, st));
+        } else { /* ff = relu(xn · fc1ᵀ + b) */
+            a = gemm_args(e, e->xn, d, w->fc1_w, w->fc1_b, m, f, d);
+            a.relu = 1;
+            a.y = e->ff;
+            a.ldy = f;
+            TRY(skd_gemm(&a, dt, st));
+        }
+        a = gemm_args(e, e->ff, f, w->fc2_w, w->fc2_b, m, d, f); /* h[idx] += ff · downᵀ + b */
         a.yf = e->h;
         a.ldyf = d;
         a.yf_rows = idx;
         a.accumulate = 1;
         TRY(skd_gemm(&a, dt, st));
-        if (!s->pre_ln) TRY(skd_rows_norm(e->h, idx, m, d, w->mlp_ln_w, w->mlp_ln_b, true, NULL, dt, st));
+        if (!s->pre_ln) TRY(skd_rows_norm(e->h, idx, m, d, nk, w->mlp_ln_w, w->mlp_ln_b, s->norm_eps, true, NULL, dt, st));
     }
 
     /* ---- head and sampling, in chunks of logit_chunk head rows ---- */
     int j0 = 0; /* first sampled row not yet drawn */
     for (int c0 = 0; c0 < p->n_head; c0 += e->logit_chunk) {
         const int kc = p->n_head - c0 < e->logit_chunk ? p->n_head - c0 : e->logit_chunk;
-        TRY(skd_rows_norm(e->h, dhd + c0, kc, d, e->final_ln_w, e->final_ln_b, false, e->xn, dt, st));
+        TRY(skd_rows_norm(e->h, dhd + c0, kc, d, s->norm, e->final_ln_w, e->final_ln_b, s->norm_eps, false, e->xn, dt, st));
         const void *x = e->xn;
         if (proj) {
             skd_gemm_args a = gemm_args(e, e->xn, d, e->project_out, NULL, kc, de, d); /* [kc, e] */
