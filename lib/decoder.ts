@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
-import { familyWeights, modelConfig } from "./checkpoint/family.ts";
+import { familyOf, familyWeights, modelConfig } from "./checkpoint/family.ts";
 import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
@@ -179,7 +179,7 @@ export class SkipDecoder {
     cfg[Cfg.THREADS] = options.threads;
     cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
     const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
-    const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir) : null;
+    const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
     const ckpt = CheckpointTensors.open(dir);
     let engine: NativeEngine | null = null;
     try {

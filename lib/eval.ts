@@ -72,7 +72,9 @@ export async function evaluateQuality(dec: SkipDecoder, text: string, opts: Qual
     throw new Error(`${where}: context must be an integer in 1..${window - 2} (window - 2), got ${context}`);
   }
   const ids = dec.tokenizer.encode(text, { addBos: false });
-  const per = window - 1;
+  // each window: the model's BOS (when it adds one) and `per` text tokens
+  const bos = dec.tokenizer.addsBos ? dec.tokenizer.bosId : null;
+  const per = bos === null ? window : window - 1;
   let nWin = Math.floor(ids.length / per);
   if (opts.maxWindows !== undefined) nWin = Math.min(nWin, opts.maxWindows);
   if (nWin < 1) {
@@ -85,7 +87,8 @@ export async function evaluateQuality(dec: SkipDecoder, text: string, opts: Qual
   const V = dec.spec.vocabSize;
   const acc = policies.map(() => ({ nll: 0, agree: 0, n: 0, layers: 0 }));
   for (let k = 0; k < nWin; k++) {
-    const win = [dec.tokenizer.bosId, ...ids.slice(k * per, (k + 1) * per)];
+    const text = ids.slice(k * per, (k + 1) * per);
+    const win = bos === null ? text : [bos, ...text];
     const full = await dec.forward(win);
     for (const [pi, p] of policies.entries()) {
       const budgets = win.map((_, pos) => (pos < context ? L : p.layersAt(pos - context)));

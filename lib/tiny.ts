@@ -1,13 +1,16 @@
 /**
  * Deterministic random checkpoints for tests, demos and benchmarks — OPT, or
  * a LLaMA-family model (llama, mistral, qwen2): config.json,
- * model.safetensors and a real byte-level BPE tokenizer.json (the same tiny
- * tokenizer for every family; `</s>`, id 2, is BOS and EOS). The same options
- * always write the same bytes.
+ * model.safetensors and a real tokenizer.json trained on a small corpus —
+ * OPT's byte-level BPE with `</s>`; for llama a Llama 3-style, for mistral a
+ * SentencePiece-style (Llama 2 / Mistral) and for qwen2 a Qwen2-style one
+ * (checkpoint/tiny-tokenizers.ts), with generation_config.json's EOS list.
+ * The same options always write the same bytes.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildTinyTokenizerJson } from "./checkpoint/tokenizer.ts";
+import { buildStyledTokenizer } from "./checkpoint/tiny-tokenizers.ts";
 import { fromFloat32, writeSafetensors, type WriteTensor } from "./checkpoint/safetensors.ts";
 import { checkKeys, choiceOpt, intOpt } from "./options.ts";
 
@@ -140,7 +143,7 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
     if (headDim % 2) throw new Error(`${where}: headDim must be even (rotary pairs), got ${headDim}`);
     return writeTinyLlama(dir, {
       family, seed, dtype, layers, hidden, heads, kvHeads, headDim, ffn: intOpt(where, "ffn", o.ffn, 1, 65536, 3 * hidden),
-      merges, vocab, maxPositions, tied, scale,
+      merges, vocab: o.vocab === undefined ? null : vocab, maxPositions, tied, scale,
       ropeTheta: o.ropeTheta ?? 10000, ropeScaling: o.ropeScaling ?? null, slidingWindow: o.slidingWindow ?? null,
       explicitHeadDim: o.headDim !== undefined,
     });
@@ -234,7 +237,8 @@ interface TinyLlama {
   explicitHeadDim: boolean;
   ffn: number;
   merges: number;
-  vocab: number;
+  /** null: the tokenizer's size rounded up to a multiple of 64 */
+  vocab: number | null;
   maxPositions: number;
   tied: boolean;
   scale: number;
@@ -245,6 +249,10 @@ interface TinyLlama {
 
 /** A random LLaMA-family folder (Hugging Face's LlamaForCausalLM names). */
 function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
+  const style = ({ llama: "llama3", mistral: "sentencepiece", qwen2: "qwen2" } as const)[t.family];
+  const tk = buildStyledTokenizer(style, t.merges);
+  const vocab = t.vocab ?? Math.ceil(tk.size / 64) * 64;
+  if (vocab < tk.size) throw new Error(`tiny-model: vocab (${vocab}) must be at least the tokenizer's ${tk.size} ids`);
   const rng = new Rng(t.seed);
   const st = SAFETENSORS_DTYPE[t.dtype];
   const tensors: WriteTensor[] = [];
@@ -259,7 +267,7 @@ function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
   const gain = () => 1 + rng.normal() * 0.1;
   const d = t.hidden, qd = t.heads * t.headDim, kd = t.kvHeads * t.headDim;
   const qkvBias = t.family === "qwen2";
-  add("model.embed_tokens.weight", [t.vocab, d], () => rng.normal() * t.scale * 4);
+  add("model.embed_tokens.weight", [vocab, d], () => rng.normal() * t.scale * 4);
   add("model.norm.weight", [d], gain);
   for (let l = 0; l < t.layers; l++) {
     const q = `model.layers.${l}.`;
@@ -274,7 +282,7 @@ function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
     add(`${q}mlp.up_proj.weight`, [t.ffn, d], w(d));
     add(`${q}mlp.down_proj.weight`, [d, t.ffn], w(t.ffn));
   }
-  if (!t.tied) add("lm_head.weight", [t.vocab, d], () => rng.normal() * t.scale * 4);
+  if (!t.tied) add("lm_head.weight", [vocab, d], () => rng.normal() * t.scale * 4);
   const s = t.ropeScaling;
   const config: Record<string, unknown> = {
     architectures: [{ llama: "LlamaForCausalLM", mistral: "MistralForCausalLM", qwen2: "Qwen2ForCausalLM" }[t.family]],
@@ -286,7 +294,7 @@ function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
     num_key_value_heads: t.kvHeads,
     ...(t.explicitHeadDim ? { head_dim: t.headDim } : {}),
     hidden_act: "silu",
-    vocab_size: t.vocab,
+    vocab_size: vocab,
     max_position_embeddings: t.maxPositions,
     rms_norm_eps: 1e-6,
     rope_theta: t.ropeTheta,
@@ -303,18 +311,16 @@ function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
           },
     ...(t.family === "mistral" ? { sliding_window: t.slidingWindow } : {}),
     tie_word_embeddings: t.tied,
-    bos_token_id: 2,
-    eos_token_id: 2,
+    bos_token_id: tk.bosId,
+    eos_token_id: tk.eosId,
     torch_dtype: t.dtype,
     skipdecode_tiny: { seed: t.seed, merges: t.merges },
   };
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "config.json"), JSON.stringify(config, null, 2) + "\n");
   writeSafetensors(join(dir, "model.safetensors"), tensors, { format: "pt" });
-  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(buildTinyTokenizerJson({ numMerges: t.merges })));
-  writeFileSync(
-    join(dir, "tokenizer_config.json"),
-    JSON.stringify({ bos_token: "</s>", eos_token: "</s>", unk_token: "<unk>", pad_token: "<pad>", add_bos_token: true, model_max_length: t.maxPositions }, null, 2) + "\n",
-  );
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(tk.json));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(tk.config, null, 2) + "\n");
+  writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ bos_token_id: tk.bosId, eos_token_id: tk.eosIds }, null, 2) + "\n");
   return config;
 }

@@ -162,7 +162,7 @@ describe("SkipTokenizer", () => {
     for (const tok of [tiny, gpt2]) {
       for (const text of SAMPLES) {
         const ids = tok.encode(text);
-        expect(ids[0]).toBe(tok.bosId);
+        expect(ids[0]).toBe(tok.bosId!);
         expect(tok.decode(ids)).toBe(text);
         expect(tok.decode(tok.encode(text, { addBos: false }))).toBe(text);
       }
@@ -171,7 +171,7 @@ describe("SkipTokenizer", () => {
 
   test("addBos gives exactly one leading BOS, addBos false none", () => {
     for (const tok of [tiny, gpt2]) {
-      const bos = tok.bosId;
+      const bos = tok.bosId!;
       for (const text of SAMPLES) {
         const raw = tok.encode(text, { addBos: false });
         expect(raw).not.toContain(bos);

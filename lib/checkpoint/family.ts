@@ -35,6 +35,8 @@ export interface Family {
   spec(cfg: Record<string, unknown>, dir: string, generation: Record<string, unknown> | null): ModelSpec;
   /** Every tensor the engine needs, in load order; throws naming a missing or misshapen tensor. */
   weights(spec: ModelSpec, ckpt: CheckpointTensors): Generator<WeightTensor>;
+  /** The tokenizer's BOS rule (tokenizer.ts): OPT "always" prepends one; "config" follows tokenizer_config.json. */
+  bos: "always" | "config";
 }
 
 const FAMILIES: readonly Family[] = [optFamily, llamaFamily];

@@ -17,7 +17,9 @@
  * maxSeqLen beyond it and defaults to at most the window.
  *
  * EOS: generation_config.json's `eos_token_id` (an id or a list: Llama 3
- * lists several), else config.json's.
+ * lists several), else config.json's. BOS: as tokenizer_config.json says
+ * (tokenizer.ts, rule "config"): Llama 3's post-processor adds
+ * `<|begin_of_text|>`, Llama 2 and Mistral set `add_bos_token`, Qwen2 has none.
  */
 import { DType, Role } from "../native.ts";
 import type { ModelSpec, RopeSpec } from "./config.ts";
@@ -218,4 +220,4 @@ export function* llamaWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generat
   }
 }
 
-export const llamaFamily: Family = { modelTypes: MODEL_TYPES, spec: llamaSpec, weights: llamaWeights };
+export const llamaFamily: Family = { modelTypes: MODEL_TYPES, spec: llamaSpec, weights: llamaWeights, bos: "config" };

@@ -149,4 +149,4 @@ export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator
   }
 }
 
-export const optFamily: Family = { modelTypes: ["opt"], spec: optSpec, weights: optWeights };
+export const optFamily: Family = { modelTypes: ["opt"], spec: optSpec, weights: optWeights, bos: "always" };

@@ -9,11 +9,18 @@
  * - {@link StreamDecoder} turns a stream of ids into text pieces that never split
  *   a UTF-8 character.
  *
- * BOS rule (OPT prepends `</s>`, id 2, to every prompt): `bos_token` from
- * `tokenizer_config.json`, else from `special_tokens_map.json`, else the token
- * `</s>`, else `<|endoftext|>` (GPT-2), else loading fails. `eos_token` likewise.
- * With `addBos`, the BOS comes from the tokenizer's own post-processor when it
- * adds one, else we prepend it; a prompt never starts with two BOS ids.
+ * BOS rules, chosen by the model family (family.ts):
+ * - "always" (OPT prepends `</s>`, id 2, to every prompt): `bos_token` from
+ *   `tokenizer_config.json`, else from `special_tokens_map.json`, else the token
+ *   `</s>`, else `<|endoftext|>` (GPT-2), else loading fails.
+ * - "config" (the LLaMA family): the model has a BOS only if `bos_token` names
+ *   one (Qwen2's is null), and adds it when `add_bos_token` says so or, when
+ *   that key is absent, when the tokenizer's own post-processor adds it
+ *   (Llama 3's template prepends `<|begin_of_text|>`; Llama 2 and Mistral set
+ *   `add_bos_token: true`).
+ * `eos_token` is found like the first rule. When a BOS is added it comes from
+ * the post-processor if that adds one, else we prepend it; a prompt never
+ * starts with two BOS ids.
  *
  * @module
  */
@@ -124,7 +131,7 @@ const GPT2_PATTERN = /'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}
  * GPT-2's reversible byte → printable-unicode map: bytes that are printable
  * Latin-1 map to themselves, the other 68 map to U+0100.. in byte order.
  */
-const BYTE_TO_UNICODE: readonly string[] = (() => {
+export const BYTE_TO_UNICODE: readonly string[] = (() => {
   const keep = new Set<number>();
   for (let b = 0x21; b <= 0x7e; b++) keep.add(b);
   for (let b = 0xa1; b <= 0xac; b++) keep.add(b);
@@ -238,6 +245,16 @@ function trainMerges(corpus: string, numMerges: number, known: Set<string>): str
     for (const byte of encoder.encode(piece)) word += BYTE_TO_UNICODE[byte];
     counts.set(word, (counts.get(word) ?? 0) + 1);
   }
+  return trainWordMerges(counts, numMerges, known);
+}
+
+/**
+ * The BPE merge loop of {@link trainMerges} over given words: each key of
+ * `counts` is a word whose code points are its initial symbols (no symbol may
+ * contain a space), each value its frequency. Returns `"left right"` merges,
+ * most frequent first; every merge adds exactly one new token to `known`.
+ */
+export function trainWordMerges(counts: Map<string, number>, numMerges: number, known: Set<string>): string[] {
   const words: string[][] = [];
   const freqs: number[] = [];
   for (const [word, freq] of counts) {
@@ -490,8 +507,14 @@ function countIds(json: JsonObject, path: string): number {
  * ```
  */
 export interface EncodeOptions {
-  /** Start the ids with exactly one BOS (default true). */
+  /** Start the ids with exactly one BOS where the model adds one (default true). */
   addBos?: boolean;
+}
+
+/** Options of {@link SkipTokenizer.load}. */
+export interface TokenizerLoadOptions {
+  /** The BOS rule (module comment): "always" (OPT, the default) or "config" (LLaMA family). */
+  bos?: "always" | "config";
 }
 
 /**
@@ -519,17 +542,19 @@ export interface DecodeOptions {
  * ```
  */
 export class SkipTokenizer {
-  /** Id prepended to prompts (OPT: 2, `</s>`). */
-  readonly bosId: number;
+  /** The model's BOS id (OPT: 2, `</s>`), or null when it has none (Qwen2). */
+  readonly bosId: number | null;
   /** Id that ends a generation (OPT: 2, `</s>`). */
   readonly eosId: number;
   /** Number of ids the tokenizer can produce: largest id + 1. */
   readonly vocabSize: number;
   /** Whether the tokenizer's own post-processor prepends the BOS. */
   readonly postProcessorAddsBos: boolean;
+  /** Whether prompts start with the BOS (the family's rule; see the module comment). */
+  readonly addsBos: boolean;
   readonly #tok: Tokenizer;
 
-  private constructor(tok: Tokenizer, bosId: number, eosId: number, vocabSize: number) {
+  private constructor(tok: Tokenizer, bosId: number | null, eosId: number, vocabSize: number, addBosSetting: boolean | null) {
     this.#tok = tok;
     this.bosId = bosId;
     this.eosId = eosId;
@@ -537,7 +562,8 @@ export class SkipTokenizer {
     const probe = "a";
     const plain = tok.encode(probe, { add_special_tokens: false }).ids;
     const withSpecials = tok.encode(probe, { add_special_tokens: true }).ids;
-    this.postProcessorAddsBos = withSpecials[0] === bosId && plain[0] !== bosId;
+    this.postProcessorAddsBos = bosId !== null && withSpecials[0] === bosId && plain[0] !== bosId;
+    this.addsBos = bosId !== null && (addBosSetting ?? this.postProcessorAddsBos);
   }
 
   /**
@@ -554,7 +580,7 @@ export class SkipTokenizer {
    * tok.bosId; // 2
    * ```
    */
-  static async load(dir: string): Promise<SkipTokenizer> {
+  static async load(dir: string, opts: TokenizerLoadOptions = {}): Promise<SkipTokenizer> {
     const tokenizerPath = join(dir, "tokenizer.json");
     const vocabPath = join(dir, "vocab.json");
     const mergesPath = join(dir, "merges.txt");
@@ -610,7 +636,27 @@ export class SkipTokenizer {
       }
       throw new Error(`tokenizer: ${dir}: no ${key} configured and neither </s> nor <|endoftext|> in the vocabulary`);
     };
-    return new SkipTokenizer(tok, pick("bos_token"), pick("eos_token"), vocabSize);
+    if ((opts.bos ?? "always") === "always") return new SkipTokenizer(tok, pick("bos_token"), pick("eos_token"), vocabSize, true);
+    // "config": a BOS only where bos_token names one; added per add_bos_token, else the post-processor
+    let bosId: number | null = null;
+    for (const [obj, path] of [
+      [config, configPath],
+      [specialMap, mapPath],
+    ] as const) {
+      if (!("bos_token" in obj)) continue;
+      const content = specialContent(obj.bos_token);
+      if (content !== undefined) {
+        const id = tok.token_to_id(content);
+        if (id === undefined) throw new Error(`tokenizer: ${path}: bos_token ${JSON.stringify(content)} is not in the vocabulary`);
+        bosId = id;
+      }
+      break;
+    }
+    const addBos = config.add_bos_token;
+    if (addBos !== undefined && typeof addBos !== "boolean") {
+      throw new Error(`tokenizer: ${configPath}: add_bos_token must be true or false, got ${JSON.stringify(addBos)}`);
+    }
+    return new SkipTokenizer(tok, bosId, pick("eos_token"), vocabSize, addBos ?? null);
   }
 
   /**
@@ -625,10 +671,10 @@ export class SkipTokenizer {
    * ```
    */
   encode(text: string, opts: EncodeOptions = {}): number[] {
-    const addBos = opts.addBos ?? true;
-    if (!addBos) return this.#tok.encode(text, { add_special_tokens: false }).ids;
-    const ids = this.#tok.encode(text, { add_special_tokens: true }).ids;
-    if (ids[0] !== this.bosId) ids.unshift(this.bosId);
+    const bos = this.bosId;
+    if (!(opts.addBos ?? true) || !this.addsBos || bos === null) return this.#tok.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.#tok.encode(text, { add_special_tokens: this.postProcessorAddsBos }).ids;
+    if (ids[0] !== bos) ids.unshift(bos);
     else if (this.postProcessorAddsBos && ids[1] === this.bosId) ids.shift(); // text began with BOS itself
     return ids;
   }
