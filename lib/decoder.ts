@@ -19,6 +19,7 @@ import {
   Row,
   ROW_WANT_LOGITS,
 } from "./native.ts";
+import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, checkMessages } from "./chat.ts";
 import { checkIds, checkKeys, choiceOpt, intOpt } from "./options.ts";
 import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
@@ -122,6 +123,7 @@ export class SkipDecoder {
   readonly #engine: NativeEngine;
   readonly #freeSlots: number[];
   readonly #scheduler: Scheduler;
+  #template: { source: string; parsed: ChatTemplate } | null = null;
 
   private constructor(
     dir: string,
@@ -415,6 +417,62 @@ export class SkipDecoder {
     } finally {
       if (!done) run.cancel(); // the consumer left early: free the slot now
     }
+  }
+
+  /**
+   * The prompt text the model's chat template makes of `messages`
+   * (lib/chat.ts). Throws when the model has no template or the template
+   * refuses the messages.
+   *
+   * @example
+   * dec.applyChatTemplate([{ role: "user", content: "Hi" }]);
+   * // "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant..."
+   */
+  applyChatTemplate(messages: ChatMessage[], opts: ChatTemplateOptions = {}): string {
+    return this.#chatPrompt("applyChatTemplate", messages, opts).text;
+  }
+
+  #chatPrompt(fn: string, messages: ChatMessage[], opts: ChatTemplateOptions): { text: string; ids: number[] } {
+    const where = `SkipDecoder.${fn}`;
+    const tok = this.tokenizer;
+    if (!tok) throw new Error(`${where}: the model folder has no tokenizer, so it has no chat template`);
+    const src = tok.chatTemplate;
+    if (src === null) throw new Error(`${where}: the model has no chat template (no chat_template in tokenizer_config.json or chat_template.jinja)`);
+    checkKeys(where, opts, ["addGenerationPrompt"]);
+    const list = checkMessages(where, messages);
+    if (!this.#template || this.#template.source !== src) this.#template = { source: src, parsed: new ChatTemplate(src, where) };
+    const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
+    const text = this.#template.parsed.render(
+      list,
+      { bosToken: token(tok.bosId), eosToken: token(tok.eosId), addGenerationPrompt: opts.addGenerationPrompt ?? true },
+      where,
+    );
+    // the template writes the BOS where the model wants one: tokenize without adding another
+    return { text, ids: tok.encode(text, { addBos: false }) };
+  }
+
+  /**
+   * Replies to a conversation: the messages go through the model's chat
+   * template (applyChatTemplate), and the reply is generated as by
+   * {@link generate} (same options); generation ends at any of the model's
+   * EOS ids (e.g. `<|eot_id|>`, `<|im_end|>`).
+   *
+   * @example
+   * const r = await dec.chat([{ role: "user", content: "Name three colours." }], { maxNewTokens: 32 });
+   * console.log(r.text);
+   */
+  async chat(messages: ChatMessage[], opts?: GenerateOptions): Promise<GenerateResult> {
+    return this.generate(this.#chatPrompt("chat", messages, {}).ids, opts);
+  }
+
+  /**
+   * {@link chat}, streamed as {@link stream} streams.
+   *
+   * @example
+   * for await (const ev of dec.chatStream([{ role: "user", content: "Hi" }])) process.stdout.write(ev.text);
+   */
+  chatStream(messages: ChatMessage[], opts?: GenerateOptions): AsyncGenerator<StreamEvent, GenerateResult, undefined> {
+    return this.stream(this.#chatPrompt("chatStream", messages, {}).ids, opts);
   }
 
   /** Sequences generating and queued. */

@@ -14,6 +14,8 @@
  *                  `add_bos_token: true`
  *   qwen2          byte-level BPE with Qwen2's regex; no BOS at all
  *                  (`bos_token: null`), EOS `<|endoftext|>`, chat `<|im_start|>`, `<|im_end|>`
+ * Each tokenizer_config.json carries a chat template of its style
+ * ({@link CHAT_TEMPLATES}: Llama 3 headers, Mistral's [INST], ChatML).
  */
 import { type AddedTokenJson, BYTE_TO_UNICODE, TINY_CORPUS, trainWordMerges } from "./tokenizer.ts";
 
@@ -34,6 +36,16 @@ export interface StyledTokenizer {
   /** Number of ids: largest + 1. */
   size: number;
 }
+
+/** Chat templates in each style (shortened from the models' own, same output for plain messages). */
+export const CHAT_TEMPLATES = {
+  llama3:
+    "{{- bos_token }}{%- for message in messages %}{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{%- endif %}",
+  sentencepiece:
+    "{{- bos_token }}{%- for message in messages %}{%- if message['role'] == 'user' %}{{- '[INST] ' + message['content'] + ' [/INST]' }}{%- elif message['role'] == 'assistant' %}{{- ' ' + message['content'] + eos_token }}{%- else %}{{- raise_exception('Only user and assistant roles are supported!') }}{%- endif %}{%- endfor %}",
+  qwen2:
+    "{%- for message in messages %}{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}",
+} as const;
 
 const LLAMA3_SPLIT =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
@@ -131,7 +143,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
     };
     return {
       json: byteLevelJson(LLAMA3_SPLIT, vocab, merges, added, post),
-      config: { bos_token: "<|begin_of_text|>", eos_token: "<|end_of_text|>", model_max_length: 131072, clean_up_tokenization_spaces: true },
+      config: { bos_token: "<|begin_of_text|>", eos_token: "<|end_of_text|>", model_max_length: 131072, clean_up_tokenization_spaces: true, chat_template: CHAT_TEMPLATES.llama3 },
       bosId: base,
       eosId: base + 1,
       eosIds: [base + 1, base + 4],
@@ -146,7 +158,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
     const post = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
     return {
       json: byteLevelJson(QWEN2_SPLIT, vocab, merges, added, post),
-      config: { bos_token: null, eos_token: "<|endoftext|>", pad_token: "<|endoftext|>", model_max_length: 32768, clean_up_tokenization_spaces: false },
+      config: { bos_token: null, eos_token: "<|endoftext|>", pad_token: "<|endoftext|>", model_max_length: 32768, clean_up_tokenization_spaces: false, chat_template: CHAT_TEMPLATES.qwen2 },
       bosId: null,
       eosId: base,
       eosIds: [base, base + 2],
@@ -192,7 +204,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
   };
   return {
     json,
-    config: { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>", add_bos_token: true, add_eos_token: false, model_max_length: 32768, clean_up_tokenization_spaces: false },
+    config: { bos_token: "<s>", eos_token: "</s>", unk_token: "<unk>", add_bos_token: true, add_eos_token: false, model_max_length: 32768, clean_up_tokenization_spaces: false, chat_template: CHAT_TEMPLATES.sentencepiece },
     bosId: 1,
     eosId: 2,
     eosIds: [2],

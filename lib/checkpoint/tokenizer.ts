@@ -25,7 +25,7 @@
  * @module
  */
 
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -552,6 +552,8 @@ export class SkipTokenizer {
   readonly postProcessorAddsBos: boolean;
   /** Whether prompts start with the BOS (the family's rule; see the module comment). */
   readonly addsBos: boolean;
+  /** The Jinja chat template (`chat_template.jinja`, else tokenizer_config.json's `chat_template`), or null. */
+  chatTemplate: string | null = null;
   readonly #tok: Tokenizer;
 
   private constructor(tok: Tokenizer, bosId: number | null, eosId: number, vocabSize: number, addBosSetting: boolean | null) {
@@ -636,7 +638,13 @@ export class SkipTokenizer {
       }
       throw new Error(`tokenizer: ${dir}: no ${key} configured and neither </s> nor <|endoftext|> in the vocabulary`);
     };
-    if ((opts.bos ?? "always") === "always") return new SkipTokenizer(tok, pick("bos_token"), pick("eos_token"), vocabSize, true);
+    const withTemplate = (t: SkipTokenizer): SkipTokenizer => {
+      t.chatTemplate = readChatTemplate(dir, config, configPath);
+      return t;
+    };
+    if ((opts.bos ?? "always") === "always") {
+      return withTemplate(new SkipTokenizer(tok, pick("bos_token"), pick("eos_token"), vocabSize, true));
+    }
     // "config": a BOS only where bos_token names one; added per add_bos_token, else the post-processor
     let bosId: number | null = null;
     for (const [obj, path] of [
@@ -656,7 +664,7 @@ export class SkipTokenizer {
     if (addBos !== undefined && typeof addBos !== "boolean") {
       throw new Error(`tokenizer: ${configPath}: add_bos_token must be true or false, got ${JSON.stringify(addBos)}`);
     }
-    return new SkipTokenizer(tok, bosId, pick("eos_token"), vocabSize, addBos ?? null);
+    return withTemplate(new SkipTokenizer(tok, bosId, pick("eos_token"), vocabSize, addBos ?? null));
   }
 
   /**
@@ -728,6 +736,24 @@ export class SkipTokenizer {
   tokenToId(token: string): number | undefined {
     return this.#tok.token_to_id(token);
   }
+}
+
+/**
+ * The chat template of a model folder: `chat_template.jinja` when present (as
+ * transformers saves it), else `chat_template` of tokenizer_config.json — a
+ * string, or a list of `{ name, template }` whose "default" entry is used.
+ */
+function readChatTemplate(dir: string, config: JsonObject, configPath: string): string | null {
+  const file = join(dir, "chat_template.jinja");
+  if (isFile(file)) return readFileSync(file, "utf8");
+  const t = config.chat_template;
+  if (t === undefined || t === null) return null;
+  if (typeof t === "string") return t;
+  if (Array.isArray(t)) {
+    const named = t.find((x) => typeof x === "object" && x !== null && (x as JsonObject).name === "default") as JsonObject | undefined;
+    if (named && typeof named.template === "string") return named.template;
+  }
+  throw new Error(`tokenizer: ${configPath}: chat_template must be a string or a list with a "default" entry`);
 }
 
 // ---------------------------------------------------------------------------
