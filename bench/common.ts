@@ -2,6 +2,7 @@
  * Shared pieces of the benchmark scripts: machine description, statistics,
  * markdown tables, JSON output and the cached random models they run on.
  */
+import type { ModelSpec } from "../lib/checkpoint/config.ts";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -53,8 +54,22 @@ export const SHAPES: Record<string, TinyModelOptions> = {
   "opt-125m": { layers: 12, hidden: 768, heads: 12, ffn: 3072, vocab: 50272, maxPositions: 2048, variant: "pre" },
   "opt-350m": { layers: 24, hidden: 1024, heads: 16, ffn: 4096, embedDim: 512, vocab: 50272, maxPositions: 2048, variant: "post" },
   "opt-1.3b": { layers: 24, hidden: 2048, heads: 32, ffn: 8192, vocab: 50272, maxPositions: 2048, variant: "pre" },
+  // LLaMA-shaped (issue #10): ~125M and ~390M parameters, GQA 3:1 and 4:1, vocab 32000
+  "llama-110m": { family: "llama", layers: 12, hidden: 768, heads: 12, kvHeads: 4, ffn: 2048, vocab: 32000, maxPositions: 2048 },
+  "llama-400m": { family: "llama", layers: 24, hidden: 1024, heads: 16, kvHeads: 4, ffn: 3584, vocab: 32000, maxPositions: 2048 },
   tiny: { layers: 4, hidden: 64, heads: 4 },
 };
+
+/** Bytes of one layer's matrices, and of what every step reads whatever its budget (LM head, project_in/out). */
+export function weightBytes(s: ModelSpec, elemBytes: number): { layer: number; step: number } {
+  const d = s.hiddenSize, qd = s.numHeads * s.headDim, kd = s.numKvHeads * s.headDim;
+  const mlp = (s.mlp === "swiglu" ? 3 : 2) * d * s.ffnDim;
+  const e = s.wordEmbedProjDim;
+  return {
+    layer: (qd * d + 2 * kd * d + d * qd + mlp) * elemBytes,
+    step: (s.vocabSize * e + (e !== d ? 2 * d * e : 0)) * elemBytes,
+  };
+}
 
 /** Folder of a cached random model of a named shape (writes it on first use). */
 export function shapeModel(name: string, dtype: "float16" | "bfloat16" | "float32"): string {

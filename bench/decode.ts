@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * bench decode — prefill and decode tokens/s of OPT-shaped random models at
+ * bench decode — prefill and decode tokens/s of OPT- or LLaMA-shaped random models at
  * several batch sizes, full decoding vs SkipDecode speedup targets, with
  * ideal vs measured speedup and the weight bytes read per second as a share
  * of the machine's memory bandwidth (bench membw).
@@ -20,9 +20,9 @@ import { join } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
 import { NativeBackend } from "../lib/native.ts";
 import { Rng } from "../lib/tiny.ts";
-import { flags, machine, median, numList, pm, ROOT, shapeModel, stddev, table, writeJson } from "./common.ts";
+import { flags, machine, median, numList, pm, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
 
-const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
+const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m,opt-1.3b,llama-110m,llama-400m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
                               [--prompt 32] [--new-tokens 64] [--reps 5] [--dtype bfloat16|float16|float32]
                               [--threads 0] [--backend auto|cpu|cuda] [--out bench/results/decode.json]`;
 const f = flags(USAGE, {
@@ -84,8 +84,7 @@ for (const name of f.models.split(",")) {
   const bwBefore = measureBw();
   const s = dec.spec;
   const size = dtype === "float32" ? 4 : 2;
-  const layerBytes = (4 * s.hiddenSize * s.hiddenSize + 2 * s.hiddenSize * s.ffnDim) * size;
-  const stepBytes = (s.vocabSize * s.wordEmbedProjDim + (s.wordEmbedProjDim !== s.hiddenSize ? 2 * s.hiddenSize * s.wordEmbedProjDim : 0)) * size;
+  const { layer: layerBytes, step: stepBytes } = weightBytes(s, size);
   console.log(
     `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}, ` +
       `${(dec.weightBytes / 2 ** 20).toFixed(0)} MiB read by a full step)\n` +

@@ -4,13 +4,14 @@
  *   membw   the machine's memory bandwidth (the roofline)
  *   decode  prefill/decode tokens/s, full vs SkipDecode, ideal vs measured speedup
  *   chart   an SVG chart of the last decode run
- *   load    the HTTP server under concurrent clients
+ *   load      the HTTP server under concurrent clients
+ *   llamacpp  batch-1 decode side by side with llama.cpp on LLaMA-shaped weights
  * Each prints markdown tables and writes JSON under bench/results/.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 
-const NAMES = ["membw", "decode", "chart", "load"];
+const NAMES = ["membw", "decode", "chart", "load", "llamacpp"];
 const [name, ...rest] = process.argv.slice(2);
 if (!name || !NAMES.includes(name)) {
   console.error(`usage: bun run bench <${NAMES.join("|")}> [flags]   (--help for a script's flags)`);

@@ -36,6 +36,8 @@ const MODELS: [string, TinyModelOptions, "float16" | "bfloat16", number][] = [
   ["pre-LN", { seed: 51, layers: 4 }, "float16", 2e-2],
   ["post-LN with project_in/out", { seed: 52, variant: "post", hidden: 64, embedDim: 32 }, "float16", 2e-2],
   ["odd shapes: hidden 52, one head", { seed: 53, hidden: 52, heads: 1, ffn: 100, layers: 3 }, "bfloat16", 5e-2],
+  ["llama: GQA 4:2, rotary, SwiGLU", { family: "llama", seed: 54, layers: 3, kvHeads: 2 }, "float16", 2e-2],
+  ["qwen2: q/k/v biases, head_dim 24, one KV head, tied", { family: "qwen2", seed: 55, layers: 2, kvHeads: 1, headDim: 24, tiedHead: true }, "bfloat16", 5e-2],
 ];
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44];
 
