@@ -6,7 +6,7 @@
 #                                       # results under ${OUT:-bench/results/gpu}
 #
 #   --new-kernels  stages 3 and 5 run with the kernels that are not yet the
-#                  defaults switched on (SKIPDECODE_CUDA_GEMM=tc, _ATTN=split,
+#                  defaults switched on (SKIPDECODE_CUDA_GEMM=tc, _ATTN=tiled,
 #                  _GRAPHS=1); the checks of stage 2 always cover every variant
 #
 #   1. env      nvidia-smi, nvcc, gcc, python3/torch versions           -> env.txt
@@ -118,8 +118,8 @@ grep -E '^(OK|FAIL): [0-9]+ of [0-9]+ models failed|^validation: |^(OK|FAIL): [0
 # ---- 3. gpu_bench ------------------------------------------------------------------------
 : >"$OUT/bench.log"
 if [ -n "$NEW" ]; then
-    export SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_ATTN=split SKIPDECODE_CUDA_GRAPHS=1
-    say "bench and tests with: SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_ATTN=split SKIPDECODE_CUDA_GRAPHS=1"
+    export SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_ATTN=tiled SKIPDECODE_CUDA_GRAPHS=1
+    say "bench and tests with: SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_ATTN=tiled SKIPDECODE_CUDA_GRAPHS=1"
 fi
 if [ ! -x build/gpu_bench ] || [ -z "$PREBUILT" ]; then
     gcc -O2 -Wall -Wextra -I cuda/include -I cuda/common cuda/dev/gpu_bench.c -o build/gpu_bench -ldl -lm >>"$OUT/bench.log" 2>&1 ||

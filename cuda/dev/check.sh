@@ -8,9 +8,10 @@
 # On a GPU it runs:
 #   nodevice       the library loads and answers
 #   parity         CUDA vs the CPU engine, once per kernel variant (engine.cu):
-#                    defaults | tc GEMMs + split attention (8-key chunks) + graphs
-#                    (captured at first sight) | the same with every GEMM on the
-#                    tiled kernel (TILE_FROM=1)
+#                    defaults | tc GEMMs + tiled attention for steps of >= 9 rows
+#                    and split attention (8-key chunks) below + graphs (captured
+#                    at first sight) | tc with every GEMM on the tiled kernel
+#                    (TILE_FROM=1) and split attention
 #   sample_check   the device sampler vs the CPU's
 #   gemm_check     every GEMM variant on real model shapes vs float64, and timed
 set -e
@@ -46,9 +47,9 @@ fi
 rc=0
 echo "== parity: default kernels"
 build/parity || rc=1
-echo "== parity: tensor-core GEMMs, split attention, CUDA graphs"
-SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_ATTN=split SKIPDECODE_CUDA_ATTN_CHUNK=8 SKIPDECODE_CUDA_GRAPHS=always \
-    build/parity || rc=1
+echo "== parity: tensor-core GEMMs, tiled prefill + split decode attention, CUDA graphs"
+SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_ATTN=tiled SKIPDECODE_CUDA_TILED_FROM=9 SKIPDECODE_CUDA_ATTN_CHUNK=8 \
+    SKIPDECODE_CUDA_GRAPHS=always build/parity || rc=1
 echo "== parity: the same, every GEMM on the tiled tensor-core kernel"
 SKIPDECODE_CUDA_GEMM=tc SKIPDECODE_CUDA_TILE_FROM=1 SKIPDECODE_CUDA_ATTN=split SKIPDECODE_CUDA_ATTN_CHUNK=8 \
     SKIPDECODE_CUDA_GRAPHS=always build/parity || rc=1

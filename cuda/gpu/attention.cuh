@@ -22,8 +22,12 @@
  * the result is deterministic) and resets its counter. The grid has `splits`
  * chunks per (row, head) whatever p is (blocks past p exit at once), so a
  * step's launches do not depend on positions and can be replayed from a CUDA
- * graph. Used when m <= max_rows; NULL or m > max_rows: one block per (row, head). */
+ * graph. Used when m <= max_rows; NULL or m > max_rows: one block per (row, head).
+ * Tiled: with tiled_from > 0, a step of m >= tiled_from rows (prefill) takes
+ * a kernel whose blocks serve 64 rows and share K/V tiles in shared memory
+ * (attention.cu); head_dim <= 256. */
 typedef struct {
+    int tiled_from;    /* > 0: steps of at least this many rows take the tiled (flash-style) kernel */
     int splits, chunk; /* splits · chunk >= max_seq */
     int max_rows;      /* rows the workspace holds */
     float *part;       /* [max_rows][n_heads][splits][head_dim + 2] */

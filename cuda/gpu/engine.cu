@@ -20,12 +20,15 @@
  * Kernel variants, chosen at create from the environment (a bad value fails
  * the create with a message naming the variable):
  *   SKIPDECODE_CUDA_GEMM=simt|tc      tc: tensor-core GEMMs (gemm_tc.cu)
- *   SKIPDECODE_CUDA_ATTN=simple|split split: split-K decode attention
+ *   SKIPDECODE_CUDA_ATTN=simple|split|tiled
+ *                                     split: split-K decode attention; tiled: that, and
+ *                                     steps of >= 65 rows (prefill) on the flash-style tiled kernel
  *   SKIPDECODE_CUDA_GRAPHS=0|1        1: replay repeated steps from CUDA graphs (step.cu)
  * and dev knobs with which cuda/dev/parity.c reaches every path on small models:
  *   SKIPDECODE_CUDA_GRAPHS=always     capture a step's shape the first time, not the second
  *   SKIPDECODE_CUDA_TILE_FROM=n       m >= n takes the tiled GEMM (default 33)
  *   SKIPDECODE_CUDA_ATTN_CHUNK=n      keys per split-attention chunk (default 256)
+ *   SKIPDECODE_CUDA_TILED_FROM=n      rows from which a step's attention is tiled (default 65)
  * A new kernel ships behind its switch with the verified kernel as default;
  * a GPU run that proves its parity with the CPU engine (cuda/dev/parity.c,
  * bench/gpu.sh; recorded in bench/RESULTS.md) is what makes it the default.
@@ -165,13 +168,14 @@ static int device_alloc(void **p, size_t bytes, const char *what) {
 /* Reads the kernel switches and allocates what the chosen variants need. */
 static int configure_variants(skd_engine *e) {
     const skd_shape *s = &e->s;
-    static const char *const gemm_kinds[] = { "simt", "tc" }, *const attn_kinds[] = { "simple", "split" },
+    static const char *const gemm_kinds[] = { "simt", "tc" }, *const attn_kinds[] = { "simple", "split", "tiled" },
                              *const graph_kinds[] = { "0", "1", "always" };
     int gemm = 0, attn = 0, graphs = 0, st;
     if ((st = env_choice("SKIPDECODE_CUDA_GEMM", DEFAULT_GEMM, gemm_kinds, 2, &gemm))) return st;
-    if ((st = env_choice("SKIPDECODE_CUDA_ATTN", DEFAULT_ATTN, attn_kinds, 2, &attn))) return st;
+    if ((st = env_choice("SKIPDECODE_CUDA_ATTN", DEFAULT_ATTN, attn_kinds, 3, &attn))) return st;
     if ((st = env_choice("SKIPDECODE_CUDA_GRAPHS", DEFAULT_GRAPHS, graph_kinds, 3, &graphs))) return st;
-    int chunk;
+    int chunk, tiled_from;
+    if ((st = env_int("SKIPDECODE_CUDA_TILED_FROM", 65, 1, 1 << 30, &tiled_from))) return st;
     if ((st = env_int("SKIPDECODE_CUDA_TILE_FROM", SKD_TC_SKINNY_M + 1, 1, SKD_TC_SKINNY_M + 1, &e->gemm.tile_from))) return st;
     if ((st = env_int("SKIPDECODE_CUDA_ATTN_CHUNK", 256, 1, 1 << 20, &chunk))) return st;
     char what[160];
@@ -198,6 +202,7 @@ static int configure_variants(skd_engine *e) {
     }
 
     e->attn.splits = 1;
+    e->attn.tiled_from = attn == 2 ? tiled_from : 0;
     if (attn) {
         int splits = (s->max_seq + chunk - 1) / chunk;
         if (splits > 32) splits = 32;

@@ -92,7 +92,7 @@ static int launch_step(skd_engine *e, const step_plan *p) {
     const int32_t *dtok = e->idx_dev, *dpos = e->idx_dev + n, *dslot = e->idx_dev + 2 * (size_t)n;
     const int32_t *dhd = e->idx_dev + (size_t)(3 + L) * n;
     const skd_sample_row *dsr = (const skd_sample_row *)(e->idx_dev + (size_t)(4 + L) * n);
-    const skd_attn_ctx *actx = e->attn.splits > 1 ? &e->attn : NULL;
+    const skd_attn_ctx *actx = e->attn.splits > 1 || e->attn.tiled_from > 0 ? &e->attn : NULL;
 
     /* ---- embed ---- */
     const void *pos_table = s->positions == SKD_POS_LEARNED ? e->embed_positions : NULL;
