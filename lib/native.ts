@@ -116,6 +116,13 @@ export class NativeError extends Error {
     this.code = code;
     this.status = STATUS_NAMES[code] ?? `status ${code}`;
   }
+
+  /** @internal Rebuilds an error that crossed from the engine thread (message already formatted). */
+  static revive(message: string, code: number): NativeError {
+    const e = new NativeError("", code, "");
+    e.message = message;
+    return e;
+  }
 }
 
 const SYMBOLS = {

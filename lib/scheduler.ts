@@ -9,9 +9,10 @@
  * One step carries, in order: one decode row per running sequence, then as
  * many prompt rows of waiting sequences as fit in `maxBatchTokens` (chunked
  * prefill). Sampling happens in the native step; only token ids come back.
- * JavaScript is single-threaded and a step is one synchronous native call, so
- * cancellation (abort, a stream closed early) always happens between steps and
- * frees the KV slot at once.
+ * A step runs on the engine thread (lib/engine_client.ts) while this thread
+ * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
+ * gives its KV slot back at once (the reset is queued behind the running step)
+ * and the token the step sampled for it is dropped.
  */
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { StreamDecoder } from "./checkpoint/tokenizer.ts";
@@ -87,7 +88,8 @@ export interface StepTarget {
   acquireSlot(): number;
   releaseSlot(slot: number): void;
   freeSlots(): number;
-  stepRows(rows: Int32Array, n: number, logits: null, params: Float32Array, tokens: Int32Array): void;
+  /** One native step on the engine thread; the buffers are SharedArrayBuffer views, untouched until it settles. */
+  step(rows: Int32Array, n: number, params: Float32Array, tokens: Int32Array): Promise<void>;
 }
 
 /** Members of one generateBatch call: none decodes until all are prefilled. */
@@ -162,13 +164,26 @@ export class Scheduler {
   #params: Float32Array;
   #tokens: Int32Array;
   #maxRows: number;
+  readonly #slowdown: number;
+  /** Exponential averages: ms of a step with decode rows only, and ms each prefill row adds to one. */
+  #decodeMs = NaN;
+  #prefillRowMs = NaN;
+  /** Steps that mixed decode and prefill rows since the last decode-only one. */
+  #mixed = 0;
 
-  constructor(target: StepTarget, maxRows: number) {
+  /**
+   * `maxRows`: most rows a step carries. `slowdown`: while sequences decode,
+   * a step with prefill rows should take at most this multiple of a
+   * decode-only step, so a long prompt cannot stall running streams.
+   */
+  constructor(target: StepTarget, maxRows: number, slowdown = Infinity) {
     this.#t = target;
     this.#maxRows = maxRows;
-    this.#rows = new Int32Array(new ArrayBuffer(maxRows * Row.FIELDS * 4));
-    this.#params = new Float32Array(new ArrayBuffer(maxRows * Param.FIELDS * 4));
-    this.#tokens = new Int32Array(new ArrayBuffer(maxRows * 4));
+    this.#slowdown = slowdown;
+    // shared with the engine thread: a step copies nothing
+    this.#rows = new Int32Array(new SharedArrayBuffer(maxRows * Row.FIELDS * 4));
+    this.#params = new Float32Array(new SharedArrayBuffer(maxRows * Param.FIELDS * 4));
+    this.#tokens = new Int32Array(new SharedArrayBuffer(maxRows * 4));
   }
 
   /** Sequences admitted (running) and queued (waiting). */
@@ -215,23 +230,53 @@ export class Scheduler {
           for (const s of [...this.#waiting, ...this.#running]) this.#fail(s, err);
           break;
         }
+        const t0 = performance.now();
         try {
-          this.#t.stepRows(this.#rows, n.rows, null, this.#params, this.#tokens);
+          await this.#t.step(this.#rows, n.rows, this.#params, this.#tokens);
+          this.#timed(n.decodeRows, n.rows - n.decodeRows, performance.now() - t0);
         } catch (e) {
           for (const s of n.seqs) this.#fail(s, e as Error);
           continue;
         }
         this.#dispatch(n.sampled);
-        // Let timers, I/O, abort signals and stream consumers run between steps.
-        await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
       this.#looping = false;
     }
   }
 
+  /** Updates the step-time averages that size prefill chunks while sequences decode. */
+  #timed(decodeRows: number, prefillRows: number, ms: number): void {
+    const avg = (old: number, x: number) => (Number.isNaN(old) ? x : 0.7 * old + 0.3 * x);
+    if (decodeRows === 0) return;
+    if (prefillRows === 0) {
+      this.#decodeMs = avg(this.#decodeMs, ms);
+      this.#mixed = 0;
+    } else if (!Number.isNaN(this.#decodeMs)) {
+      this.#prefillRowMs = avg(this.#prefillRowMs, Math.max(0, ms - this.#decodeMs) / prefillRows);
+      this.#mixed++;
+    }
+  }
+
+  /**
+   * Prefill rows the next step may carry besides `decodeRows` decode rows.
+   * None decode: a whole chunk (fastest first token). Otherwise as many as
+   * keep the step within `slowdown` × a decode-only step, by the measured
+   * averages, and at least one so prefill always moves; until a decode-only
+   * step has been timed (and every 64 mixed steps, to follow the load) the
+   * step carries decode rows only.
+   */
+  #prefillBudget(decodeRows: number): number {
+    const room = this.#maxRows - decodeRows;
+    if (decodeRows === 0 || this.#slowdown === Infinity) return room;
+    if (Number.isNaN(this.#decodeMs) || this.#mixed >= 64) return 0;
+    if (Number.isNaN(this.#prefillRowMs) || this.#prefillRowMs <= 0) return Math.min(room, 8);
+    const fit = Math.floor(((this.#slowdown - 1) * this.#decodeMs) / this.#prefillRowMs);
+    return Math.max(1, Math.min(room, fit));
+  }
+
   /** Fills the row buffers for the next step. */
-  #build(): { rows: number; seqs: Set<Sequence>; sampled: Sequence[] } {
+  #build(): { rows: number; decodeRows: number; seqs: Set<Sequence>; sampled: Sequence[] } {
     const L = this.#t.numLayers;
     let n = 0;
     const seqs = new Set<Sequence>();
@@ -263,9 +308,11 @@ export class Scheduler {
       row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
     }
     // prefill rows: continue partial prefills first, then admit waiting sequences
+    const decodeRows = n;
+    const limit = n + this.#prefillBudget(decodeRows);
     const admit = (s: Sequence): boolean => {
       const left = s.spec.prompt.length - s.fed;
-      const take = Math.min(left, this.#maxRows - n);
+      const take = Math.min(left, limit - n);
       if (take <= 0) return false;
       for (let i = 0; i < take; i++) {
         const pos = s.fed + i;
@@ -276,13 +323,13 @@ export class Scheduler {
       return true;
     };
     for (const s of this.#running) if (!s.prefilled && !seqs.has(s)) admit(s);
-    while (this.#waiting.length && n < this.#maxRows && this.#t.freeSlots() > 0) {
+    while (this.#waiting.length && n < limit && this.#t.freeSlots() > 0) {
       const s = this.#waiting.shift()!;
       s.slot = this.#t.acquireSlot();
       this.#running.push(s);
       admit(s);
     }
-    return { rows: n, seqs, sampled };
+    return { rows: n, decodeRows, seqs, sampled };
   }
 
   /** Applies the sampled tokens of the last step, in row order. */
