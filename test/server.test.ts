@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
 import { serve } from "../server/main.ts";
+import { IGNORED_FIELDS } from "../server/schema.ts";
 import { cleanupTemp, tinyModel } from "./helpers.ts";
 
 const MODEL = { seed: 5, layers: 4, hidden: 64, heads: 4 } as const;
@@ -220,7 +221,10 @@ describe("server: bad input", () => {
     ["speedup and skip", { prompt: "x", speedup: 2, skip: { min_layers: 1, max_layers: 2 } }, 400, "skip"],
     ["skip min > max", { prompt: "x", skip: { min_layers: 3, max_layers: 2 } }, 400, "skip", /min_layers \(3\) must not exceed max_layers \(2\)/],
     ["skip above the layers", { prompt: "x", skip: { min_layers: 1, max_layers: 9 } }, 400, "skip", /max_layers/],
-    ["skip unknown key", { prompt: "x", skip: { min_layers: 1, max_layers: 2, foo: 1 } }, 400, "skip"],
+    ["skip unknown key", { prompt: "x", skip: { min_layers: 1, max_layers: 2, foo: 1 } }, 400, "skip", /^Unrecognized request argument supplied: skip\.foo$/],
+    ["a misspelt field", { prompt: "x", max_token: 2 }, 400, null, /^Unrecognized request argument supplied: max_token$/],
+    ["two unknown fields", { prompt: "x", max_token: 2, temprature: 0 }, 400, null, /^Unrecognized request arguments supplied: max_token, temprature$/],
+    ["stream_options unknown key", { prompt: "x", stream: true, stream_options: { include_usgae: true } }, 400, "stream_options", /stream_options\.include_usgae/],
     ["n > 1", { prompt: "x", n: 3 }, 400, "n"],
     ["logprobs", { prompt: "x", logprobs: 5 }, 400, "logprobs"],
     ["stream_options without stream", { prompt: "x", stream_options: { include_usage: true } }, 400, "stream_options"],
@@ -241,6 +245,14 @@ describe("server: bad input", () => {
       expect(j.error.message).not.toMatch(/\n\s+at /); // no stack
     });
   }
+
+  test("OpenAI fields that are accepted and ignored", async () => {
+    for (const k of IGNORED_FIELDS) {
+      const res = await post(srv.app, { prompt: "Hello", max_tokens: 2, temperature: 0, [k]: "someone" });
+      expect(res.status).toBe(200);
+      expect((await json(res)).usage.completion_tokens).toBeLessThanOrEqual(2);
+    }
+  });
 
   test("the wrong Content-Type and an oversized body are 4xx with an error body", async () => {
     const form = await post(srv.app, '{"prompt":"x"}', { headers: { "Content-Type": "application/x-www-form-urlencoded" } });
