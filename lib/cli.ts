@@ -36,7 +36,10 @@ const USAGE = `usage:
       teacher-forced perplexity and next-token agreement with the full model at each speedup
   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
-      an OpenAI-compatible HTTP server (POST /v1/completions, GET /v1/models, /health, /metrics)
+                   [--grace-s 30]
+      an OpenAI-compatible HTTP server (POST /v1/completions, GET /v1/models, /health, /metrics);
+      SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
+      seconds, then it exits 0 (a second signal stops at once)
   skipdecode help
       this text`;
 
@@ -342,10 +345,13 @@ async function serveCmd(args: string[]): Promise<void> {
       "model-name": { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      "grace-s": { type: "string" },
     },
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
+  const graceS = num("grace-s", values["grace-s"]) ?? 30;
+  if (graceS < 0) throw new UsageError(`--grace-s must be >= 0, got ${graceS}`);
   const port = int("port", values.port) ?? 8080;
   if (port < 0 || port > 65535) throw new UsageError(`--port must be in 0..65535, got ${port}`);
   const maxQueue = int("max-queue", values["max-queue"]) ?? 64;
@@ -375,12 +381,23 @@ async function serveCmd(args: string[]): Promise<void> {
       `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
   );
   await new Promise<void>((resolveStop) => {
-    const stop = () => {
-      console.error("skipdecode serve: stopping");
-      void srv.stop().then(resolveStop);
+    let draining = false;
+    const onSignal = (sig: string) => {
+      if (draining) {
+        console.error(`skipdecode serve: ${sig} again, stopping now`);
+        void srv.stop().then(resolveStop);
+        return;
+      }
+      draining = true;
+      const { running, waiting } = d.load;
+      console.error(`skipdecode serve: ${sig}: draining (${running + waiting} sequences in flight, grace ${graceS} s; new requests get 503)`);
+      void srv.drain(graceS).then(({ cut }) => {
+        console.error(`skipdecode serve: stopped${cut ? " (the grace deadline cut running requests)" : ""}`);
+        resolveStop();
+      });
     };
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
   });
 }
 

@@ -10,7 +10,7 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import type { SkipDecoder } from "../lib/index.ts";
-import { Admission, complete, type CompletionDeps, prepare } from "./completions.ts";
+import { Admission, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
@@ -42,6 +42,13 @@ export interface SkipApp {
   modelName: string;
   /** Refuses new requests (503) and aborts running generations. Does not close the decoder. */
   close(): void;
+  /**
+   * Graceful drain: from now on new requests get 503 with Retry-After;
+   * requests in flight run to their end, or until `graceMs` has passed, when
+   * they are aborted (streams end with finish_reason "abort"). Resolves once
+   * none is left, with whether the deadline had to cut any. Does not close the decoder.
+   */
+  drain(graceMs: number): Promise<{ cut: boolean }>;
 }
 
 const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
@@ -77,7 +84,10 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   });
 
   app.get("/health", (c) => {
-    if (admission.closed) return c.json({ status: "closing" }, 503);
+    if (admission.closed) {
+      c.header("Retry-After", closing().headers["Retry-After"]!);
+      return c.json({ status: "closing", ...dec.load }, 503);
+    }
     return c.json({ status: "ok", model: modelName, ...dec.load });
   });
 
@@ -142,5 +152,19 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     metrics,
     modelName,
     close: () => admission.abortAll(),
+    async drain(graceMs: number) {
+      admission.closed = true;
+      let cut = false;
+      const timer = setTimeout(() => {
+        cut = true;
+        admission.abortAll();
+      }, graceMs);
+      try {
+        await admission.idle();
+      } finally {
+        clearTimeout(timer);
+      }
+      return { cut };
+    },
   };
 }
