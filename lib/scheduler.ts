@@ -23,9 +23,12 @@ export type FinishReason = "stop" | "length" | "abort";
 
 /** What a generation reports besides its tokens. */
 export interface GenerationStats {
-  /** numLayers / avgLayers: the speedup of the decode passes if time were proportional to layers. */
+  /**
+   * numLayers / avgLayers: the speedup of the decode passes that ran if time
+   * were proportional to layers (1 when none ran: maxNewTokens 1, or EOS first).
+   */
   idealSpeedup: number;
-  /** Mean of `budgets`. */
+  /** Mean of `budgets`; numLayers when it is empty (the only pass was the full-model prefill). */
   avgLayers: number;
   /** From submission to the first generated token (prompt processing, queueing included). */
   prefillMs: number;
@@ -49,7 +52,13 @@ export interface GenerateResult {
   /** Prompt ids as fed, BOS included. */
   promptTokens: number[];
   finishReason: FinishReason;
-  /** budgets[i]: layers generated token i is processed with (policy.layersAt(i)). */
+  /**
+   * budgets[i]: layers generated token i was processed with (policy.layersAt(i)),
+   * for the passes that ran: every generated token but the last, whose pass
+   * would only predict a token nobody asked for — and the last too when that
+   * pass predicted EOS. So `budgets.length` is `tokens.length - 1`, or
+   * `tokens.length` after EOS (0 when nothing was generated).
+   */
   budgets: number[];
   stats: GenerationStats;
 }
@@ -107,7 +116,10 @@ class Sequence {
   /** Prompt tokens already fed. */
   fed = 0;
   tokens: number[] = [];
+  /** Budgets by the schedule, one per generated token; the last may never run. */
   budgets: number[] = [];
+  /** Decode passes that ran (each returned the next token). */
+  passes = 0;
   finish: FinishReason | null = null;
   /** Full decoded text so far, and how much of it has been emitted. */
   text = "";
@@ -337,6 +349,7 @@ export class Scheduler {
     sampled.forEach((s, i) => {
       if (s.finish) return;
       const tok = this.#tokens[i]!;
+      if (s.tokens.length > 0) s.passes++; // sampled by the decode pass of the last token
       if (s.tokens.length === 0) {
         s.tFirst = performance.now();
         this.#leavePrefill(s);
@@ -422,15 +435,16 @@ export class Scheduler {
     if (s.stream && !s.hitStop) s.text += s.stream.flush();
     if (s.emitted < s.text.length) this.#emit(s, -1, 0, s.tokens.length, s.text.length);
     const L = this.#t.numLayers;
-    const n = s.budgets.length;
-    const avg = n ? s.budgets.reduce((a, b) => a + b, 0) / n : L;
+    const budgets = s.budgets.slice(0, s.passes); // the passes that ran
+    const n = budgets.length;
+    const avg = n ? budgets.reduce((a, b) => a + b, 0) / n : L;
     const decodeMs = s.tEnd - s.tFirst;
     s.resolve({
       text: s.text,
       tokens: s.tokens,
       promptTokens: s.spec.prompt,
       finishReason: reason,
-      budgets: s.budgets,
+      budgets,
       stats: {
         idealSpeedup: L / avg,
         avgLayers: avg,

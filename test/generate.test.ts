@@ -35,18 +35,36 @@ describe("generate", () => {
       const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 16, policy, ignoreEos: true });
       expect(r.tokens.length).toBe(16);
       expect(r.finishReason).toBe("length");
-      expect(r.budgets).toEqual(r.tokens.map((_, i) => policy.layersAt(i)));
+      // the passes that ran: every token's but the last
+      expect(r.budgets).toEqual(r.tokens.slice(0, -1).map((_, i) => policy.layersAt(i)));
       expect(r.promptTokens[0]).toBe(2); // OPT's BOS </s>
       // positions: the prompt (full), then generated token i with budgets[i]
       const ids = [...r.promptTokens, ...r.tokens.slice(0, -1)];
-      const budgets = [...r.promptTokens.map(() => L), ...r.budgets.slice(0, -1)];
+      const budgets = [...r.promptTokens.map(() => L), ...r.budgets];
       const logits = ref.forward(ids, budgets, policy.warmupLayers);
       const P = r.promptTokens.length;
       const chain = r.tokens.map((_, i) => argmax(logits[P - 1 + i]!));
       expect(r.tokens).toEqual(chain);
-      expect(r.stats.avgLayers).toBeCloseTo(r.budgets.reduce((a, b) => a + b, 0) / 16, 9);
+      expect(r.stats.avgLayers).toBeCloseTo(r.budgets.reduce((a, b) => a + b, 0) / 15, 9);
       expect(r.stats.idealSpeedup).toBeCloseTo(L / r.stats.avgLayers, 9);
     }
+  });
+
+  test("budgets and ideal speedup describe only the passes that ran", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const L = dec.spec.numLayers;
+    // one token: predicted by the full-model prefill; no decode pass ran
+    const one = await dec.generate(PROMPTS[0]!, { maxNewTokens: 1, speedup: 2, ignoreEos: true });
+    expect(one.tokens.length).toBe(1);
+    expect(one.budgets).toEqual([]);
+    expect(one.stats.avgLayers).toBe(L);
+    expect(one.stats.idealSpeedup).toBe(1);
+    // a stop string ends the text early: the pass after the stopping token never ran
+    const free = await dec.generate(PROMPTS[0]!, { maxNewTokens: 12, speedup: 2, ignoreEos: true });
+    const stop = free.text.slice(3, 5);
+    const cut = await dec.generate(PROMPTS[0]!, { maxNewTokens: 12, speedup: 2, ignoreEos: true, stop });
+    expect(cut.finishReason).toBe("stop");
+    expect(cut.budgets.length).toBe(cut.tokens.length - 1);
   });
 
   test("prompts as token ids are fed as given; text decodes the tokens", async () => {
@@ -183,7 +201,8 @@ describe("stream", () => {
     while (!(res = await it.next()).done) events.push(res.value as { token: number; text: string; layers: number });
     const tokens = events.filter((e) => e.token >= 0);
     expect(tokens.map((e) => e.token)).toEqual(want.tokens);
-    expect(tokens.map((e) => e.layers)).toEqual(want.budgets);
+    // each token event carries its scheduled budget; the result keeps those of the passes that ran
+    expect(tokens.map((e) => e.layers).slice(0, -1)).toEqual(want.budgets);
     expect(events.map((e) => e.text).join("")).toBe(want.text);
     expect((res.value as { text: string }).text).toBe(want.text);
   });
@@ -236,7 +255,11 @@ describe("abort and errors", () => {
     const cases: [Parameters<SkipDecoder["generate"]>, RegExp][] = [
       [["hi", { maxNewTokens: 0 }], /maxNewTokens must be an integer in 1\.\./],
       [["hi", { temperature: -1 }], /temperature must be a number in \[0, 100\]/],
-      [["hi", { topP: 0 }], /topP must be a number/],
+      [["hi", { topP: 0 }], /topP must be a number in \(0, 1\], got 0$/],
+      [["hi", { temperature: NaN }], /temperature must be a number in \[0, 100\], got NaN$/],
+      [["hi", { maxNewTokens: Infinity }], /maxNewTokens must be an integer in 1\.\.\d+, got Infinity$/],
+      [["hi", { topK: "5" as never }], /topK must be an integer in 0\.\.\d+, got "5"$/],
+      [["hi", { speedup: NaN }], /speedup must be a number in \[1, 6\].*got NaN$/],
       [["hi", { topK: -1 }], /topK must be an integer/],
       [["hi", { seed: 1.5 }], /seed must be an integer/],
       [["hi", { speedup: 0.5 }], /speedup must be a number in \[1, 6\]/],

@@ -124,8 +124,9 @@ describe("server: endpoints", () => {
     const k = await json(post(srv.app, { prompt: "Hi", max_tokens: 8, skip: { min_layers: 1, max_layers: 3, span: 4 }, ignore_eos: true }));
     expect(k.skipdecode.policy).toBe("linear 3→1 over 4 steps, warm-up 1");
     const policy = SkipPolicy.linear({ numLayers: 4, maxLayers: 3, minLayers: 1, span: 4, warmupLayers: 1 });
-    expect(k.skipdecode.layers_computed).toBe([0, 1, 2, 3, 4, 5, 6, 7].reduce((a, i) => a + policy.layersAt(i), 0));
-    expect(k.skipdecode.layers_full).toBe(8 * 4);
+    // 8 tokens, 7 decode passes (the 8th token's pass never runs)
+    expect(k.skipdecode.layers_computed).toBe([0, 1, 2, 3, 4, 5, 6].reduce((a, i) => a + policy.layersAt(i), 0));
+    expect(k.skipdecode.layers_full).toBe(7 * 4);
   });
 
   test("streaming: OpenAI chunks, one final chunk per choice, usage, [DONE]; several prompts keep their index", async () => {
