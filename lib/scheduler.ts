@@ -63,14 +63,45 @@ export interface GenerateResult {
   stats: GenerationStats;
 }
 
-/** One streamed token. `token` is -1 on a final text-only event (held-back text flushed at the end). */
-export interface StreamEvent {
+/** One generated token, with the text it completed (possibly "", when it ends inside a character or may begin a stop string). */
+export interface TokenEvent {
+  type: "token";
   token: number;
   text: string;
+  /** The token's scheduled budget (policy.layersAt(index)). */
   layers: number;
   /** Index of the token among the generated ones. */
   index: number;
 }
+
+/**
+ * The last event of every stream: why it ended, and any text held back until
+ * then (an unfinished character, a stop string's prefix that never completed).
+ * It carries no token, so a loop collecting `ev.token` cannot take it for one:
+ * narrow on `ev.type`.
+ */
+export interface FinalEvent {
+  type: "final";
+  text: string;
+  finishReason: FinishReason;
+  /** Number of tokens generated. */
+  index: number;
+  token?: undefined;
+  layers?: undefined;
+}
+
+/**
+ * What `SkipDecoder.stream` yields: a {@link TokenEvent} per generated token,
+ * then one {@link FinalEvent}.
+ *
+ * @example
+ * for await (const ev of dec.stream("Hi", { maxNewTokens: 8 })) {
+ *   if (ev.type === "token") ids.push(ev.token);
+ *   else console.log(ev.finishReason);
+ *   process.stdout.write(ev.text);
+ * }
+ */
+export type StreamEvent = TokenEvent | FinalEvent;
 
 /** Everything the scheduler needs to run one sequence. */
 export interface SequenceSpec {
@@ -405,7 +436,7 @@ export class Scheduler {
   #emit(s: Sequence, token: number, layers: number, index: number, upTo: number): void {
     const text = s.text.slice(s.emitted, Math.max(s.emitted, upTo));
     s.emitted = Math.max(s.emitted, upTo);
-    s.spec.onEvent?.({ token, text, layers, index });
+    s.spec.onEvent?.({ type: "token", token, text, layers, index });
   }
 
   #release(s: Sequence): void {
@@ -433,7 +464,8 @@ export class Scheduler {
     if (!s.tFirst) s.tFirst = s.tEnd;
     // flush text held back for a stop string that never completed, or by the UTF-8 decoder
     if (s.stream && !s.hitStop) s.text += s.stream.flush();
-    if (s.emitted < s.text.length) this.#emit(s, -1, 0, s.tokens.length, s.text.length);
+    s.spec.onEvent?.({ type: "final", text: s.text.slice(s.emitted), finishReason: reason, index: s.tokens.length });
+    s.emitted = s.text.length;
     const L = this.#t.numLayers;
     const budgets = s.budgets.slice(0, s.passes); // the passes that ran
     const n = budgets.length;

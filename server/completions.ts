@@ -274,7 +274,7 @@ export async function runSequence(
         return r.value;
       }
       const ev = r.value;
-      if (ev.token >= 0) {
+      if (ev.type === "token") {
         const now = performance.now();
         if (last === 0) deps.metrics.ttft.observe((now - t0) / 1000);
         else deps.metrics.itl.observe((now - last) / 1000);

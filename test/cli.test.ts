@@ -139,8 +139,9 @@ describe("skipdecode CLI", () => {
     const lines = p.stdout.toString().trim().split("\n");
     expect(lines[0]).toMatch(/^(cpu|cuda) 8 layers$/);
     expect(lines[1]).toMatch(/^(\d \d?)+.* → ideal [\d.]+x length$/);
-    expect(lines[2]).toMatch(/^streamed \d+ characters with linear 8→3 over 16 steps, warm-up 1$/);
-    expect(lines[4]).toBe("4 rows of logits");
+    expect(lines[2]).toBe("finish: length");
+    expect(lines[3]).toMatch(/^streamed 16 tokens, \d+ characters with linear 8→3 over 16 steps, warm-up 1$/);
+    expect(lines[5]).toBe("4 rows of logits");
   });
 
   test("serve listens, answers, and stops cleanly on SIGTERM", async () => {

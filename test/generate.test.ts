@@ -3,7 +3,7 @@
  * decaying budgets; batching, seeds, streaming, stop strings, abort, errors.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
+import { type GenerateResult, SkipDecoder, SkipPolicy, type StreamEvent } from "../lib/index.ts";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
@@ -191,20 +191,38 @@ describe("generateBatch", () => {
 });
 
 describe("stream", () => {
-  test("pieces join to the result text; events carry token and layers", async () => {
+  test("pieces join to the result text; token events carry token and layers; one final event ends the stream", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
     const opts = { maxNewTokens: 24, speedup: 2, ignoreEos: true, stop: "zzz-not-there" };
     const want = await dec.generate(PROMPTS[1]!, opts);
     const it = dec.stream(PROMPTS[1]!, opts);
-    const events = [];
-    let res: IteratorResult<unknown, unknown>;
-    while (!(res = await it.next()).done) events.push(res.value as { token: number; text: string; layers: number });
-    const tokens = events.filter((e) => e.token >= 0);
+    const events: StreamEvent[] = [];
+    let res: IteratorResult<StreamEvent, GenerateResult>;
+    while (!(res = await it.next()).done) events.push(res.value);
+    const tokens = events.flatMap((e) => (e.type === "token" ? [e] : []));
     expect(tokens.map((e) => e.token)).toEqual(want.tokens);
+    expect(tokens.map((e) => e.index)).toEqual(want.tokens.map((_, i) => i));
     // each token event carries its scheduled budget; the result keeps those of the passes that ran
     expect(tokens.map((e) => e.layers).slice(0, -1)).toEqual(want.budgets);
+    const finals = events.filter((e) => e.type === "final");
+    expect(finals.length).toBe(1);
+    expect(events.at(-1)).toEqual({ type: "final", text: expect.any(String), finishReason: "length", index: 24 });
+    expect("token" in events.at(-1)!).toBe(false);
     expect(events.map((e) => e.text).join("")).toBe(want.text);
-    expect((res.value as { text: string }).text).toBe(want.text);
+    expect(res.value.text).toBe(want.text);
+  });
+
+  test("text held back for a stop string that never completes arrives in the final event", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const free = await dec.generate(PROMPTS[1]!, { maxNewTokens: 10, ignoreEos: true });
+    // a stop string that starts with the last 2 characters and goes on: held back to the end
+    const stop = free.text.slice(-2) + "\u0000never";
+    const events: StreamEvent[] = [];
+    for await (const ev of dec.stream(PROMPTS[1]!, { maxNewTokens: 10, ignoreEos: true, stop })) events.push(ev);
+    const last = events.at(-1)!;
+    expect(last.type).toBe("final");
+    expect(last.text.endsWith(free.text.slice(-2))).toBe(true);
+    expect(events.map((e) => e.text).join("")).toBe(free.text);
   });
 
   test("breaking out of the loop frees the sequence's slot", async () => {
