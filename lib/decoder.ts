@@ -9,7 +9,7 @@ import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { EngineClient } from "./engine_client.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
 import { type BackendName, Row, ROW_WANT_LOGITS } from "./native.ts";
-import { checkIds, checkKeys, choiceOpt, intOpt, numOpt } from "./options.ts";
+import { checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
 import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
 import { maxStepRows, type WeightDType } from "./weights.ts";
@@ -259,6 +259,46 @@ export class SkipDecoder {
       seqOffset,
       onEvent,
     });
+  }
+
+  /**
+   * Token ids of a text, as a string prompt would be fed: with `bos` (default
+   * true) OPT's BOS `</s>` comes first, added once (through the tokenizer's
+   * own post-processor when it has one); `bos: false` gives the raw ids. No
+   * length limit: use it to count tokens before generating.
+   *
+   * @example
+   * dec.tokenize("Hello world");                 // [2, 31414, 232]
+   * dec.tokenize("Hello world", { bos: false }); // [31414, 232]
+   */
+  tokenize(text: string, opts?: { bos?: boolean }): number[] {
+    const where = "SkipDecoder.tokenize";
+    this.#live("tokenize");
+    const o = checkKeys(where, opts, ["bos"]);
+    if (typeof text !== "string") throw new Error(`${where}: text must be a string, got ${show(text)}`);
+    if (o.bos !== undefined && typeof o.bos !== "boolean") throw new Error(`${where}: bos must be true or false, got ${show(o.bos)}`);
+    if (!this.tokenizer) throw new Error(`${where}: this model folder has no tokenizer (tokenizer.json or vocab.json + merges.txt)`);
+    return this.tokenizer.encode(text, { addBos: o.bos ?? true });
+  }
+
+  /**
+   * The text of token ids, as generation decodes it: special tokens such as
+   * `</s>` are left out unless `skipSpecialTokens: false`.
+   *
+   * @example
+   * dec.detokenize([2, 31414, 232]);                               // "Hello world"
+   * dec.detokenize([2, 31414], { skipSpecialTokens: false });      // "</s>Hello"
+   */
+  detokenize(ids: ArrayLike<number>, opts?: { skipSpecialTokens?: boolean }): string {
+    const where = "SkipDecoder.detokenize";
+    this.#live("detokenize");
+    const o = checkKeys(where, opts, ["skipSpecialTokens"]);
+    if (o.skipSpecialTokens !== undefined && typeof o.skipSpecialTokens !== "boolean") {
+      throw new Error(`${where}: skipSpecialTokens must be true or false, got ${show(o.skipSpecialTokens)}`);
+    }
+    const toks = checkIds(where, "ids", ids, this.spec.vocabSize);
+    if (!this.tokenizer) throw new Error(`${where}: this model folder has no tokenizer (tokenizer.json or vocab.json + merges.txt)`);
+    return this.tokenizer.decode(toks, { skipSpecialTokens: o.skipSpecialTokens ?? true });
   }
 
   /**

@@ -88,6 +88,45 @@ export const CompletionSchema = z
     }
   });
 
+/**
+ * `POST /tokenize`, in vLLM's shape (`prompt`, `add_special_tokens`) or
+ * llama.cpp's (`content`, `add_special`). Special tokens (OPT's BOS) are
+ * added unless turned off.
+ *
+ * @example
+ * TokenizeSchema.parse({ prompt: "Hello", add_special_tokens: false });
+ */
+export const TokenizeSchema = z
+  .strictObject({
+    model: z.string().nullish(),
+    prompt: z.string({ error: "prompt must be a string" }).optional(),
+    content: z.string({ error: "content must be a string" }).optional(),
+    add_special_tokens: z.boolean().nullish(),
+    add_special: z.boolean().nullish(),
+  })
+  .check((ctx) => {
+    const v = ctx.value;
+    if ((v.prompt === undefined) === (v.content === undefined)) {
+      ctx.issues.push({ code: "custom", message: "give the text as prompt (vLLM) or content (llama.cpp), one of them", path: ["prompt"], input: v.prompt });
+    }
+    if (v.add_special_tokens != null && v.add_special != null) {
+      ctx.issues.push({ code: "custom", message: "give add_special_tokens or add_special, not both", path: ["add_special"], input: v.add_special });
+    }
+  });
+
+/**
+ * `POST /detokenize`: `{"tokens": [...]}` (vLLM's and llama.cpp's shape).
+ *
+ * @example
+ * DetokenizeSchema.parse({ tokens: [2, 31414] });
+ */
+export const DetokenizeSchema = z.strictObject({
+  model: z.string().nullish(),
+  tokens: z.array(z.int({ error: "token ids must be integers" }).min(0, "token ids must be >= 0"), {
+    error: (iss) => (iss.input === undefined ? "tokens is required" : "tokens must be an array of token ids"),
+  }),
+});
+
 /** A validated completion request. */
 export type CompletionRequest = z.infer<typeof CompletionSchema>;
 

@@ -239,6 +239,30 @@ describe("stream", () => {
   });
 });
 
+describe("tokenize and detokenize", () => {
+  test("tokenize gives what a string prompt feeds; detokenize gives generation's text", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxSeqLen: 16 });
+    const text = PROMPTS[1]!;
+    expect(dec.tokenize(text)).toEqual(dec.check(text).promptTokens);
+    expect(dec.tokenize(text, { bos: false })).toEqual(dec.tokenize(text).slice(1));
+    expect(dec.tokenize(text)[0]).toBe(2);
+    expect(dec.detokenize(dec.tokenize(text))).toBe(text);
+    expect(dec.detokenize([2, ...dec.tokenize("Hi", { bos: false })], { skipSpecialTokens: false })).toBe("</s>Hi");
+    // longer than the context: counted, not refused
+    expect(dec.tokenize("word ".repeat(100)).length).toBeGreaterThan(16);
+    const r = await dec.generate("Hello", { maxNewTokens: 6, ignoreEos: true });
+    expect(dec.detokenize(r.tokens)).toBe(r.text);
+    expect(dec.detokenize(new Int32Array(r.tokens))).toBe(r.text);
+    expect(() => dec.tokenize(5 as never)).toThrow(/tokenize: text must be a string, got 5/);
+    expect(() => dec.tokenize("x", { bos: 1 } as never)).toThrow(/bos must be true or false, got 1/);
+    expect(() => dec.tokenize("x", { bso: true } as never)).toThrow(/unknown option "bso"/);
+    expect(() => dec.detokenize([2, 99999])).toThrow(/ids\[1\] = 99999 is not a token id/);
+    expect(() => dec.detokenize([2, NaN])).toThrow(/ids\[1\] = NaN is not a token id/);
+    dec.close();
+    expect(() => dec.tokenize("x")).toThrow(/closed/);
+  });
+});
+
 describe("abort and errors", () => {
   test("an abort signal stops within one step, keeps the partial text, frees the slot", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 1 });

@@ -198,6 +198,47 @@ describe("server: continuous batching", () => {
   }, 60000);
 });
 
+describe("server: tokenize and detokenize", () => {
+  function postTo(path: string, body: unknown): Promise<Response> {
+    return Promise.resolve(srv.app.request(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }));
+  }
+
+  test("vLLM's and llama.cpp's shapes agree with the library", async () => {
+    const text = "The quick brown fox";
+    const want = dec.tokenize(text);
+    const v = await json(postTo("/tokenize", { prompt: text }));
+    expect(v).toEqual({ tokens: want, count: want.length, max_model_len: 256 });
+    const l = await json(postTo("/tokenize", { content: text, add_special: false }));
+    expect(l.tokens).toEqual(dec.tokenize(text, { bos: false }));
+    expect((await json(postTo("/tokenize", { prompt: text, add_special_tokens: false, model: "tiny" }))).tokens).toEqual(l.tokens);
+    // no context limit: counting is what it is for
+    const long = "word ".repeat(400);
+    expect((await json(postTo("/tokenize", { prompt: long }))).count).toBeGreaterThan(256);
+    const d = await json(postTo("/detokenize", { tokens: want }));
+    expect(d).toEqual({ prompt: text, content: text });
+  });
+
+  test("bad tokenizer requests are 4xx in OpenAI's error shape", async () => {
+    const cases: [string, unknown, number, RegExp][] = [
+      ["/tokenize", {}, 400, /prompt \(vLLM\) or content \(llama\.cpp\)/],
+      ["/tokenize", { prompt: "a", content: "b" }, 400, /one of them/],
+      ["/tokenize", { prompt: 5 }, 400, /prompt must be a string/],
+      ["/tokenize", { prompt: "a", add_special: true, add_special_tokens: true }, 400, /not both/],
+      ["/tokenize", { prompt: "a", with_piece: true }, 400, /^Unrecognized request argument supplied: with_piece$/],
+      ["/tokenize", { prompt: "a", model: "gpt-4" }, 404, /does not exist/],
+      ["/detokenize", {}, 400, /tokens is required/],
+      ["/detokenize", { tokens: [1, -1] }, 400, /must be >= 0/],
+      ["/detokenize", { tokens: [2, 99999] }, 400, /tokens\[1\] = 99999 is outside the vocabulary/],
+    ];
+    for (const [path, body, status, re] of cases) {
+      const res = await postTo(path, body);
+      expect(res.status).toBe(status);
+      expect((await json(res)).error.message).toMatch(re);
+    }
+    expect((await srv.app.request("/tokenize")).status).toBe(405);
+  });
+});
+
 describe("server: bad input", () => {
   const cases: [string, unknown, number, string | null, RegExp?][] = [
     ["malformed JSON", '{"prompt": "x",', 400, null, /Malformed JSON/],
