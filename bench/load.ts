@@ -77,7 +77,7 @@ class ServerChild {
   constructor(opts: { model: string; maxBatch: number; backend: string; threads: number; maxQueue: number; maxSeqLen?: number }) {
     const code = `
       import { serve } from ${JSON.stringify(join(ROOT, "server", "main.ts"))};
-      const s = await serve(${JSON.stringify({ host: "127.0.0.1", port: 0, ...opts })});
+      const s = await serve(${JSON.stringify({ host: "127.0.0.1", port: 0, accessLog: false, ...opts })});
       console.log(JSON.stringify({ url: s.url, device: s.decoder.backend + " (" + s.decoder.deviceName + ")" }));
       for await (const chunk of Bun.stdin.stream()) {
         for (const line of new TextDecoder().decode(chunk).split("\\n")) if (line === "gc") { Bun.gc(true); console.log("gc"); }

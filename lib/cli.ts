@@ -36,11 +36,12 @@ const USAGE = `usage:
       teacher-forced perplexity and next-token agreement with the full model at each speedup
   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
-                   [--grace-s 30]
+                   [--grace-s 30] [--quiet]
       an OpenAI-compatible HTTP server (POST /v1/completions, /tokenize, /detokenize; GET /v1/models,
       /health, /metrics);
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
-      seconds, then it exits 0 (a second signal stops at once)
+      seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
+      stdout (method, path, status, prompt+completion tokens, ms) unless --quiet
   skipdecode help
       this text`;
 
@@ -86,7 +87,7 @@ function intList(flag: string, v: string | undefined): number[] | undefined {
 }
 
 type FlagSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
-type Flags = Record<string, string | undefined> & { tied?: boolean; json?: boolean; "ignore-eos"?: boolean; stop?: string[] };
+type Flags = Record<string, string | undefined> & { tied?: boolean; json?: boolean; "ignore-eos"?: boolean; quiet?: boolean; stop?: string[] };
 
 function parse(args: string[], options: FlagSpec, positionals: number): { values: Flags; positionals: string[] } {
   let parsed;
@@ -347,6 +348,7 @@ async function serveCmd(args: string[]): Promise<void> {
       backend: { type: "string" },
       threads: { type: "string" },
       "grace-s": { type: "string" },
+      quiet: { type: "boolean" },
     },
     0,
   );
@@ -373,6 +375,7 @@ async function serveCmd(args: string[]): Promise<void> {
         ...(maxSeqLen !== undefined && { maxSeqLen }),
         ...(threads !== undefined && { threads }),
         ...(values["model-name"] !== undefined && { modelName: values["model-name"] }),
+        accessLog: !values.quiet,
       }),
     /^SkipDecoder\.load: (unknown option|\w+ must be)/,
   );

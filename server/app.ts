@@ -12,6 +12,7 @@ import { createMiddleware } from "hono/factory";
 import { HTTPException } from "hono/http-exception";
 import type { z } from "zod";
 import type { SkipDecoder } from "../lib/index.ts";
+import { accessLog } from "./access.ts";
 import { Admission, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
@@ -28,6 +29,8 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** Where unexpected errors are logged (default console.error). */
   log?: (msg: string, err?: unknown) => void;
+  /** Where the access log goes, one line per request (server/access.ts); none when absent. */
+  accessLog?: ((line: string) => void) | null;
 }
 
 /** Defaults of {@link AppOptions}. */
@@ -80,6 +83,7 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
 
   const app = new Hono();
 
+  app.use(accessLog(opts.accessLog ?? null));
   app.use(async (c, next) => {
     await next();
     metrics.http.inc({ route: c.req.routePath === "/*" ? "other" : c.req.routePath, status: String(c.res.status) });

@@ -9,6 +9,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { GenerateOptions, GenerateResult, SkipDecoder } from "../lib/index.ts";
 import { SkipPolicy } from "../lib/index.ts";
+import { accessEntry } from "./access.ts";
 import { ApiError } from "./errors.ts";
 import type { ServerMetrics } from "./observe.ts";
 import type { CompletionRequest } from "./schema.ts";
@@ -346,7 +347,13 @@ export function complete(c: Context, deps: CompletionDeps, p: Prepared, ac: Abor
     c.req.raw.signal.removeEventListener("abort", clientGone);
     deps.admission.release(p.prompts.length, ac);
   };
+  if (p.stream) accessEntry(c).hold(); // logged when the stream ends
   return p.stream ? streamed(c, deps, p, ac, t0, head, release) : whole(c, deps, p, ac, t0, head, release);
+}
+
+/** Prompt and completion tokens over the choices that got anywhere. */
+function counts(p: Prepared, results: (GenerateResult | undefined)[]): { prompt: number; completion: number } {
+  return { prompt: p.prompts.reduce((a, x) => a + x.length, 0), completion: results.reduce((a, r) => a + (r?.tokens.length ?? 0), 0) };
 }
 
 async function whole(
@@ -367,6 +374,7 @@ async function whole(
   } finally {
     release();
   }
+  accessEntry(c).end(counts(p, results));
   if (results.some((r) => r.finishReason === "abort")) {
     if (c.req.raw.signal.aborted) return new Response(null, { status: 499 }); // nobody is listening
     throw closing(); // cut at the shutdown deadline: nothing partial is passed off as whole
@@ -440,6 +448,7 @@ function streamed(
       // the last chunks are written before the request counts as done (a drain waits for it)
       await chain.catch(() => {});
       release();
+      accessEntry(c).end(counts(p, results));
     }
   });
 }

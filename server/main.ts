@@ -24,6 +24,8 @@ export interface ServeOptions {
   /** Model id clients send (default: the folder's basename). */
   modelName?: string;
   log?: AppOptions["log"];
+  /** Access log lines (method, path, status, tokens, ms) to stdout; default true. */
+  accessLog?: boolean;
 }
 
 /** A running server. */
@@ -69,7 +71,12 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   let built: ReturnType<typeof createApp>;
   let server: ReturnType<typeof Bun.serve>;
   try {
-    built = createApp(decoder, { maxQueue: opts.maxQueue, modelName: opts.modelName, log: opts.log });
+    built = createApp(decoder, {
+      maxQueue: opts.maxQueue,
+      modelName: opts.modelName,
+      log: opts.log,
+      accessLog: opts.accessLog === false ? null : (line) => console.log(line),
+    });
     const app = built.app;
     server = Bun.serve({
       hostname: opts.host,

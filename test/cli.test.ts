@@ -171,6 +171,11 @@ describe("skipdecode CLI", () => {
       p.kill("SIGTERM");
     }
     expect(await p.exited).toBe(0);
+    // the access log: one line per request on stdout
+    const out = (await new Response(p.stdout).text()).trim().split("\n");
+    expect(out.length).toBe(2);
+    expect(out[0]).toMatch(/ GET \/health 200 - [\d.]+ ms$/);
+    expect(out[1]).toMatch(/ POST \/v1\/completions 200 \d+\+4 tokens [\d.]+ ms$/);
     const bad = run("serve", "--model", dir, "--port", "70000");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--port must be in 0\.\.65535/);

@@ -239,6 +239,28 @@ describe("server: tokenize and detokenize", () => {
   });
 });
 
+describe("server: access log", () => {
+  test("one line per request: method, path, status, prompt+completion tokens, ms; a stream's when it ends", async () => {
+    const lines: string[] = [];
+    const app = createApp(dec, { modelName: "tiny", log: quiet, accessLog: (l) => lines.push(l) });
+    await (await app.app.request("/health")).text();
+    const n = dec.tokenize("Hello").length;
+    await json(post(app.app, { prompt: "Hello", max_tokens: 4, ignore_eos: true, temperature: 0 }));
+    const res = await post(app.app, { prompt: "Hello", max_tokens: 3, ignore_eos: true, stream: true });
+    const before = lines.length;
+    await res.text();
+    await post(app.app, { prompt: "Hello", max_token: 3 });
+    const ts = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z`;
+    expect(lines[0]).toMatch(new RegExp(`^${ts} GET /health 200 - [\\d.]+ ms$`));
+    expect(lines[1]).toMatch(new RegExp(`^${ts} POST /v1/completions 200 ${n}\\+4 tokens [\\d.]+ ms$`));
+    expect(before).toBe(2); // the stream's line waits for its end
+    expect(lines[2]).toMatch(new RegExp(`^${ts} POST /v1/completions 200 ${n}\\+3 tokens [\\d.]+ ms$`));
+    expect(lines[3]).toMatch(new RegExp(`^${ts} POST /v1/completions 400 - [\\d.]+ ms$`));
+    expect(lines.length).toBe(4);
+    app.close();
+  });
+});
+
 describe("server: bad input", () => {
   const cases: [string, unknown, number, string | null, RegExp?][] = [
     ["malformed JSON", '{"prompt": "x",', 400, null, /Malformed JSON/],
