@@ -89,10 +89,31 @@ function intList(flag: string, v: string | undefined): number[] | undefined {
 type FlagSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
 type Flags = Record<string, string | undefined> & { tied?: boolean; json?: boolean; "ignore-eos"?: boolean; quiet?: boolean; stop?: string[] };
 
+/** A value that starts with "-" but is a number ("-5", "-0.5", "-1e3", "-Infinity"), not a flag. */
+const NEGATIVE = /^-(\d|\.\d|Infinity$|NaN$)/;
+
+/**
+ * parseArgs takes "--flag -5" for a missing value ("ambiguous"): glue negative
+ * numbers to the string flag before them ("--flag=-5") so the flag's own range
+ * check can answer.
+ */
+function glueNegatives(args: string[], options: FlagSpec): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    if (a.startsWith("--") && !a.includes("=") && options[a.slice(2)]?.type === "string" && next !== undefined && NEGATIVE.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
+
 function parse(args: string[], options: FlagSpec, positionals: number): { values: Flags; positionals: string[] } {
   let parsed;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: positionals > 0 });
+    parsed = parseArgs({ args: glueNegatives(args, options), options, strict: true, allowPositionals: positionals > 0 });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -176,7 +197,8 @@ async function logits(args: string[]): Promise<void> {
     maxBatch: 1,
     ...(threads !== undefined ? { threads } : {}),
   });
-  const out = await dec.forward(ids, { budgets, warmupLayers });
+  // ids outside the vocabulary, budgets out of range: the flags are wrong (exit 2)
+  const out = await asUsage(() => dec.forward(ids, { budgets, warmupLayers }), /^SkipDecoder\.forward: (ids\[\d+\]|budgets|warmupLayers)/);
   const V = dec.spec.vocabSize;
   const rows: number[][] = [];
   for (let t = 0; t < ids.length; t++) rows.push(Array.from(out.subarray(t * V, (t + 1) * V)));
@@ -413,11 +435,24 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   serve: serveCmd,
 };
 
+/** One command's part of USAGE (its usage lines and description), or null. */
+function commandUsage(cmd: string): string | null {
+  const blocks = USAGE.split(/\n(?=  skipdecode )/);
+  const block = blocks.find((b) => b.startsWith(`  skipdecode ${cmd} `) || b.startsWith(`  skipdecode ${cmd}\n`));
+  return block ? `usage:\n${block}` : null;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
-    (cmd === undefined ? console.error : console.log)(USAGE);
+    const topic = cmd === "help" && rest[0] ? commandUsage(rest[0]) : null;
+    (cmd === undefined ? console.error : console.log)(topic ?? USAGE);
     return cmd === undefined ? 2 : 0;
+  }
+  // `skipdecode CMD --help` (anywhere among its flags): that command's usage, exit 0
+  if (COMMANDS[cmd] && (rest.includes("--help") || rest.includes("-h"))) {
+    console.log(commandUsage(cmd) ?? USAGE);
+    return 0;
   }
   const run = COMMANDS[cmd];
   try {
@@ -426,7 +461,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`skipdecode ${cmd}: ${e.message}\n\n${USAGE}`);
+      console.error(`skipdecode ${cmd}: ${e.message}\n\n${commandUsage(cmd) ?? USAGE}`);
       return 2;
     }
     console.error(`skipdecode ${cmd}: ${(e as Error).message}`);

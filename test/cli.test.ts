@@ -130,6 +130,33 @@ describe("skipdecode CLI", () => {
     }
   });
 
+  test("--help on every command prints its usage and exits 0; help CMD too", () => {
+    for (const cmd of ["tiny-model", "logits", "generate", "eval", "serve"]) {
+      const r = run(cmd, "--help");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toStartWith(`usage:\n  skipdecode ${cmd} `);
+      expect(r.stdout).not.toContain("skipdecode help"); // only this command's part
+      expect(run(cmd, "--model", "/nonexistent", "-h").stdout).toBe(r.stdout);
+      expect(run("help", cmd).stdout).toBe(r.stdout);
+    }
+  });
+
+  test("negative numbers reach the range checks; out-of-vocabulary ids are usage errors", () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "2").code).toBe(0);
+    const neg = run("generate", "--model", dir, "--prompt", "hi", "--max-new-tokens", "-5");
+    expect(neg.code).toBe(2);
+    expect(neg.stderr).toMatch(/maxNewTokens must be an integer in 1\.\.\d+, got -5/);
+    expect(neg.stderr).not.toMatch(/ambiguous/);
+    const temp = run("generate", "--model", dir, "--prompt", "hi", "--temperature", "-0.5");
+    expect(temp.code).toBe(2);
+    expect(temp.stderr).toMatch(/temperature must be a number in \[0, 100\], got -0\.5/);
+    const oov = run("logits", "--model", dir, "--ids", "2,99999", "--backend", "cpu");
+    expect(oov.code).toBe(2);
+    expect(oov.stderr).toMatch(/ids\[1\] = 99999 is not a token id in 0\.\.\d+/);
+    expect(oov.stderr).toMatch(/usage:\n  skipdecode logits /);
+  });
+
   test("the README's API example runs", () => {
     const dir = tempDir();
     expect(run("tiny-model", dir, "--layers", "8", "--seed", "1").code).toBe(0);
