@@ -282,6 +282,9 @@ export class Scheduler {
           continue;
         }
         this.#dispatch(n.sampled);
+        // Let stream consumers and abort signals see this step's tokens before the next is built
+        // (a step's reply can arrive without a trip through the event loop).
+        await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
       this.#looping = false;
