@@ -54,6 +54,13 @@ export function numOpt(where: string, name: string, v: unknown, min: number, max
   return v;
 }
 
+/** true or false, or the default when undefined. */
+export function boolOpt(where: string, name: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== "boolean") throw new Error(`${where}: ${name} must be true or false, got ${show(v)}`);
+  return v;
+}
+
 /** One of `choices`, or the default when undefined. */
 export function choiceOpt<C extends string>(where: string, name: string, v: unknown, choices: readonly C[], dflt: C): C {
   if (v === undefined) return dflt;

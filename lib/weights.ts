@@ -6,6 +6,7 @@
  */
 import type { ModelSpec } from "./checkpoint/config.ts";
 import { optWeights } from "./checkpoint/opt.ts";
+import { findNonFinite } from "./checkpoint/finite.ts";
 import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
 import { ARCH_OPT, type BackendName, Cfg, chooseBackend, DType, type DTypeCode, type NativeEngine } from "./native.ts";
 
@@ -20,6 +21,8 @@ export interface EngineOptions {
   maxSeqLen: number;
   threads: number;
   maxBatchTokens: number;
+  /** Scan every tensor for NaN/Inf before it is copied in. */
+  checkWeights: boolean;
 }
 
 /** Whether every F32 value in `data` is finite and within float16's range. */
@@ -74,6 +77,17 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
     engine = native.createEngine(cfg);
     for (const t of optWeights(spec, ckpt)) {
       let { data, dtype } = t;
+      if (options.checkWeights) {
+        // a NaN/Inf weight makes every logit NaN, and greedy decoding emits token 0 forever
+        const bad = findNonFinite(data, dtype);
+        if (bad) {
+          throw new Error(
+            `${dir}: tensor ${t.name} has ${bad.count} non-finite value${bad.count > 1 ? "s" : ""} ` +
+              `(the first, at element ${bad.first}, is ${bad.value}); the checkpoint is damaged ` +
+              `(checkWeights: false loads it anyway)`,
+          );
+        }
+      }
       let target: DTypeCode | null = want;
       if (target === null && native.name === "cpu" && dtype === DType.F32 && t.shape.length === 2) {
         // "auto" on the CPU keeps matrices in 16 bits (half the memory traffic):
@@ -83,6 +97,13 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
       if (target !== null && dtype !== target) {
         data = fromFloat32(toFloat32(data, SAFETENSORS_NAMES[dtype]), SAFETENSORS_NAMES[target]);
         dtype = target;
+        const over = options.checkWeights ? findNonFinite(data, dtype) : null;
+        if (over) {
+          throw new Error(
+            `${dir}: tensor ${t.name} does not fit ${SAFETENSORS_NAMES[target]}: ${over.count} ${over.count > 1 ? "values overflow" : "value overflows"} ` +
+              `to ${over.value} (the first at element ${over.first}); load it with another dtype`,
+          );
+        }
       }
       const numel = t.shape.reduce((a, b) => a * b, 1);
       try {
