@@ -42,6 +42,9 @@ const USAGE = `usage:
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
       seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
       stdout (method, path, status, prompt+completion tokens, ms) unless --quiet
+  skipdecode build [--cpu-only]
+      build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
+      installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build
   skipdecode help
       this text`;
 
@@ -87,7 +90,14 @@ function intList(flag: string, v: string | undefined): number[] | undefined {
 }
 
 type FlagSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
-type Flags = Record<string, string | undefined> & { tied?: boolean; json?: boolean; "ignore-eos"?: boolean; quiet?: boolean; stop?: string[] };
+type Flags = Record<string, string | undefined> & {
+  tied?: boolean;
+  json?: boolean;
+  "ignore-eos"?: boolean;
+  quiet?: boolean;
+  "cpu-only"?: boolean;
+  stop?: string[];
+};
 
 /** A value that starts with "-" but is a number ("-5", "-0.5", "-1e3", "-Infinity"), not a flag. */
 const NEGATIVE = /^-(\d|\.\d|Infinity$|NaN$)/;
@@ -427,7 +437,15 @@ async function serveCmd(args: string[]): Promise<void> {
   });
 }
 
+async function buildCmd(args: string[]): Promise<void> {
+  const { values } = parse(args, { "cpu-only": { type: "boolean" } }, 0);
+  const script = new URL("../scripts/build.ts", import.meta.url).pathname;
+  const p = Bun.spawnSync([process.execPath, script, ...(values["cpu-only"] ? ["--cpu-only"] : [])], { stdout: "inherit", stderr: "inherit" });
+  if (p.exitCode !== 0) throw new Error(`the build failed (exit ${p.exitCode}); the compiler's output is above`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  build: buildCmd,
   "tiny-model": tinyModel,
   logits,
   generate,
