@@ -1,6 +1,6 @@
 /**
  * SkipDecoder: loads a model folder into a native engine and runs it with
- * SkipDecode's per-token layer budgets (DESIGN.md).
+ * SkipDecode's per-token layer budgets (docs/DESIGN.md).
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";

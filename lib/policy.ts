@@ -1,7 +1,7 @@
 /**
  * SkipDecode budget policies: how many layers the i-th generated token
  * computes. Every policy is monotonically non-increasing in the step (so the
- * KV cache a token attends to always exists; DESIGN.md) and stays within
+ * KV cache a token attends to always exists; docs/DESIGN.md, "The method") and stays within
  * [max(1, warmupLayers), numLayers].
  */
 import { show } from "./options.ts";

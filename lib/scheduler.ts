@@ -1,7 +1,7 @@
 /**
  * The generation loop: a scheduler that turns active sequences into native
  * batch steps. Every sequence keeps its own step index and budget, so requests
- * can join and leave between steps (continuous batching, DESIGN.md's
+ * can join and leave between steps (continuous batching, docs/DESIGN.md's
  * generalisation); a group of sequences submitted together waits until all of
  * its members are prefilled before any decodes, so they share the step index
  * (the paper's batched mode).
@@ -44,7 +44,7 @@ export interface GenerationStats {
   policy: string;
 }
 
-/** The result of one generation (DESIGN.md). */
+/** The result of one generation (docs/DESIGN.md, "The method"). */
 export interface GenerateResult {
   text: string;
   /** Generated ids (EOS excluded). */

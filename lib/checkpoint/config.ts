@@ -1,5 +1,5 @@
 /**
- * config.json → {@link ModelSpec}. Only OPT for now (DESIGN.md: OPT first,
+ * config.json → {@link ModelSpec}. Only OPT for now (docs/DESIGN.md: OPT first,
  * LLaMA-family later). Defaults follow Hugging Face's `OPTConfig`.
  */
 import { existsSync, readFileSync } from "node:fs";
