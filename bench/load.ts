@@ -12,8 +12,16 @@
  * Without --model it writes a small random OPT model to a temp folder (and
  * removes it). Every run is bounded by --requests and by --timeout seconds;
  * the script always stops the server and exits by itself. Loopback only.
+ *
+ * --long-prompt N adds the interference test (issue 12's target): for
+ * --phase-s seconds the streaming clients run alone, then as long again while
+ * one more client keeps sending N-token prompts (max_tokens 1); a prober
+ * sends GET /health every 10 ms throughout. It reports /health latency and
+ * the streams' inter-chunk gaps (a chunk carries one token, or more when a
+ * token ends inside a character) for both phases. Targets: /health p99 <=
+ * 20 ms, and the gap p99 with the long prompts <= 2x the gap p99 without.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -22,7 +30,8 @@ import { writeTinyModel } from "../lib/tiny.ts";
 const ROOT = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/load.ts [--model DIR] [--clients 8] [--requests 64] [--max-tokens 32] [--runs 3]
                          [--speedup 2] [--max-batch 8] [--backend auto|cpu|cuda] [--threads 0]
-                         [--timeout 300] [--out bench/results/load.json]`;
+                         [--timeout 300] [--out bench/results/load.json]
+                         [--long-prompt N [--phase-s 10]]`;
 
 /** The random model used without --model: big enough that the model, not HTTP, is most of the time. */
 const DEFAULT_SHAPE = { seed: 3, layers: 8, hidden: 256, heads: 8, maxPositions: 512 } as const;
@@ -65,10 +74,10 @@ class ServerChild {
   #lines: string[] = [];
   #wake: (() => void) | null = null;
 
-  constructor(opts: { model: string; maxBatch: number; backend: string; threads: number; maxQueue: number }) {
+  constructor(opts: { model: string; maxBatch: number; backend: string; threads: number; maxQueue: number; maxSeqLen?: number }) {
     const code = `
       import { serve } from ${JSON.stringify(join(ROOT, "server", "main.ts"))};
-      const s = await serve(${JSON.stringify({ host: "127.0.0.1", port: 0, ...opts })});
+      const s = await serve(${JSON.stringify({ host: "127.0.0.1", port: 0, accessLog: false, ...opts })});
       console.log(JSON.stringify({ url: s.url, device: s.decoder.backend + " (" + s.decoder.deviceName + ")" }));
       for await (const chunk of Bun.stdin.stream()) {
         for (const line of new TextDecoder().decode(chunk).split("\\n")) if (line === "gc") { Bun.gc(true); console.log("gc"); }
@@ -246,6 +255,117 @@ async function loadRun(
   };
 }
 
+interface Phase {
+  longPrompts: boolean;
+  streams: number;
+  gaps: number;
+  gapP50Ms: number;
+  gapP99Ms: number;
+  healthProbes: number;
+  healthP50Ms: number;
+  healthP99Ms: number;
+  healthMaxMs: number;
+  longDone: number;
+  longMeanMs: number;
+}
+
+/** Reads an SSE completion stream, recording the gap before every text chunk after the first. */
+async function streamGaps(url: string, body: object, signal: AbortSignal, gaps: number[]): Promise<void> {
+  const res = await fetch(`${url}/v1/completions`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ ...body, stream: true }),
+    signal,
+  });
+  if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+  let buf = "";
+  let last = 0;
+  for await (const chunk of res.body!) {
+    buf += new TextDecoder().decode(chunk);
+    let end: number;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const ev = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      if (!ev.startsWith("data: ") || ev === "data: [DONE]") continue;
+      const j = JSON.parse(ev.slice(6));
+      if (!j.choices?.[0]?.text) continue;
+      const now = performance.now();
+      if (last) gaps.push(now - last);
+      last = now;
+    }
+  }
+}
+
+/** One phase of the interference test: streaming clients and a /health prober, with or without the long-prompt client. */
+async function phase(
+  server: ServerChild,
+  cfg: { clients: number; maxTokens: number; speedup: number; longPrompt: number; vocab: number; seconds: number },
+  withLong: boolean,
+): Promise<Phase> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), cfg.seconds * 1000);
+  const gaps: number[] = [];
+  const health: number[] = [];
+  const longMs: number[] = [];
+  let streams = 0;
+  const quiet = (e: unknown) => {
+    if (!ac.signal.aborted) throw e;
+  };
+  const streamer = async (c: number) => {
+    for (let i = 0; !ac.signal.aborted; i++) {
+      const body = { prompt: PROMPTS[(c + i) % PROMPTS.length], max_tokens: cfg.maxTokens, temperature: 0.8, seed: i, ignore_eos: true, speedup: cfg.speedup };
+      await streamGaps(server.url, body, ac.signal, gaps).catch(quiet);
+      if (!ac.signal.aborted) streams++;
+    }
+  };
+  const prober = async () => {
+    while (!ac.signal.aborted) {
+      const t = performance.now();
+      const ok = await fetch(`${server.url}/health`, { signal: ac.signal }).then((r) => r.ok, () => null);
+      if (ok === null) break;
+      if (!ok) throw new Error("/health failed");
+      health.push(performance.now() - t);
+      await Bun.sleep(10);
+    }
+  };
+  const long = async () => {
+    const rng = (i: number) => 3 + ((i * 7919) % (cfg.vocab - 3));
+    for (let k = 0; !ac.signal.aborted; k++) {
+      const prompt = Array.from({ length: cfg.longPrompt }, (_, i) => rng(i + k));
+      const t = performance.now();
+      const res = await fetch(`${server.url}/v1/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt, max_tokens: 1 }),
+        signal: ac.signal,
+      }).catch(quiet);
+      if (!res) break;
+      if (!res.ok) throw new Error(`long prompt: HTTP ${res.status}: ${await res.text()}`);
+      await res.text();
+      longMs.push(performance.now() - t);
+    }
+  };
+  try {
+    await Promise.all([...Array.from({ length: cfg.clients }, (_, c) => streamer(c)), prober(), ...(withLong ? [long()] : [])]);
+  } finally {
+    clearTimeout(timer);
+    ac.abort();
+  }
+  return {
+    longPrompts: withLong,
+    streams,
+    gaps: gaps.length,
+    gapP50Ms: percentile(gaps, 50),
+    gapP99Ms: percentile(gaps, 99),
+    healthProbes: health.length,
+    healthP50Ms: percentile(health, 50),
+    healthP99Ms: percentile(health, 99),
+    healthMaxMs: Math.max(...health),
+    longDone: longMs.length,
+    longMeanMs: longMs.length ? longMs.reduce((a, b) => a + b, 0) / longMs.length : NaN,
+  };
+}
+
 async function main(): Promise<void> {
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -263,6 +383,8 @@ async function main(): Promise<void> {
         threads: { type: "string", default: "0" },
         timeout: { type: "string", default: "300" },
         out: { type: "string", default: join(ROOT, "bench", "results", "load.json") },
+        "long-prompt": { type: "string", default: "0" },
+        "phase-s": { type: "string", default: "10" },
         help: { type: "boolean" },
       },
       strict: true,
@@ -281,6 +403,8 @@ async function main(): Promise<void> {
   const maxBatch = intFlag("max-batch", values["max-batch"] as string, 1);
   const threads = intFlag("threads", values.threads as string, 0);
   const timeoutS = intFlag("timeout", values.timeout as string, 1);
+  const longPrompt = intFlag("long-prompt", values["long-prompt"] as string, 0);
+  const phaseS = intFlag("phase-s", values["phase-s"] as string, 1);
   const speedup = Number(values.speedup);
   if (!Number.isFinite(speedup) || speedup < 1) die(`--speedup must be a number >= 1, got "${values.speedup}"`);
   const backend = values.backend as string;
@@ -291,11 +415,19 @@ async function main(): Promise<void> {
   if (!model) {
     tmp = mkdtempSync(join(tmpdir(), "skd-load-"));
     model = join(tmp, "random-opt");
-    writeTinyModel(model, DEFAULT_SHAPE);
+    writeTinyModel(model, { ...DEFAULT_SHAPE, maxPositions: Math.max(DEFAULT_SHAPE.maxPositions, longPrompt + 64) });
   }
+  const modelCfg = JSON.parse(readFileSync(join(model, "config.json"), "utf8")) as { vocab_size: number; max_position_embeddings: number };
   const c = cpus();
   const machine = `${c[0]?.model.trim() ?? "unknown CPU"}, ${c.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Bun ${Bun.version}`;
-  const server = new ServerChild({ model, maxBatch, backend, threads, maxQueue: Math.max(64, clients * 4) });
+  const server = new ServerChild({
+    model,
+    maxBatch,
+    backend,
+    threads,
+    maxQueue: Math.max(64, clients * 4),
+    ...(longPrompt ? { maxSeqLen: Math.min(modelCfg.max_position_embeddings, longPrompt + 64) } : {}),
+  });
   const results: RunResult[] = [];
   try {
     await server.ready();
@@ -317,12 +449,32 @@ async function main(): Promise<void> {
       );
     }
     const growth = results.at(-1)!.rssAfterMiB - results[0]!.rssAfterMiB;
-    console.log(`\nserver RSS after run ${runs} − after run 1: ${growth >= 0 ? "+" : ""}${growth.toFixed(1)} MiB`);
+    if (runs > 1) console.log(`\nserver RSS after run ${runs} − after run 1: ${growth >= 0 ? "+" : ""}${growth.toFixed(1)} MiB`);
+    let interference: Phase[] | null = null;
+    if (longPrompt > 0) {
+      const pc = { clients, maxTokens, speedup, longPrompt, vocab: modelCfg.vocab_size, seconds: phaseS };
+      interference = [await phase(server, pc, false), await phase(server, pc, true)];
+      console.log(`\ninterference: ${clients} streaming clients for ${phaseS} s, then as long again with a client sending ${longPrompt}-token prompts (max_tokens 1); GET /health every 10 ms`);
+      console.log("| long prompts | streams done | gaps | gap p50 (ms) | gap p99 (ms) | /health probes | /health p50 (ms) | /health p99 (ms) | /health max (ms) | long prompts done | long prompt mean (ms) |");
+      console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+      for (const p of interference) {
+        console.log(
+          `| ${p.longPrompts ? "yes" : "no"} | ${p.streams} | ${p.gaps} | ${p.gapP50Ms.toFixed(1)} | ${p.gapP99Ms.toFixed(1)} | ${p.healthProbes} | ` +
+            `${p.healthP50Ms.toFixed(1)} | ${p.healthP99Ms.toFixed(1)} | ${p.healthMaxMs.toFixed(1)} | ${p.longDone || "-"} | ${p.longDone ? p.longMeanMs.toFixed(0) : "-"} |`,
+        );
+      }
+      const [a, b] = interference as [Phase, Phase];
+      const healthP99 = Math.max(a.healthP99Ms, b.healthP99Ms);
+      console.log(
+        `targets: /health p99 ${healthP99.toFixed(1)} ms (<= 20: ${healthP99 <= 20 ? "met" : "missed"}); ` +
+          `gap p99 with long prompts ${(b.gapP99Ms / a.gapP99Ms).toFixed(2)}x without (<= 2x: ${b.gapP99Ms <= 2 * a.gapP99Ms ? "met" : "missed"})`,
+      );
+    }
     const out = values.out as string;
     mkdirSync(dirname(out), { recursive: true });
     writeFileSync(
       out,
-      JSON.stringify({ date: new Date().toISOString(), machine, config, device: server.device, rssGrowthMiB: growth, runs: results }, null, 2) + "\n",
+      JSON.stringify({ date: new Date().toISOString(), machine, config, device: server.device, rssGrowthMiB: runs > 1 ? growth : null, runs: results, interference }, null, 2) + "\n",
     );
     console.log(`wrote ${out}`);
   } finally {

@@ -15,10 +15,13 @@ console.log(r.budgets.join(" "), `→ ideal ${r.stats.idealSpeedup.toFixed(2)}x`
 // An explicit policy, sampling with a seed, streamed.
 const policy = SkipPolicy.linear({ numLayers: dec.spec.numLayers, maxLayers: 8, minLayers: 3, span: 16 });
 let streamed = "";
+let ids = 0;
 for await (const ev of dec.stream("Once upon a time", { maxNewTokens: 16, policy, temperature: 0.8, topP: 0.9, seed: 42 })) {
-  streamed += ev.text;
+  streamed += ev.text; // token events and the final event both carry text
+  if (ev.type === "token") ids++; // ev.token, ev.layers
+  else console.log(`finish: ${ev.finishReason}`); // the final event, always last
 }
-console.log(`streamed ${streamed.length} characters with ${policy}`);
+console.log(`streamed ${ids} tokens, ${streamed.length} characters with ${policy}`);
 
 // The paper's batched mode: one shared step index for all prompts.
 const batch = await dec.generateBatch(["Hello", "A much longer prompt than the first"], { maxNewTokens: 8, speedup: 3 });

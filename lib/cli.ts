@@ -40,7 +40,15 @@ const USAGE = `usage:
       teacher-forced perplexity and next-token agreement with the full model at each speedup
   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
-      an OpenAI-compatible HTTP server (POST /v1/completions, GET /v1/models, /health, /metrics)
+                   [--grace-s 30] [--quiet]
+      an OpenAI-compatible HTTP server (POST /v1/completions, /tokenize, /detokenize; GET /v1/models,
+      /health, /metrics);
+      SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
+      seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
+      stdout (method, path, status, prompt+completion tokens, ms) unless --quiet
+  skipdecode build [--cpu-only]
+      build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
+      installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build
   skipdecode help
       this text`;
 
@@ -86,12 +94,40 @@ function intList(flag: string, v: string | undefined): number[] | undefined {
 }
 
 type FlagSpec = Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
-type Flags = Record<string, string | undefined> & { tied?: boolean; json?: boolean; "ignore-eos"?: boolean; stop?: string[] };
+type Flags = Record<string, string | undefined> & {
+  tied?: boolean;
+  json?: boolean;
+  "ignore-eos"?: boolean;
+  quiet?: boolean;
+  "cpu-only"?: boolean;
+  stop?: string[];
+};
+
+/** A value that starts with "-" but is a number ("-5", "-0.5", "-1e3", "-Infinity"), not a flag. */
+const NEGATIVE = /^-(\d|\.\d|Infinity$|NaN$)/;
+
+/**
+ * parseArgs takes "--flag -5" for a missing value ("ambiguous"): glue negative
+ * numbers to the string flag before them ("--flag=-5") so the flag's own range
+ * check can answer.
+ */
+function glueNegatives(args: string[], options: FlagSpec): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const next = args[i + 1];
+    if (a.startsWith("--") && !a.includes("=") && options[a.slice(2)]?.type === "string" && next !== undefined && NEGATIVE.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
 
 function parse(args: string[], options: FlagSpec, positionals: number): { values: Flags; positionals: string[] } {
   let parsed;
   try {
-    parsed = parseArgs({ args, options, strict: true, allowPositionals: positionals > 0 });
+    parsed = parseArgs({ args: glueNegatives(args, options), options, strict: true, allowPositionals: positionals > 0 });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -194,7 +230,8 @@ async function logits(args: string[]): Promise<void> {
     maxBatch: 1,
     ...(threads !== undefined ? { threads } : {}),
   });
-  const out = await dec.forward(ids, { budgets, warmupLayers });
+  // ids outside the vocabulary, budgets out of range: the flags are wrong (exit 2)
+  const out = await asUsage(() => dec.forward(ids, { budgets, warmupLayers }), /^SkipDecoder\.forward: (ids\[\d+\]|budgets|warmupLayers)/);
   const V = dec.spec.vocabSize;
   const rows: number[][] = [];
   for (let t = 0; t < ids.length; t++) rows.push(Array.from(out.subarray(t * V, (t + 1) * V)));
@@ -365,10 +402,14 @@ async function serveCmd(args: string[]): Promise<void> {
       "model-name": { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      "grace-s": { type: "string" },
+      quiet: { type: "boolean" },
     },
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
+  const graceS = num("grace-s", values["grace-s"]) ?? 30;
+  if (graceS < 0) throw new UsageError(`--grace-s must be >= 0, got ${graceS}`);
   const port = int("port", values.port) ?? 8080;
   if (port < 0 || port > 65535) throw new UsageError(`--port must be in 0..65535, got ${port}`);
   const maxQueue = int("max-queue", values["max-queue"]) ?? 64;
@@ -389,6 +430,7 @@ async function serveCmd(args: string[]): Promise<void> {
         ...(maxSeqLen !== undefined && { maxSeqLen }),
         ...(threads !== undefined && { threads }),
         ...(values["model-name"] !== undefined && { modelName: values["model-name"] }),
+        accessLog: !values.quiet,
       }),
     /^SkipDecoder\.load: (unknown option|\w+ must be)/,
   );
@@ -398,16 +440,35 @@ async function serveCmd(args: string[]): Promise<void> {
       `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
   );
   await new Promise<void>((resolveStop) => {
-    const stop = () => {
-      console.error("skipdecode serve: stopping");
-      void srv.stop().then(resolveStop);
+    let draining = false;
+    const onSignal = (sig: string) => {
+      if (draining) {
+        console.error(`skipdecode serve: ${sig} again, stopping now`);
+        void srv.stop().then(resolveStop);
+        return;
+      }
+      draining = true;
+      const { running, waiting } = d.load;
+      console.error(`skipdecode serve: ${sig}: draining (${running + waiting} sequences in flight, grace ${graceS} s; new requests get 503)`);
+      void srv.drain(graceS).then(({ cut }) => {
+        console.error(`skipdecode serve: stopped${cut ? " (the grace deadline cut running requests)" : ""}`);
+        resolveStop();
+      });
     };
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
   });
 }
 
+async function buildCmd(args: string[]): Promise<void> {
+  const { values } = parse(args, { "cpu-only": { type: "boolean" } }, 0);
+  const script = new URL("../scripts/build.ts", import.meta.url).pathname;
+  const p = Bun.spawnSync([process.execPath, script, ...(values["cpu-only"] ? ["--cpu-only"] : [])], { stdout: "inherit", stderr: "inherit" });
+  if (p.exitCode !== 0) throw new Error(`the build failed (exit ${p.exitCode}); the compiler's output is above`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  build: buildCmd,
   "tiny-model": tinyModel,
   logits,
   generate,
@@ -415,11 +476,24 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   serve: serveCmd,
 };
 
+/** One command's part of USAGE (its usage lines and description), or null. */
+function commandUsage(cmd: string): string | null {
+  const blocks = USAGE.split(/\n(?=  skipdecode )/);
+  const block = blocks.find((b) => b.startsWith(`  skipdecode ${cmd} `) || b.startsWith(`  skipdecode ${cmd}\n`));
+  return block ? `usage:\n${block}` : null;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
-    (cmd === undefined ? console.error : console.log)(USAGE);
+    const topic = cmd === "help" && rest[0] ? commandUsage(rest[0]) : null;
+    (cmd === undefined ? console.error : console.log)(topic ?? USAGE);
     return cmd === undefined ? 2 : 0;
+  }
+  // `skipdecode CMD --help` (anywhere among its flags): that command's usage, exit 0
+  if (COMMANDS[cmd] && (rest.includes("--help") || rest.includes("-h"))) {
+    console.log(commandUsage(cmd) ?? USAGE);
+    return 0;
   }
   const run = COMMANDS[cmd];
   try {
@@ -428,7 +502,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof UsageError) {
-      console.error(`skipdecode ${cmd}: ${e.message}\n\n${USAGE}`);
+      console.error(`skipdecode ${cmd}: ${e.message}\n\n${commandUsage(cmd) ?? USAGE}`);
       return 2;
     }
     console.error(`skipdecode ${cmd}: ${(e as Error).message}`);

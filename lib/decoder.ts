@@ -1,31 +1,22 @@
 /**
  * SkipDecoder: loads a model folder into a native engine and runs it with
- * SkipDecode's per-token layer budgets (DESIGN.md).
+ * SkipDecode's per-token layer budgets (docs/DESIGN.md).
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
-import { familyOf, familyWeights, modelConfig } from "./checkpoint/family.ts";
-import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
+import { familyOf } from "./checkpoint/family.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import { EngineClient } from "./engine_client.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
-import {
-  type BackendName,
-  Cfg,
-  chooseBackend,
-  DType,
-  type DTypeCode,
-  type NativeEngine,
-  Row,
-  ROW_WANT_LOGITS,
-} from "./native.ts";
+import { type BackendName, Row, ROW_WANT_LOGITS } from "./native.ts";
 import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, checkMessages } from "./chat.ts";
-import { checkIds, checkKeys, choiceOpt, intOpt } from "./options.ts";
+import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
 import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
+import { maxStepRows, type WeightDType } from "./weights.ts";
 
-/** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
-export type WeightDType = "auto" | "float32" | "float16" | "bfloat16";
+export type { WeightDType } from "./weights.ts";
 
 /** Options of {@link SkipDecoder.load}; defaults in {@link LOAD_DEFAULTS}. */
 export interface LoadOptions {
@@ -46,6 +37,19 @@ export interface LoadOptions {
   threads?: number;
   /** Most rows (tokens) one native step carries; longer prefills are chunked. */
   maxBatchTokens?: number;
+  /**
+   * While sequences decode, a step that also feeds new prompts may take at
+   * most this multiple of a decode-only step (measured as it runs): prompts
+   * are then fed in smaller chunks, so a long prompt does not stall running
+   * streams. `Infinity`: always feed up to maxBatchTokens rows.
+   */
+  decodeSlowdown?: number;
+  /**
+   * Scan every weight for NaN/Inf at load and refuse a damaged checkpoint,
+   * naming the tensor (~1–2.5 GB/s of weights on a 2-core VM); false skips
+   * the scan for huge models.
+   */
+  checkWeights?: boolean;
 }
 
 /**
@@ -74,6 +78,8 @@ export const LOAD_DEFAULTS = {
   maxSeqLen: 2048,
   threads: 0,
   maxBatchTokens: 512,
+  decodeSlowdown: 1.5,
+  checkWeights: true,
 } as const;
 
 const LOAD_KEYS = Object.keys(LOAD_DEFAULTS);
@@ -85,20 +91,6 @@ export interface ForwardOptions {
   /** Warm-up layers every token computes (default 1). */
   warmupLayers?: number;
 }
-
-/** Whether every F32 value in `data` is finite and within float16's range. */
-function fitsFloat16(data: Uint8Array): boolean {
-  const f = toFloat32(data, "F32");
-  for (let i = 0; i < f.length; i++) if (!(Math.abs(f[i]!) <= 65504)) return false;
-  return true;
-}
-
-const DTYPE_CODES: Record<Exclude<WeightDType, "auto">, DTypeCode> = {
-  float32: DType.F32,
-  float16: DType.F16,
-  bfloat16: DType.BF16,
-};
-const SAFETENSORS_NAMES = { [DType.F32]: "F32", [DType.F16]: "F16", [DType.BF16]: "BF16" } as const;
 
 /**
  * A loaded model. Create with {@link SkipDecoder.load}; free with `close()`
@@ -120,7 +112,7 @@ export class SkipDecoder {
   readonly options: Required<LoadOptions>;
   /** The model's tokenizer, or null when the folder has none (then prompts must be token ids). */
   readonly tokenizer: SkipTokenizer | null;
-  readonly #engine: NativeEngine;
+  readonly #engine: EngineClient;
   readonly #freeSlots: number[];
   readonly #scheduler: Scheduler;
   #template: { source: string; parsed: ChatTemplate } | null = null;
@@ -128,14 +120,14 @@ export class SkipDecoder {
   private constructor(
     dir: string,
     spec: ModelSpec,
-    engine: NativeEngine,
+    engine: EngineClient,
     options: Required<LoadOptions>,
     tokenizer: SkipTokenizer | null,
   ) {
     this.dir = dir;
     this.spec = spec;
     this.#engine = engine;
-    this.backend = engine.backend.name;
+    this.backend = engine.backend;
     this.options = options;
     this.tokenizer = tokenizer;
     this.#freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
@@ -147,9 +139,10 @@ export class SkipDecoder {
         acquireSlot: () => this.acquireSlot(),
         releaseSlot: (s) => this.releaseSlot(s),
         freeSlots: () => this.#freeSlots.length,
-        stepRows: (rows, n, logits, params, tokens) => this.stepRows(rows, n, logits, params, tokens),
+        step: (rows, n, params, tokens) => this.#live("generate").step(rows, n, params, null, tokens),
       },
-      Math.max(options.maxBatchTokens, options.maxBatch),
+      maxStepRows(options),
+      options.decodeSlowdown,
     );
   }
 
@@ -171,63 +164,30 @@ export class SkipDecoder {
       maxSeqLen: maxSeqLenOpt(where, o.maxSeqLen, spec),
       threads: intOpt(where, "threads", o.threads, 0, 1024, LOAD_DEFAULTS.threads),
       maxBatchTokens: intOpt(where, "maxBatchTokens", o.maxBatchTokens, 1, 1 << 20, LOAD_DEFAULTS.maxBatchTokens),
+      decodeSlowdown:
+        o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
+      checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
     };
-    const native = chooseBackend(options.backend);
-    const want = options.dtype === "auto" ? null : DTYPE_CODES[options.dtype];
-    const cfg = modelConfig(spec);
-    cfg[Cfg.MAX_SLOTS] = options.maxBatch;
-    cfg[Cfg.MAX_SEQ] = options.maxSeqLen;
-    cfg[Cfg.MAX_ROWS] = Math.max(options.maxBatchTokens, options.maxBatch);
-    cfg[Cfg.THREADS] = options.threads;
-    cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
     const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
     const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
-    const ckpt = CheckpointTensors.open(dir);
-    let engine: NativeEngine | null = null;
-    try {
-      engine = native.createEngine(cfg);
-      for (const t of familyWeights(spec, ckpt)) {
-        let { data, dtype } = t;
-        let target: DTypeCode | null = t.exact ? null : want;
-        if (target === null && native.name === "cpu" && dtype === DType.F32 && t.shape.length === 2) {
-          // "auto" on the CPU keeps matrices in 16 bits (half the memory traffic):
-          // float16 (11 significant bits), or bfloat16 where a value exceeds float16's range.
-          target = fitsFloat16(data) ? DType.F16 : DType.BF16;
-        }
-        if (target !== null && dtype !== target) {
-          data = fromFloat32(toFloat32(data, SAFETENSORS_NAMES[dtype]), SAFETENSORS_NAMES[target]);
-          dtype = target;
-        }
-        const numel = t.shape.reduce((a, b) => a * b, 1);
-        try {
-          engine.setTensor(t.role, t.layer, dtype, data, numel);
-        } catch (e) {
-          throw new Error(`${dir}: loading ${t.name}: ${(e as Error).message}`);
-        }
-      }
-      engine.finalize();
-    } catch (e) {
-      engine?.free();
-      throw e;
-    } finally {
-      ckpt.close();
-    }
+    // the engine thread builds the engine: reading and converting weights never blocks this thread
+    const engine = await EngineClient.start(dir, spec, options);
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 
-  #live(what: string): NativeEngine {
+  #live(what: string): EngineClient {
     if (this.#engine.freed) throw new Error(`SkipDecoder.${what}: the decoder is closed`);
     return this.#engine;
   }
 
   /** Bytes of weights one full step reads (linear layers and LM head). */
   get weightBytes(): number {
-    return this.#live("weightBytes").weightBytes();
+    return this.#live("weightBytes").weightBytes;
   }
 
   /** Description of the device ("AMD EPYC, 2 threads", "NVIDIA H200, …"). */
   get deviceName(): string {
-    return this.#live("deviceName").backend.deviceName(0);
+    return this.#live("deviceName").deviceName;
   }
 
   /** @internal takes a free KV slot. */
@@ -245,9 +205,10 @@ export class SkipDecoder {
   }
 
   /**
-   * @internal One raw native step (see skipdecode.h `skd_engine_step`): rows of
-   * Row.FIELDS int32 each; logits receive vocab floats per row flagged
-   * ROW_WANT_LOGITS. Used by the generation loop and the tests.
+   * @internal One raw native step (see skipdecode.h `skd_engine_step`), blocking
+   * until the engine thread is done: rows of Row.FIELDS int32 each; logits
+   * receive vocab floats per row flagged ROW_WANT_LOGITS. Used by the tests;
+   * generation steps without blocking.
    */
   stepRows(
     rows: Int32Array,
@@ -256,7 +217,7 @@ export class SkipDecoder {
     params: Float32Array | null = null,
     tokens: Int32Array | null = null,
   ): void {
-    this.#live("stepRows").step(rows, nRows, params, logits, tokens);
+    this.#live("stepRows").stepSync(rows, nRows, params, logits, tokens);
   }
 
   /** @internal KV bookkeeping of a slot (sequence length, KV length at a layer). */
@@ -310,7 +271,7 @@ export class SkipDecoder {
           rows[r + Row.WARMUP] = w;
           rows[r + Row.FLAGS] = ROW_WANT_LOGITS;
         }
-        engine.step(rows, m, null, out.subarray(start * V, (start + m) * V));
+        await engine.step(rows, m, null, out.subarray(start * V, (start + m) * V), null);
       }
     } finally {
       this.releaseSlot(slot);
@@ -327,6 +288,46 @@ export class SkipDecoder {
       seqOffset,
       onEvent,
     });
+  }
+
+  /**
+   * Token ids of a text, as a string prompt would be fed: with `bos` (default
+   * true) OPT's BOS `</s>` comes first, added once (through the tokenizer's
+   * own post-processor when it has one); `bos: false` gives the raw ids. No
+   * length limit: use it to count tokens before generating.
+   *
+   * @example
+   * dec.tokenize("Hello world");                 // [2, 31414, 232]
+   * dec.tokenize("Hello world", { bos: false }); // [31414, 232]
+   */
+  tokenize(text: string, opts?: { bos?: boolean }): number[] {
+    const where = "SkipDecoder.tokenize";
+    this.#live("tokenize");
+    const o = checkKeys(where, opts, ["bos"]);
+    if (typeof text !== "string") throw new Error(`${where}: text must be a string, got ${show(text)}`);
+    if (o.bos !== undefined && typeof o.bos !== "boolean") throw new Error(`${where}: bos must be true or false, got ${show(o.bos)}`);
+    if (!this.tokenizer) throw new Error(`${where}: this model folder has no tokenizer (tokenizer.json or vocab.json + merges.txt)`);
+    return this.tokenizer.encode(text, { addBos: o.bos ?? true });
+  }
+
+  /**
+   * The text of token ids, as generation decodes it: special tokens such as
+   * `</s>` are left out unless `skipSpecialTokens: false`.
+   *
+   * @example
+   * dec.detokenize([2, 31414, 232]);                               // "Hello world"
+   * dec.detokenize([2, 31414], { skipSpecialTokens: false });      // "</s>Hello"
+   */
+  detokenize(ids: ArrayLike<number>, opts?: { skipSpecialTokens?: boolean }): string {
+    const where = "SkipDecoder.detokenize";
+    this.#live("detokenize");
+    const o = checkKeys(where, opts, ["skipSpecialTokens"]);
+    if (o.skipSpecialTokens !== undefined && typeof o.skipSpecialTokens !== "boolean") {
+      throw new Error(`${where}: skipSpecialTokens must be true or false, got ${show(o.skipSpecialTokens)}`);
+    }
+    const toks = checkIds(where, "ids", ids, this.spec.vocabSize);
+    if (!this.tokenizer) throw new Error(`${where}: this model folder has no tokenizer (tokenizer.json or vocab.json + merges.txt)`);
+    return this.tokenizer.decode(toks, { skipSpecialTokens: o.skipSpecialTokens ?? true });
   }
 
   /**

@@ -5,7 +5,7 @@
 import { randomBytes } from "node:crypto";
 import type { ModelSpec } from "./checkpoint/config.ts";
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
-import { checkIds, checkKeys, intOpt, numOpt } from "./options.ts";
+import { checkIds, checkKeys, intOpt, numOpt, show } from "./options.ts";
 import { SkipPolicy } from "./policy.ts";
 import type { SequenceSpec, StreamEvent } from "./scheduler.ts";
 
@@ -85,7 +85,7 @@ export function sequenceSpec(
     const w = intOpt(where, "warmupLayers", o.warmupLayers, 0, L, Math.min(1, L));
     if (o.speedup === undefined) policy = SkipPolicy.full(L, { warmupLayers: w });
     else {
-      if (typeof o.speedup !== "number") throw new Error(`${where}: speedup must be a number, got ${JSON.stringify(o.speedup)}`);
+      if (typeof o.speedup !== "number") throw new Error(`${where}: speedup must be a number, got ${show(o.speedup)}`);
       policy = SkipPolicy.forSpeedup(o.speedup, { numLayers: L, span: maxNewTokens, warmupLayers: w });
     }
   }
@@ -107,7 +107,7 @@ export function sequenceSpec(
     policy,
     temperature: numOpt(where, "temperature", o.temperature, 0, 100, GENERATE_DEFAULTS.temperature),
     topK: intOpt(where, "topK", o.topK, 0, ctx.spec.vocabSize, GENERATE_DEFAULTS.topK),
-    topP: numOpt(where, "topP", o.topP, Number.MIN_VALUE, 1, GENERATE_DEFAULTS.topP),
+    topP: numOpt(where, "topP", o.topP, 0, 1, GENERATE_DEFAULTS.topP, true),
     seed,
     seq: intOpt(where, "sequence", o.sequence, 0, 2 ** 31 - 1 - ctx.seqOffset, 0) + ctx.seqOffset,
     stop,

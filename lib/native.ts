@@ -8,6 +8,7 @@
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { BUILD_COMMAND, ensureLibrary, gpuDriver } from "./build.ts";
 
 /** Backends the library can run on. */
 export type BackendName = "cpu" | "cuda";
@@ -132,6 +133,13 @@ export class NativeError extends Error {
     this.code = code;
     this.status = STATUS_NAMES[code] ?? `status ${code}`;
   }
+
+  /** @internal Rebuilds an error that crossed from the engine thread (message already formatted). */
+  static revive(message: string, code: number): NativeError {
+    const e = new NativeError("", code, "");
+    e.message = message;
+    return e;
+  }
 }
 
 const SYMBOLS = {
@@ -190,21 +198,17 @@ export class NativeBackend {
     const have = loaded.get(backend);
     if (have) return have;
     const path = libraryPath(backend);
-    if (!existsSync(path)) {
-      throw new Error(
-        `skipdecode: ${path} does not exist; build it with \`bun run build\`` +
-          (backend === "cuda" ? " on a machine with nvcc" : ""),
-      );
-    }
+    // missing after an install whose build was blocked or skipped: build it now (lib/build.ts)
+    ensureLibrary(backend, path);
     let lib: Lib;
     try {
       lib = dlopen(path, SYMBOLS).symbols;
     } catch (e) {
-      throw new Error(`skipdecode: cannot load ${path} (${(e as Error).message}); rebuild it with \`bun run build\``);
+      throw new Error(`skipdecode: cannot load ${path} (${(e as Error).message}); rebuild it with \`${BUILD_COMMAND}\``);
     }
     const abi = lib.skd_abi_version();
     if (abi !== ABI_VERSION) {
-      throw new Error(`skipdecode: ${path} has ABI version ${abi}, this code expects ${ABI_VERSION}; rebuild it`);
+      throw new Error(`skipdecode: ${path} has ABI version ${abi}, this code expects ${ABI_VERSION}; rebuild it with \`${BUILD_COMMAND}\``);
     }
     const b = new NativeBackend(backend, lib);
     loaded.set(backend, b);
@@ -383,12 +387,16 @@ export class NativeEngine {
  */
 export function chooseBackend(requested: BackendName | "auto"): NativeBackend {
   if (requested === "cpu") return NativeBackend.get("cpu");
+  const built = existsSync(libraryPath("cuda"));
   if (requested === "cuda") {
+    // not built and no driver: building it (~25 s) could only end in this error
+    if (!built && !gpuDriver()) throw new NativeError("skipdecode: backend \"cuda\"", Status.NO_DEVICE, "no CUDA device: no NVIDIA driver on this machine");
     const b = NativeBackend.get("cuda");
     b.deviceCount(); // throws the library's "no CUDA device" error
     return b;
   }
-  if (existsSync(libraryPath("cuda"))) {
+  // auto: CUDA when a GPU can run it (its library is built on first use), else the CPU
+  if (built || gpuDriver()) {
     try {
       const b = NativeBackend.get("cuda");
       if (b.available()) return b;

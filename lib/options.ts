@@ -3,6 +3,23 @@
  * wrong types throw an Error naming the option and what was expected.
  */
 
+/**
+ * A value as the caller gave it, for error messages: numbers as JavaScript
+ * prints them (NaN, Infinity, -1e-9), strings quoted, objects as JSON.
+ *
+ * @example
+ * show(NaN); // "NaN" (JSON.stringify would say null)
+ */
+export function show(v: unknown): string {
+  if (typeof v === "number" || typeof v === "bigint" || typeof v === "boolean" || v === undefined || typeof v === "symbol") return String(v);
+  if (typeof v === "function") return "a function";
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return String(v);
+  }
+}
+
 /** Throws if `opts` has a key outside `allowed`; returns the object (or {}). */
 export function checkKeys<T extends object>(where: string, opts: T | undefined, allowed: readonly string[]): T {
   if (opts === undefined || opts === null) return {} as T;
@@ -20,17 +37,27 @@ export function intOpt(where: string, name: string, v: unknown, min: number, max
     return dflt;
   }
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    throw new Error(`${where}: ${name} must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+    throw new Error(`${where}: ${name} must be an integer in ${min}..${max}, got ${show(v)}`);
   }
   return v;
 }
 
-/** A finite number in [min, max], or the default when undefined. */
-export function numOpt(where: string, name: string, v: unknown, min: number, max: number, dflt: number): number {
+/**
+ * A finite number in [min, max] — or in (min, max] when `minExclusive` — or
+ * the default when undefined.
+ */
+export function numOpt(where: string, name: string, v: unknown, min: number, max: number, dflt: number, minExclusive = false): number {
   if (v === undefined) return dflt;
-  if (typeof v !== "number" || !Number.isFinite(v) || v < min || v > max) {
-    throw new Error(`${where}: ${name} must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  if (typeof v !== "number" || !Number.isFinite(v) || (minExclusive ? v <= min : v < min) || v > max) {
+    throw new Error(`${where}: ${name} must be a number in ${minExclusive ? "(" : "["}${min}, ${max}], got ${show(v)}`);
   }
+  return v;
+}
+
+/** true or false, or the default when undefined. */
+export function boolOpt(where: string, name: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== "boolean") throw new Error(`${where}: ${name} must be true or false, got ${show(v)}`);
   return v;
 }
 
@@ -38,7 +65,7 @@ export function numOpt(where: string, name: string, v: unknown, min: number, max
 export function choiceOpt<C extends string>(where: string, name: string, v: unknown, choices: readonly C[], dflt: C): C {
   if (v === undefined) return dflt;
   if (typeof v !== "string" || !(choices as readonly string[]).includes(v)) {
-    throw new Error(`${where}: ${name} must be one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, got ${JSON.stringify(v)}`);
+    throw new Error(`${where}: ${name} must be one of ${choices.map((c) => JSON.stringify(c)).join(", ")}, got ${show(v)}`);
   }
   return v as C;
 }
@@ -51,7 +78,7 @@ export function checkIds(where: string, name: string, ids: unknown, vocab: numbe
   const out = Array.from(ids as ArrayLike<number>);
   out.forEach((t, i) => {
     if (!Number.isInteger(t) || t < 0 || t >= vocab) {
-      throw new Error(`${where}: ${name}[${i}] = ${JSON.stringify(t)} is not a token id in 0..${vocab - 1}`);
+      throw new Error(`${where}: ${name}[${i}] = ${show(t)} is not a token id in 0..${vocab - 1}`);
     }
   });
   return out;

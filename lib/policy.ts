@@ -1,9 +1,10 @@
 /**
  * SkipDecode budget policies: how many layers the i-th generated token
  * computes. Every policy is monotonically non-increasing in the step (so the
- * KV cache a token attends to always exists; DESIGN.md) and stays within
+ * KV cache a token attends to always exists; docs/DESIGN.md, "The method") and stays within
  * [max(1, warmupLayers), numLayers].
  */
+import { show } from "./options.ts";
 
 /** Settings shared by the decaying policies. */
 export interface DecaySettings {
@@ -35,7 +36,7 @@ export const DEFAULT_WARMUP_LAYERS = 1;
 
 function int(name: string, v: unknown, min: number, max: number): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    throw new Error(`SkipPolicy: ${name} must be an integer in ${min}..${max}, got ${JSON.stringify(v)}`);
+    throw new Error(`SkipPolicy: ${name} must be an integer in ${min}..${max}, got ${show(v)}`);
   }
   return v;
 }
@@ -127,7 +128,7 @@ export class SkipPolicy {
     const d = decay("power", s);
     const e = s.exponent;
     if (typeof e !== "number" || !Number.isFinite(e) || e <= 0 || e > 100) {
-      throw new Error(`SkipPolicy.power: exponent must be a number in (0, 100], got ${JSON.stringify(e)}`);
+      throw new Error(`SkipPolicy.power: exponent must be a number in (0, 100], got ${show(e)}`);
     }
     return new SkipPolicy("power", d, e);
   }
@@ -159,7 +160,7 @@ export class SkipPolicy {
     if (typeof speedup !== "number" || !Number.isFinite(speedup) || speedup < 1 || speedup > most + 1e-9) {
       throw new Error(
         `SkipPolicy.forSpeedup: speedup must be a number in [1, ${+most.toFixed(3)}] for ${L} layers with ` +
-          `${w} warm-up layer(s) (at least ${lo} layer(s) per token), got ${JSON.stringify(speedup)}`,
+          `${w} warm-up layer(s) (at least ${lo} layer(s) per token), got ${show(speedup)}`,
       );
     }
     if (speedup === 1) return SkipPolicy.full(L, { warmupLayers: w });

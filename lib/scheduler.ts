@@ -1,7 +1,7 @@
 /**
  * The generation loop: a scheduler that turns active sequences into native
  * batch steps. Every sequence keeps its own step index and budget, so requests
- * can join and leave between steps (continuous batching, DESIGN.md's
+ * can join and leave between steps (continuous batching, docs/DESIGN.md's
  * generalisation); a group of sequences submitted together waits until all of
  * its members are prefilled before any decodes, so they share the step index
  * (the paper's batched mode).
@@ -9,9 +9,10 @@
  * One step carries, in order: one decode row per running sequence, then as
  * many prompt rows of waiting sequences as fit in `maxBatchTokens` (chunked
  * prefill). Sampling happens in the native step; only token ids come back.
- * JavaScript is single-threaded and a step is one synchronous native call, so
- * cancellation (abort, a stream closed early) always happens between steps and
- * frees the KV slot at once.
+ * A step runs on the engine thread (lib/engine_client.ts) while this thread
+ * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
+ * gives its KV slot back at once (the reset is queued behind the running step)
+ * and the token the step sampled for it is dropped.
  */
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { StreamDecoder } from "./checkpoint/tokenizer.ts";
@@ -22,9 +23,12 @@ export type FinishReason = "stop" | "length" | "abort";
 
 /** What a generation reports besides its tokens. */
 export interface GenerationStats {
-  /** numLayers / avgLayers: the speedup of the decode passes if time were proportional to layers. */
+  /**
+   * numLayers / avgLayers: the speedup of the decode passes that ran if time
+   * were proportional to layers (1 when none ran: maxNewTokens 1, or EOS first).
+   */
   idealSpeedup: number;
-  /** Mean of `budgets`. */
+  /** Mean of `budgets`; numLayers when it is empty (the only pass was the full-model prefill). */
   avgLayers: number;
   /** From submission to the first generated token (prompt processing, queueing included). */
   prefillMs: number;
@@ -40,7 +44,7 @@ export interface GenerationStats {
   policy: string;
 }
 
-/** The result of one generation (DESIGN.md). */
+/** The result of one generation (docs/DESIGN.md, "The method"). */
 export interface GenerateResult {
   text: string;
   /** Generated ids (EOS excluded). */
@@ -48,19 +52,56 @@ export interface GenerateResult {
   /** Prompt ids as fed, BOS included. */
   promptTokens: number[];
   finishReason: FinishReason;
-  /** budgets[i]: layers generated token i is processed with (policy.layersAt(i)). */
+  /**
+   * budgets[i]: layers generated token i was processed with (policy.layersAt(i)),
+   * for the passes that ran: every generated token but the last, whose pass
+   * would only predict a token nobody asked for — and the last too when that
+   * pass predicted EOS. So `budgets.length` is `tokens.length - 1`, or
+   * `tokens.length` after EOS (0 when nothing was generated).
+   */
   budgets: number[];
   stats: GenerationStats;
 }
 
-/** One streamed token. `token` is -1 on a final text-only event (held-back text flushed at the end). */
-export interface StreamEvent {
+/** One generated token, with the text it completed (possibly "", when it ends inside a character or may begin a stop string). */
+export interface TokenEvent {
+  type: "token";
   token: number;
   text: string;
+  /** The token's scheduled budget (policy.layersAt(index)). */
   layers: number;
   /** Index of the token among the generated ones. */
   index: number;
 }
+
+/**
+ * The last event of every stream: why it ended, and any text held back until
+ * then (an unfinished character, a stop string's prefix that never completed).
+ * It carries no token, so a loop collecting `ev.token` cannot take it for one:
+ * narrow on `ev.type`.
+ */
+export interface FinalEvent {
+  type: "final";
+  text: string;
+  finishReason: FinishReason;
+  /** Number of tokens generated. */
+  index: number;
+  token?: undefined;
+  layers?: undefined;
+}
+
+/**
+ * What `SkipDecoder.stream` yields: a {@link TokenEvent} per generated token,
+ * then one {@link FinalEvent}.
+ *
+ * @example
+ * for await (const ev of dec.stream("Hi", { maxNewTokens: 8 })) {
+ *   if (ev.type === "token") ids.push(ev.token);
+ *   else console.log(ev.finishReason);
+ *   process.stdout.write(ev.text);
+ * }
+ */
+export type StreamEvent = TokenEvent | FinalEvent;
 
 /** Everything the scheduler needs to run one sequence. */
 export interface SequenceSpec {
@@ -88,7 +129,8 @@ export interface StepTarget {
   acquireSlot(): number;
   releaseSlot(slot: number): void;
   freeSlots(): number;
-  stepRows(rows: Int32Array, n: number, logits: null, params: Float32Array, tokens: Int32Array): void;
+  /** One native step on the engine thread; the buffers are SharedArrayBuffer views, untouched until it settles. */
+  step(rows: Int32Array, n: number, params: Float32Array, tokens: Int32Array): Promise<void>;
 }
 
 /** Members of one generateBatch call: none decodes until all are prefilled. */
@@ -106,7 +148,10 @@ class Sequence {
   /** Prompt tokens already fed. */
   fed = 0;
   tokens: number[] = [];
+  /** Budgets by the schedule, one per generated token; the last may never run. */
   budgets: number[] = [];
+  /** Decode passes that ran (each returned the next token). */
+  passes = 0;
   finish: FinishReason | null = null;
   /** Full decoded text so far, and how much of it has been emitted. */
   text = "";
@@ -163,13 +208,26 @@ export class Scheduler {
   #params: Float32Array;
   #tokens: Int32Array;
   #maxRows: number;
+  readonly #slowdown: number;
+  /** Exponential averages: ms of a step with decode rows only, and ms each prefill row adds to one. */
+  #decodeMs = NaN;
+  #prefillRowMs = NaN;
+  /** Steps that mixed decode and prefill rows since the last decode-only one. */
+  #mixed = 0;
 
-  constructor(target: StepTarget, maxRows: number) {
+  /**
+   * `maxRows`: most rows a step carries. `slowdown`: while sequences decode,
+   * a step with prefill rows should take at most this multiple of a
+   * decode-only step, so a long prompt cannot stall running streams.
+   */
+  constructor(target: StepTarget, maxRows: number, slowdown = Infinity) {
     this.#t = target;
     this.#maxRows = maxRows;
-    this.#rows = new Int32Array(new ArrayBuffer(maxRows * Row.FIELDS * 4));
-    this.#params = new Float32Array(new ArrayBuffer(maxRows * Param.FIELDS * 4));
-    this.#tokens = new Int32Array(new ArrayBuffer(maxRows * 4));
+    this.#slowdown = slowdown;
+    // shared with the engine thread: a step copies nothing
+    this.#rows = new Int32Array(new SharedArrayBuffer(maxRows * Row.FIELDS * 4));
+    this.#params = new Float32Array(new SharedArrayBuffer(maxRows * Param.FIELDS * 4));
+    this.#tokens = new Int32Array(new SharedArrayBuffer(maxRows * 4));
   }
 
   /** Sequences admitted (running) and queued (waiting). */
@@ -216,14 +274,17 @@ export class Scheduler {
           for (const s of [...this.#waiting, ...this.#running]) this.#fail(s, err);
           break;
         }
+        const t0 = performance.now();
         try {
-          this.#t.stepRows(this.#rows, n.rows, null, this.#params, this.#tokens);
+          await this.#t.step(this.#rows, n.rows, this.#params, this.#tokens);
+          this.#timed(n.decodeRows, n.rows - n.decodeRows, performance.now() - t0);
         } catch (e) {
           for (const s of n.seqs) this.#fail(s, e as Error);
           continue;
         }
         this.#dispatch(n.sampled);
-        // Let timers, I/O, abort signals and stream consumers run between steps.
+        // Let stream consumers and abort signals see this step's tokens before the next is built
+        // (a step's reply can arrive without a trip through the event loop).
         await new Promise<void>((r) => setImmediate(r));
       }
     } finally {
@@ -231,8 +292,38 @@ export class Scheduler {
     }
   }
 
+  /** Updates the step-time averages that size prefill chunks while sequences decode. */
+  #timed(decodeRows: number, prefillRows: number, ms: number): void {
+    const avg = (old: number, x: number) => (Number.isNaN(old) ? x : 0.7 * old + 0.3 * x);
+    if (decodeRows === 0) return;
+    if (prefillRows === 0) {
+      this.#decodeMs = avg(this.#decodeMs, ms);
+      this.#mixed = 0;
+    } else if (!Number.isNaN(this.#decodeMs)) {
+      this.#prefillRowMs = avg(this.#prefillRowMs, Math.max(0, ms - this.#decodeMs) / prefillRows);
+      this.#mixed++;
+    }
+  }
+
+  /**
+   * Prefill rows the next step may carry besides `decodeRows` decode rows.
+   * None decode: a whole chunk (fastest first token). Otherwise as many as
+   * keep the step within `slowdown` × a decode-only step, by the measured
+   * averages, and at least one so prefill always moves; until a decode-only
+   * step has been timed (and every 64 mixed steps, to follow the load) the
+   * step carries decode rows only.
+   */
+  #prefillBudget(decodeRows: number): number {
+    const room = this.#maxRows - decodeRows;
+    if (decodeRows === 0 || this.#slowdown === Infinity) return room;
+    if (Number.isNaN(this.#decodeMs) || this.#mixed >= 64) return 0;
+    if (Number.isNaN(this.#prefillRowMs) || this.#prefillRowMs <= 0) return Math.min(room, 8);
+    const fit = Math.floor(((this.#slowdown - 1) * this.#decodeMs) / this.#prefillRowMs);
+    return Math.max(1, Math.min(room, fit));
+  }
+
   /** Fills the row buffers for the next step. */
-  #build(): { rows: number; seqs: Set<Sequence>; sampled: Sequence[] } {
+  #build(): { rows: number; decodeRows: number; seqs: Set<Sequence>; sampled: Sequence[] } {
     const L = this.#t.numLayers;
     let n = 0;
     const seqs = new Set<Sequence>();
@@ -264,9 +355,11 @@ export class Scheduler {
       row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
     }
     // prefill rows: continue partial prefills first, then admit waiting sequences
+    const decodeRows = n;
+    const limit = n + this.#prefillBudget(decodeRows);
     const admit = (s: Sequence): boolean => {
       const left = s.spec.prompt.length - s.fed;
-      const take = Math.min(left, this.#maxRows - n);
+      const take = Math.min(left, limit - n);
       if (take <= 0) return false;
       for (let i = 0; i < take; i++) {
         const pos = s.fed + i;
@@ -277,13 +370,13 @@ export class Scheduler {
       return true;
     };
     for (const s of this.#running) if (!s.prefilled && !seqs.has(s)) admit(s);
-    while (this.#waiting.length && n < this.#maxRows && this.#t.freeSlots() > 0) {
+    while (this.#waiting.length && n < limit && this.#t.freeSlots() > 0) {
       const s = this.#waiting.shift()!;
       s.slot = this.#t.acquireSlot();
       this.#running.push(s);
       admit(s);
     }
-    return { rows: n, seqs, sampled };
+    return { rows: n, decodeRows, seqs, sampled };
   }
 
   /** Applies the sampled tokens of the last step, in row order. */
@@ -291,6 +384,7 @@ export class Scheduler {
     sampled.forEach((s, i) => {
       if (s.finish) return;
       const tok = this.#tokens[i]!;
+      if (s.tokens.length > 0) s.passes++; // sampled by the decode pass of the last token
       if (s.tokens.length === 0) {
         s.tFirst = performance.now();
         this.#leavePrefill(s);
@@ -346,7 +440,7 @@ export class Scheduler {
   #emit(s: Sequence, token: number, layers: number, index: number, upTo: number): void {
     const text = s.text.slice(s.emitted, Math.max(s.emitted, upTo));
     s.emitted = Math.max(s.emitted, upTo);
-    s.spec.onEvent?.({ token, text, layers, index });
+    s.spec.onEvent?.({ type: "token", token, text, layers, index });
   }
 
   #release(s: Sequence): void {
@@ -374,17 +468,19 @@ export class Scheduler {
     if (!s.tFirst) s.tFirst = s.tEnd;
     // flush text held back for a stop string that never completed, or by the UTF-8 decoder
     if (s.stream && !s.hitStop) s.text += s.stream.flush();
-    if (s.emitted < s.text.length) this.#emit(s, -1, 0, s.tokens.length, s.text.length);
+    s.spec.onEvent?.({ type: "final", text: s.text.slice(s.emitted), finishReason: reason, index: s.tokens.length });
+    s.emitted = s.text.length;
     const L = this.#t.numLayers;
-    const n = s.budgets.length;
-    const avg = n ? s.budgets.reduce((a, b) => a + b, 0) / n : L;
+    const budgets = s.budgets.slice(0, s.passes); // the passes that ran
+    const n = budgets.length;
+    const avg = n ? budgets.reduce((a, b) => a + b, 0) / n : L;
     const decodeMs = s.tEnd - s.tFirst;
     s.resolve({
       text: s.text,
       tokens: s.tokens,
       promptTokens: s.spec.prompt,
       finishReason: reason,
-      budgets: s.budgets,
+      budgets,
       stats: {
         idealSpeedup: L / avg,
         avgLayers: avg,

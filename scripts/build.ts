@@ -4,22 +4,34 @@
  *   build/libskipdecode_cpu.so   from cuda/cpu/*.c   with gcc (always)
  *   build/libskipdecode_cuda.so  from cuda/gpu/*.cu  with nvcc (where nvcc exists)
  *
- * Runs as `bun install`'s postinstall and as `bun run build`. Flags:
- *   --cpu-only   skip the CUDA library
- *   --verbose    print the compiler command lines
- * A compiler failure prints the compiler's output and exits non-zero.
+ * Runs as `bun run build` (both), as `skipdecode build`, and as `bun install`'s
+ * postinstall (--postinstall): there the CUDA library is built only where it
+ * can run — a GPU driver is present — or when SKIPDECODE_BUILD_CUDA=1, or in a
+ * clone of this repository (developers compile what they change); otherwise
+ * it is built on first CUDA use (lib/build.ts). Flags:
+ *   --cpu-only     skip the CUDA library
+ *   --cuda-only    skip the CPU library
+ *   --postinstall  the install-time rule above for CUDA
+ *   --verbose      print the compiler command lines
+ * Output goes to $SKIPDECODE_LIB_DIR when set, else build/. A compiler failure
+ * prints the compiler's output and exits non-zero.
  */
-import { mkdirSync, readdirSync, existsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 
 const root = resolve(import.meta.dir, "..");
-const build = join(root, "build");
+const build = process.env.SKIPDECODE_LIB_DIR ?? join(root, "build");
+const FLAGS = ["--cpu-only", "--cuda-only", "--postinstall", "--verbose"];
 const args = new Set(process.argv.slice(2));
 for (const a of args) {
-  if (a !== "--cpu-only" && a !== "--verbose") {
-    console.error(`build: unknown flag ${a} (expected --cpu-only, --verbose)`);
+  if (!FLAGS.includes(a)) {
+    console.error(`build: unknown flag ${a} (expected ${FLAGS.join(", ")})`);
     process.exit(2);
   }
+}
+if (args.has("--cpu-only") && args.has("--cuda-only")) {
+  console.error("build: --cpu-only and --cuda-only exclude each other");
+  process.exit(2);
 }
 const verbose = args.has("--verbose");
 mkdirSync(build, { recursive: true });
@@ -30,16 +42,26 @@ function sources(dir: string, ext: string): string[] {
   return readdirSync(d).filter((f) => f.endsWith(ext)).sort().map((f) => join(d, f));
 }
 
+/**
+ * Runs a compiler whose command ends with `-o OUTPUT`: it writes a temporary
+ * file that is renamed onto OUTPUT only on success, so a library that another
+ * process is loading is never half-written.
+ */
 function run(label: string, cmd: string[]): boolean {
+  const out = cmd.at(-1)!;
+  const tmp = `${out}.tmp-${process.pid}`;
+  cmd = [...cmd.slice(0, -1), tmp];
   if (verbose) console.log(cmd.join(" "));
   const t0 = performance.now();
   const p = Bun.spawnSync(cmd, { cwd: root, stdout: "pipe", stderr: "pipe" });
-  const out = (p.stdout.toString() + p.stderr.toString()).trim();
+  const text = (p.stdout.toString() + p.stderr.toString()).trim();
   if (p.exitCode !== 0) {
-    console.error(`build: ${label} failed (exit ${p.exitCode}):\n${out}`);
+    rmSync(tmp, { force: true });
+    console.error(`build: ${label} failed (exit ${p.exitCode}):\n${text}`);
     return false;
   }
-  if (out) console.log(out);
+  renameSync(tmp, out);
+  if (text) console.log(text);
   console.log(`build: ${label} ok (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
   return true;
 }
@@ -59,11 +81,24 @@ const cpu = [
   "-Wall", "-Wextra", "-Werror=implicit-function-declaration", "-Wno-unused-parameter",
   "-fvisibility=hidden", "-I", join(root, "cuda/include"), "-I", join(root, "cuda/common"),
   ...sources("cuda/cpu", ".c"),
-  "-o", join(build, "libskipdecode_cpu.so"), "-lm",
+  "-lm", "-o", join(build, "libskipdecode_cpu.so"),
 ];
-ok = run("libskipdecode_cpu.so (gcc)", cpu) && ok;
+if (!args.has("--cuda-only")) ok = run("libskipdecode_cpu.so (gcc)", cpu) && ok;
 
-if (!args.has("--cpu-only")) {
+/** Whether a CUDA library built now could run here: an NVIDIA driver is loaded. */
+function gpuDriver(): boolean {
+  return existsSync("/proc/driver/nvidia/version") || which("nvidia-smi") !== null;
+}
+
+/** `bun install` of this package as a dependency (not of a clone of its repository). */
+const asDependency = root.split(/[\\/]/).includes("node_modules");
+
+let cuda = !args.has("--cpu-only");
+if (cuda && args.has("--postinstall") && asDependency && !gpuDriver() && process.env.SKIPDECODE_BUILD_CUDA !== "1") {
+  console.log("build: no GPU driver here: libskipdecode_cuda.so is left for its first use (SKIPDECODE_BUILD_CUDA=1 builds it now)");
+  cuda = false;
+}
+if (cuda) {
   const nvcc = which("nvcc");
   if (!nvcc) {
     console.log("build: nvcc not found, skipping libskipdecode_cuda.so (the CPU backend still works)");

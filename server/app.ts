@@ -8,13 +8,16 @@ import { basename, resolve } from "node:path";
 import { zValidator } from "@hono/zod-validator";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { createMiddleware } from "hono/factory";
 import { HTTPException } from "hono/http-exception";
+import type { z } from "zod";
 import type { SkipDecoder } from "../lib/index.ts";
-import { Admission, complete, type CompletionDeps, prepare } from "./completions.ts";
+import { accessLog } from "./access.ts";
+import { Admission, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
-import { CompletionSchema, firstIssue } from "./schema.ts";
+import { CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
 
 /** Options of {@link createApp}; defaults in {@link APP_DEFAULTS}. */
 export interface AppOptions {
@@ -26,6 +29,8 @@ export interface AppOptions {
   maxBodyBytes?: number;
   /** Where unexpected errors are logged (default console.error). */
   log?: (msg: string, err?: unknown) => void;
+  /** Where the access log goes, one line per request (server/access.ts); none when absent. */
+  accessLog?: ((line: string) => void) | null;
 }
 
 /** Defaults of {@link AppOptions}. */
@@ -42,6 +47,13 @@ export interface SkipApp {
   modelName: string;
   /** Refuses new requests (503) and aborts running generations. Does not close the decoder. */
   close(): void;
+  /**
+   * Graceful drain: from now on new requests get 503 with Retry-After;
+   * requests in flight run to their end, or until `graceMs` has passed, when
+   * they are aborted (streams end with finish_reason "abort"). Resolves once
+   * none is left, with whether the deadline had to cut any. Does not close the decoder.
+   */
+  drain(graceMs: number): Promise<{ cut: boolean }>;
 }
 
 const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
@@ -71,13 +83,17 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
 
   const app = new Hono();
 
+  app.use(accessLog(opts.accessLog ?? null));
   app.use(async (c, next) => {
     await next();
     metrics.http.inc({ route: c.req.routePath === "/*" ? "other" : c.req.routePath, status: String(c.res.status) });
   });
 
   app.get("/health", (c) => {
-    if (admission.closed) return c.json({ status: "closing" }, 503);
+    if (admission.closed) {
+      c.header("Retry-After", closing().headers["Retry-After"]!);
+      return c.json({ status: "closing", ...dec.load }, 503);
+    }
     return c.json({ status: "ok", model: modelName, ...dec.load });
   });
 
@@ -90,40 +106,72 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
 
   app.get("/metrics", (c) => c.body(metrics.render(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE }));
 
-  app.post(
-    "/v1/completions",
-    bodyLimit({
-      maxSize: opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes,
-      onError: () => {
-        throw new ApiError(413, `the request body is larger than ${opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes} bytes`);
-      },
-    }),
-    async (c, next) => {
-      const type = (c.req.header("Content-Type") ?? "").split(";")[0]!.trim();
-      if (!JSON_TYPE.test(type)) throw new ApiError(400, `Content-Type must be application/json, got ${JSON.stringify(type || "(none)")}`);
-      await next();
-    },
-    zValidator("json", CompletionSchema, (r) => {
-      if (!r.success) {
-        const { message, param } = firstIssue(r.error);
-        throw new ApiError(400, message, { param });
-      }
-    }),
-    (c) => {
-      const t0 = performance.now();
-      const p = prepare(dec, modelName, c.req.valid("json"));
-      const ac = admission.reserve(p.prompts.length);
-      try {
-        return complete(c, deps, p, ac, t0);
-      } catch (e) {
-        admission.release(p.prompts.length, ac);
-        throw e;
-      }
-    },
-  );
-  app.all("/v1/completions", (c) => {
-    throw new ApiError(405, `${c.req.method} is not allowed here; use POST`);
+  // JSON bodies: size limit, Content-Type, then the schema (errors in OpenAI's shape)
+  const maxBody = opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes;
+  const jsonBody = <S extends z.ZodType>(schema: S) =>
+    [
+      bodyLimit({
+        maxSize: maxBody,
+        onError: () => {
+          throw new ApiError(413, `the request body is larger than ${maxBody} bytes`);
+        },
+      }),
+      createMiddleware(async (c, next) => {
+        const type = (c.req.header("Content-Type") ?? "").split(";")[0]!.trim();
+        if (!JSON_TYPE.test(type)) throw new ApiError(400, `Content-Type must be application/json, got ${JSON.stringify(type || "(none)")}`);
+        await next();
+      }),
+      zValidator("json", schema, (r) => {
+        if (!r.success) {
+          const { message, param } = firstIssue(r.error);
+          throw new ApiError(400, message, { param });
+        }
+      }),
+    ] as const;
+  const checkModel = (m: string | null | undefined) => {
+    if (m != null && m !== modelName) {
+      throw new ApiError(404, `The model \`${m}\` does not exist (this server serves \`${modelName}\`).`, { param: "model", code: "model_not_found" });
+    }
+  };
+  const needTokenizer = () => {
+    if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer", { code: "no_tokenizer" });
+    return dec.tokenizer;
+  };
+
+  app.post("/v1/completions", ...jsonBody(CompletionSchema), (c) => {
+    const t0 = performance.now();
+    const p = prepare(dec, modelName, c.req.valid("json"));
+    const ac = admission.reserve(p.prompts.length);
+    try {
+      return complete(c, deps, p, ac, t0);
+    } catch (e) {
+      admission.release(p.prompts.length, ac);
+      throw e;
+    }
   });
+
+  // vLLM's and llama.cpp's tokenizer endpoints (both spellings of the fields in, both out)
+  app.post("/tokenize", ...jsonBody(TokenizeSchema), (c) => {
+    const b = c.req.valid("json");
+    checkModel(b.model);
+    const tokens = needTokenizer().encode((b.prompt ?? b.content)!, { addBos: b.add_special_tokens ?? b.add_special ?? true });
+    return c.json({ tokens, count: tokens.length, max_model_len: dec.options.maxSeqLen });
+  });
+  app.post("/detokenize", ...jsonBody(DetokenizeSchema), (c) => {
+    const b = c.req.valid("json");
+    checkModel(b.model);
+    const V = dec.spec.vocabSize;
+    const bad = b.tokens.findIndex((t) => t >= V);
+    if (bad >= 0) throw new ApiError(400, `tokens[${bad}] = ${b.tokens[bad]} is outside the vocabulary (0..${V - 1})`, { param: "tokens" });
+    const text = needTokenizer().decode(b.tokens);
+    return c.json({ prompt: text, content: text });
+  });
+
+  for (const path of ["/v1/completions", "/tokenize", "/detokenize"]) {
+    app.all(path, (c) => {
+      throw new ApiError(405, `${c.req.method} is not allowed here; use POST`);
+    });
+  }
 
   app.notFound((c) => errorResponse(c, new ApiError(404, `no route ${c.req.method} ${c.req.path}`, { code: "not_found" })));
 
@@ -142,5 +190,19 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     metrics,
     modelName,
     close: () => admission.abortAll(),
+    async drain(graceMs: number) {
+      admission.closed = true;
+      let cut = false;
+      const timer = setTimeout(() => {
+        cut = true;
+        admission.abortAll();
+      }, graceMs);
+      try {
+        await admission.idle();
+      } finally {
+        clearTimeout(timer);
+      }
+      return { cut };
+    },
   };
 }

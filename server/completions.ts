@@ -9,6 +9,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { GenerateOptions, GenerateResult, SkipDecoder } from "../lib/index.ts";
 import { SkipPolicy } from "../lib/index.ts";
+import { accessEntry } from "./access.ts";
 import { ApiError } from "./errors.ts";
 import type { ServerMetrics } from "./observe.ts";
 import type { CompletionRequest } from "./schema.ts";
@@ -42,6 +43,8 @@ export class Admission {
   #inFlight = 0;
   /** Controllers of running requests, aborted by {@link Admission.abortAll}. */
   readonly #controllers = new Set<AbortController>();
+  /** Resolved each time the last request in flight ends. */
+  #idle: (() => void)[] = [];
   closed = false;
 
   constructor(
@@ -63,7 +66,7 @@ export class Admission {
 
   /** Accounts for `n` new sequences or throws 503 / 400 / 429. */
   reserve(n: number): AbortController {
-    if (this.closed) throw new ApiError(503, "the server is shutting down", { type: "server_error", code: "server_closing" });
+    if (this.closed) throw closing();
     const most = this.slots + this.maxQueue;
     if (n > most) {
       throw new ApiError(400, `the request has ${n} prompts; at most ${most} sequences can be in flight (max batch ${this.slots} + max queue ${this.maxQueue})`, {
@@ -87,6 +90,13 @@ export class Admission {
   release(n: number, ac: AbortController): void {
     this.#inFlight -= n;
     this.#controllers.delete(ac);
+    if (this.#controllers.size === 0) for (const f of this.#idle.splice(0)) f();
+  }
+
+  /** Resolves when no request is in flight. */
+  idle(): Promise<void> {
+    if (this.#controllers.size === 0) return Promise.resolve();
+    return new Promise((r) => this.#idle.push(r));
   }
 
   /** Refuses new work and aborts everything running. */
@@ -94,6 +104,18 @@ export class Admission {
     this.closed = true;
     for (const ac of this.#controllers) ac.abort();
   }
+}
+
+/** Seconds a client is told to wait (Retry-After) while the server shuts down. */
+export const CLOSING_RETRY_AFTER_S = 5;
+
+/** The 503 a request gets while the server drains or after it closed. */
+export function closing(): ApiError {
+  return new ApiError(503, "the server is shutting down", {
+    type: "server_error",
+    code: "server_closing",
+    headers: { "Retry-After": String(CLOSING_RETRY_AFTER_S) },
+  });
 }
 
 /** A request checked against the model: prompts as token ids and library options. */
@@ -253,7 +275,7 @@ export async function runSequence(
         return r.value;
       }
       const ev = r.value;
-      if (ev.token >= 0) {
+      if (ev.type === "token") {
         const now = performance.now();
         if (last === 0) deps.metrics.ttft.observe((now - t0) / 1000);
         else deps.metrics.itl.observe((now - last) / 1000);
@@ -298,7 +320,11 @@ function totals(dec: SkipDecoder, policy: SkipPolicy, prompts: number[][], resul
   };
 }
 
-const finishReason = (r: GenerateResult) => (r.finishReason === "length" ? "length" : "stop");
+/**
+ * OpenAI's finish_reason: "stop" or "length"; "abort" (as vLLM says it) when
+ * the server's shutdown deadline cut the generation.
+ */
+const finishReason = (r: GenerateResult): "stop" | "length" | "abort" => (r.finishReason === "length" ? "length" : r.finishReason === "abort" ? "abort" : "stop");
 
 /**
  * Answers a prepared request: JSON, or SSE when `stream` is set. The
@@ -321,7 +347,13 @@ export function complete(c: Context, deps: CompletionDeps, p: Prepared, ac: Abor
     c.req.raw.signal.removeEventListener("abort", clientGone);
     deps.admission.release(p.prompts.length, ac);
   };
+  if (p.stream) accessEntry(c).hold(); // logged when the stream ends
   return p.stream ? streamed(c, deps, p, ac, t0, head, release) : whole(c, deps, p, ac, t0, head, release);
+}
+
+/** Prompt and completion tokens over the choices that got anywhere. */
+function counts(p: Prepared, results: (GenerateResult | undefined)[]): { prompt: number; completion: number } {
+  return { prompt: p.prompts.reduce((a, x) => a + x.length, 0), completion: results.reduce((a, r) => a + (r?.tokens.length ?? 0), 0) };
 }
 
 async function whole(
@@ -342,9 +374,10 @@ async function whole(
   } finally {
     release();
   }
+  accessEntry(c).end(counts(p, results));
   if (results.some((r) => r.finishReason === "abort")) {
     if (c.req.raw.signal.aborted) return new Response(null, { status: 499 }); // nobody is listening
-    throw new ApiError(503, "the server is shutting down", { type: "server_error", code: "server_closing" });
+    throw closing(); // cut at the shutdown deadline: nothing partial is passed off as whole
   }
   const t = totals(deps.dec, p.policy, p.prompts, results);
   return c.json({
@@ -365,7 +398,14 @@ function streamed(
   release: () => void,
 ): Response {
   return streamSSE(c, async (stream) => {
-    stream.onAbort(() => ac.abort());
+    // the client leaving aborts the generation silently; a shutdown deadline ends it with finish_reason "abort"
+    let clientGone = c.req.raw.signal.aborted;
+    const gone = () => {
+      clientGone = true;
+      ac.abort();
+    };
+    stream.onAbort(gone);
+    c.req.raw.signal.addEventListener("abort", gone, { once: true });
     let lastWrite = Date.now();
     // one chain of writes, so chunks of several prompts never interleave mid-event
     let chain = Promise.resolve();
@@ -374,7 +414,7 @@ function streamed(
       chain = chain.then(() => stream.writeSSE({ data }));
       return chain;
     };
-    const chunk = (index: number, text: string, finish: "stop" | "length" | null) =>
+    const chunk = (index: number, text: string, finish: "stop" | "length" | "abort" | null) =>
       send(JSON.stringify({ ...head, choices: [{ index, text, logprobs: null, finish_reason: finish }] }));
     const keepAlive = setInterval(() => {
       if (Date.now() - lastWrite >= KEEP_ALIVE_S * 1000) {
@@ -388,10 +428,10 @@ function streamed(
         p.prompts.map(async (ids, index) => {
           const r = await runSequence(deps, ids, { ...p.opts, sequence: index }, ac.signal, t0, (text) => void chunk(index, text, null));
           results[index] = r;
-          if (r.finishReason !== "abort") await chunk(index, "", finishReason(r));
+          if (!clientGone) await chunk(index, "", finishReason(r));
         }),
       );
-      if (ac.signal.aborted) return; // client gone (or shutdown): no epilogue
+      if (clientGone) return; // nobody is listening: no epilogue
       if (p.includeUsage) {
         const t = totals(deps.dec, p.policy, p.prompts, results);
         await send(JSON.stringify({ ...head, choices: [], usage: t.usage, skipdecode: t.skipdecode }));
@@ -404,8 +444,11 @@ function streamed(
       await send("[DONE]");
     } finally {
       clearInterval(keepAlive);
+      c.req.raw.signal.removeEventListener("abort", gone);
+      // the last chunks are written before the request counts as done (a drain waits for it)
+      await chain.catch(() => {});
       release();
-      await chain;
+      accessEntry(c).end(counts(p, results));
     }
   });
 }

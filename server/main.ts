@@ -24,6 +24,8 @@ export interface ServeOptions {
   /** Model id clients send (default: the folder's basename). */
   modelName?: string;
   log?: AppOptions["log"];
+  /** Access log lines (method, path, status, tokens, ms) to stdout; default true. */
+  accessLog?: boolean;
 }
 
 /** A running server. */
@@ -34,6 +36,14 @@ export interface RunningServer {
   decoder: SkipDecoder;
   /** Stops listening, aborts running generations, closes the decoder. Safe to call twice. */
   stop(): Promise<void>;
+  /**
+   * Graceful shutdown: new requests get 503 with Retry-After while requests in
+   * flight finish, or are cut after `graceS` seconds (streams end with
+   * finish_reason "abort", non-streamed ones get 503); then stops listening and
+   * closes the decoder. Resolves with whether the deadline cut anything.
+   * `stop()` during a drain ends it at once.
+   */
+  drain(graceS: number): Promise<{ cut: boolean }>;
 }
 
 /**
@@ -61,7 +71,12 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   let built: ReturnType<typeof createApp>;
   let server: ReturnType<typeof Bun.serve>;
   try {
-    built = createApp(decoder, { maxQueue: opts.maxQueue, modelName: opts.modelName, log: opts.log });
+    built = createApp(decoder, {
+      maxQueue: opts.maxQueue,
+      modelName: opts.modelName,
+      log: opts.log,
+      accessLog: opts.accessLog === false ? null : (line) => console.log(line),
+    });
     const app = built.app;
     server = Bun.serve({
       hostname: opts.host,
@@ -78,7 +93,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     throw e;
   }
   let stopped: Promise<void> | null = null;
-  return {
+  let drained: Promise<{ cut: boolean }> | null = null;
+  const running: RunningServer = {
     url: `http://${server.hostname?.includes(":") ? `[${server.hostname}]` : server.hostname}:${server.port}`,
     decoder,
     stop() {
@@ -89,5 +105,16 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       })();
       return stopped;
     },
+    drain(graceS: number) {
+      if (!(graceS >= 0)) throw new Error(`drain: graceS must be a number >= 0, got ${graceS}`);
+      drained ??= (async () => {
+        const r = await built.drain(graceS * 1000);
+        await server.stop(); // not forced: responses still being written finish
+        await running.stop();
+        return r;
+      })();
+      return drained;
+    },
   };
+  return running;
 }

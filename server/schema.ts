@@ -1,14 +1,22 @@
 /**
  * The request body of `POST /v1/completions`, as a zod schema: OpenAI's
  * fields (the ones vLLM and llama.cpp's server take), SkipDecode's `speedup`
- * and `skip`, and vLLM's `ignore_eos`. Unknown top-level fields are ignored,
- * as OpenAI-compatible servers do; fields of features we don't have (`n`,
- * `best_of`, `echo`, `logprobs`, `suffix`, penalties, `logit_bias`) are
- * accepted only at their neutral values, so a client relying on them gets a
- * 400 rather than a silently different answer. Limits that depend on the
- * loaded model (context, vocabulary, layers) are checked by the handler.
+ * and `skip`, and vLLM's `ignore_eos`. Unknown fields are refused as OpenAI
+ * refuses them (400, `Unrecognized request argument supplied: max_token`), so
+ * a misspelt option never silently does nothing; {@link IGNORED_FIELDS} lists
+ * the OpenAI fields accepted and ignored. Fields of features we don't have
+ * (`n`, `best_of`, `echo`, `suffix`, penalties, `logit_bias`) are accepted
+ * only at their neutral values, so a client relying on them gets a 400 rather
+ * than a silently different answer. Limits that depend on the loaded model
+ * (context, vocabulary, layers) are checked by the handler.
  */
 import { z } from "zod";
+
+/**
+ * OpenAI fields that are accepted and have no effect here: `user` (an
+ * end-user id for abuse monitoring; nothing is monitored here).
+ */
+export const IGNORED_FIELDS = ["user"] as const;
 
 /** Most prompts one request may carry (the queue limit usually bites first). */
 export const MAX_PROMPTS = 256;
@@ -38,7 +46,7 @@ export const SkipSchema = z.strictObject({
  * CompletionSchema.parse({ prompt: "Hello", max_tokens: 8, speedup: 2 });
  */
 export const CompletionSchema = z
-  .object({
+  .strictObject({
     model: z.string().nullish(),
     prompt: z.union([z.string(), z.array(z.string()).min(1).max(MAX_PROMPTS), tokenIds, z.array(tokenIds).min(1).max(MAX_PROMPTS)], {
       error: (iss) =>
@@ -80,6 +88,45 @@ export const CompletionSchema = z
     }
   });
 
+/**
+ * `POST /tokenize`, in vLLM's shape (`prompt`, `add_special_tokens`) or
+ * llama.cpp's (`content`, `add_special`). Special tokens (OPT's BOS) are
+ * added unless turned off.
+ *
+ * @example
+ * TokenizeSchema.parse({ prompt: "Hello", add_special_tokens: false });
+ */
+export const TokenizeSchema = z
+  .strictObject({
+    model: z.string().nullish(),
+    prompt: z.string({ error: "prompt must be a string" }).optional(),
+    content: z.string({ error: "content must be a string" }).optional(),
+    add_special_tokens: z.boolean().nullish(),
+    add_special: z.boolean().nullish(),
+  })
+  .check((ctx) => {
+    const v = ctx.value;
+    if ((v.prompt === undefined) === (v.content === undefined)) {
+      ctx.issues.push({ code: "custom", message: "give the text as prompt (vLLM) or content (llama.cpp), one of them", path: ["prompt"], input: v.prompt });
+    }
+    if (v.add_special_tokens != null && v.add_special != null) {
+      ctx.issues.push({ code: "custom", message: "give add_special_tokens or add_special, not both", path: ["add_special"], input: v.add_special });
+    }
+  });
+
+/**
+ * `POST /detokenize`: `{"tokens": [...]}` (vLLM's and llama.cpp's shape).
+ *
+ * @example
+ * DetokenizeSchema.parse({ tokens: [2, 31414] });
+ */
+export const DetokenizeSchema = z.strictObject({
+  model: z.string().nullish(),
+  tokens: z.array(z.int({ error: "token ids must be integers" }).min(0, "token ids must be >= 0"), {
+    error: (iss) => (iss.input === undefined ? "tokens is required" : "tokens must be an array of token ids"),
+  }),
+});
+
 /** A validated completion request. */
 export type CompletionRequest = z.infer<typeof CompletionSchema>;
 
@@ -96,6 +143,11 @@ export function firstIssue(error: { issues: readonly z.core.$ZodIssue[] }): { me
   if (!iss) return { message: "invalid request body", param: null };
   let param = "";
   for (const p of iss.path) param += typeof p === "number" ? `[${p}]` : param ? `.${String(p)}` : String(p);
+  if (iss.code === "unrecognized_keys") {
+    // OpenAI's wording; nested keys are named by their path
+    const keys = iss.keys.map((k) => (param ? `${param}.${k}` : k));
+    return { message: `Unrecognized request argument${keys.length > 1 ? "s" : ""} supplied: ${keys.join(", ")}`, param: param || null };
+  }
   const message = iss.code === "invalid_type" && iss.path.length === 0 ? "the request body must be a JSON object" : iss.message;
   // zod's own messages ("Invalid input: …", "Unrecognized key: …") don't name the field; ours do
   const builtin = /^[A-Z]/.test(message);

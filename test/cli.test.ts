@@ -95,13 +95,13 @@ describe("skipdecode CLI", () => {
     expect(j.code).toBe(0);
     const res = JSON.parse(j.stdout);
     expect(res.tokens.length).toBe(12);
-    expect(res.budgets.length).toBe(12);
+    expect(res.budgets.length).toBe(11);
     expect(r.stdout).toBe(res.text + "\n");
     using dec = await SkipDecoder.load(dir, { backend: "cpu" });
     const want = await dec.generate("The quick brown fox", { maxNewTokens: 12, speedup: 2, ignoreEos: true });
     expect(res.tokens).toEqual(want.tokens);
     const lin = JSON.parse(run("generate", "--model", dir, "--prompt", "x", "--max-new-tokens", "4", "--min-layers", "2", "--max-layers", "5", "--span", "3", "--ignore-eos", "--json").stdout);
-    expect(lin.budgets).toEqual([5, 4, 3, 2]);
+    expect(lin.budgets).toEqual([5, 4, 3]); // 4 tokens: the 4th token's pass never ran
   });
 
   test("eval prints a quality table, one row per speedup", () => {
@@ -146,6 +146,33 @@ describe("skipdecode CLI", () => {
     }
   });
 
+  test("--help on every command prints its usage and exits 0; help CMD too", () => {
+    for (const cmd of ["tiny-model", "logits", "generate", "eval", "serve"]) {
+      const r = run(cmd, "--help");
+      expect(r.code).toBe(0);
+      expect(r.stdout).toStartWith(`usage:\n  skipdecode ${cmd} `);
+      expect(r.stdout).not.toContain("skipdecode help"); // only this command's part
+      expect(run(cmd, "--model", "/nonexistent", "-h").stdout).toBe(r.stdout);
+      expect(run("help", cmd).stdout).toBe(r.stdout);
+    }
+  });
+
+  test("negative numbers reach the range checks; out-of-vocabulary ids are usage errors", () => {
+    const dir = tempDir();
+    expect(run("tiny-model", dir, "--layers", "2").code).toBe(0);
+    const neg = run("generate", "--model", dir, "--prompt", "hi", "--max-new-tokens", "-5");
+    expect(neg.code).toBe(2);
+    expect(neg.stderr).toMatch(/maxNewTokens must be an integer in 1\.\.\d+, got -5/);
+    expect(neg.stderr).not.toMatch(/ambiguous/);
+    const temp = run("generate", "--model", dir, "--prompt", "hi", "--temperature", "-0.5");
+    expect(temp.code).toBe(2);
+    expect(temp.stderr).toMatch(/temperature must be a number in \[0, 100\], got -0\.5/);
+    const oov = run("logits", "--model", dir, "--ids", "2,99999", "--backend", "cpu");
+    expect(oov.code).toBe(2);
+    expect(oov.stderr).toMatch(/ids\[1\] = 99999 is not a token id in 0\.\.\d+/);
+    expect(oov.stderr).toMatch(/usage:\n  skipdecode logits /);
+  });
+
   test("the README's API example runs", () => {
     const dir = tempDir();
     expect(run("tiny-model", dir, "--layers", "8", "--seed", "1").code).toBe(0);
@@ -155,8 +182,9 @@ describe("skipdecode CLI", () => {
     const lines = p.stdout.toString().trim().split("\n");
     expect(lines[0]).toMatch(/^(cpu|cuda) 8 layers$/);
     expect(lines[1]).toMatch(/^(\d \d?)+.* → ideal [\d.]+x length$/);
-    expect(lines[2]).toMatch(/^streamed \d+ characters with linear 8→3 over 16 steps, warm-up 1$/);
-    expect(lines[4]).toBe("4 rows of logits");
+    expect(lines[2]).toBe("finish: length");
+    expect(lines[3]).toMatch(/^streamed 16 tokens, \d+ characters with linear 8→3 over 16 steps, warm-up 1$/);
+    expect(lines[5]).toBe("4 rows of logits");
   });
 
   test("serve listens, answers, and stops cleanly on SIGTERM", async () => {
@@ -186,6 +214,11 @@ describe("skipdecode CLI", () => {
       p.kill("SIGTERM");
     }
     expect(await p.exited).toBe(0);
+    // the access log: one line per request on stdout
+    const out = (await new Response(p.stdout).text()).trim().split("\n");
+    expect(out.length).toBe(2);
+    expect(out[0]).toMatch(/ GET \/health 200 - [\d.]+ ms$/);
+    expect(out[1]).toMatch(/ POST \/v1\/completions 200 \d+\+4 tokens [\d.]+ ms$/);
     const bad = run("serve", "--model", dir, "--port", "70000");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--port must be in 0\.\.65535/);

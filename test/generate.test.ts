@@ -3,7 +3,7 @@
  * decaying budgets; batching, seeds, streaming, stop strings, abort, errors.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
+import { type GenerateResult, SkipDecoder, SkipPolicy, type StreamEvent } from "../lib/index.ts";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
@@ -35,18 +35,36 @@ describe("generate", () => {
       const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 16, policy, ignoreEos: true });
       expect(r.tokens.length).toBe(16);
       expect(r.finishReason).toBe("length");
-      expect(r.budgets).toEqual(r.tokens.map((_, i) => policy.layersAt(i)));
+      // the passes that ran: every token's but the last
+      expect(r.budgets).toEqual(r.tokens.slice(0, -1).map((_, i) => policy.layersAt(i)));
       expect(r.promptTokens[0]).toBe(2); // OPT's BOS </s>
       // positions: the prompt (full), then generated token i with budgets[i]
       const ids = [...r.promptTokens, ...r.tokens.slice(0, -1)];
-      const budgets = [...r.promptTokens.map(() => L), ...r.budgets.slice(0, -1)];
+      const budgets = [...r.promptTokens.map(() => L), ...r.budgets];
       const logits = ref.forward(ids, budgets, policy.warmupLayers);
       const P = r.promptTokens.length;
       const chain = r.tokens.map((_, i) => argmax(logits[P - 1 + i]!));
       expect(r.tokens).toEqual(chain);
-      expect(r.stats.avgLayers).toBeCloseTo(r.budgets.reduce((a, b) => a + b, 0) / 16, 9);
+      expect(r.stats.avgLayers).toBeCloseTo(r.budgets.reduce((a, b) => a + b, 0) / 15, 9);
       expect(r.stats.idealSpeedup).toBeCloseTo(L / r.stats.avgLayers, 9);
     }
+  });
+
+  test("budgets and ideal speedup describe only the passes that ran", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const L = dec.spec.numLayers;
+    // one token: predicted by the full-model prefill; no decode pass ran
+    const one = await dec.generate(PROMPTS[0]!, { maxNewTokens: 1, speedup: 2, ignoreEos: true });
+    expect(one.tokens.length).toBe(1);
+    expect(one.budgets).toEqual([]);
+    expect(one.stats.avgLayers).toBe(L);
+    expect(one.stats.idealSpeedup).toBe(1);
+    // a stop string ends the text early: the pass after the stopping token never ran
+    const free = await dec.generate(PROMPTS[0]!, { maxNewTokens: 12, speedup: 2, ignoreEos: true });
+    const stop = free.text.slice(3, 5);
+    const cut = await dec.generate(PROMPTS[0]!, { maxNewTokens: 12, speedup: 2, ignoreEos: true, stop });
+    expect(cut.finishReason).toBe("stop");
+    expect(cut.budgets.length).toBe(cut.tokens.length - 1);
   });
 
   test("prompts as token ids are fed as given; text decodes the tokens", async () => {
@@ -173,19 +191,38 @@ describe("generateBatch", () => {
 });
 
 describe("stream", () => {
-  test("pieces join to the result text; events carry token and layers", async () => {
+  test("pieces join to the result text; token events carry token and layers; one final event ends the stream", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
     const opts = { maxNewTokens: 24, speedup: 2, ignoreEos: true, stop: "zzz-not-there" };
     const want = await dec.generate(PROMPTS[1]!, opts);
     const it = dec.stream(PROMPTS[1]!, opts);
-    const events = [];
-    let res: IteratorResult<unknown, unknown>;
-    while (!(res = await it.next()).done) events.push(res.value as { token: number; text: string; layers: number });
-    const tokens = events.filter((e) => e.token >= 0);
+    const events: StreamEvent[] = [];
+    let res: IteratorResult<StreamEvent, GenerateResult>;
+    while (!(res = await it.next()).done) events.push(res.value);
+    const tokens = events.flatMap((e) => (e.type === "token" ? [e] : []));
     expect(tokens.map((e) => e.token)).toEqual(want.tokens);
-    expect(tokens.map((e) => e.layers)).toEqual(want.budgets);
+    expect(tokens.map((e) => e.index)).toEqual(want.tokens.map((_, i) => i));
+    // each token event carries its scheduled budget; the result keeps those of the passes that ran
+    expect(tokens.map((e) => e.layers).slice(0, -1)).toEqual(want.budgets);
+    const finals = events.filter((e) => e.type === "final");
+    expect(finals.length).toBe(1);
+    expect(events.at(-1)).toEqual({ type: "final", text: expect.any(String), finishReason: "length", index: 24 });
+    expect("token" in events.at(-1)!).toBe(false);
     expect(events.map((e) => e.text).join("")).toBe(want.text);
-    expect((res.value as { text: string }).text).toBe(want.text);
+    expect(res.value.text).toBe(want.text);
+  });
+
+  test("text held back for a stop string that never completes arrives in the final event", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const free = await dec.generate(PROMPTS[1]!, { maxNewTokens: 10, ignoreEos: true });
+    // a stop string that starts with the last 2 characters and goes on: held back to the end
+    const stop = free.text.slice(-2) + "\u0000never";
+    const events: StreamEvent[] = [];
+    for await (const ev of dec.stream(PROMPTS[1]!, { maxNewTokens: 10, ignoreEos: true, stop })) events.push(ev);
+    const last = events.at(-1)!;
+    expect(last.type).toBe("final");
+    expect(last.text.endsWith(free.text.slice(-2))).toBe(true);
+    expect(events.map((e) => e.text).join("")).toBe(free.text);
   });
 
   test("breaking out of the loop frees the sequence's slot", async () => {
@@ -199,6 +236,30 @@ describe("stream", () => {
     // the only slot is free again
     const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 2, ignoreEos: true });
     expect(r.tokens.length).toBe(2);
+  });
+});
+
+describe("tokenize and detokenize", () => {
+  test("tokenize gives what a string prompt feeds; detokenize gives generation's text", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxSeqLen: 16 });
+    const text = PROMPTS[1]!;
+    expect(dec.tokenize(text)).toEqual(dec.check(text).promptTokens);
+    expect(dec.tokenize(text, { bos: false })).toEqual(dec.tokenize(text).slice(1));
+    expect(dec.tokenize(text)[0]).toBe(2);
+    expect(dec.detokenize(dec.tokenize(text))).toBe(text);
+    expect(dec.detokenize([2, ...dec.tokenize("Hi", { bos: false })], { skipSpecialTokens: false })).toBe("</s>Hi");
+    // longer than the context: counted, not refused
+    expect(dec.tokenize("word ".repeat(100)).length).toBeGreaterThan(16);
+    const r = await dec.generate("Hello", { maxNewTokens: 6, ignoreEos: true });
+    expect(dec.detokenize(r.tokens)).toBe(r.text);
+    expect(dec.detokenize(new Int32Array(r.tokens))).toBe(r.text);
+    expect(() => dec.tokenize(5 as never)).toThrow(/tokenize: text must be a string, got 5/);
+    expect(() => dec.tokenize("x", { bos: 1 } as never)).toThrow(/bos must be true or false, got 1/);
+    expect(() => dec.tokenize("x", { bso: true } as never)).toThrow(/unknown option "bso"/);
+    expect(() => dec.detokenize([2, 99999])).toThrow(/ids\[1\] = 99999 is not a token id/);
+    expect(() => dec.detokenize([2, NaN])).toThrow(/ids\[1\] = NaN is not a token id/);
+    dec.close();
+    expect(() => dec.tokenize("x")).toThrow(/closed/);
   });
 });
 
@@ -236,7 +297,11 @@ describe("abort and errors", () => {
     const cases: [Parameters<SkipDecoder["generate"]>, RegExp][] = [
       [["hi", { maxNewTokens: 0 }], /maxNewTokens must be an integer in 1\.\./],
       [["hi", { temperature: -1 }], /temperature must be a number in \[0, 100\]/],
-      [["hi", { topP: 0 }], /topP must be a number/],
+      [["hi", { topP: 0 }], /topP must be a number in \(0, 1\], got 0$/],
+      [["hi", { temperature: NaN }], /temperature must be a number in \[0, 100\], got NaN$/],
+      [["hi", { maxNewTokens: Infinity }], /maxNewTokens must be an integer in 1\.\.\d+, got Infinity$/],
+      [["hi", { topK: "5" as never }], /topK must be an integer in 0\.\.\d+, got "5"$/],
+      [["hi", { speedup: NaN }], /speedup must be a number in \[1, 6\].*got NaN$/],
       [["hi", { topK: -1 }], /topK must be an integer/],
       [["hi", { seed: 1.5 }], /seed must be an integer/],
       [["hi", { speedup: 0.5 }], /speedup must be a number in \[1, 6\]/],

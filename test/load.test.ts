@@ -10,7 +10,10 @@ import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 afterAll(cleanupTemp);
 
 /** Copies a model folder, letting `edit` change config.json and drop tensors. */
-function variantOf(src: string, edit: { config?: (c: Record<string, unknown>) => void; drop?: string[]; reshape?: string }): string {
+function variantOf(
+  src: string,
+  edit: { config?: (c: Record<string, unknown>) => void; drop?: string[]; reshape?: string; poke?: { name: string; at: number; value: number }[] },
+): string {
   const dir = tempDir("skd-variant-");
   for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(src, f), join(dir, f));
   const cfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
@@ -22,7 +25,14 @@ function variantOf(src: string, edit: { config?: (c: Record<string, unknown>) =>
     .map((t) => {
       let shape = t.shape;
       if (t.name === edit.reshape) shape = [t.shape[1]!, t.shape[0]!];
-      return { name: t.name, dtype: t.dtype, shape, data: st.read(t.name) };
+      let data = st.read(t.name);
+      for (const p of edit.poke ?? []) {
+        if (p.name !== t.name) continue;
+        if (t.dtype !== "F32") throw new Error("poke: F32 tensors only");
+        data = data.slice();
+        new DataView(data.buffer, data.byteOffset).setFloat32(p.at * 4, p.value, true);
+      }
+      return { name: t.name, dtype: t.dtype, shape, data };
     });
   st.close();
   writeSafetensors(join(dir, "model.safetensors"), tensors);
@@ -67,6 +77,34 @@ describe("checkpoint errors name the problem", () => {
     copyFileSync(join(base(), "config.json"), join(dir, "config.json"));
     writeFileSync(join(dir, "pytorch_model.bin"), "not really");
     await expect(SkipDecoder.load(dir)).rejects.toThrow(/only PyTorch pickle weights.*Convert them to safetensors/);
+  });
+});
+
+describe("weights are checked at load", () => {
+  test("a NaN or Inf weight is refused, naming the tensor; checkWeights: false loads it anyway", async () => {
+    const src = tinyModel({ seed: 31, layers: 2, hidden: 32, heads: 2 });
+    const fc1 = "model.decoder.layers.1.fc1.weight";
+    const nan = variantOf(src, { poke: [{ name: fc1, at: 7, value: NaN }, { name: fc1, at: 9, value: Infinity }] });
+    await expect(SkipDecoder.load(nan, { backend: "cpu" })).rejects.toThrow(
+      `${nan}: tensor ${fc1} has 2 non-finite values (the first, at element 7, is NaN); the checkpoint is damaged (checkWeights: false loads it anyway)`,
+    );
+    const inf = variantOf(src, { poke: [{ name: "model.decoder.embed_tokens.weight", at: 100, value: -Infinity }] });
+    await expect(SkipDecoder.load(inf, { backend: "cpu", dtype: "float32" })).rejects.toThrow(
+      /tensor model\.decoder\.embed_tokens\.weight has 1 non-finite value \(the first, at element 100, is -Infinity\)/,
+    );
+    const dec = await SkipDecoder.load(nan, { backend: "cpu", checkWeights: false });
+    dec.close();
+    await expect(SkipDecoder.load(src, { backend: "cpu", checkWeights: "yes" as never })).rejects.toThrow(/checkWeights must be true or false, got "yes"/);
+  });
+
+  test("a value that overflows the dtype asked for is refused; auto picks bfloat16 for it", async () => {
+    const src = tinyModel({ seed: 31, layers: 2, hidden: 32, heads: 2 });
+    const big = variantOf(src, { poke: [{ name: "model.decoder.layers.0.fc2.weight", at: 3, value: 1e6 }] });
+    await expect(SkipDecoder.load(big, { backend: "cpu", dtype: "float16" })).rejects.toThrow(
+      /tensor model\.decoder\.layers\.0\.fc2\.weight does not fit F16: 1 value overflows to Infinity \(the first at element 3\)/,
+    );
+    using dec = await SkipDecoder.load(big, { backend: "cpu" });
+    expect(dec.weightBytes).toBeGreaterThan(0);
   });
 });
 

@@ -1,6 +1,6 @@
 /**
  * The reference: a plain, slow, float64 OPT forward pass with SkipDecode's
- * exact semantics, written to be read as the spec (DESIGN.md, "The method").
+ * exact semantics, written to be read as the spec (docs/DESIGN.md, "The method").
  * Every backend is checked against it. It shares nothing with the engine but
  * the safetensors reader and config parsing.
  *

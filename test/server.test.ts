@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
 import { serve } from "../server/main.ts";
+import { IGNORED_FIELDS } from "../server/schema.ts";
 import { cleanupTemp, tinyModel } from "./helpers.ts";
 
 const MODEL = { seed: 5, layers: 4, hidden: 64, heads: 4 } as const;
@@ -123,8 +124,9 @@ describe("server: endpoints", () => {
     const k = await json(post(srv.app, { prompt: "Hi", max_tokens: 8, skip: { min_layers: 1, max_layers: 3, span: 4 }, ignore_eos: true }));
     expect(k.skipdecode.policy).toBe("linear 3→1 over 4 steps, warm-up 1");
     const policy = SkipPolicy.linear({ numLayers: 4, maxLayers: 3, minLayers: 1, span: 4, warmupLayers: 1 });
-    expect(k.skipdecode.layers_computed).toBe([0, 1, 2, 3, 4, 5, 6, 7].reduce((a, i) => a + policy.layersAt(i), 0));
-    expect(k.skipdecode.layers_full).toBe(8 * 4);
+    // 8 tokens, 7 decode passes (the 8th token's pass never runs)
+    expect(k.skipdecode.layers_computed).toBe([0, 1, 2, 3, 4, 5, 6].reduce((a, i) => a + policy.layersAt(i), 0));
+    expect(k.skipdecode.layers_full).toBe(7 * 4);
   });
 
   test("streaming: OpenAI chunks, one final chunk per choice, usage, [DONE]; several prompts keep their index", async () => {
@@ -196,6 +198,69 @@ describe("server: continuous batching", () => {
   }, 60000);
 });
 
+describe("server: tokenize and detokenize", () => {
+  function postTo(path: string, body: unknown): Promise<Response> {
+    return Promise.resolve(srv.app.request(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }));
+  }
+
+  test("vLLM's and llama.cpp's shapes agree with the library", async () => {
+    const text = "The quick brown fox";
+    const want = dec.tokenize(text);
+    const v = await json(postTo("/tokenize", { prompt: text }));
+    expect(v).toEqual({ tokens: want, count: want.length, max_model_len: 256 });
+    const l = await json(postTo("/tokenize", { content: text, add_special: false }));
+    expect(l.tokens).toEqual(dec.tokenize(text, { bos: false }));
+    expect((await json(postTo("/tokenize", { prompt: text, add_special_tokens: false, model: "tiny" }))).tokens).toEqual(l.tokens);
+    // no context limit: counting is what it is for
+    const long = "word ".repeat(400);
+    expect((await json(postTo("/tokenize", { prompt: long }))).count).toBeGreaterThan(256);
+    const d = await json(postTo("/detokenize", { tokens: want }));
+    expect(d).toEqual({ prompt: text, content: text });
+  });
+
+  test("bad tokenizer requests are 4xx in OpenAI's error shape", async () => {
+    const cases: [string, unknown, number, RegExp][] = [
+      ["/tokenize", {}, 400, /prompt \(vLLM\) or content \(llama\.cpp\)/],
+      ["/tokenize", { prompt: "a", content: "b" }, 400, /one of them/],
+      ["/tokenize", { prompt: 5 }, 400, /prompt must be a string/],
+      ["/tokenize", { prompt: "a", add_special: true, add_special_tokens: true }, 400, /not both/],
+      ["/tokenize", { prompt: "a", with_piece: true }, 400, /^Unrecognized request argument supplied: with_piece$/],
+      ["/tokenize", { prompt: "a", model: "gpt-4" }, 404, /does not exist/],
+      ["/detokenize", {}, 400, /tokens is required/],
+      ["/detokenize", { tokens: [1, -1] }, 400, /must be >= 0/],
+      ["/detokenize", { tokens: [2, 99999] }, 400, /tokens\[1\] = 99999 is outside the vocabulary/],
+    ];
+    for (const [path, body, status, re] of cases) {
+      const res = await postTo(path, body);
+      expect(res.status).toBe(status);
+      expect((await json(res)).error.message).toMatch(re);
+    }
+    expect((await srv.app.request("/tokenize")).status).toBe(405);
+  });
+});
+
+describe("server: access log", () => {
+  test("one line per request: method, path, status, prompt+completion tokens, ms; a stream's when it ends", async () => {
+    const lines: string[] = [];
+    const app = createApp(dec, { modelName: "tiny", log: quiet, accessLog: (l) => lines.push(l) });
+    await (await app.app.request("/health")).text();
+    const n = dec.tokenize("Hello").length;
+    await json(post(app.app, { prompt: "Hello", max_tokens: 4, ignore_eos: true, temperature: 0 }));
+    const res = await post(app.app, { prompt: "Hello", max_tokens: 3, ignore_eos: true, stream: true });
+    const before = lines.length;
+    await res.text();
+    await post(app.app, { prompt: "Hello", max_token: 3 });
+    const ts = String.raw`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z`;
+    expect(lines[0]).toMatch(new RegExp(`^${ts} GET /health 200 - [\\d.]+ ms$`));
+    expect(lines[1]).toMatch(new RegExp(`^${ts} POST /v1/completions 200 ${n}\\+4 tokens [\\d.]+ ms$`));
+    expect(before).toBe(2); // the stream's line waits for its end
+    expect(lines[2]).toMatch(new RegExp(`^${ts} POST /v1/completions 200 ${n}\\+3 tokens [\\d.]+ ms$`));
+    expect(lines[3]).toMatch(new RegExp(`^${ts} POST /v1/completions 400 - [\\d.]+ ms$`));
+    expect(lines.length).toBe(4);
+    app.close();
+  });
+});
+
 describe("server: bad input", () => {
   const cases: [string, unknown, number, string | null, RegExp?][] = [
     ["malformed JSON", '{"prompt": "x",', 400, null, /Malformed JSON/],
@@ -220,7 +285,10 @@ describe("server: bad input", () => {
     ["speedup and skip", { prompt: "x", speedup: 2, skip: { min_layers: 1, max_layers: 2 } }, 400, "skip"],
     ["skip min > max", { prompt: "x", skip: { min_layers: 3, max_layers: 2 } }, 400, "skip", /min_layers \(3\) must not exceed max_layers \(2\)/],
     ["skip above the layers", { prompt: "x", skip: { min_layers: 1, max_layers: 9 } }, 400, "skip", /max_layers/],
-    ["skip unknown key", { prompt: "x", skip: { min_layers: 1, max_layers: 2, foo: 1 } }, 400, "skip"],
+    ["skip unknown key", { prompt: "x", skip: { min_layers: 1, max_layers: 2, foo: 1 } }, 400, "skip", /^Unrecognized request argument supplied: skip\.foo$/],
+    ["a misspelt field", { prompt: "x", max_token: 2 }, 400, null, /^Unrecognized request argument supplied: max_token$/],
+    ["two unknown fields", { prompt: "x", max_token: 2, temprature: 0 }, 400, null, /^Unrecognized request arguments supplied: max_token, temprature$/],
+    ["stream_options unknown key", { prompt: "x", stream: true, stream_options: { include_usgae: true } }, 400, "stream_options", /stream_options\.include_usgae/],
     ["n > 1", { prompt: "x", n: 3 }, 400, "n"],
     ["logprobs", { prompt: "x", logprobs: 5 }, 400, "logprobs"],
     ["stream_options without stream", { prompt: "x", stream_options: { include_usage: true } }, 400, "stream_options"],
@@ -241,6 +309,14 @@ describe("server: bad input", () => {
       expect(j.error.message).not.toMatch(/\n\s+at /); // no stack
     });
   }
+
+  test("OpenAI fields that are accepted and ignored", async () => {
+    for (const k of IGNORED_FIELDS) {
+      const res = await post(srv.app, { prompt: "Hello", max_tokens: 2, temperature: 0, [k]: "someone" });
+      expect(res.status).toBe(200);
+      expect((await json(res)).usage.completion_tokens).toBeLessThanOrEqual(2);
+    }
+  });
 
   test("the wrong Content-Type and an oversized body are 4xx with an error body", async () => {
     const form = await post(srv.app, '{"prompt":"x"}', { headers: { "Content-Type": "application/x-www-form-urlencoded" } });

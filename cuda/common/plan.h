@@ -151,7 +151,7 @@ static inline SKD_HD float skd_uniform(uint64_t seed, uint32_t seq, uint32_t ste
     return (float)(x >> 40) * (1.0f / 16777216.0f);
 }
 
-/* Does a row with budget b and warm-up w compute layer l of L? (DESIGN.md) */
+/* Does a row with budget b and warm-up w compute layer l of L? (docs/DESIGN.md, "The method") */
 static inline int skd_layer_active(int l, int L, int b, int w) {
     return b >= L || l < w || l >= L - (b - w);
 }

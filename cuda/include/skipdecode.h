@@ -234,7 +234,7 @@ typedef enum {
 
 /* Layer l is computed by a row with budget b and warm-up w iff
  *     b == L  ||  l < w  ||  l >= L - (b - w)
- * (skip the bottom, keep the top; DESIGN.md). A skipped layer leaves the hidden
+ * (skip the bottom, keep the top; docs/DESIGN.md). A skipped layer leaves the hidden
  * state unchanged and writes no key/value.
  *
  * KV bookkeeping, per slot: the slot remembers, for each layer, how many

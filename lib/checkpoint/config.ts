@@ -1,5 +1,5 @@
 /**
- * config.json → {@link ModelSpec}. A model family is data (docs and
+ * config.json → {@link ModelSpec}. A model family is data (docs/DESIGN.md,
  * skipdecode.h): `model_type` picks a family module (family.ts) that maps the
  * config to this spec, the weights to engine tensors, and the BOS/EOS rules.
  * Supported: "opt" (opt.ts); "llama", "mistral", "qwen2" (llama.ts).

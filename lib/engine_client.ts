@@ -1,0 +1,233 @@
+/**
+ * The caller's side of the engine thread (lib/engine_worker.ts): a
+ * {@link EngineClient} starts the Worker that builds and owns the native
+ * engine, and sends it steps. `step()` returns a promise and leaves the event
+ * loop free while the engine computes; the `*Sync` calls block (they serve the
+ * tests' raw access and `close()`). Requests run in the order they are sent,
+ * one at a time. docs/DESIGN.md, "Threads", says why a Worker.
+ */
+import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
+import type { ModelSpec } from "./checkpoint/config.ts";
+import { type EngineReply, type EngineRequest, type EngineWorkerData, DONE, REQ, type WireError } from "./engine_protocol.ts";
+import { type BackendName, NativeError } from "./native.ts";
+import type { EngineOptions } from "./weights.ts";
+
+type Body = EngineRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
+
+interface Pending {
+  resolve: (v: unknown) => void;
+  reject: (e: Error) => void;
+}
+
+function revive(w: WireError): Error {
+  if (w.name === "NativeError" && w.code !== undefined) return NativeError.revive(w.message, w.code);
+  const e = new Error(w.message);
+  if (w.name !== "Error") e.name = w.name;
+  return e;
+}
+
+/**
+ * `a` in shared memory the engine thread can read and write: `a` itself when
+ * it already is, else a copy (`input`: filled from `a`; `back()` copies the
+ * results out).
+ */
+function shared<T extends Int32Array | Float32Array>(a: T | null, input: boolean): { view: T | null; back: () => void } {
+  if (a === null || a.buffer instanceof SharedArrayBuffer) return { view: a, back: () => {} };
+  const Ctor = a.constructor as new (b: SharedArrayBuffer) => T;
+  const view = new Ctor(new SharedArrayBuffer(a.byteLength));
+  if (input) view.set(a);
+  return { view, back: () => a.set(view) };
+}
+
+// Backstop only: a decoder that was never closed asks its worker to free the engine.
+const registry = new FinalizationRegistry<{ port: MessagePort; ctrl: Int32Array; worker: Worker }>((h) => {
+  h.port.postMessage({ id: -1, op: "free" });
+  Atomics.add(h.ctrl, REQ, 1);
+  Atomics.notify(h.ctrl, REQ);
+});
+
+/** A native engine running on its own thread. */
+export class EngineClient {
+  /** The backend the worker picked. */
+  readonly backend: BackendName;
+  /** Bytes of weights one full step reads. */
+  readonly weightBytes: number;
+  /** Description of the device. */
+  readonly deviceName: string;
+  readonly #worker: Worker;
+  readonly #port: MessagePort;
+  readonly #ctrl: Int32Array;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #pumping = false;
+  #freed = false;
+  readonly #token = {};
+
+  private constructor(worker: Worker, port: MessagePort, ctrl: Int32Array, info: { backend: BackendName; weightBytes: number; deviceName: string }) {
+    this.#worker = worker;
+    this.#port = port;
+    this.#ctrl = ctrl;
+    this.backend = info.backend;
+    this.weightBytes = info.weightBytes;
+    this.deviceName = info.deviceName;
+    registry.register(this, { port, ctrl, worker }, this.#token);
+  }
+
+  /**
+   * Starts the engine thread and builds the engine there; rejects with the
+   * load error (the same message a synchronous load would give).
+   *
+   * @example
+   * const engine = await EngineClient.start(dir, spec, options);
+   */
+  static async start(dir: string, spec: ModelSpec, options: EngineOptions): Promise<EngineClient> {
+    const ctrl = new Int32Array(new SharedArrayBuffer(8));
+    const { port1, port2 } = new MessageChannel();
+    const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, port: port2 };
+    const worker = new Worker(new URL("./engine_worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
+    let exited: number | null = null;
+    worker.once("exit", (code) => (exited = code));
+    let reply: EngineReply | undefined;
+    for (;;) {
+      const seen = Atomics.load(ctrl, DONE);
+      const m = receiveMessageOnPort(port1);
+      if (m) {
+        reply = m.message as EngineReply;
+        break;
+      }
+      if (exited !== null) break;
+      const w = Atomics.waitAsync(ctrl, DONE, seen, 200);
+      if (w.async) await w.value;
+    }
+    if (!reply || !reply.ok) {
+      await worker.terminate();
+      port1.close();
+      if (!reply) throw new Error(`skipdecode: the engine thread exited (code ${exited}) while loading ${dir}`);
+      throw revive((reply as { error: WireError }).error);
+    }
+    worker.unref();
+    return new EngineClient(worker, port1, ctrl, reply.value as { backend: BackendName; weightBytes: number; deviceName: string });
+  }
+
+  get freed(): boolean {
+    return this.#freed;
+  }
+
+  #post(body: Body): number {
+    if (this.#freed) throw new Error("skipdecode: the engine is freed");
+    const id = this.#nextId++;
+    this.#port.postMessage({ ...body, id });
+    Atomics.add(this.#ctrl, REQ, 1);
+    Atomics.notify(this.#ctrl, REQ);
+    return id;
+  }
+
+  /** Settles every reply that has arrived. */
+  #drain(): void {
+    for (let m = receiveMessageOnPort(this.#port); m; m = receiveMessageOnPort(this.#port)) {
+      const r = m.message as EngineReply;
+      const p = this.#pending.get(r.id);
+      if (!p) continue;
+      this.#pending.delete(r.id);
+      if (this.#pending.size === 0) this.#worker.unref();
+      if (r.ok) p.resolve(r.value);
+      else p.reject(revive(r.error));
+    }
+  }
+
+  #track(id: number): Pending & { promise: Promise<unknown> } {
+    let p!: Pending;
+    const promise = new Promise<unknown>((resolve, reject) => (p = { resolve, reject }));
+    if (this.#pending.size === 0) this.#worker.ref(); // an engine call in flight keeps the process alive
+    this.#pending.set(id, p);
+    return { ...p, promise };
+  }
+
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      while (this.#pending.size) {
+        const seen = Atomics.load(this.#ctrl, DONE);
+        this.#drain();
+        if (!this.#pending.size) break;
+        const w = Atomics.waitAsync(this.#ctrl, DONE, seen);
+        if (w.async) await w.value;
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  #call(body: Body): Promise<unknown> {
+    const id = this.#post(body);
+    const t = this.#track(id);
+    void this.#pump();
+    return t.promise;
+  }
+
+  #callSync(body: Body): unknown {
+    const id = this.#post(body);
+    let out: { ok: true; value: unknown } | { ok: false; error: Error } | undefined;
+    this.#pending.set(id, { resolve: (value) => (out = { ok: true, value }), reject: (error) => (out = { ok: false, error }) });
+    while (!out) {
+      const seen = Atomics.load(this.#ctrl, DONE);
+      this.#drain();
+      if (!out) Atomics.wait(this.#ctrl, DONE, seen, 1000);
+    }
+    if (!out.ok) throw out.error;
+    return out.value;
+  }
+
+  /**
+   * One batch step (skd_engine_step) on the engine thread. The buffers must
+   * not be touched until the promise settles; SharedArrayBuffer views are
+   * written in place, other arrays are copied in and out.
+   */
+  async step(rows: Int32Array, n: number, params: Float32Array | null, logits: Float32Array | null, tokens: Int32Array | null): Promise<void> {
+    const r = shared(rows, true);
+    const p = shared(params, true);
+    const l = shared(logits, false);
+    const t = shared(tokens, false);
+    await this.#call({ op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view });
+    l.back();
+    t.back();
+  }
+
+  /** {@link EngineClient.step}, blocking until it is done. */
+  stepSync(rows: Int32Array, n: number, params: Float32Array | null, logits: Float32Array | null, tokens: Int32Array | null): void {
+    const r = shared(rows, true);
+    const p = shared(params, true);
+    const l = shared(logits, false);
+    const t = shared(tokens, false);
+    this.#callSync({ op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view });
+    l.back();
+    t.back();
+  }
+
+  /** Forgets a slot's sequence. Queued: it happens before any later step; a failure is reported by the next call. */
+  resetSlot(slot: number): void {
+    const id = this.#post({ op: "reset", slot });
+    const t = this.#track(id);
+    t.promise.catch(() => {}); // slots are managed by the decoder: a reset cannot fail
+    void this.#pump();
+  }
+
+  /** Length of a slot's sequence and its KV length at one layer (blocking). */
+  slotInfo(slot: number, layer: number): { len: number; kvLen: number } {
+    return this.#callSync({ op: "slotInfo", slot, layer }) as { len: number; kvLen: number };
+  }
+
+  /** Waits for calls in flight, frees the engine and ends the thread. Safe to call twice. */
+  free(): void {
+    if (this.#freed) return;
+    registry.unregister(this.#token);
+    try {
+      this.#callSync({ op: "free" });
+    } finally {
+      this.#freed = true;
+      this.#port.close();
+      void this.#worker.terminate();
+    }
+  }
+}

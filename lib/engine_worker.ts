@@ -1,0 +1,75 @@
+/**
+ * The engine thread: a Worker that owns one native engine. It builds the
+ * engine from the model folder (so loading never blocks the caller), then
+ * serves requests from lib/engine_client.ts until "free": a native step, a
+ * slot reset, a slot query. Requests and replies travel over a MessagePort
+ * read with receiveMessageOnPort, and two counters in a SharedArrayBuffer wake
+ * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there).
+ * Row, parameter and output buffers are SharedArrayBuffer views, so a step
+ * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
+ */
+import { receiveMessageOnPort, workerData } from "node:worker_threads";
+import { DONE, type EngineReply, type EngineRequest, type EngineWorkerData, REQ, type WireError } from "./engine_protocol.ts";
+import { NativeError, type NativeEngine } from "./native.ts";
+import { buildEngine } from "./weights.ts";
+
+function wire(e: unknown): WireError {
+  if (e instanceof NativeError) return { name: e.name, message: e.message, status: e.status, code: e.code };
+  if (e instanceof Error) return { name: e.name, message: e.message };
+  return { name: "Error", message: String(e) };
+}
+
+function run(d: EngineWorkerData): void {
+  const ctrl = new Int32Array(d.ctrl);
+  const reply = (r: EngineReply) => {
+    d.port.postMessage(r);
+    Atomics.add(ctrl, DONE, 1);
+    Atomics.notify(ctrl, DONE);
+  };
+  let engine: NativeEngine;
+  try {
+    engine = buildEngine(d.dir, d.spec, d.options);
+  } catch (e) {
+    reply({ id: 0, ok: false, error: wire(e) });
+    return;
+  }
+  reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0) } });
+  let handled = 0;
+  for (;;) {
+    Atomics.wait(ctrl, REQ, handled);
+    while (handled < Atomics.load(ctrl, REQ)) {
+      const m = receiveMessageOnPort(d.port);
+      if (!m) {
+        // the counter moved before the message became visible: let it land
+        Atomics.wait(ctrl, REQ, Atomics.load(ctrl, REQ), 1);
+        continue;
+      }
+      handled++;
+      const q = m.message as EngineRequest;
+      try {
+        switch (q.op) {
+          case "step":
+            engine.step(q.rows, q.n, q.params, q.logits, q.tokens);
+            reply({ id: q.id, ok: true, value: null });
+            break;
+          case "reset":
+            engine.resetSlot(q.slot);
+            reply({ id: q.id, ok: true, value: null });
+            break;
+          case "slotInfo":
+            reply({ id: q.id, ok: true, value: engine.slotInfo(q.slot, q.layer) });
+            break;
+          case "free":
+            engine.free();
+            reply({ id: q.id, ok: true, value: null });
+            d.port.close();
+            return;
+        }
+      } catch (e) {
+        reply({ id: q.id, ok: false, error: wire(e) });
+      }
+    }
+  }
+}
+
+run(workerData as EngineWorkerData);
