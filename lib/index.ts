@@ -11,6 +11,6 @@ export type { ModelSpec } from "./checkpoint/config.ts";
 export { SkipTokenizer, StreamDecoder } from "./checkpoint/tokenizer.ts";
 export { SkipPolicy, type DecaySettings, type PowerSettings, type SpeedupSettings } from "./policy.ts";
 export { GENERATE_DEFAULTS, type GenerateOptions, type Prompt } from "./generate.ts";
-export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent } from "./scheduler.ts";
+export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent, TokenLogprob } from "./scheduler.ts";
 export { readModelSpec } from "./checkpoint/config.ts";
 export { NativeError, type BackendName } from "./native.ts";
