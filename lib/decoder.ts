@@ -139,7 +139,7 @@ export class SkipDecoder {
         acquireSlot: () => this.acquireSlot(),
         releaseSlot: (s) => this.releaseSlot(s),
         freeSlots: () => this.#freeSlots.length,
-        step: (rows, n, params, tokens) => this.#live("generate").step(rows, n, params, null, tokens),
+        step: (rows, n, params, tokens, lp) => this.#live("generate").step(rows, n, params, null, tokens, lp),
       },
       maxStepRows(options),
       options.decodeSlowdown,
@@ -281,13 +281,18 @@ export class SkipDecoder {
 
   #spec(where: string, prompt: Prompt, opts: GenerateOptions | undefined, seqOffset: number, onEvent?: (ev: StreamEvent) => void) {
     this.#live(where);
-    return sequenceSpec(`SkipDecoder.${where}`, prompt, opts, {
+    const spec = sequenceSpec(`SkipDecoder.${where}`, prompt, opts, {
       spec: this.spec,
       tokenizer: this.tokenizer,
       maxSeqLen: this.options.maxSeqLen,
       seqOffset,
       onEvent,
     });
+    // refused here, not in a step that other sequences share
+    if (spec.logprobs !== null && this.backend === "cuda") {
+      throw new Error(`SkipDecoder.${where}: logprobs are computed by the CPU engine only so far; the CUDA engine does not compute them yet`);
+    }
+    return spec;
   }
 
   /**

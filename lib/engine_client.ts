@@ -184,14 +184,26 @@ export class EngineClient {
    * not be touched until the promise settles; SharedArrayBuffer views are
    * written in place, other arrays are copied in and out.
    */
-  async step(rows: Int32Array, n: number, params: Float32Array | null, logits: Float32Array | null, tokens: Int32Array | null): Promise<void> {
+  async step(
+    rows: Int32Array,
+    n: number,
+    params: Float32Array | null,
+    logits: Float32Array | null,
+    tokens: Int32Array | null,
+    lp?: { nTop: number; values: Float32Array; ids: Int32Array | null },
+  ): Promise<void> {
     const r = shared(rows, true);
     const p = shared(params, true);
     const l = shared(logits, false);
     const t = shared(tokens, false);
-    await this.#call({ op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view });
+    const lv = shared(lp?.values ?? null, false);
+    const li = shared(lp?.ids ?? null, false);
+    const lpq = lp ? { nTop: lp.nTop, values: lv.view!, ids: li.view } : undefined;
+    await this.#call({ op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view, ...(lpq && { lp: lpq }) });
     l.back();
     t.back();
+    lv.back();
+    li.back();
   }
 
   /** {@link EngineClient.step}, blocking until it is done. */

@@ -5,7 +5,17 @@ import type { EngineOptions } from "./weights.ts";
 
 /** A request from the client; `id` orders replies. */
 export type EngineRequest =
-  | { id: number; op: "step"; n: number; rows: Int32Array; params: Float32Array | null; logits: Float32Array | null; tokens: Int32Array | null }
+  | {
+      id: number;
+      op: "step";
+      n: number;
+      rows: Int32Array;
+      params: Float32Array | null;
+      logits: Float32Array | null;
+      tokens: Int32Array | null;
+      /** Logprobs of rows flagged ROW_LOGPROBS (skd_engine_step_logprobs). */
+      lp?: { nTop: number; values: Float32Array; ids: Int32Array | null };
+    }
   | { id: number; op: "reset"; slot: number }
   | { id: number; op: "slotInfo"; slot: number; layer: number }
   | { id: number; op: "free" };

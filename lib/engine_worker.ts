@@ -49,7 +49,7 @@ function run(d: EngineWorkerData): void {
       try {
         switch (q.op) {
           case "step":
-            engine.step(q.rows, q.n, q.params, q.logits, q.tokens);
+            engine.step(q.rows, q.n, q.params, q.logits, q.tokens, q.lp?.nTop ?? 0, q.lp?.values ?? null, q.lp?.ids ?? null);
             reply({ id: q.id, ok: true, value: null });
             break;
           case "reset":

@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import type { ModelSpec } from "./checkpoint/config.ts";
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { checkIds, checkKeys, intOpt, numOpt, show } from "./options.ts";
+import { MAX_TOP_LOGPROBS } from "./native.ts";
 import { SkipPolicy } from "./policy.ts";
 import type { SequenceSpec, StreamEvent } from "./scheduler.ts";
 
@@ -35,6 +36,12 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** RNG sequence index (default 0): the same prompt, seed and sequence draw the same tokens. */
   sequence?: number;
+  /**
+   * Report each generated token's log-probability and the `logprobs` most
+   * likely alternatives (0..20), computed in the native step from the model's
+   * distribution before temperature, top-k and top-p. Absent: none.
+   */
+  logprobs?: number;
 }
 
 /** Defaults of {@link GenerateOptions}: greedy, full model, 64 tokens. */
@@ -46,7 +53,7 @@ export const GENERATE_DEFAULTS = {
   ignoreEos: false,
 } as const;
 
-const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal", "sequence"];
+const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal", "sequence", "logprobs"];
 
 /** A prompt: text (tokenised with BOS) or token ids (fed as given). */
 export type Prompt = string | number[];
@@ -112,6 +119,7 @@ export function sequenceSpec(
     seq: intOpt(where, "sequence", o.sequence, 0, 2 ** 31 - 1 - ctx.seqOffset, 0) + ctx.seqOffset,
     stop,
     eosIds: o.ignoreEos ? [] : ctx.spec.eosTokenIds,
+    logprobs: o.logprobs === undefined ? null : intOpt(where, "logprobs", o.logprobs, 0, MAX_TOP_LOGPROBS),
     signal: o.signal,
     onEvent: ctx.onEvent,
   };

@@ -12,6 +12,6 @@ export { SkipTokenizer, StreamDecoder } from "./checkpoint/tokenizer.ts";
 export { SkipPolicy, type DecaySettings, type PowerSettings, type SpeedupSettings } from "./policy.ts";
 export { GENERATE_DEFAULTS, type GenerateOptions, type Prompt } from "./generate.ts";
 export type { ChatMessage, ChatTemplateOptions } from "./chat.ts";
-export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent } from "./scheduler.ts";
+export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent, TokenLogprob } from "./scheduler.ts";
 export { readModelSpec } from "./checkpoint/config.ts";
 export { NativeError, type BackendName } from "./native.ts";

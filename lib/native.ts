@@ -115,6 +115,10 @@ export const Row = {
 } as const;
 export const ROW_WANT_LOGITS = 1;
 export const ROW_SAMPLE = 2;
+/** With ROW_SAMPLE: report the sampled token's log-probability and the top alternatives (skd_engine_step_logprobs). */
+export const ROW_LOGPROBS = 4;
+/** SKD_MAX_TOP_LOGPROBS: most alternatives per row. */
+export const MAX_TOP_LOGPROBS = 20;
 
 /** Per-row float parameters (skd_param_field). */
 export const Param = { TEMPERATURE: 0, TOP_P: 1, FIELDS: 2 } as const;
@@ -160,6 +164,10 @@ const SYMBOLS = {
   skd_engine_weight_bytes: { args: [FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   skd_engine_step: {
     args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.ptr],
+    returns: FFIType.i32,
+  },
+  skd_engine_step_logprobs: {
+    args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.ptr],
     returns: FFIType.i32,
   },
   skd_engine_reset_slot: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
@@ -328,7 +336,9 @@ export class NativeEngine {
    * int32; `params` nRows × Param.FIELDS floats (or null when no row samples);
    * `logits` room for vocab floats per row flagged ROW_WANT_LOGITS; `tokens`
    * one int32 per row flagged ROW_SAMPLE. Null outputs are allowed when no row
-   * asks for them (the library checks).
+   * asks for them (the library checks). Rows flagged ROW_LOGPROBS also get
+   * `1 + nTop` floats in `lpValues` (log p of the sampled token, then the nTop
+   * best) and `nTop` ids in `lpIds` (skd_engine_step_logprobs).
    */
   step(
     rows: Int32Array,
@@ -336,16 +346,28 @@ export class NativeEngine {
     params: Float32Array | null = null,
     logits: Float32Array | null = null,
     tokens: Int32Array | null = null,
+    nTop = 0,
+    lpValues: Float32Array | null = null,
+    lpIds: Int32Array | null = null,
   ): void {
     if (!Number.isInteger(nRows) || nRows < 0) throw new Error(`step: nRows must be a non-negative integer, got ${nRows}`);
     if (rows.length < nRows * Row.FIELDS) throw new Error(`step: rows holds ${rows.length} ints, ${nRows} rows need ${nRows * Row.FIELDS}`);
     if (params && params.length < nRows * Param.FIELDS) throw new Error(`step: params holds ${params.length} floats, ${nRows} rows need ${nRows * Param.FIELDS}`);
     let wantLogits = 0;
     let wantTokens = 0;
+    let wantLp = 0;
     for (let i = 0; i < nRows; i++) {
       const f = rows[i * Row.FIELDS + Row.FLAGS]!;
       if (f & ROW_WANT_LOGITS) wantLogits++;
       if (f & ROW_SAMPLE) wantTokens++;
+      if (f & ROW_LOGPROBS) wantLp++;
+    }
+    if (!Number.isInteger(nTop) || nTop < 0 || nTop > MAX_TOP_LOGPROBS) throw new Error(`step: nTop must be an integer in 0..${MAX_TOP_LOGPROBS}, got ${nTop}`);
+    if (wantLp && (!lpValues || lpValues.length < wantLp * (1 + nTop))) {
+      throw new Error(`step: ${wantLp} rows want logprobs; lpValues holds ${lpValues?.length ?? 0} floats, ${wantLp * (1 + nTop)} needed`);
+    }
+    if (wantLp && nTop > 0 && (!lpIds || lpIds.length < wantLp * nTop)) {
+      throw new Error(`step: ${wantLp} rows want ${nTop} alternatives; lpIds holds ${lpIds?.length ?? 0} ids, ${wantLp * nTop} needed`);
     }
     if (wantLogits && (!logits || logits.length < wantLogits * this.vocab)) {
       throw new Error(`step: ${wantLogits} rows want logits; the buffer holds ${logits?.length ?? 0} floats, ${wantLogits * this.vocab} needed`);
@@ -353,7 +375,12 @@ export class NativeEngine {
     if (wantTokens && (!tokens || tokens.length < wantTokens)) {
       throw new Error(`step: ${wantTokens} rows sample; the tokens buffer holds ${tokens?.length ?? 0}`);
     }
-    this.backend.check("step", this.#lib.skd_engine_step(this.#h("step"), rows, nRows, params, logits, tokens));
+    if (wantLp) {
+      const code = this.#lib.skd_engine_step_logprobs(this.#h("step"), rows, nRows, params, logits, tokens, nTop, lpValues, lpIds);
+      this.backend.check("step", code);
+    } else {
+      this.backend.check("step", this.#lib.skd_engine_step(this.#h("step"), rows, nRows, params, logits, tokens));
+    }
   }
 
   resetSlot(slot: number): void {

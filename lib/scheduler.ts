@@ -16,7 +16,7 @@
  */
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { StreamDecoder } from "./checkpoint/tokenizer.ts";
-import { Param, Row, ROW_SAMPLE } from "./native.ts";
+import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "./native.ts";
 import type { SkipPolicy } from "./policy.ts";
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -44,6 +44,14 @@ export interface GenerationStats {
   policy: string;
 }
 
+/** A token's log-probability under the model (before temperature, top-k, top-p) and the most likely alternatives. */
+export interface TokenLogprob {
+  /** log p of the token chosen. */
+  logprob: number;
+  /** The `logprobs` most likely tokens, most likely first (ties: lower id first). */
+  top: { token: number; logprob: number }[];
+}
+
 /** The result of one generation (docs/DESIGN.md, "The method"). */
 export interface GenerateResult {
   text: string;
@@ -52,6 +60,8 @@ export interface GenerateResult {
   /** Prompt ids as fed, BOS included. */
   promptTokens: number[];
   finishReason: FinishReason;
+  /** With the `logprobs` option: logprobs[i] belongs to tokens[i]. */
+  logprobs?: TokenLogprob[];
   /**
    * budgets[i]: layers generated token i was processed with (policy.layersAt(i)),
    * for the passes that ran: every generated token but the last, whose pass
@@ -72,6 +82,8 @@ export interface TokenEvent {
   layers: number;
   /** Index of the token among the generated ones. */
   index: number;
+  /** With the `logprobs` option: the token's log-probability and the top alternatives. */
+  logprob?: TokenLogprob;
 }
 
 /**
@@ -117,6 +129,8 @@ export interface SequenceSpec {
   stop: string[];
   /** Ids that end the generation (the model's EOS ids; none with ignoreEos). */
   eosIds: readonly number[];
+  /** Alternatives to report with each token's logprob (0..MAX_TOP_LOGPROBS); null: no logprobs. */
+  logprobs: number | null;
   signal?: AbortSignal;
   onEvent?: (ev: StreamEvent) => void;
 }
@@ -130,7 +144,13 @@ export interface StepTarget {
   releaseSlot(slot: number): void;
   freeSlots(): number;
   /** One native step on the engine thread; the buffers are SharedArrayBuffer views, untouched until it settles. */
-  step(rows: Int32Array, n: number, params: Float32Array, tokens: Int32Array): Promise<void>;
+  step(
+    rows: Int32Array,
+    n: number,
+    params: Float32Array,
+    tokens: Int32Array,
+    lp?: { nTop: number; values: Float32Array; ids: Int32Array },
+  ): Promise<void>;
 }
 
 /** Members of one generateBatch call: none decodes until all are prefilled. */
@@ -152,6 +172,7 @@ class Sequence {
   budgets: number[] = [];
   /** Decode passes that ran (each returned the next token). */
   passes = 0;
+  logprobs: TokenLogprob[] = [];
   finish: FinishReason | null = null;
   /** Full decoded text so far, and how much of it has been emitted. */
   text = "";
@@ -207,6 +228,8 @@ export class Scheduler {
   #rows: Int32Array;
   #params: Float32Array;
   #tokens: Int32Array;
+  #lpValues: Float32Array;
+  #lpIds: Int32Array;
   #maxRows: number;
   readonly #slowdown: number;
   /** Exponential averages: ms of a step with decode rows only, and ms each prefill row adds to one. */
@@ -228,6 +251,8 @@ export class Scheduler {
     this.#rows = new Int32Array(new SharedArrayBuffer(maxRows * Row.FIELDS * 4));
     this.#params = new Float32Array(new SharedArrayBuffer(maxRows * Param.FIELDS * 4));
     this.#tokens = new Int32Array(new SharedArrayBuffer(maxRows * 4));
+    this.#lpValues = new Float32Array(new SharedArrayBuffer(maxRows * (1 + MAX_TOP_LOGPROBS) * 4));
+    this.#lpIds = new Int32Array(new SharedArrayBuffer(maxRows * MAX_TOP_LOGPROBS * 4));
   }
 
   /** Sequences admitted (running) and queued (waiting). */
@@ -276,13 +301,14 @@ export class Scheduler {
         }
         const t0 = performance.now();
         try {
-          await this.#t.step(this.#rows, n.rows, this.#params, this.#tokens);
+          const lp = n.nTop >= 0 ? { nTop: n.nTop, values: this.#lpValues, ids: this.#lpIds } : undefined;
+          await this.#t.step(this.#rows, n.rows, this.#params, this.#tokens, lp);
           this.#timed(n.decodeRows, n.rows - n.decodeRows, performance.now() - t0);
         } catch (e) {
           for (const s of n.seqs) this.#fail(s, e as Error);
           continue;
         }
-        this.#dispatch(n.sampled);
+        this.#dispatch(n.sampled, n.nTop);
         // Let stream consumers and abort signals see this step's tokens before the next is built
         // (a step's reply can arrive without a trip through the event loop).
         await new Promise<void>((r) => setImmediate(r));
@@ -323,9 +349,10 @@ export class Scheduler {
   }
 
   /** Fills the row buffers for the next step. */
-  #build(): { rows: number; decodeRows: number; seqs: Set<Sequence>; sampled: Sequence[] } {
+  #build(): { rows: number; decodeRows: number; seqs: Set<Sequence>; sampled: Sequence[]; nTop: number } {
     const L = this.#t.numLayers;
     let n = 0;
+    let nTop = -1; // alternatives per logprobs row this step; -1: no row wants logprobs
     const seqs = new Set<Sequence>();
     const sampled: Sequence[] = [];
     const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
@@ -336,7 +363,9 @@ export class Scheduler {
       rows[r + Row.SLOT] = s.slot;
       rows[r + Row.BUDGET] = budget;
       rows[r + Row.WARMUP] = s.spec.policy.warmupLayers;
-      rows[r + Row.FLAGS] = sample ? ROW_SAMPLE : 0;
+      const lp = sample && s.spec.logprobs !== null;
+      if (lp) nTop = Math.max(nTop, s.spec.logprobs!);
+      rows[r + Row.FLAGS] = sample ? ROW_SAMPLE | (lp ? ROW_LOGPROBS : 0) : 0;
       rows[r + Row.TOP_K] = s.spec.topK;
       rows[r + Row.SEQ] = s.spec.seq;
       rows[r + Row.STEP] = step;
@@ -376,12 +405,21 @@ export class Scheduler {
       this.#running.push(s);
       admit(s);
     }
-    return { rows: n, decodeRows, seqs, sampled };
+    return { rows: n, decodeRows, seqs, sampled, nTop };
   }
 
-  /** Applies the sampled tokens of the last step, in row order. */
-  #dispatch(sampled: Sequence[]): void {
+  /** Applies the sampled tokens of the last step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
+  #dispatch(sampled: Sequence[], nTop: number): void {
+    let k = 0; // index among the rows flagged for logprobs
     sampled.forEach((s, i) => {
+      let lp: TokenLogprob | undefined;
+      if (s.spec.logprobs !== null) {
+        const v = k * (1 + nTop);
+        const top = [];
+        for (let j = 0; j < s.spec.logprobs; j++) top.push({ token: this.#lpIds[k * nTop + j]!, logprob: this.#lpValues[v + 1 + j]! });
+        lp = { logprob: this.#lpValues[v]!, top };
+        k++;
+      }
       if (s.finish) return;
       const tok = this.#tokens[i]!;
       if (s.tokens.length > 0) s.passes++; // sampled by the decode pass of the last token
@@ -407,7 +445,8 @@ export class Scheduler {
       }
       s.tokens.push(tok);
       s.budgets.push(layers);
-      const stopped = this.#appendText(s, tok, layers, idx);
+      if (lp) s.logprobs.push(lp);
+      const stopped = this.#appendText(s, tok, layers, idx, lp);
       if (stopped) return this.#finish(s, "stop");
       if (s.tokens.length >= s.spec.maxNewTokens || s.spec.prompt.length + idx >= this.#t.maxSeqLen) {
         this.#finish(s, "length");
@@ -416,7 +455,7 @@ export class Scheduler {
   }
 
   /** Decodes a token's text, holds back a possible stop-string prefix, emits the event. True when a stop string completed. */
-  #appendText(s: Sequence, tok: number, layers: number, index: number): boolean {
+  #appendText(s: Sequence, tok: number, layers: number, index: number, lp: TokenLogprob | undefined): boolean {
     if (s.stream) s.text += s.stream.push(tok);
     const stops = s.spec.stop;
     if (stops.length) {
@@ -429,18 +468,18 @@ export class Scheduler {
       if (cut >= 0) {
         s.text = s.text.slice(0, cut);
         s.hitStop = true;
-        this.#emit(s, tok, layers, index, s.text.length);
+        this.#emit(s, tok, layers, index, s.text.length, lp);
         return true;
       }
     }
-    this.#emit(s, tok, layers, index, s.text.length - heldBack(s.text, stops));
+    this.#emit(s, tok, layers, index, s.text.length - heldBack(s.text, stops), lp);
     return false;
   }
 
-  #emit(s: Sequence, token: number, layers: number, index: number, upTo: number): void {
+  #emit(s: Sequence, token: number, layers: number, index: number, upTo: number, logprob: TokenLogprob | undefined): void {
     const text = s.text.slice(s.emitted, Math.max(s.emitted, upTo));
     s.emitted = Math.max(s.emitted, upTo);
-    s.spec.onEvent?.({ type: "token", token, text, layers, index });
+    s.spec.onEvent?.({ type: "token", token, text, layers, index, ...(logprob && { logprob }) });
   }
 
   #release(s: Sequence): void {
@@ -480,6 +519,7 @@ export class Scheduler {
       tokens: s.tokens,
       promptTokens: s.spec.prompt,
       finishReason: reason,
+      ...(s.spec.logprobs !== null && { logprobs: s.logprobs }),
       budgets,
       stats: {
         idealSpeedup: L / avg,

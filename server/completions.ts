@@ -7,7 +7,7 @@
  */
 import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
-import type { GenerateOptions, GenerateResult, SkipDecoder } from "../lib/index.ts";
+import type { GenerateOptions, GenerateResult, SkipDecoder, TokenEvent, TokenLogprob } from "../lib/index.ts";
 import { SkipPolicy } from "../lib/index.ts";
 import { accessEntry } from "./access.ts";
 import { ApiError } from "./errors.ts";
@@ -235,6 +235,7 @@ export function prepare(dec: SkipDecoder, modelName: string, body: CompletionReq
     ignoreEos: body.ignore_eos ?? false,
   };
   if (body.seed != null) opts.seed = body.seed;
+  if (body.logprobs != null) opts.logprobs = body.logprobs;
   if (body.stop != null) opts.stop = body.stop;
   // the library's own checks, run now (they would otherwise surface mid-stream)
   for (const ids of prompts) {
@@ -261,7 +262,7 @@ export async function runSequence(
   opts: GenerateOptions,
   signal: AbortSignal,
   t0: number,
-  onText: (text: string) => void,
+  onText: (text: string, token?: TokenEvent) => void,
 ): Promise<GenerateResult> {
   const it = deps.dec.stream(ids, { ...opts, signal });
   let last = 0;
@@ -281,11 +282,39 @@ export async function runSequence(
         else deps.metrics.itl.observe((now - last) / 1000);
         last = now;
       }
-      if (ev.text) onText(ev.text);
+      // with logprobs every token is a chunk (its logprob must not be lost); else only text is
+      if (ev.text || (ev.type === "token" && ev.logprob)) onText(ev.text, ev.type === "token" ? ev : undefined);
     }
   } finally {
     if (!done) await it.return(undefined as never).catch(() => {});
   }
+}
+
+/** OpenAI's `logprobs` object of a completion choice (or of the tokens of one chunk). */
+interface CompletionLogprobs {
+  tokens: string[];
+  token_logprobs: number[];
+  top_logprobs: Record<string, number>[];
+  text_offset: number[];
+}
+
+/**
+ * Tokens and their logprobs in OpenAI's completions shape: each token as its
+ * own text (special tokens spelt out; a token that ends inside a character
+ * shows U+FFFD), `text_offset` counted from `offset` along those texts.
+ */
+function completionLogprobs(dec: SkipDecoder, tokens: number[], lps: TokenLogprob[], offset = 0): CompletionLogprobs {
+  const text = (id: number) => dec.detokenize([id], { skipSpecialTokens: false });
+  const out: CompletionLogprobs = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  tokens.forEach((id, i) => {
+    const t = text(id);
+    out.tokens.push(t);
+    out.token_logprobs.push(lps[i]!.logprob);
+    out.top_logprobs.push(Object.fromEntries(lps[i]!.top.map((a) => [text(a.token), a.logprob])));
+    out.text_offset.push(offset);
+    offset += t.length;
+  });
+  return out;
 }
 
 interface Totals {
@@ -382,7 +411,12 @@ async function whole(
   const t = totals(deps.dec, p.policy, p.prompts, results);
   return c.json({
     ...head,
-    choices: results.map((r, index) => ({ index, text: r.text, logprobs: null, finish_reason: finishReason(r) })),
+    choices: results.map((r, index) => ({
+      index,
+      text: r.text,
+      logprobs: r.logprobs ? completionLogprobs(deps.dec, r.tokens, r.logprobs) : null,
+      finish_reason: finishReason(r),
+    })),
     usage: t.usage,
     skipdecode: t.skipdecode,
   });
@@ -414,8 +448,9 @@ function streamed(
       chain = chain.then(() => stream.writeSSE({ data }));
       return chain;
     };
-    const chunk = (index: number, text: string, finish: "stop" | "length" | "abort" | null) =>
-      send(JSON.stringify({ ...head, choices: [{ index, text, logprobs: null, finish_reason: finish }] }));
+    const chunk = (index: number, text: string, finish: "stop" | "length" | "abort" | null, logprobs: CompletionLogprobs | null = null) =>
+      send(JSON.stringify({ ...head, choices: [{ index, text, logprobs, finish_reason: finish }] }));
+    const offsets = p.prompts.map(() => 0); // text_offset of the next token, per choice
     const keepAlive = setInterval(() => {
       if (Date.now() - lastWrite >= KEEP_ALIVE_S * 1000) {
         lastWrite = Date.now();
@@ -426,7 +461,14 @@ function streamed(
     try {
       await Promise.all(
         p.prompts.map(async (ids, index) => {
-          const r = await runSequence(deps, ids, { ...p.opts, sequence: index }, ac.signal, t0, (text) => void chunk(index, text, null));
+          const r = await runSequence(deps, ids, { ...p.opts, sequence: index }, ac.signal, t0, (text, ev) => {
+            let lp: CompletionLogprobs | null = null;
+            if (ev?.logprob) {
+              lp = completionLogprobs(deps.dec, [ev.token], [ev.logprob], offsets[index]);
+              offsets[index]! += lp.tokens[0]!.length;
+            }
+            void chunk(index, text, null, lp);
+          });
           results[index] = r;
           if (!clientGone) await chunk(index, "", finishReason(r));
         }),

@@ -11,6 +11,7 @@
  * (context, vocabulary, layers) are checked by the handler.
  */
 import { z } from "zod";
+import { MAX_TOP_LOGPROBS } from "../lib/native.ts";
 
 /**
  * OpenAI fields that are accepted and have no effect here: `user` (an
@@ -72,7 +73,8 @@ export const CompletionSchema = z
     n: z.literal(1, "n: only 1 completion per prompt is supported").nullish(),
     best_of: z.literal(1, "best_of: only 1 is supported").nullish(),
     echo: z.literal(false, "echo is not supported").nullish(),
-    logprobs: z.null({ error: "logprobs are not supported" }).optional(),
+    /** Alternatives per token besides the chosen one's logprob (OpenAI allows up to 5, vLLM 20). */
+    logprobs: int("logprobs", 0, MAX_TOP_LOGPROBS).nullish(),
     suffix: z.null({ error: "suffix is not supported" }).optional(),
     presence_penalty: z.literal(0, "presence_penalty is not supported (must be 0)").nullish(),
     frequency_penalty: z.literal(0, "frequency_penalty is not supported (must be 0)").nullish(),

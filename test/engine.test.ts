@@ -4,7 +4,9 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { SkipDecoder } from "../lib/index.ts";
-import { Param, Row, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/native.ts";
+import { readModelSpec } from "../lib/checkpoint/config.ts";
+import { Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/native.ts";
+import { buildEngine } from "../lib/weights.ts";
 import type { TinyModelOptions } from "../lib/tiny.ts";
 import { argmax, cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
 import { ReferenceOpt, sampleReference } from "./reference.ts";
@@ -328,6 +330,51 @@ describe("sampling in the engine follows the header's rules", () => {
       expect(new Set(counts.get("plain")!.flatMap((n, i) => (n > 0 ? [i] : []))).size).toBeGreaterThan(nucleus.size);
     } finally {
       dec.releaseSlot(slot);
+    }
+  });
+});
+
+describe("skd_engine_step_logprobs", () => {
+  test("the C ABI's logprobs: layout, ties to the lower id, and refusals that change nothing", () => {
+    const dir = tinyModel({ seed: 9, layers: 2, hidden: 32, heads: 2 });
+    const spec = readModelSpec(dir);
+    const engine = buildEngine(dir, spec, { backend: "cpu", dtype: "float32", maxBatch: 2, maxSeqLen: 32, threads: 1, maxBatchTokens: 8, checkWeights: true });
+    try {
+      const V = spec.vocabSize;
+      // two sampling rows of two sequences; the second also returns its logits
+      const rows = rowsOf([
+        [2, 0, 0, 2, 1, ROW_SAMPLE | ROW_LOGPROBS, 0, 0, 0, 7, 0],
+        [5, 0, 1, 2, 1, ROW_SAMPLE | ROW_LOGPROBS | ROW_WANT_LOGITS, 0, 0, 0, 7, 0],
+      ]);
+      const params = new Float32Array([0, 1, 0, 1]);
+      const logits = new Float32Array(V);
+      const tokens = new Int32Array(2);
+      const nTop = 3;
+      const values = new Float32Array(2 * (1 + nTop));
+      const ids = new Int32Array(2 * nTop);
+      engine.step(rows, 2, params, logits, tokens, nTop, values, ids);
+      // row 1 against its logits
+      let mx = -Infinity;
+      for (const x of logits) mx = Math.max(mx, x);
+      let sum = 0;
+      for (const x of logits) sum += Math.exp(x - mx);
+      const lse = mx + Math.log(sum);
+      const order = Array.from(logits, (x, id) => ({ id, x })).sort((a, b) => b.x - a.x || a.id - b.id);
+      expect(Array.from(ids.subarray(nTop))).toEqual(order.slice(0, nTop).map((o) => o.id));
+      expect(tokens[1]).toBe(order[0]!.id); // greedy
+      expect(Math.abs(values[1 + nTop]! - (logits[tokens[1]!]! - lse))).toBeLessThan(1e-5);
+      for (let j = 0; j < nTop; j++) expect(Math.abs(values[1 + nTop + 1 + j]! - (order[j]!.x - lse))).toBeLessThan(1e-5);
+      expect(values[0]).toBeLessThanOrEqual(0);
+      // refusals: the KV state is untouched after each
+      const before = engine.slotInfo(0, 0);
+      const next = (flags: number) => rowsOf([[tokens[0]!, 1, 0, 2, 1, flags, 0, 0, 1, 7, 0]]);
+      expect(() => engine.step(next(ROW_LOGPROBS), 1, params, null, tokens, 1, values, ids)).toThrow(/row 0 asks for logprobs but does not sample/);
+      expect(() => engine.step(next(ROW_SAMPLE | ROW_LOGPROBS), 1, params, null, tokens, 21, values, ids)).toThrow(/nTop must be an integer in 0\.\.20, got 21/);
+      // no buffer for the values: refused before the call
+      expect(() => engine.step(next(ROW_SAMPLE | ROW_LOGPROBS), 1, params, null, tokens, 0, null, null)).toThrow(/lpValues holds 0 floats/);
+      expect(engine.slotInfo(0, 0)).toEqual(before);
+    } finally {
+      engine.free();
     }
   });
 });

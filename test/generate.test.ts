@@ -239,6 +239,59 @@ describe("stream", () => {
   });
 });
 
+describe("logprobs", () => {
+  function logSoftmax(row: ArrayLike<number>): number[] {
+    let mx = -Infinity;
+    for (let i = 0; i < row.length; i++) mx = Math.max(mx, row[i]!);
+    let sum = 0;
+    for (let i = 0; i < row.length; i++) sum += Math.exp(row[i]! - mx);
+    const lse = mx + Math.log(sum);
+    return Array.from(row, (x) => x - lse);
+  }
+
+  test("each token's logprob and top alternatives equal the log-softmax of the engine's logits", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const L = dec.spec.numLayers;
+    const V = dec.spec.vocabSize;
+    const policy = SkipPolicy.linear({ numLayers: L, maxLayers: L, minLayers: 2, span: 6 });
+    for (const temperature of [0, 0.9]) {
+      const r = await dec.generate(PROMPTS[0]!, { maxNewTokens: 8, policy, ignoreEos: true, logprobs: 4, temperature, seed: 3 });
+      expect(r.logprobs!.length).toBe(8);
+      // teacher-forced logits of the same passes: row P-1+i predicts token i
+      const ids = [...r.promptTokens, ...r.tokens.slice(0, -1)];
+      const logits = await dec.forward(ids, { budgets: [...r.promptTokens.map(() => L), ...r.budgets], warmupLayers: 1 });
+      const P = r.promptTokens.length;
+      r.tokens.forEach((tok, i) => {
+        const ls = logSoftmax(logits.subarray((P - 1 + i) * V, (P + i) * V));
+        const lp = r.logprobs![i]!;
+        expect(Math.abs(lp.logprob - ls[tok]!)).toBeLessThan(1e-4);
+        const order = ls.map((x, id) => ({ id, x })).sort((a, b) => b.x - a.x || a.id - b.id);
+        expect(lp.top.map((t) => t.token)).toEqual(order.slice(0, 4).map((o) => o.id));
+        lp.top.forEach((t, j) => expect(Math.abs(t.logprob - order[j]!.x)).toBeLessThan(1e-4));
+        if (temperature === 0) expect(lp.top[0]!.token).toBe(tok);
+      });
+    }
+  });
+
+  test("streams carry them per token; 0 alternatives gives the chosen logprob only; bad values throw", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
+    const want = await dec.generate(PROMPTS[1]!, { maxNewTokens: 5, ignoreEos: true, logprobs: 0 });
+    expect(want.logprobs!.every((l) => l.top.length === 0 && l.logprob <= 0)).toBe(true);
+    const got: number[] = [];
+    for await (const ev of dec.stream(PROMPTS[1]!, { maxNewTokens: 5, ignoreEos: true, logprobs: 0 })) if (ev.type === "token") got.push(ev.logprob!.logprob);
+    expect(got).toEqual(want.logprobs!.map((l) => l.logprob));
+    // batched with a sequence that asks for none: neither disturbs the other
+    const [a, b] = await Promise.all([
+      dec.generate(PROMPTS[1]!, { maxNewTokens: 5, ignoreEos: true, logprobs: 2 }),
+      dec.generate(PROMPTS[2]!, { maxNewTokens: 5, ignoreEos: true }),
+    ]);
+    expect(a.logprobs!.map((l) => l.logprob)).toEqual(want.logprobs!.map((l) => l.logprob));
+    expect(b.logprobs).toBeUndefined();
+    await expect(dec.generate("x", { logprobs: 21 })).rejects.toThrow(/logprobs must be an integer in 0\.\.20, got 21/);
+    await expect(dec.generate("x", { logprobs: -1 })).rejects.toThrow(/logprobs must be an integer in 0\.\.20/);
+  });
+});
+
 describe("tokenize and detokenize", () => {
   test("tokenize gives what a string prompt feeds; detokenize gives generation's text", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxSeqLen: 16 });

@@ -198,6 +198,38 @@ describe("server: continuous batching", () => {
   }, 60000);
 });
 
+describe("server: logprobs", () => {
+  test("completions carry OpenAI's logprobs object, equal to the library's, streamed or not", async () => {
+    const body = { prompt: "Hello", max_tokens: 6, ignore_eos: true, temperature: 0, logprobs: 2 };
+    const lib = await dec.generate("Hello", { maxNewTokens: 6, ignoreEos: true, temperature: 0, logprobs: 2 });
+    const j = await json(post(srv.app, body));
+    const lp = j.choices[0].logprobs;
+    const texts = lib.tokens.map((t) => dec.detokenize([t], { skipSpecialTokens: false }));
+    expect(lp.tokens).toEqual(texts);
+    expect(lp.token_logprobs).toEqual(lib.logprobs!.map((l) => l.logprob));
+    expect(lp.top_logprobs.length).toBe(6);
+    lp.top_logprobs.forEach((top: Record<string, number>, i: number) => {
+      const want = lib.logprobs![i]!.top;
+      // two alternatives, keyed by their text (unless two decode to the same text)
+      expect(Object.keys(top).length).toBe(new Set(want.map((a) => dec.detokenize([a.token], { skipSpecialTokens: false }))).size);
+      for (const a of want) expect(top[dec.detokenize([a.token], { skipSpecialTokens: false })]).toBeDefined();
+    });
+    let off = 0;
+    expect(lp.text_offset).toEqual(texts.map((t) => ((off += t.length), off - t.length)));
+    // streamed: one chunk per token, each with its own logprobs; the final chunk has none
+    const events = await sse(await post(srv.app, { ...body, stream: true }));
+    const chunks = events.filter((e) => e !== "[DONE]").map((e) => JSON.parse(e));
+    const withLp = chunks.filter((c) => c.choices[0]?.logprobs);
+    expect(withLp.length).toBe(6);
+    expect(withLp.flatMap((c) => c.choices[0].logprobs.token_logprobs)).toEqual(lp.token_logprobs);
+    expect(withLp.flatMap((c) => c.choices[0].logprobs.text_offset)).toEqual(lp.text_offset);
+    expect(chunks.at(-1).choices[0].finish_reason).toBe("length");
+    expect(chunks.at(-1).choices[0].logprobs).toBeNull();
+    // without the field: null, as before
+    expect((await json(post(srv.app, { prompt: "Hello", max_tokens: 2 }))).choices[0].logprobs).toBeNull();
+  });
+});
+
 describe("server: tokenize and detokenize", () => {
   function postTo(path: string, body: unknown): Promise<Response> {
     return Promise.resolve(srv.app.request(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }));
@@ -290,7 +322,8 @@ describe("server: bad input", () => {
     ["two unknown fields", { prompt: "x", max_token: 2, temprature: 0 }, 400, null, /^Unrecognized request arguments supplied: max_token, temprature$/],
     ["stream_options unknown key", { prompt: "x", stream: true, stream_options: { include_usgae: true } }, 400, "stream_options", /stream_options\.include_usgae/],
     ["n > 1", { prompt: "x", n: 3 }, 400, "n"],
-    ["logprobs", { prompt: "x", logprobs: 5 }, 400, "logprobs"],
+    ["logprobs above 20", { prompt: "x", logprobs: 21 }, 400, "logprobs", /logprobs must be at most 20/],
+    ["echo", { prompt: "x", echo: true }, 400, "echo", /echo is not supported/],
     ["stream_options without stream", { prompt: "x", stream_options: { include_usage: true } }, 400, "stream_options"],
     ["token id outside the vocabulary", { prompt: [2, 99999] }, 400, "prompt"],
     ["prompt longer than the context", { prompt: "word ".repeat(400) }, 400, "prompt", /maximum context length is 256 tokens/],

@@ -278,9 +278,41 @@ static inline int skd_slot_query(const skd_shape *s, const skd_slot *slots, int3
  * len/kv_len). `scratch` must hold max_slots × (n_layers + 2) int32. Counts
  * the rows wanting logits and the rows sampling. On failure nothing is
  * changed. */
+/* Checks the logprobs request of skd_engine_step_logprobs before anything is
+ * planned (so a refusal changes nothing); *n_lp = rows flagged SKD_ROW_LOGPROBS. */
+static inline int skd_plan_logprobs(const int32_t *rows, int32_t n_rows, int32_t n_top, int have_values, int have_ids,
+                                    int32_t *n_lp) {
+    if (n_top < 0 || n_top > SKD_MAX_TOP_LOGPROBS)
+        return skd_fail(SKD_ERR_INVALID_ARG, "n_top %d out of range 0..%d", (int)n_top, SKD_MAX_TOP_LOGPROBS);
+    int32_t k = 0;
+    for (int i = 0; rows && i < n_rows; i++) {
+        const int flags = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_FLAGS];
+        if (!(flags & SKD_ROW_LOGPROBS)) continue;
+        if (!(flags & SKD_ROW_SAMPLE))
+            return skd_fail(SKD_ERR_INVALID_ARG, "row %d asks for logprobs but does not sample (SKD_ROW_LOGPROBS needs SKD_ROW_SAMPLE)", i);
+        if (!have_values) return skd_fail(SKD_ERR_INVALID_ARG, "row %d asks for logprobs but the lp_values buffer is NULL", i);
+        if (n_top > 0 && !have_ids) return skd_fail(SKD_ERR_INVALID_ARG, "row %d asks for %d alternatives but the lp_ids buffer is NULL", i, (int)n_top);
+        k++;
+    }
+    *n_lp = k;
+    return SKD_OK;
+}
+
+/* skd_plan_rows, with SKD_ROW_LOGPROBS allowed or not (flag bits outside
+ * the allowed set are refused). */
+static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
+                                   const float *params, int have_logits, int have_tokens, int allow_logprobs,
+                                   int32_t *scratch, int32_t *n_logits, int32_t *n_sample);
+
 static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
                                 const float *params, int have_logits, int have_tokens, int32_t *scratch,
                                 int32_t *n_logits, int32_t *n_sample) {
+    return skd_plan_rows_ex(s, slots, rows, n_rows, params, have_logits, have_tokens, 0, scratch, n_logits, n_sample);
+}
+
+static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
+                                   const float *params, int have_logits, int have_tokens, int allow_logprobs,
+                                   int32_t *scratch, int32_t *n_logits, int32_t *n_sample) {
     const int L = s->n_layers;
     if (n_rows < 0 || n_rows > s->max_rows)
         return skd_fail(SKD_ERR_INVALID_ARG, "step has %d rows; the engine was created for at most %d", (int)n_rows, s->max_rows);
@@ -293,7 +325,7 @@ static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32
         const int32_t *r = rows + (size_t)i * SKD_ROW_FIELDS;
         int tok = r[SKD_ROW_TOKEN], pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
         int b = r[SKD_ROW_BUDGET], w = r[SKD_ROW_WARMUP], flags = r[SKD_ROW_FLAGS];
-        const int known = SKD_ROW_WANT_LOGITS | SKD_ROW_SAMPLE;
+        const int known = SKD_ROW_WANT_LOGITS | SKD_ROW_SAMPLE | (allow_logprobs ? SKD_ROW_LOGPROBS : 0);
         if (tok < 0 || tok >= s->vocab) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: token %d out of range 0..%d", i, tok, s->vocab - 1);
         if (slot < 0 || slot >= s->max_slots) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: slot %d out of range 0..%d", i, slot, s->max_slots - 1);
         if (pos < 0 || pos >= s->max_seq) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: position %d out of range 0..%d (KV capacity)", i, pos, s->max_seq - 1);

@@ -464,14 +464,17 @@ static int32_t sample_row(skd_engine *e, const int32_t *r, const float *prm, con
                       (uint32_t)r[SKD_ROW_SEQ], (uint32_t)r[SKD_ROW_STEP], e->sample_f, e->sample_i);
 }
 
-SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits,
-                            int32_t *tokens) {
+/* skd_engine_step and skd_engine_step_logprobs (allow_lp). */
+static int step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits, int32_t *tokens,
+                int allow_lp, int32_t n_top, float *lp_values, int32_t *lp_ids) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
     const skd_shape *s = &e->s;
-    int32_t n_logits = 0, n_sample = 0;
-    int st = skd_plan_rows(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, e->plan_scratch, &n_logits,
-                           &n_sample);
+    int32_t n_logits = 0, n_sample = 0, n_lp = 0;
+    int st = allow_lp ? skd_plan_logprobs(rows, n_rows, n_top, lp_values != NULL, lp_ids != NULL, &n_lp) : SKD_OK;
+    if (st) return st;
+    st = skd_plan_rows_ex(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, allow_lp, e->plan_scratch,
+                          &n_logits, &n_sample);
     if (st) return st;
     if (n_rows == 0) return SKD_OK;
     const int d = s->d, de = s->embed_dim, L = s->n_layers, V = s->vocab;
@@ -526,7 +529,7 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
     }
     /* Sampling rows, in row order; those without logits out go through
      * e->head in chunks of head_rows. */
-    int32_t k_logit = 0;
+    int32_t k_logit = 0, k_lp = 0;
     for (int i = 0; i < n_rows && n_sample;) {
         /* gather the next chunk of sample-only rows */
         int m = 0;
@@ -543,8 +546,25 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
             const float *src = NULL;
             if (flags & SKD_ROW_WANT_LOGITS) src = logits + (size_t)k_logit++ * V;
             else if (flags & SKD_ROW_SAMPLE) src = e->head + (size_t)c++ * V;
-            if (flags & SKD_ROW_SAMPLE) tokens[n_tok++] = sample_row(e, r, params + (size_t)i * SKD_PARAM_FIELDS, src);
+            if (!(flags & SKD_ROW_SAMPLE)) continue;
+            const int32_t tok = sample_row(e, r, params + (size_t)i * SKD_PARAM_FIELDS, src);
+            tokens[n_tok++] = tok;
+            if (flags & SKD_ROW_LOGPROBS) { /* only n_top + 1 values leave the engine, not the row of logits */
+                skd_logprobs(src, V, tok, n_top, lp_values + (size_t)k_lp * (1 + n_top), lp_ids + (size_t)k_lp * n_top);
+                k_lp++;
+            }
         }
     }
     return SKD_OK;
+}
+
+SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits,
+                            int32_t *tokens) {
+    return step(e, rows, n_rows, params, logits, tokens, 0, 0, NULL, NULL);
+}
+
+SKD_API int skd_engine_step_logprobs(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params,
+                                     float *logits, int32_t *tokens, int32_t n_top, float *lp_values,
+                                     int32_t *lp_ids) {
+    return step(e, rows, n_rows, params, logits, tokens, 1, n_top, lp_values, lp_ids);
 }

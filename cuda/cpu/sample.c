@@ -129,3 +129,27 @@ int32_t skd_sample(const float *logits, int32_t V, float temperature, int32_t to
     }
     return ids[n - 1];
 }
+
+void skd_logprobs(const float *x, int32_t V, int32_t token, int32_t n_top, float *values, int32_t *ids) {
+    /* log p(i) = x_i - (max + log Σ exp(x_j - max)), the sum in double */
+    float mx = x[0];
+    for (int32_t i = 1; i < V; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0.0;
+    for (int32_t i = 0; i < V; i++) sum += exp((double)x[i] - (double)mx);
+    const double lse = (double)mx + log(sum);
+    values[0] = (float)((double)x[token] - lse);
+    /* the n_top best by insertion into a sorted list: V × n_top at worst, and
+     * most x fall below the current last entry after the first few hundred */
+    int32_t k = 0;
+    for (int32_t i = 0; i < V && n_top > 0; i++) {
+        if (k == n_top && !(x[i] > x[ids[k - 1]])) continue; /* ties keep the lower id already in */
+        int32_t j = k < n_top ? k++ : k - 1;
+        while (j > 0 && x[i] > x[ids[j - 1]]) {
+            ids[j] = ids[j - 1];
+            j--;
+        }
+        ids[j] = i;
+    }
+    for (int32_t j = 0; j < n_top; j++) values[1 + j] = (float)((double)x[ids[j]] - lse);
+}

@@ -37,7 +37,8 @@ extern "C" {
 #define SKD_API __attribute__((visibility("default")))
 #endif
 
-/* ABI version: bumped on any change to a signature, a row field or a config slot. */
+/* ABI version: bumped on any change to a signature, a row field or a config slot
+ * (3: the model-family descriptor slots and roles; skd_engine_step_logprobs and SKD_ROW_LOGPROBS). */
 #define SKD_ABI_VERSION 3
 
 /* ---- status codes ------------------------------------------------------- */
@@ -231,6 +232,11 @@ typedef enum {
 
 #define SKD_ROW_WANT_LOGITS 1  /* write this row's logits to `logits` */
 #define SKD_ROW_SAMPLE 2       /* sample the next token from this row's logits into `tokens` */
+#define SKD_ROW_LOGPROBS 4     /* with SKD_ROW_SAMPLE, in skd_engine_step_logprobs only: report the
+                                  sampled token's log-probability and the top alternatives */
+
+/* Most alternatives skd_engine_step_logprobs reports per row. */
+#define SKD_MAX_TOP_LOGPROBS 20
 
 /* Layer l is computed by a row with budget b and warm-up w iff
  *     b == L  ||  l < w  ||  l >= L - (b - w)
@@ -267,6 +273,25 @@ typedef enum {
  */
 SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params, float *logits,
                             int32_t *tokens);
+
+/* skd_engine_step, plus log-probabilities for the rows flagged
+ * SKD_ROW_SAMPLE | SKD_ROW_LOGPROBS, computed where the logits are, so only
+ * 1 + 2 × n_top numbers per row come back. For each such row, in row order:
+ *
+ *   lp_values  1 + n_top floats: log p(sampled token), then the n_top largest
+ *              log-probabilities in decreasing order (ties: lower id first)
+ *   lp_ids     n_top int32: the ids of those n_top alternatives
+ *
+ * where log p(i) = x_i − log Σ_j exp(x_j) over all VOCAB logits x of the row:
+ * the model's own distribution, before temperature, top-k and top-p (OpenAI's
+ * and vLLM's "raw" logprobs). 0 <= n_top <= SKD_MAX_TOP_LOGPROBS; lp_ids may be
+ * NULL when n_top is 0, both may be NULL when no row is flagged. A flagged
+ * row that does not sample is refused (SKD_ERR_INVALID_ARG). A backend that
+ * cannot compute them refuses flagged rows with SKD_ERR_UNSUPPORTED and runs
+ * steps without them unchanged. skd_engine_step refuses SKD_ROW_LOGPROBS. */
+SKD_API int skd_engine_step_logprobs(skd_engine *e, const int32_t *rows, int32_t n_rows, const float *params,
+                                     float *logits, int32_t *tokens, int32_t n_top, float *lp_values,
+                                     int32_t *lp_ids);
 
 /* Forgets the sequence in `slot` (length 0, no KV written). */
 SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot);
