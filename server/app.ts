@@ -13,11 +13,12 @@ import { HTTPException } from "hono/http-exception";
 import type { z } from "zod";
 import type { SkipDecoder } from "../lib/index.ts";
 import { accessLog } from "./access.ts";
+import { chatFormat, prepareChat } from "./chat.ts";
 import { Admission, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
-import { CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
+import { ChatCompletionSchema, CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
 
 /** Options of {@link createApp}; defaults in {@link APP_DEFAULTS}. */
 export interface AppOptions {
@@ -150,6 +151,18 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     }
   });
 
+  app.post("/v1/chat/completions", ...jsonBody(ChatCompletionSchema), (c) => {
+    const t0 = performance.now();
+    const p = prepareChat(deps, c.req.valid("json"));
+    const ac = admission.reserve(p.prompts.length);
+    try {
+      return complete(c, deps, p, ac, t0, chatFormat(dec));
+    } catch (e) {
+      admission.release(p.prompts.length, ac);
+      throw e;
+    }
+  });
+
   // vLLM's and llama.cpp's tokenizer endpoints (both spellings of the fields in, both out)
   app.post("/tokenize", ...jsonBody(TokenizeSchema), (c) => {
     const b = c.req.valid("json");
@@ -167,7 +180,7 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     return c.json({ prompt: text, content: text });
   });
 
-  for (const path of ["/v1/completions", "/tokenize", "/detokenize"]) {
+  for (const path of ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"]) {
     app.all(path, (c) => {
       throw new ApiError(405, `${c.req.method} is not allowed here; use POST`);
     });

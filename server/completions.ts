@@ -317,6 +317,59 @@ function completionLogprobs(dec: SkipDecoder, tokens: number[], lps: TokenLogpro
   return out;
 }
 
+/** OpenAI's finish_reason values (see {@link finishReason}). */
+export type ApiFinish = "stop" | "length" | "abort";
+
+/**
+ * The shape of a response: OpenAI's text completions ({@link completionFormat})
+ * or chat completions (server/chat.ts). One instance per request: it may keep
+ * state (the text offsets of streamed logprobs).
+ */
+export interface ResponseFormat {
+  /** The id's prefix ("cmpl", "chatcmpl"). */
+  idPrefix: string;
+  /** `object` of a whole response, and of a stream chunk. */
+  object: string;
+  chunkObject: string;
+  /** A choice of a whole response. */
+  choice(index: number, r: GenerateResult, finish: ApiFinish): Record<string, unknown>;
+  /** A choice of a stream chunk: a text piece (with its token event when logprobs are on), or, text null, the end. */
+  delta(index: number, text: string | null, token: TokenEvent | undefined, finish: ApiFinish | null): Record<string, unknown>;
+  /** A choice to send before any text (chat: the assistant's role), or null. */
+  opening(index: number): Record<string, unknown> | null;
+}
+
+/**
+ * Text completions: `choices[i].text`, and `logprobs` in the completions
+ * shape (tokens, token_logprobs, top_logprobs, text_offset).
+ *
+ * @example
+ * complete(c, deps, p, ac, t0, completionFormat(dec, p.prompts.length));
+ */
+export function completionFormat(dec: SkipDecoder, choices: number): ResponseFormat {
+  const offsets = new Array<number>(choices).fill(0); // text_offset of the next streamed token, per choice
+  return {
+    idPrefix: "cmpl",
+    object: "text_completion",
+    chunkObject: "text_completion",
+    choice: (index, r, finish) => ({
+      index,
+      text: r.text,
+      logprobs: r.logprobs ? completionLogprobs(dec, r.tokens, r.logprobs) : null,
+      finish_reason: finish,
+    }),
+    delta: (index, text, ev, finish) => {
+      let lp: CompletionLogprobs | null = null;
+      if (ev?.logprob) {
+        lp = completionLogprobs(dec, [ev.token], [ev.logprob], offsets[index]);
+        offsets[index]! += lp.tokens[0]!.length;
+      }
+      return { index, text: text ?? "", logprobs: lp, finish_reason: finish };
+    },
+    opening: () => null,
+  };
+}
+
 interface Totals {
   usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
   skipdecode: { num_layers: number; policy: string; mean_layers: number; ideal_speedup: number; layers_computed: number; layers_full: number };
@@ -353,20 +406,28 @@ function totals(dec: SkipDecoder, policy: SkipPolicy, prompts: number[][], resul
  * OpenAI's finish_reason: "stop" or "length"; "abort" (as vLLM says it) when
  * the server's shutdown deadline cut the generation.
  */
-const finishReason = (r: GenerateResult): "stop" | "length" | "abort" => (r.finishReason === "length" ? "length" : r.finishReason === "abort" ? "abort" : "stop");
+const finishReason = (r: GenerateResult): ApiFinish => (r.finishReason === "length" ? "length" : r.finishReason === "abort" ? "abort" : "stop");
 
 /**
- * Answers a prepared request: JSON, or SSE when `stream` is set. The
- * sequences are already reserved in `deps.admission` under `ac`; this
- * releases them when they end, whatever happens.
+ * Answers a prepared request in `format` (text completions by default): JSON,
+ * or SSE when `stream` is set. The sequences are already reserved in
+ * `deps.admission` under `ac`; this releases them when they end, whatever
+ * happens.
  *
  * @example
  * app.post("/v1/completions", (c) => complete(c, deps, prepare(dec, name, body), ac, performance.now()));
  */
-export function complete(c: Context, deps: CompletionDeps, p: Prepared, ac: AbortController, t0: number): Promise<Response> | Response {
-  const id = `cmpl-${crypto.randomUUID().replace(/-/g, "")}`;
+export function complete(
+  c: Context,
+  deps: CompletionDeps,
+  p: Prepared,
+  ac: AbortController,
+  t0: number,
+  format: ResponseFormat = completionFormat(deps.dec, p.prompts.length),
+): Promise<Response> | Response {
+  const id = `${format.idPrefix}-${crypto.randomUUID().replace(/-/g, "")}`;
   const created = Math.floor(Date.now() / 1000);
-  const head = { id, object: "text_completion" as const, created, model: deps.modelName };
+  const head: Head = { id, created, model: deps.modelName, format };
   const clientGone = () => ac.abort();
   c.req.raw.signal.addEventListener("abort", clientGone, { once: true });
   let released = false;
@@ -380,6 +441,14 @@ export function complete(c: Context, deps: CompletionDeps, p: Prepared, ac: Abor
   return p.stream ? streamed(c, deps, p, ac, t0, head, release) : whole(c, deps, p, ac, t0, head, release);
 }
 
+/** What every response and chunk of a request starts with. */
+interface Head {
+  id: string;
+  created: number;
+  model: string;
+  format: ResponseFormat;
+}
+
 /** Prompt and completion tokens over the choices that got anywhere. */
 function counts(p: Prepared, results: (GenerateResult | undefined)[]): { prompt: number; completion: number } {
   return { prompt: p.prompts.reduce((a, x) => a + x.length, 0), completion: results.reduce((a, r) => a + (r?.tokens.length ?? 0), 0) };
@@ -391,7 +460,7 @@ async function whole(
   p: Prepared,
   ac: AbortController,
   t0: number,
-  head: { id: string; object: "text_completion"; created: number; model: string },
+  head: Head,
   release: () => void,
 ): Promise<Response> {
   let results: GenerateResult[];
@@ -410,13 +479,11 @@ async function whole(
   }
   const t = totals(deps.dec, p.policy, p.prompts, results);
   return c.json({
-    ...head,
-    choices: results.map((r, index) => ({
-      index,
-      text: r.text,
-      logprobs: r.logprobs ? completionLogprobs(deps.dec, r.tokens, r.logprobs) : null,
-      finish_reason: finishReason(r),
-    })),
+    id: head.id,
+    object: head.format.object,
+    created: head.created,
+    model: head.model,
+    choices: results.map((r, index) => head.format.choice(index, r, finishReason(r))),
     usage: t.usage,
     skipdecode: t.skipdecode,
   });
@@ -428,7 +495,7 @@ function streamed(
   p: Prepared,
   ac: AbortController,
   t0: number,
-  head: { id: string; object: "text_completion"; created: number; model: string },
+  head: Head,
   release: () => void,
 ): Response {
   return streamSSE(c, async (stream) => {
@@ -448,9 +515,8 @@ function streamed(
       chain = chain.then(() => stream.writeSSE({ data }));
       return chain;
     };
-    const chunk = (index: number, text: string, finish: "stop" | "length" | "abort" | null, logprobs: CompletionLogprobs | null = null) =>
-      send(JSON.stringify({ ...head, choices: [{ index, text, logprobs, finish_reason: finish }] }));
-    const offsets = p.prompts.map(() => 0); // text_offset of the next token, per choice
+    const top = { id: head.id, object: head.format.chunkObject, created: head.created, model: head.model };
+    const chunk = (choice: Record<string, unknown>) => send(JSON.stringify({ ...top, choices: [choice] }));
     const keepAlive = setInterval(() => {
       if (Date.now() - lastWrite >= KEEP_ALIVE_S * 1000) {
         lastWrite = Date.now();
@@ -461,22 +527,19 @@ function streamed(
     try {
       await Promise.all(
         p.prompts.map(async (ids, index) => {
+          const opening = head.format.opening(index);
+          if (opening) void chunk(opening);
           const r = await runSequence(deps, ids, { ...p.opts, sequence: index }, ac.signal, t0, (text, ev) => {
-            let lp: CompletionLogprobs | null = null;
-            if (ev?.logprob) {
-              lp = completionLogprobs(deps.dec, [ev.token], [ev.logprob], offsets[index]);
-              offsets[index]! += lp.tokens[0]!.length;
-            }
-            void chunk(index, text, null, lp);
+            void chunk(head.format.delta(index, text, ev, null));
           });
           results[index] = r;
-          if (!clientGone) await chunk(index, "", finishReason(r));
+          if (!clientGone) await chunk(head.format.delta(index, null, undefined, finishReason(r)));
         }),
       );
       if (clientGone) return; // nobody is listening: no epilogue
       if (p.includeUsage) {
         const t = totals(deps.dec, p.policy, p.prompts, results);
-        await send(JSON.stringify({ ...head, choices: [], usage: t.usage, skipdecode: t.skipdecode }));
+        await send(JSON.stringify({ ...top, choices: [], usage: t.usage, skipdecode: t.skipdecode }));
       }
       await send("[DONE]");
     } catch (e) {

@@ -1,5 +1,5 @@
 /**
- * The request body of `POST /v1/completions`, as a zod schema: OpenAI's
+ * The request bodies of `POST /v1/completions` and `/v1/chat/completions`, as zod schemas: OpenAI's
  * fields (the ones vLLM and llama.cpp's server take), SkipDecode's `speedup`
  * and `skip`, and vLLM's `ignore_eos`. Unknown fields are refused as OpenAI
  * refuses them (400, `Unrecognized request argument supplied: max_token`), so
@@ -46,49 +46,100 @@ export const SkipSchema = z.strictObject({
  * @example
  * CompletionSchema.parse({ prompt: "Hello", max_tokens: 8, speedup: 2 });
  */
+/** Fields that completions and chat completions share (sampling, SkipDecode, streaming, refusals). */
+const SHARED = {
+  model: z.string().nullish(),
+  max_tokens: int("max_tokens", 1, 1 << 24).nullish(),
+  temperature: z.number().min(0, "temperature must be in [0, 2]").max(2, "temperature must be in [0, 2]").nullish(),
+  top_p: z.number().gt(0, "top_p must be in (0, 1]").max(1, "top_p must be in (0, 1]").nullish(),
+  /** 0 or -1 = off (OpenAI has no top_k; vLLM uses -1, llama.cpp 0). */
+  top_k: int("top_k", -1).nullish(),
+  seed: int("seed", 0).nullish(),
+  stop: z
+    .union([stopString, z.array(stopString).max(MAX_STOPS)], { error: `stop must be a non-empty string or an array of at most ${MAX_STOPS} of them` })
+    .nullish(),
+  stream: z.boolean().nullish(),
+  stream_options: z.strictObject({ include_usage: z.boolean().nullish() }).nullish(),
+  speedup: z.number().min(1, "speedup must be at least 1").nullish(),
+  skip: SkipSchema.nullish(),
+  ignore_eos: z.boolean().nullish(),
+  user: z.string().nullish(),
+  n: z.literal(1, "n: only 1 completion per prompt is supported").nullish(),
+  presence_penalty: z.literal(0, "presence_penalty is not supported (must be 0)").nullish(),
+  frequency_penalty: z.literal(0, "frequency_penalty is not supported (must be 0)").nullish(),
+  logit_bias: z.record(z.string(), z.never({ error: "logit_bias is not supported" })).nullish(),
+};
+
+/** The cross-field rules both endpoints share. */
+function sharedChecks(ctx: z.core.ParsePayload<{ speedup?: number | null; skip?: unknown; stream?: boolean | null; stream_options?: unknown }>): void {
+  const v = ctx.value;
+  if (v.speedup != null && v.skip != null) {
+    ctx.issues.push({ code: "custom", message: "speedup and skip exclude each other: give one", path: ["skip"], input: v.skip });
+  }
+  if (v.stream_options != null && v.stream !== true) {
+    ctx.issues.push({ code: "custom", message: "stream_options is only allowed with stream: true", path: ["stream_options"], input: v.stream_options });
+  }
+}
+
 export const CompletionSchema = z
   .strictObject({
-    model: z.string().nullish(),
+    ...SHARED,
     prompt: z.union([z.string(), z.array(z.string()).min(1).max(MAX_PROMPTS), tokenIds, z.array(tokenIds).min(1).max(MAX_PROMPTS)], {
       error: (iss) =>
         iss.input === undefined
           ? "prompt is required"
           : `prompt must be a string, an array of 1..${MAX_PROMPTS} strings, an array of token ids or an array of such arrays`,
     }),
-    max_tokens: int("max_tokens", 1, 1 << 24).nullish(),
-    temperature: z.number().min(0, "temperature must be in [0, 2]").max(2, "temperature must be in [0, 2]").nullish(),
-    top_p: z.number().gt(0, "top_p must be in (0, 1]").max(1, "top_p must be in (0, 1]").nullish(),
-    /** 0 or -1 = off (OpenAI has no top_k; vLLM uses -1, llama.cpp 0). */
-    top_k: int("top_k", -1).nullish(),
-    seed: int("seed", 0).nullish(),
-    stop: z
-      .union([stopString, z.array(stopString).max(MAX_STOPS)], { error: `stop must be a non-empty string or an array of at most ${MAX_STOPS} of them` })
-      .nullish(),
-    stream: z.boolean().nullish(),
-    stream_options: z.strictObject({ include_usage: z.boolean().nullish() }).nullish(),
-    speedup: z.number().min(1, "speedup must be at least 1").nullish(),
-    skip: SkipSchema.nullish(),
-    ignore_eos: z.boolean().nullish(),
-    user: z.string().nullish(),
-    n: z.literal(1, "n: only 1 completion per prompt is supported").nullish(),
     best_of: z.literal(1, "best_of: only 1 is supported").nullish(),
     echo: z.literal(false, "echo is not supported").nullish(),
     /** Alternatives per token besides the chosen one's logprob (OpenAI allows up to 5, vLLM 20). */
     logprobs: int("logprobs", 0, MAX_TOP_LOGPROBS).nullish(),
     suffix: z.null({ error: "suffix is not supported" }).optional(),
-    presence_penalty: z.literal(0, "presence_penalty is not supported (must be 0)").nullish(),
-    frequency_penalty: z.literal(0, "frequency_penalty is not supported (must be 0)").nullish(),
-    logit_bias: z.record(z.string(), z.never({ error: "logit_bias is not supported" })).nullish(),
   })
+  .check(sharedChecks);
+
+/** One chat message: `content` a string or OpenAI's list of text parts. */
+const ChatMessageSchema = z.strictObject({
+  role: z.string({ error: "each message needs a role (a string)" }).min(1, "a message's role must not be empty"),
+  content: z.union(
+    [z.string(), z.array(z.strictObject({ type: z.literal("text", "only text content parts are supported"), text: z.string() })).min(1)],
+    { error: "a message's content must be a string or a list of { type: \"text\", text } parts" },
+  ),
+  name: z.string().nullish(),
+});
+
+/**
+ * `POST /v1/chat/completions` request body: OpenAI's chat fields (messages
+ * rendered with the model's chat template), and the same sampling and
+ * SkipDecode fields as completions. `max_completion_tokens` is OpenAI's newer
+ * name for `max_tokens`; `logprobs: true` with `top_logprobs` asks for
+ * OpenAI's chat logprobs.
+ *
+ * @example
+ * ChatCompletionSchema.parse({ messages: [{ role: "user", content: "Hi" }], max_tokens: 8 });
+ */
+export const ChatCompletionSchema = z
+  .strictObject({
+    ...SHARED,
+    messages: z.array(ChatMessageSchema, { error: "messages must be an array of { role, content }" }).min(1, "messages must not be empty"),
+    max_completion_tokens: int("max_completion_tokens", 1, 1 << 24).nullish(),
+    logprobs: z.boolean().nullish(),
+    top_logprobs: int("top_logprobs", 0, MAX_TOP_LOGPROBS).nullish(),
+    response_format: z.strictObject({ type: z.literal("text", "response_format: only { type: \"text\" } is supported") }).nullish(),
+  })
+  .check(sharedChecks)
   .check((ctx) => {
     const v = ctx.value;
-    if (v.speedup != null && v.skip != null) {
-      ctx.issues.push({ code: "custom", message: "speedup and skip exclude each other: give one", path: ["skip"], input: v.skip });
+    if (v.max_tokens != null && v.max_completion_tokens != null) {
+      ctx.issues.push({ code: "custom", message: "give max_tokens or max_completion_tokens, not both", path: ["max_completion_tokens"], input: v.max_completion_tokens });
     }
-    if (v.stream_options != null && v.stream !== true) {
-      ctx.issues.push({ code: "custom", message: "stream_options is only allowed with stream: true", path: ["stream_options"], input: v.stream_options });
+    if (v.top_logprobs != null && v.logprobs !== true) {
+      ctx.issues.push({ code: "custom", message: "top_logprobs needs logprobs: true", path: ["top_logprobs"], input: v.top_logprobs });
     }
   });
+
+/** A validated chat completion request. */
+export type ChatCompletionRequest = z.infer<typeof ChatCompletionSchema>;
 
 /**
  * `POST /tokenize`, in vLLM's shape (`prompt`, `add_special_tokens`) or

@@ -1,0 +1,109 @@
+/**
+ * `POST /v1/chat/completions`: the messages go through the model's chat
+ * template (lib/chat.ts), and the rendered prompt runs exactly as a
+ * completion does (server/completions.ts: the same checks, admission,
+ * batching, streaming and drain), answered in OpenAI's chat shapes —
+ * `choices[i].message`, and as SSE `chat.completion.chunk`s whose first delta
+ * carries the assistant's role, ending with `[DONE]`. `logprobs: true` (with
+ * `top_logprobs`) gives OpenAI's chat logprobs: per token its text, logprob,
+ * UTF-8 bytes and the alternatives. A model without a chat template gets a
+ * 400 that says so. `max_tokens` / `max_completion_tokens` default to what is
+ * left of the context after the prompt (as vLLM does).
+ */
+import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
+import { type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
+import { ApiError } from "./errors.ts";
+import type { ChatCompletionRequest } from "./schema.ts";
+
+/** One entry of OpenAI's chat `logprobs.content`. */
+interface ChatTokenLogprob {
+  token: string;
+  logprob: number;
+  bytes: number[];
+  top_logprobs: { token: string; logprob: number; bytes: number[] }[];
+}
+
+function chatLogprobs(dec: SkipDecoder, tokens: number[], lps: TokenLogprob[]): { content: ChatTokenLogprob[] } {
+  const entry = (id: number, logprob: number) => {
+    const token = dec.detokenize([id], { skipSpecialTokens: false });
+    return { token, logprob, bytes: Array.from(new TextEncoder().encode(token)) };
+  };
+  return {
+    content: tokens.map((id, i) => ({ ...entry(id, lps[i]!.logprob), top_logprobs: lps[i]!.top.map((a) => entry(a.token, a.logprob)) })),
+  };
+}
+
+/**
+ * Chat completions: `message` / `delta` choices and chat logprobs.
+ *
+ * @example
+ * complete(c, deps, prepareChat(dec, name, body), ac, t0, chatFormat(dec));
+ */
+export function chatFormat(dec: SkipDecoder): ResponseFormat {
+  return {
+    idPrefix: "chatcmpl",
+    object: "chat.completion",
+    chunkObject: "chat.completion.chunk",
+    choice: (index, r, finish) => ({
+      index,
+      message: { role: "assistant", content: r.text },
+      logprobs: r.logprobs ? chatLogprobs(dec, r.tokens, r.logprobs) : null,
+      finish_reason: finish,
+    }),
+    delta: (index, text, ev, finish) =>
+      text === null
+        ? { index, delta: {}, logprobs: null, finish_reason: finish }
+        : { index, delta: { content: text }, logprobs: ev?.logprob ? chatLogprobs(dec, [ev.token], [ev.logprob]) : null, finish_reason: null },
+    opening: (index) => ({ index, delta: { role: "assistant", content: "" }, logprobs: null, finish_reason: null }),
+  };
+}
+
+/**
+ * Renders the messages with the model's chat template and checks the rest
+ * as {@link prepare} does. Throws ApiError 400 when the model has no template,
+ * the template refuses the messages, or the prompt does not fit.
+ *
+ * @example
+ * const p = prepareChat(deps, { messages: [{ role: "user", content: "Hi" }], max_tokens: 16 });
+ */
+export function prepareChat(deps: CompletionDeps, body: ChatCompletionRequest): Prepared {
+  const { dec, modelName } = deps;
+  if (body.model != null && body.model !== modelName) {
+    throw new ApiError(404, `The model \`${body.model}\` does not exist (this server serves \`${modelName}\`).`, { param: "model", code: "model_not_found" });
+  }
+  if (!dec.tokenizer?.chatTemplate) {
+    throw new ApiError(400, "this model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): use /v1/completions", {
+      param: "messages",
+      code: "no_chat_template",
+    });
+  }
+  const messages = body.messages.map((m) => ({
+    role: m.role,
+    content: typeof m.content === "string" ? m.content : m.content.map((part) => part.text).join(""),
+    ...(m.name != null ? { name: m.name } : {}),
+  }));
+  let text: string;
+  try {
+    text = dec.applyChatTemplate(messages);
+  } catch (e) {
+    throw new ApiError(400, (e as Error).message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), { param: "messages" });
+  }
+  const ids = dec.tokenizer.encode(text, { addBos: false });
+  const left = dec.options.maxSeqLen - ids.length;
+  const { messages: _m, max_completion_tokens, logprobs, top_logprobs, response_format: _r, ...rest } = body;
+  try {
+    return prepare(dec, modelName, {
+      ...rest,
+      prompt: ids,
+      max_tokens: max_completion_tokens ?? body.max_tokens ?? Math.max(1, left),
+      logprobs: logprobs ? (top_logprobs ?? 0) : null,
+    });
+  } catch (e) {
+    if (!(e instanceof ApiError) || e.param !== "prompt") throw e;
+    // the rendered conversation is what did not fit: say so in the request's terms
+    throw new ApiError(e.status, e.message.replace(/the prompt/g, "the messages (as the chat template renders them)"), {
+      param: "messages",
+      code: e.code,
+    });
+  }
+}
