@@ -41,7 +41,7 @@ const USAGE = `usage:
   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
                    [--grace-s 30] [--quiet]
-      an OpenAI-compatible HTTP server (POST /v1/completions, /tokenize, /detokenize; GET /v1/models,
+      an OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions, /tokenize, /detokenize; GET /v1/models,
       /health, /metrics);
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
       seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
