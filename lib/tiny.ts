@@ -100,6 +100,16 @@ export class Rng {
   }
 }
 
+/** add(name, shape, gen): a tensor of `gen()` values, stored as `st`, appended to `tensors`. */
+function tensorAdder(tensors: WriteTensor[], st: "F32" | "F16" | "BF16") {
+  return (name: string, shape: number[], gen: () => number): void => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const v = new Float32Array(n);
+    for (let i = 0; i < n; i++) v[i] = gen();
+    tensors.push({ name, dtype: st, shape, data: fromFloat32(v, st) });
+  };
+}
+
 /**
  * Writes a random OPT model folder. Returns the config written.
  *
@@ -154,12 +164,7 @@ export function writeTinyModel(dir: string, opts?: TinyModelOptions): Record<str
   const rng = new Rng(seed);
   const st = SAFETENSORS_DTYPE[dtype];
   const tensors: WriteTensor[] = [];
-  const add = (name: string, shape: number[], gen: () => number) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i++) v[i] = gen();
-    tensors.push({ name, dtype: st, shape, data: fromFloat32(v, st) });
-  };
+  const add = tensorAdder(tensors, st);
   const w = (fanIn: number) => () => (rng.normal() * scale * 8) / Math.sqrt(fanIn);
   const small = () => rng.normal() * scale * 0.2;
   const gain = () => 1 + rng.normal() * 0.1;
@@ -256,12 +261,7 @@ function writeTinyLlama(dir: string, t: TinyLlama): Record<string, unknown> {
   const rng = new Rng(t.seed);
   const st = SAFETENSORS_DTYPE[t.dtype];
   const tensors: WriteTensor[] = [];
-  const add = (name: string, shape: number[], gen: () => number) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const v = new Float32Array(n);
-    for (let i = 0; i < n; i++) v[i] = gen();
-    tensors.push({ name, dtype: st, shape, data: fromFloat32(v, st) });
-  };
+  const add = tensorAdder(tensors, st);
   const w = (fanIn: number) => () => (rng.normal() * t.scale * 8) / Math.sqrt(fanIn);
   const small = () => rng.normal() * t.scale * 0.2;
   const gain = () => 1 + rng.normal() * 0.1;

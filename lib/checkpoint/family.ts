@@ -6,26 +6,15 @@
  * KV heads, biases — skipdecode.h). Adding a family is one module here, its
  * entry in FAMILIES, and its semantics in test/reference.ts.
  */
-import { ARCH_LLAMA, ARCH_OPT, Bias, Cfg, type DTypeCode, Mlp, Norm, Positions } from "../native.ts";
+import { ARCH_LLAMA, ARCH_OPT, Bias, Cfg, Mlp, Norm, Positions } from "../native.ts";
 import type { ModelSpec } from "./config.ts";
 import { configFail } from "./fields.ts";
 import { llamaFamily } from "./llama.ts";
 import { optFamily } from "./opt.ts";
 import type { CheckpointTensors } from "./safetensors.ts";
+import type { WeightTensor } from "./weight.ts";
 
-/** One tensor ready for the engine. */
-export interface WeightTensor {
-  /** Checkpoint name, or a description when synthesised (tied head, absent bias, rotary frequencies). */
-  name: string;
-  role: number;
-  /** -1 for global tensors. */
-  layer: number;
-  shape: number[];
-  dtype: DTypeCode;
-  data: Uint8Array;
-  /** Load as given, never converted to 16 bits (the rotary frequencies). */
-  exact?: boolean;
-}
+export type { WeightTensor } from "./weight.ts";
 
 /** What a family module provides. */
 export interface Family {

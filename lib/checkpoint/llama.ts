@@ -23,9 +23,9 @@
  */
 import { DType, Role } from "../native.ts";
 import type { ModelSpec, RopeSpec } from "./config.ts";
-import type { Family, WeightTensor } from "./family.ts";
+import type { Family } from "./family.ts";
+import { readWeight, type WeightTensor } from "./weight.ts";
 import { boolField, type Config, configFail, idsField, intField, posField } from "./fields.ts";
-import { DTYPES } from "./opt.ts";
 import { type CheckpointTensors, fromFloat32 } from "./safetensors.ts";
 
 const MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
@@ -159,20 +159,7 @@ export function* llamaWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generat
   if (!ckpt.has(`${p}embed_tokens.weight`)) {
     throw new Error(`${ckpt.dir}: no token embedding (looked for model.embed_tokens.weight and embed_tokens.weight)`);
   }
-  function read(name: string, role: number, layer: number, shape: number[]): WeightTensor {
-    if (!ckpt.has(name)) throw new Error(`${ckpt.dir}: missing tensor ${name}`);
-    const info = ckpt.info(name);
-    if (info.shape.length !== shape.length || info.shape.some((v, i) => v !== shape[i])) {
-      throw new Error(
-        `${info.file}: tensor ${name} has shape [${info.shape.join(", ")}], expected [${shape.join(", ")}] from config.json`,
-      );
-    }
-    const dtype = DTYPES[info.dtype];
-    if (dtype === undefined) {
-      throw new Error(`${info.file}: tensor ${name} has dtype ${info.dtype}; skipdecode loads F32, F16 and BF16`);
-    }
-    return { name, role, layer, shape, dtype, data: ckpt.read(name) };
-  }
+  const read = (name: string, role: number, layer: number, shape: number[]) => readWeight(ckpt, name, role, layer, shape);
   const embed = read(`${p}embed_tokens.weight`, Role.EMBED_TOKENS, -1, [spec.vocabSize, d]);
   yield embed;
   const inv = ropeInvFreq(spec.headDim, spec.rope!);

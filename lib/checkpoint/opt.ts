@@ -6,13 +6,12 @@
  * `lm_head.weight` or, when tied, the token embedding. BOS and EOS are `</s>`
  * (id 2) unless the config says otherwise.
  */
-import { DType, type DTypeCode, Role } from "../native.ts";
+import { DType, Role } from "../native.ts";
 import type { ModelSpec } from "./config.ts";
-import type { Family, WeightTensor } from "./family.ts";
+import type { Family } from "./family.ts";
+import { readWeight, type WeightTensor } from "./weight.ts";
 import { boolField, type Config, configFail, idsField, intField } from "./fields.ts";
-import { type CheckpointTensors, fromFloat32, type SafetensorsDtype } from "./safetensors.ts";
-
-export const DTYPES: Partial<Record<SafetensorsDtype, DTypeCode>> = { F32: DType.F32, F16: DType.F16, BF16: DType.BF16 };
+import { type CheckpointTensors, fromFloat32 } from "./safetensors.ts";
 
 /** config.json of an OPT model → spec. */
 export function optSpec(cfg: Config, dir: string, generation: Config | null): ModelSpec {
@@ -80,20 +79,7 @@ export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator
   const d = spec.hiddenSize;
   const e = spec.wordEmbedProjDim;
 
-  function read(name: string, role: number, layer: number, shape: number[]): WeightTensor {
-    if (!ckpt.has(name)) throw new Error(`${ckpt.dir}: missing tensor ${name}`);
-    const info = ckpt.info(name);
-    if (info.shape.length !== shape.length || info.shape.some((v, i) => v !== shape[i])) {
-      throw new Error(
-        `${info.file}: tensor ${name} has shape [${info.shape.join(", ")}], expected [${shape.join(", ")}] from config.json`,
-      );
-    }
-    const dtype = DTYPES[info.dtype];
-    if (dtype === undefined) {
-      throw new Error(`${info.file}: tensor ${name} has dtype ${info.dtype}; skipdecode loads F32, F16 and BF16`);
-    }
-    return { name, role, layer, shape, dtype, data: ckpt.read(name) };
-  }
+  const read = (name: string, role: number, layer: number, shape: number[]) => readWeight(ckpt, name, role, layer, shape);
 
   function filled(name: string, role: number, layer: number, n: number, value: number): WeightTensor {
     return { name, role, layer, shape: [n], dtype: DType.F32, data: fromFloat32(new Float32Array(n).fill(value), "F32") };

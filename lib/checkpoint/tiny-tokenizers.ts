@@ -17,7 +17,15 @@
  * Each tokenizer_config.json carries a chat template of its style
  * ({@link CHAT_TEMPLATES}: Llama 3 headers, Mistral's [INST], ChatML).
  */
-import { type AddedTokenJson, BYTE_TO_UNICODE, TINY_CORPUS, trainWordMerges } from "./tokenizer.ts";
+import {
+  type AddedTokenJson,
+  addedToken,
+  BYTE_TO_UNICODE,
+  bpeModel,
+  prependBosTemplate,
+  TINY_CORPUS,
+  trainWordMerges,
+} from "./tokenizer.ts";
 
 /** A tokenizer style of the LLaMA family. */
 export type TokenizerStyle = "llama3" | "sentencepiece" | "qwen2";
@@ -52,35 +60,6 @@ const LLAMA3_SPLIT =
 const QWEN2_SPLIT =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-function special(id: number, content: string): AddedTokenJson {
-  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
-}
-
-function bpe(vocab: Record<string, number>, merges: string[], extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return {
-    type: "BPE",
-    dropout: null,
-    unk_token: null,
-    continuing_subword_prefix: null,
-    end_of_word_suffix: null,
-    fuse_unk: false,
-    byte_fallback: false,
-    vocab,
-    merges,
-    ...extra,
-  };
-}
-
-function prependTemplate(token: string, id: number): Record<string, unknown> {
-  const item = { SpecialToken: { id: token, type_id: 0 } };
-  return {
-    type: "TemplateProcessing",
-    single: [item, { Sequence: { id: "A", type_id: 0 } }],
-    pair: [item, { Sequence: { id: "A", type_id: 0 } }, item, { Sequence: { id: "B", type_id: 1 } }],
-    special_tokens: { [token]: { id: token, ids: [id], tokens: [token] } },
-  };
-}
-
 /** Byte-level vocabulary (the 256 byte symbols, then merges) trained on the corpus. */
 function byteLevelVocab(numMerges: number, split: string): { vocab: Record<string, number>; merges: string[] } {
   const vocab: Record<string, number> = {};
@@ -114,7 +93,7 @@ function byteLevelJson(split: string, vocab: Record<string, number>, merges: str
     },
     post_processor: post,
     decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
-    model: bpe(vocab, merges, { ignore_merges: true }),
+    model: { ...bpeModel(vocab, merges), ignore_merges: true },
   };
 }
 
@@ -133,12 +112,12 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
     const { vocab, merges } = byteLevelVocab(numMerges, LLAMA3_SPLIT);
     const base = 256 + merges.length;
     const names = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"];
-    const added = names.map((n, i) => special(base + i, n));
+    const added = names.map((n, i) => addedToken(base + i, n));
     const post = {
       type: "Sequence",
       processors: [
         { type: "ByteLevel", add_prefix_space: true, trim_offsets: false, use_regex: true },
-        prependTemplate("<|begin_of_text|>", base),
+        prependBosTemplate("<|begin_of_text|>", base),
       ],
     };
     return {
@@ -154,7 +133,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
     const { vocab, merges } = byteLevelVocab(numMerges, QWEN2_SPLIT);
     const base = 256 + merges.length;
     const names = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-    const added = names.map((n, i) => special(base + i, n));
+    const added = names.map((n, i) => addedToken(base + i, n));
     const post = { type: "ByteLevel", add_prefix_space: false, trim_offsets: false, use_regex: false };
     return {
       json: byteLevelJson(QWEN2_SPLIT, vocab, merges, added, post),
@@ -181,7 +160,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
     version: "1.0",
     truncation: null,
     padding: null,
-    added_tokens: ["<unk>", "<s>", "</s>"].map((n, i) => special(i, n)),
+    added_tokens: ["<unk>", "<s>", "</s>"].map((n, i) => addedToken(i, n)),
     normalizer: {
       type: "Sequence",
       normalizers: [
@@ -190,7 +169,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
       ],
     },
     pre_tokenizer: null,
-    post_processor: prependTemplate("<s>", 1),
+    post_processor: prependBosTemplate("<s>", 1),
     decoder: {
       type: "Sequence",
       decoders: [
@@ -200,7 +179,7 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
         { type: "Strip", content: " ", start: 1, stop: 0 },
       ],
     },
-    model: bpe(vocab, merges, { unk_token: "<unk>", fuse_unk: true, byte_fallback: true }),
+    model: { ...bpeModel(vocab, merges), unk_token: "<unk>", fuse_unk: true, byte_fallback: true },
   };
   return {
     json,

@@ -145,7 +145,7 @@ export const BYTE_TO_UNICODE: readonly string[] = (() => {
 })();
 
 /** The BPE model section of a byte-level tokenizer.json. */
-function bpeModel(vocab: Record<string, number>, merges: string[]): TokenizerJson["model"] {
+export function bpeModel(vocab: Record<string, number>, merges: string[]): TokenizerJson["model"] {
   return {
     type: "BPE",
     dropout: null,
@@ -163,12 +163,12 @@ function byteLevel(addPrefixSpace = false): ByteLevelJson {
   return { type: "ByteLevel", add_prefix_space: addPrefixSpace, trim_offsets: true, use_regex: true };
 }
 
-function addedToken(id: number, content: string): AddedTokenJson {
+export function addedToken(id: number, content: string): AddedTokenJson {
   return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
 }
 
 /** A post-processor that prepends `bos` to single sequences (and to each of a pair). */
-function prependBosTemplate(bos: string, bosId: number): TemplateProcessingJson {
+export function prependBosTemplate(bos: string, bosId: number): TemplateProcessingJson {
   const special: TemplateItem = { SpecialToken: { id: bos, type_id: 0 } };
   return {
     type: "TemplateProcessing",
