@@ -37,15 +37,8 @@
 
 #include "../gpu/gemm.cuh"
 #include "halfs.h"
+#include "ck.h"
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 static double urand(void) { /* [-1, 1) */

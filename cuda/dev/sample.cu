@@ -35,15 +35,8 @@ extern "C" {
 #include "../cpu/sample.h" /* the reference, compiled as C */
 }
 #include "../gpu/sample.cuh"
+#include "ck.h"
 
-#define CK(call)                                                                                        \
-    do {                                                                                                \
-        cudaError_t e_ = (call);                                                                        \
-        if (e_ != cudaSuccess) {                                                                        \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_));      \
-            exit(1);                                                                                    \
-        }                                                                                               \
-    } while (0)
 
 struct sampler {
     const char *name;
