@@ -19,8 +19,9 @@
 #               decode on OPT-125m/1.3B/6.7B-shaped random models, batch
 #               1/8/32, full vs 2x/3x/5x; then long context: opt-1.3b batch 1
 #               at prompt 128 and 2048 (prefill of one 2048-token prompt);
-#               with --old also the first (SIMT, no graphs) kernels at batch
-#               1 and 8                                                  -> bench.log, bench.json
+#               with --old also the first kernels (SIMT GEMMs, simple
+#               attention, no graphs) and each new switch alone, on 125m and
+#               1.3b at batch 1 and 32, full and 3x                      -> bench.log, bench.json
 #   4. torch    if python3 imports torch with CUDA (and not --no-peer):
 #               bench/torch_peer.py, the PyTorch peer (transformers' OPT and
 #               a plain KV-cached loop; --static-peer adds transformers'
@@ -138,11 +139,15 @@ if [ -x build/gpu_bench ]; then
         say "long context, prompt $P: $(grep -E '^\| 1 \| full' "$OUT/bench.log" | tail -1 | cut -d'|' -f6,7); $(grep -Eo 'prefill 1 × [0-9]+ tokens [0-9.]+ ms \([0-9]+ tok/s' "$OUT/bench.log" | tail -1)"
     done
     if [ -n "$OLD" ]; then
-        echo "== first kernels (SIMT GEMMs, simple attention, no graphs), batch 1 and 8" >>"$OUT/bench.log"
-        t=$(cap 60)
-        staged "$OUT/bench.log" "$t" env SKIPDECODE_CUDA_GEMM=simt SKIPDECODE_CUDA_ATTN=simple SKIPDECODE_CUDA_GRAPHS=0 \
-            build/gpu_bench --quick --batches 1,8 --budget-s $((t > 10 ? t - 5 : t))
-        say "bench (first kernels): $(ran "$rc" "$t")"
+        # each switch alone against the first kernels: which change buys what
+        for v in "simt simple 0" "tc simple 0" "simt tiled 0" "simt simple 1"; do
+            set -- $v
+            echo "== variant: SKIPDECODE_CUDA_GEMM=$1 SKIPDECODE_CUDA_ATTN=$2 SKIPDECODE_CUDA_GRAPHS=$3" >>"$OUT/bench.log"
+            t=$(cap 45)
+            staged "$OUT/bench.log" "$t" env SKIPDECODE_CUDA_GEMM=$1 SKIPDECODE_CUDA_ATTN=$2 SKIPDECODE_CUDA_GRAPHS=$3 \
+                build/gpu_bench --quick --models 125m,1.3b --batches 1,32 --speedups 1,3 --budget-s $((t > 10 ? t - 5 : t))
+            say "variant GEMM=$1 ATTN=$2 GRAPHS=$3: $(ran "$rc" "$t"); $(grep -E '^\| 1 \| full' "$OUT/bench.log" | tail -2 | cut -d'|' -f6 | tr '\n' ' ')"
+        done
     fi
 fi
 
