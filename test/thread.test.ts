@@ -69,11 +69,13 @@ describe("engine thread", () => {
   test("close() during a running step waits for it, ends the generation and frees the engine", async () => {
     const dir = tinyModel({ seed: 12, layers: 4, hidden: 128, heads: 4, maxPositions: 1100 });
     const dec = await SkipDecoder.load(dir, { backend: "cpu", maxSeqLen: 1100, maxBatchTokens: 1024, maxBatch: 1 });
-    const run = dec.generate(Array.from({ length: 1024 }, (_, i) => 3 + (i % 200)), { maxNewTokens: 4, ignoreEos: true });
+    // a 700-row prefill step, then 390 decode steps: far more than the 20 ms before close()
+    const run = dec.generate(Array.from({ length: 700 }, (_, i) => 3 + (i % 200)), { maxNewTokens: 390, ignoreEos: true });
     await new Promise((r) => setTimeout(r, 20));
     dec.close();
     const r = await run;
     expect(r.finishReason).toBe("abort");
+    expect(r.tokens.length).toBeLessThan(390);
     expect(() => dec.weightBytes).toThrow(/closed/);
     dec.close(); // twice is fine
   });
