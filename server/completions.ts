@@ -173,6 +173,15 @@ export function prepare(dec: SkipDecoder, modelName: string, body: CompletionReq
     const param = list.length > 1 ? `prompt[${i}]` : "prompt";
     if (typeof p === "string") {
       if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer: send prompts as token ids", { param });
+      // far over the context: refused without tokenising (a 3 MB prompt would hold the event loop for a second)
+      const least = Math.ceil(Buffer.byteLength(p) / dec.tokenizer.maxTokenBytes);
+      if (least > ctxLen) {
+        const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
+        throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but ${which} at least ${least} tokens.`, {
+          param,
+          code: "context_length_exceeded",
+        });
+      }
       return dec.tokenizer.encode(p);
     }
     const bad = p.findIndex((t) => t >= V);

@@ -327,6 +327,7 @@ describe("server: bad input", () => {
     ["stream_options without stream", { prompt: "x", stream_options: { include_usage: true } }, 400, "stream_options"],
     ["token id outside the vocabulary", { prompt: [2, 99999] }, 400, "prompt"],
     ["prompt longer than the context", { prompt: "word ".repeat(400) }, 400, "prompt", /maximum context length is 256 tokens/],
+    ["a megabyte prompt (refused untokenised)", { prompt: "The quick brown fox. ".repeat(50000) }, 400, "prompt", /maximum context length is 256 tokens, but the prompt has at least \d+ tokens/],
     ["max_tokens beyond the context", { prompt: "Hello", max_tokens: 255 }, 400, "max_tokens", /context length is 256 tokens.*you requested 2\d\d tokens/],
     ["unknown model", { prompt: "x", model: "gpt-4" }, 404, "model"],
   ];
