@@ -31,7 +31,7 @@ describe("engine thread", () => {
     clearInterval(iv);
     expect(r.tokens.length).toBe(1);
     // had the step run on this thread, no timer could fire during it: one gap as long as the step
-    expect(ticks).toBeGreaterThanOrEqual(5);
+    expect(ticks).toBeGreaterThanOrEqual(Math.min(5, Math.floor(ms / 4)));
     expect(worst).toBeLessThan(Math.max(ms / 2, 50));
   });
 
