@@ -6,6 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { NativeError, SkipDecoder } from "../lib/index.ts";
 import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
+import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/tokenizer_client.ts";
 import { cleanupTemp, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);
@@ -78,6 +79,23 @@ describe("engine thread", () => {
     expect(r.tokens.length).toBeLessThan(390);
     expect(() => dec.weightBytes).toThrow(/closed/);
     dec.close(); // twice is fine
+  });
+
+  test("the tokenizer thread encodes long texts exactly as the tokenizer does", async () => {
+    const dir = tinyModel({ seed: 12, layers: 2, hidden: 32, heads: 2 });
+    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
+    const t = new OffThreadTokenizer(dir, dec.tokenizer!);
+    try {
+      const long = "Numbers: 1, 2, 3 — ünïcödé and spaces.  ".repeat(2000);
+      expect(Buffer.byteLength(long)).toBeGreaterThan(OFF_THREAD_BYTES);
+      const [a, b] = await Promise.all([t.encode(long, true), t.encode(long, false)]);
+      expect(a).toEqual(dec.tokenize(long));
+      expect(b).toEqual(dec.tokenize(long, { bos: false }));
+      expect(await t.encode("short", true)).toEqual(dec.tokenize("short"));
+    } finally {
+      t.close();
+    }
+    expect(await t.encode("x".repeat(OFF_THREAD_BYTES), true)).toEqual(dec.tokenize("x".repeat(OFF_THREAD_BYTES))); // closed: in place
   });
 
   test("a script that never closes its decoder still exits", () => {
