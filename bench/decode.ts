@@ -124,11 +124,11 @@ for (const name of f.models.split(",")) {
       // measured speedup: median over reps of (this rep's tokens/s ÷ the first speedup's, same rep)
       const ratios = d.map((v, i) => v / base[i]!);
       const measured = median(ratios);
-      // bytes the N-1 decode steps read: token i is processed with budgets[i]
-      const bytes = budgets.slice(0, -1).reduce((a, b) => a + b * layerBytes + stepBytes, 0);
+      // bytes the N-1 decode steps read: token i is processed with budgets[i] (budgets lists the passes that ran)
+      const bytes = budgets.reduce((a, b) => a + b * layerBytes + stepBytes, 0);
       const gbs = (bytes * median(d)) / (B * (N - 1)) / 1e9;
       // the speedup the weight bytes allow: full steps' bytes over these steps' (the LM head is never skipped)
-      const fullBytes = (budgets.length - 1) * (s.numLayers * layerBytes + stepBytes);
+      const fullBytes = budgets.length * (s.numLayers * layerBytes + stepBytes);
       const attainable = fullBytes / bytes;
       const row: (string | number)[] = [
         B,

@@ -160,8 +160,8 @@ interface RunResult {
   rssAfterMiB: number;
 }
 
-/** One streamed completion: time to first chunk, tokens and layers from the usage chunk. */
-async function one(url: string, body: object, signal: AbortSignal): Promise<{ ttftMs: number; tokens: number; layers: number }> {
+/** One streamed completion: time to first chunk; tokens, layers computed and decode passes from the usage chunk. */
+async function one(url: string, body: object, signal: AbortSignal): Promise<{ ttftMs: number; tokens: number; layers: number; passes: number }> {
   const t0 = performance.now();
   const res = await fetch(`${url}/v1/completions`, {
     method: "POST",
@@ -174,6 +174,7 @@ async function one(url: string, body: object, signal: AbortSignal): Promise<{ tt
   let buf = "";
   let tokens = 0;
   let layers = 0;
+  let passes = 0;
   let done = false;
   for await (const chunk of res.body!) {
     if (Number.isNaN(ttftMs)) ttftMs = performance.now() - t0;
@@ -191,12 +192,13 @@ async function one(url: string, body: object, signal: AbortSignal): Promise<{ tt
         if (j.usage) {
           tokens = j.usage.completion_tokens;
           layers = j.skipdecode.layers_computed;
+          passes = j.skipdecode.layers_full / j.skipdecode.num_layers; // the decode passes that ran
         }
       }
     }
   }
   if (!done) throw new Error("stream ended without [DONE]");
-  return { ttftMs, tokens, layers };
+  return { ttftMs, tokens, layers, passes };
 }
 
 async function loadRun(
@@ -212,6 +214,7 @@ async function loadRun(
   const ttfts: number[] = [];
   let tokens = 0;
   let layers = 0;
+  let passes = 0;
   const t0 = performance.now();
   const client = async () => {
     for (let i = next++; i < cfg.requests && !signal.aborted; i = next++) {
@@ -228,6 +231,7 @@ async function loadRun(
         ttfts.push(r.ttftMs);
         tokens += r.tokens;
         layers += r.layers;
+        passes += r.passes;
       } catch (e) {
         errors++;
         firstError ||= (e as Error).message;
@@ -249,7 +253,7 @@ async function loadRun(
     generatedTokensPerS: tokens / wallS,
     ttftP50Ms: percentile(ttfts, 50),
     ttftP99Ms: percentile(ttfts, 99),
-    meanLayers: tokens ? layers / tokens : NaN,
+    meanLayers: passes ? layers / passes : NaN,
     rssBeforeMiB: mib(rssBefore),
     rssAfterMiB: mib(rssAfter),
   };

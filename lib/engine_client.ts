@@ -8,7 +8,7 @@
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
 import type { ModelSpec } from "./checkpoint/config.ts";
-import { type EngineReply, type EngineRequest, type EngineWorkerData, DONE, REQ, type WireError } from "./engine_protocol.ts";
+import { type EngineReply, type EngineRequest, type EngineWorkerData, DONE, ENDED, REQ, type WireError } from "./engine_protocol.ts";
 import { type BackendName, NativeError } from "./native.ts";
 import type { EngineOptions } from "./weights.ts";
 
@@ -81,7 +81,7 @@ export class EngineClient {
    * const engine = await EngineClient.start(dir, spec, options);
    */
   static async start(dir: string, spec: ModelSpec, options: EngineOptions): Promise<EngineClient> {
-    const ctrl = new Int32Array(new SharedArrayBuffer(8));
+    const ctrl = new Int32Array(new SharedArrayBuffer(12));
     const { port1, port2 } = new MessageChannel();
     const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, port: port2 };
     const worker = new Worker(new URL("./engine_worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
@@ -114,7 +114,7 @@ export class EngineClient {
   }
 
   #post(body: Body): number {
-    if (this.#freed) throw new Error("skipdecode: the engine is freed");
+    if (this.#freed || Atomics.load(this.#ctrl, ENDED)) throw new Error("skipdecode: the engine is freed");
     const id = this.#nextId++;
     this.#port.postMessage({ ...body, id });
     Atomics.add(this.#ctrl, REQ, 1);
@@ -122,7 +122,7 @@ export class EngineClient {
     return id;
   }
 
-  /** Settles every reply that has arrived. */
+  /** Settles every reply that has arrived; if the thread has ended, fails what is left. */
   #drain(): void {
     for (let m = receiveMessageOnPort(this.#port); m; m = receiveMessageOnPort(this.#port)) {
       const r = m.message as EngineReply;
@@ -132,6 +132,12 @@ export class EngineClient {
       if (this.#pending.size === 0) this.#worker.unref();
       if (r.ok) p.resolve(r.value);
       else p.reject(revive(r.error));
+    }
+    if (Atomics.load(this.#ctrl, ENDED) && this.#pending.size) {
+      const left = [...this.#pending.values()];
+      this.#pending.clear();
+      this.#worker.unref();
+      for (const p of left) p.reject(new Error("skipdecode: the engine thread has ended (the engine is freed)"));
     }
   }
 
@@ -235,7 +241,7 @@ export class EngineClient {
     if (this.#freed) return;
     registry.unregister(this.#token);
     try {
-      this.#callSync({ op: "free" });
+      if (!Atomics.load(this.#ctrl, ENDED)) this.#callSync({ op: "free" });
     } finally {
       this.#freed = true;
       this.#port.close();

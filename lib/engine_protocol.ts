@@ -36,11 +36,12 @@ export interface EngineWorkerData {
   dir: string;
   spec: ModelSpec;
   options: EngineOptions;
-  /** Int32Array(2) over a SharedArrayBuffer: [requests posted, replies posted]. */
+  /** Int32Array(3) over a SharedArrayBuffer: [requests posted, replies posted, thread ended (1)]. */
   ctrl: SharedArrayBuffer;
   port: MessagePort;
 }
 
 export const REQ = 0;
 export const DONE = 1;
+export const ENDED = 2;
 

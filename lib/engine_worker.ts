@@ -9,7 +9,7 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { DONE, type EngineReply, type EngineRequest, type EngineWorkerData, REQ, type WireError } from "./engine_protocol.ts";
+import { DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./engine_protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine } from "./weights.ts";
 
@@ -64,6 +64,8 @@ function run(d: EngineWorkerData): void {
             reply({ id: q.id, ok: true, value: null });
             d.port.close();
             return;
+          default:
+            reply({ id: (q as { id: number }).id, ok: false, error: { name: "Error", message: `engine thread: unknown request ${JSON.stringify((q as { op: unknown }).op)}` } });
         }
       } catch (e) {
         reply({ id: q.id, ok: false, error: wire(e) });
@@ -72,4 +74,13 @@ function run(d: EngineWorkerData): void {
   }
 }
 
-run(workerData as EngineWorkerData);
+const data = workerData as EngineWorkerData;
+try {
+  run(data);
+} finally {
+  // however the thread ends, a caller waiting for a reply must not wait forever
+  const ctrl = new Int32Array(data.ctrl);
+  Atomics.store(ctrl, ENDED, 1);
+  Atomics.add(ctrl, DONE, 1);
+  Atomics.notify(ctrl, DONE);
+}

@@ -70,6 +70,11 @@ export function sequenceSpec(
   let ids: number[];
   if (typeof prompt === "string") {
     if (!ctx.tokenizer) throw new Error(`${where}: this model folder has no tokenizer; pass the prompt as token ids`);
+    // a text far over the context is refused before tokenising it (megabytes take seconds)
+    const least = Math.ceil(Buffer.byteLength(prompt) / ctx.tokenizer.maxTokenBytes);
+    if (least > ctx.maxSeqLen) {
+      throw new Error(`${where}: the prompt has at least ${least} tokens, more than the context of ${ctx.maxSeqLen} (maxSeqLen)`);
+    }
     ids = ctx.tokenizer.encode(prompt, { addBos: true });
   } else {
     ids = checkIds(where, "prompt", prompt, ctx.spec.vocabSize);

@@ -8,7 +8,8 @@
  *
  * One step carries, in order: one decode row per running sequence, then as
  * many prompt rows of waiting sequences as fit in `maxBatchTokens` (chunked
- * prefill). Sampling happens in the native step; only token ids come back.
+ * prefill) — while sequences decode, only as many as keep the step within
+ * `decodeSlowdown` × a decode-only step (#prefillBudget). Sampling happens in the native step; only token ids come back.
  * A step runs on the engine thread (lib/engine_client.ts) while this thread
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
  * gives its KV slot back at once (the reset is queued behind the running step)

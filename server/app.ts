@@ -12,6 +12,7 @@ import { createMiddleware } from "hono/factory";
 import { HTTPException } from "hono/http-exception";
 import type { z } from "zod";
 import type { SkipDecoder } from "../lib/index.ts";
+import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
 import { accessLog } from "./access.ts";
 import { chatFormat, prepareChat } from "./chat.ts";
 import { Admission, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
@@ -129,6 +130,8 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
         }
       }),
     ] as const;
+  // long texts are tokenised on their own thread, so a big prompt does not hold /health
+  const offThread = dec.tokenizer ? new OffThreadTokenizer(dec.dir, dec.tokenizer) : null;
   const checkModel = (m: string | null | undefined) => {
     if (m != null && m !== modelName) {
       throw new ApiError(404, `The model \`${m}\` does not exist (this server serves \`${modelName}\`).`, { param: "model", code: "model_not_found" });
@@ -139,9 +142,9 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     return dec.tokenizer;
   };
 
-  app.post("/v1/completions", ...jsonBody(CompletionSchema), (c) => {
+  app.post("/v1/completions", ...jsonBody(CompletionSchema), async (c) => {
     const t0 = performance.now();
-    const p = prepare(dec, modelName, c.req.valid("json"));
+    const p = await prepare(dec, modelName, c.req.valid("json"), (text) => offThread!.encode(text, true));
     const ac = admission.reserve(p.prompts.length);
     try {
       return complete(c, deps, p, ac, t0);
@@ -151,9 +154,9 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     }
   });
 
-  app.post("/v1/chat/completions", ...jsonBody(ChatCompletionSchema), (c) => {
+  app.post("/v1/chat/completions", ...jsonBody(ChatCompletionSchema), async (c) => {
     const t0 = performance.now();
-    const p = prepareChat(deps, c.req.valid("json"));
+    const p = await prepareChat(deps, c.req.valid("json"), (text) => offThread!.encode(text, false));
     const ac = admission.reserve(p.prompts.length);
     try {
       return complete(c, deps, p, ac, t0, chatFormat(dec));
@@ -164,10 +167,11 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   });
 
   // vLLM's and llama.cpp's tokenizer endpoints (both spellings of the fields in, both out)
-  app.post("/tokenize", ...jsonBody(TokenizeSchema), (c) => {
+  app.post("/tokenize", ...jsonBody(TokenizeSchema), async (c) => {
     const b = c.req.valid("json");
     checkModel(b.model);
-    const tokens = needTokenizer().encode((b.prompt ?? b.content)!, { addBos: b.add_special_tokens ?? b.add_special ?? true });
+    needTokenizer();
+    const tokens = await offThread!.encode((b.prompt ?? b.content)!, b.add_special_tokens ?? b.add_special ?? true);
     return c.json({ tokens, count: tokens.length, max_model_len: dec.options.maxSeqLen });
   });
   app.post("/detokenize", ...jsonBody(DetokenizeSchema), (c) => {
@@ -202,7 +206,10 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     app,
     metrics,
     modelName,
-    close: () => admission.abortAll(),
+    close: () => {
+      admission.abortAll();
+      offThread?.close();
+    },
     async drain(graceMs: number) {
       admission.closed = true;
       let cut = false;
@@ -214,6 +221,7 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
         await admission.idle();
       } finally {
         clearTimeout(timer);
+        offThread?.close();
       }
       return { cut };
     },

@@ -64,9 +64,13 @@ export function chatFormat(dec: SkipDecoder): ResponseFormat {
  * the template refuses the messages, or the prompt does not fit.
  *
  * @example
- * const p = prepareChat(deps, { messages: [{ role: "user", content: "Hi" }], max_tokens: 16 });
+ * const p = await prepareChat(deps, { messages: [{ role: "user", content: "Hi" }], max_tokens: 16 });
  */
-export function prepareChat(deps: CompletionDeps, body: ChatCompletionRequest): Prepared {
+export async function prepareChat(
+  deps: CompletionDeps,
+  body: ChatCompletionRequest,
+  encode: (text: string) => Promise<number[]> = async (text) => deps.dec.tokenizer!.encode(text, { addBos: false }),
+): Promise<Prepared> {
   const { dec, modelName } = deps;
   if (body.model != null && body.model !== modelName) {
     throw new ApiError(404, `The model \`${body.model}\` does not exist (this server serves \`${modelName}\`).`, { param: "model", code: "model_not_found" });
@@ -88,11 +92,20 @@ export function prepareChat(deps: CompletionDeps, body: ChatCompletionRequest): 
   } catch (e) {
     throw new ApiError(400, (e as Error).message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), { param: "messages" });
   }
-  const ids = dec.tokenizer.encode(text, { addBos: false });
-  const left = dec.options.maxSeqLen - ids.length;
+  const ctxLen = dec.options.maxSeqLen;
+  // far over the context: refused without tokenising (as completions do)
+  const least = Math.ceil(Buffer.byteLength(text) / dec.tokenizer.maxTokenBytes);
+  if (least > ctxLen) {
+    throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but the messages (as the chat template renders them) have at least ${least} tokens.`, {
+      param: "messages",
+      code: "context_length_exceeded",
+    });
+  }
+  const ids = await encode(text); // the template wrote the BOS: none added; long texts off the event loop
+  const left = ctxLen - ids.length;
   const { messages: _m, max_completion_tokens, logprobs, top_logprobs, response_format: _r, ...rest } = body;
   try {
-    return prepare(dec, modelName, {
+    return await prepare(dec, modelName, {
       ...rest,
       prompt: ids,
       max_tokens: max_completion_tokens ?? body.max_tokens ?? Math.max(1, left),

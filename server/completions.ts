@@ -150,10 +150,15 @@ function libraryError(e: unknown, param: string | null): ApiError {
  * cannot do (context, vocabulary, layers).
  *
  * @example
- * const p = prepare(dec, "opt-125m", { prompt: "Hi", max_tokens: 8 });
+ * const p = await prepare(dec, "opt-125m", { prompt: "Hi", max_tokens: 8 });
  * p.prompts; // [[2, 30086]]
  */
-export function prepare(dec: SkipDecoder, modelName: string, body: CompletionRequest): Prepared {
+export async function prepare(
+  dec: SkipDecoder,
+  modelName: string,
+  body: CompletionRequest,
+  encode: (text: string) => Promise<number[]> = async (text) => dec.tokenizer!.encode(text),
+): Promise<Prepared> {
   if (body.model != null && body.model !== modelName) {
     throw new ApiError(404, `The model \`${body.model}\` does not exist (this server serves \`${modelName}\`).`, {
       param: "model",
@@ -169,16 +174,25 @@ export function prepare(dec: SkipDecoder, modelName: string, body: CompletionReq
   const raw = body.prompt;
   const list: (string | number[])[] =
     typeof raw === "string" ? [raw] : typeof raw[0] === "number" ? [raw as number[]] : (raw as (string | number[])[]);
-  const prompts = list.map((p, i) => {
+  const prompts = await Promise.all(list.map(async (p, i) => {
     const param = list.length > 1 ? `prompt[${i}]` : "prompt";
     if (typeof p === "string") {
       if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer: send prompts as token ids", { param });
-      return dec.tokenizer.encode(p);
+      // far over the context: refused without tokenising (a 3 MB prompt would hold the event loop for a second)
+      const least = Math.ceil(Buffer.byteLength(p) / dec.tokenizer.maxTokenBytes);
+      if (least > ctxLen) {
+        const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
+        throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but ${which} at least ${least} tokens.`, {
+          param,
+          code: "context_length_exceeded",
+        });
+      }
+      return encode(p); // long texts off the event loop
     }
     const bad = p.findIndex((t) => t >= V);
     if (bad >= 0) throw new ApiError(400, `token id ${p[bad]} is outside the vocabulary (0..${V - 1})`, { param });
     return p;
-  });
+  }));
   prompts.forEach((ids, i) => {
     const param = list.length > 1 ? `prompt[${i}]` : "prompt";
     const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
@@ -415,7 +429,7 @@ const finishReason = (r: GenerateResult): ApiFinish => (r.finishReason === "leng
  * happens.
  *
  * @example
- * app.post("/v1/completions", (c) => complete(c, deps, prepare(dec, name, body), ac, performance.now()));
+ * app.post("/v1/completions", async (c) => complete(c, deps, await prepare(dec, name, body), ac, performance.now()));
  */
 export function complete(
   c: Context,

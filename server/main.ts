@@ -109,7 +109,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       if (!(graceS >= 0)) throw new Error(`drain: graceS must be a number >= 0, got ${graceS}`);
       drained ??= (async () => {
         const r = await built.drain(graceS * 1000);
-        await server.stop(); // not forced: responses still being written finish
+        // not forced, so responses still being written finish; bounded, so an idle
+        // keep-alive connection cannot hold the exit (stop() then closes what is left)
+        await Promise.race([server.stop(), Bun.sleep(5000)]);
         await running.stop();
         return r;
       })();

@@ -91,13 +91,18 @@ describe("graceful drain on SIGTERM", () => {
   test("new requests get 503 + Retry-After; requests in flight finish; exit 0", async () => {
     const { p, url, stderr } = await start("60");
     try {
-      const a = await streaming(url, 1500);
+      const a = await streaming(url, 600);
       const b = fetch(`${url}/v1/completions`, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ prompt: "Once", max_tokens: 1000, temperature: 0, ignore_eos: true }),
+        body: JSON.stringify({ prompt: "Once", max_tokens: 400, temperature: 0, ignore_eos: true }),
       });
-      await Bun.sleep(20);
+      // both in flight before the signal (the server counts them)
+      for (let i = 0; i < 500; i++) {
+        const h = (await (await fetch(`${url}/health`)).json()) as { running: number; waiting: number };
+        if (h.running + h.waiting >= 2) break;
+        await Bun.sleep(10);
+      }
       p.kill("SIGTERM");
       const h = await waitClosing(url);
       expect(h.headers.get("Retry-After")).toBe("5");
@@ -115,7 +120,7 @@ describe("graceful drain on SIGTERM", () => {
       const rb = await b;
       expect(rb.status).toBe(200);
       const jb = (await rb.json()) as { usage: { completion_tokens: number }; choices: { finish_reason: string }[] };
-      expect(jb.usage.completion_tokens).toBe(1000);
+      expect(jb.usage.completion_tokens).toBe(400);
       expect(jb.choices[0]!.finish_reason).toBe("length");
       expect(await p.exited).toBe(0);
       expect(await stderr()).toMatch(/SIGTERM: draining \(\d+ sequences in flight, grace 60 s; new requests get 503\)[\s\S]*stopped\n/);

@@ -147,7 +147,8 @@ describe("check and sequence", () => {
     const r = await dec.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2, ignoreEos: true });
     expect(c.promptTokens).toEqual(r.promptTokens);
     expect(String(c.policy)).toBe(r.stats.policy);
-    expect(() => dec.check("x".repeat(200))).toThrow(/SkipDecoder\.check: the prompt has \d+ tokens, more than the context of 16/);
+    expect(() => dec.check("x y ".repeat(20))).toThrow(/SkipDecoder\.check: the prompt has \d+ tokens, more than the context of 16/);
+    expect(() => dec.check("x".repeat(200))).toThrow(/SkipDecoder\.check: the prompt has at least \d+ tokens, more than the context of 16/);
     expect(() => dec.check("hi", { topP: 2 })).toThrow(/topP must be a number/);
     expect(dec.load).toEqual({ running: 0, waiting: 0 });
   });
@@ -301,6 +302,13 @@ describe("tokenize and detokenize", () => {
     expect(dec.tokenize(text)[0]).toBe(2);
     expect(dec.detokenize(dec.tokenize(text))).toBe(text);
     expect(dec.detokenize([2, ...dec.tokenize("Hi", { bos: false })], { skipSpecialTokens: false })).toBe("</s>Hi");
+    // the byte bound used to refuse huge prompts untokenised is a lower bound on the token count
+    const tok = dec.tokenizer!;
+    for (const t of [text, "word ".repeat(50), "ü€𝄞 mixed ünïcödé", "x", "   ", PROMPTS[0]!.repeat(7)]) {
+      expect(dec.tokenize(t, { bos: false }).length).toBeGreaterThanOrEqual(Math.ceil(Buffer.byteLength(t) / tok.maxTokenBytes));
+    }
+    // a prompt far over the context is refused by that bound, before tokenising
+    await expect(dec.generate("The quick brown fox. ".repeat(50000))).rejects.toThrow(/the prompt has at least \d+ tokens, more than the context of 16/);
     // longer than the context: counted, not refused
     expect(dec.tokenize("word ".repeat(100)).length).toBeGreaterThan(16);
     const r = await dec.generate("Hello", { maxNewTokens: 6, ignoreEos: true });

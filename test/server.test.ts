@@ -250,6 +250,28 @@ describe("server: tokenize and detokenize", () => {
     expect(d).toEqual({ prompt: text, content: text });
   });
 
+  test("long texts are tokenised on their own thread: same ids, and timers keep firing meanwhile", async () => {
+    const text = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(16000); // ~1 MB
+    const want = dec.tokenize(text);
+    let ticks = 0;
+    let last = performance.now();
+    let worst = 0;
+    const iv = setInterval(() => {
+      const now = performance.now();
+      worst = Math.max(worst, now - last);
+      last = now;
+      ticks++;
+    }, 2);
+    const t0 = performance.now();
+    const j = await json(postTo("/tokenize", { prompt: text }));
+    const ms = performance.now() - t0;
+    clearInterval(iv);
+    expect(j.tokens).toEqual(want);
+    // encoding ~1 MB takes hundreds of ms; on this thread no timer could fire during it
+    expect(ticks).toBeGreaterThanOrEqual(Math.min(5, Math.floor(ms / 20)));
+    expect(worst).toBeLessThan(Math.max(ms / 2, 60));
+  });
+
   test("bad tokenizer requests are 4xx in OpenAI's error shape", async () => {
     const cases: [string, unknown, number, RegExp][] = [
       ["/tokenize", {}, 400, /prompt \(vLLM\) or content \(llama\.cpp\)/],
@@ -327,6 +349,7 @@ describe("server: bad input", () => {
     ["stream_options without stream", { prompt: "x", stream_options: { include_usage: true } }, 400, "stream_options"],
     ["token id outside the vocabulary", { prompt: [2, 99999] }, 400, "prompt"],
     ["prompt longer than the context", { prompt: "word ".repeat(400) }, 400, "prompt", /maximum context length is 256 tokens/],
+    ["a megabyte prompt (refused untokenised)", { prompt: "The quick brown fox. ".repeat(50000) }, 400, "prompt", /maximum context length is 256 tokens, but the prompt has at least \d+ tokens/],
     ["max_tokens beyond the context", { prompt: "Hello", max_tokens: 255 }, 400, "max_tokens", /context length is 256 tokens.*you requested 2\d\d tokens/],
     ["unknown model", { prompt: "x", model: "gpt-4" }, 404, "model"],
   ];

@@ -712,6 +712,32 @@ export class SkipTokenizer {
     });
   }
 
+  #maxTokenBytes = 0;
+
+  /**
+   * An upper bound on the bytes of text one token covers: the longest token
+   * string, in UTF-8 bytes (a byte-level symbol stands for one byte and takes
+   * one or two). So a text of `b` UTF-8 bytes has at least
+   * `ceil(b / maxTokenBytes)` tokens — enough to refuse a prompt far over the
+   * context without spending seconds tokenising it. Computed once.
+   *
+   * @example
+   * ```ts
+   * Math.ceil(Buffer.byteLength(text) / tok.maxTokenBytes); // a lower bound on tok.encode(text).length
+   * ```
+   */
+  get maxTokenBytes(): number {
+    if (this.#maxTokenBytes === 0) {
+      let most = 1;
+      for (let id = 0; id < this.vocabSize; id++) {
+        const t = this.#tok.id_to_token(id);
+        if (t !== undefined) most = Math.max(most, Buffer.byteLength(t));
+      }
+      this.#maxTokenBytes = most;
+    }
+    return this.#maxTokenBytes;
+  }
+
   /**
    * The token string of an id (byte-level symbols, e.g. `"Ġworld"`), or
    * undefined when the id has none.
