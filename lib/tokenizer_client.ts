@@ -34,7 +34,7 @@ export class OffThreadTokenizer {
 
   #thread(): Worker {
     if (this.#worker) return this.#worker;
-    const w = new Worker(new URL("./tokenizer_worker.ts", import.meta.url), { workerData: { dir: this.#dir } });
+    const w = new Worker(new URL("./tokenizer_worker.ts", import.meta.url), { workerData: { dir: this.#dir, bos: this.#local.bosRule } });
     w.unref();
     w.on("message", (r: TokenizeReply) => {
       const p = this.#pending.get(r.id);

@@ -20,7 +20,8 @@ const port = parentPort!;
 let tok: SkipTokenizer | null = null;
 let loadError = "";
 try {
-  tok = await SkipTokenizer.load((workerData as { dir: string }).dir);
+  const { dir, bos } = workerData as { dir: string; bos: "always" | "config" };
+  tok = await SkipTokenizer.load(dir, { bos }); // the family's BOS rule, as the caller's copy
 } catch (e) {
   loadError = (e as Error).message;
 }

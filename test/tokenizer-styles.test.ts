@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { buildStyledTokenizer, type TokenizerStyle } from "../lib/checkpoint/tiny-tokenizers.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
+import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);
@@ -103,6 +104,19 @@ describe("tokenizer styles of the LLaMA family", () => {
         expect(r.promptTokens.filter((i) => i === bos).length).toBe(1);
       }
       expect(dec.spec.eosTokenIds.length).toBeGreaterThanOrEqual(1);
+    }
+  });
+
+  test("the tokenizer thread (long texts) follows the family's BOS rule too", async () => {
+    const text = "The quick brown fox jumps over the lazy dog. ".repeat(1000); // > 32 KiB: encoded on the thread
+    for (const family of ["llama", "qwen2"] as const) {
+      using dec = await SkipDecoder.load(tinyModel({ family, seed: 41, layers: 1 }), { backend: "cpu" });
+      const off = new OffThreadTokenizer(dec.dir, dec.tokenizer!);
+      try {
+        expect(await off.encode(text, true)).toEqual(dec.tokenizer!.encode(text));
+      } finally {
+        off.close();
+      }
     }
   });
 });

@@ -554,6 +554,8 @@ export class SkipTokenizer {
   readonly addsBos: boolean;
   /** The Jinja chat template (`chat_template.jinja`, else tokenizer_config.json's `chat_template`), or null. */
   chatTemplate: string | null = null;
+  /** The BOS rule it was loaded with (a second copy, on another thread, loads with the same). */
+  bosRule: "always" | "config" = "always";
   readonly #tok: Tokenizer;
 
   private constructor(tok: Tokenizer, bosId: number | null, eosId: number, vocabSize: number, addBosSetting: boolean | null) {
@@ -640,6 +642,7 @@ export class SkipTokenizer {
     };
     const withTemplate = (t: SkipTokenizer): SkipTokenizer => {
       t.chatTemplate = readChatTemplate(dir, config, configPath);
+      t.bosRule = opts.bos ?? "always";
       return t;
     };
     if ((opts.bos ?? "always") === "always") {
