@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -215,22 +214,21 @@ def lr_at(a, step):
 
 
 def make_batch(rng, ids, a, num_layers, bos):
-    """(tokens (B,T), budgets (B,T), mean drawn speedup) for one step."""
+    """(tokens (B,T), budgets (B,T)) for one step."""
     T = a.seq
     starts = rng.integers(0, len(ids) - (T - 1), size=a.batch)
     x = np.empty((a.batch, T), dtype=np.int64)
     x[:, 0] = bos
     for i, s in enumerate(starts):
         x[i, 1:] = ids[s:s + T - 1]
-    budgets, speedups = [], []
+    budgets = []
     for _ in range(a.batch):
         if a.policy == "skip":
-            b, s = policy.sequence_budgets(rng, num_layers, T, a.warmup_layers, a.max_speedup, a.full_frac)
+            b, _ = policy.sequence_budgets(rng, num_layers, T, a.warmup_layers, a.max_speedup, a.full_frac)
         else:
-            b, s = [num_layers] * T, 1.0
+            b = [num_layers] * T
         budgets.append(b)
-        speedups.append(s)
-    return torch.from_numpy(x), torch.tensor(budgets, dtype=torch.long), float(np.mean(speedups))
+    return torch.from_numpy(x), torch.tensor(budgets, dtype=torch.long)
 
 
 def heldout_windows(ids, T, bos, n=None):
@@ -281,7 +279,6 @@ def export(model, fam, config, tok, out, dtype, extra):
 
 
 def main(argv):
-    t_start = time.time()
     a = parse_args(argv)
     keep_freed_memory()
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -403,7 +400,7 @@ def main(argv):
     model.train()
     while step < a.steps:
         rng = np.random.default_rng([a.seed, step])
-        x, budgets, mean_s = make_batch(rng, train_ids, a, L, tok.bos_id)
+        x, budgets = make_batch(rng, train_ids, a, L, tok.bos_id)
         x = x.to(device)
         for g in opt.param_groups:
             g["lr"] = lr_at(a, step)
