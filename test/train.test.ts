@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
 import { evaluateQuality } from "../lib/eval.ts";
+import { SkipPolicy } from "../lib/policy.ts";
 
 const root = resolve(import.meta.dir, "..");
 const trainPy = join(root, "train", "train.py");
@@ -180,6 +181,29 @@ suite(`train/ recipe${skipNote}`, () => {
       dec.close();
     }
   }, 120_000);
+
+  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/policy.ts)", async () => {
+    const cases: [number, number, number, number][] = [];
+    for (const L of [4, 8, 12, 24]) {
+      for (const span of [1, 7, 64, 112, 127]) {
+        for (const s of [1, 1.25, 2, 2.5, 3, 4.75, 5]) for (const w of [0, 1, 2]) if (s <= L / Math.max(1, w)) cases.push([s, L, span, w]);
+      }
+    }
+    const steps = [0, 1, 5, 33, 63, 111, 126, 200];
+    const code = "import sys, json; sys.path.insert(0, sys.argv[1]); import policy; out = []\n" +
+      "for s, L, span, w in json.load(sys.stdin):\n" +
+      "    mx, mn = policy.for_speedup(s, L, span, w)\n" +
+      "    out.append([policy.linear_at(i, L, mx, mn, span) for i in " + JSON.stringify(steps) + "])\n" +
+      "print(json.dumps(out))";
+    const r = await run(["-c", code, join(root, "train")], Buffer.from(JSON.stringify(cases)));
+    expect(r.err).toBe("");
+    const py = JSON.parse(r.out) as number[][];
+    const ts = cases.map(([s, L, span, w]) => {
+      const p = SkipPolicy.forSpeedup(s, { numLayers: L, span, warmupLayers: w });
+      return steps.map((i) => p.layersAt(i));
+    });
+    expect(py).toEqual(ts);
+  });
 
   test("the trainer's tokenizer gives the library's ids", async () => {
     const text = readFileSync(join(model, "heldout.txt"), "utf8").slice(0, 60_000) + " Ünïcödé ½ 42_x  \n\t end";
