@@ -38,6 +38,7 @@ const USAGE = `usage:
   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
                   [--warmup W] [--backend auto|cpu|cuda] [--threads N]
       teacher-forced perplexity and next-token agreement with the full model at each speedup
+      (a markdown table on stdout; progress on stderr)
   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
                    [--grace-s 30] [--quiet]
@@ -369,24 +370,75 @@ async function evalCmd(args: string[]): Promise<void> {
   const warmupLayers = int("warmup", values.warmup);
   using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
   const t0 = performance.now();
+  const progress = evalProgress(t0);
   const rows = await asUsage(
-    () => evaluateQuality(dec, text, { speedups, context, window, maxWindows, warmupLayers }),
+    () => evaluateQuality(dec, text, { speedups, context, window, maxWindows, warmupLayers, onProgress: progress.update }),
     /^evaluateQuality: (window|context)|^SkipPolicy/,
   );
+  progress.done();
   const base = rows.find((r) => r.speedup === 1) ?? rows[0]!;
-  console.log(`| speedup | policy | ideal speedup | perplexity | vs first row | next-token agreement |`);
+  console.log(`| speedup | policy | ideal speedup | perplexity | vs ${base.speedup === 1 ? "full model" : "first row"} | next-token agreement |`);
   console.log(`|---:|---|---:|---:|---:|---:|`);
   for (const r of rows) {
+    const rel = ((r.perplexity - base.perplexity) / base.perplexity) * 100;
     console.log(
-      `| ${r.speedup} | ${r.policy} | ${r.idealSpeedup.toFixed(2)}x | ${r.perplexity.toFixed(3)} | ` +
-        `${r.perplexity >= base.perplexity ? "+" : ""}${(((r.perplexity - base.perplexity) / base.perplexity) * 100).toFixed(1)}% | ` +
-        `${(r.agreement * 100).toFixed(1)}% |`,
+      `| ${r.speedup} | ${r.policy} | ${r.idealSpeedup.toFixed(2)}x | ${formatPerplexity(r.perplexity)} | ` +
+        `${rel >= 0 ? "+" : ""}${rel.toFixed(1)}% | ${(r.agreement * 100).toFixed(1)}% |`,
     );
   }
   console.error(
     `[${rows[0]!.tokens} scored tokens per speedup; model ${dec.dir}, ${dec.spec.numLayers} layers, ${dec.backend}; ` +
       `${((performance.now() - t0) / 1000).toFixed(1)} s]`,
   );
+}
+
+/**
+ * Perplexity with about four significant digits: 12.34, 123.4, 1,234 and
+ * 12,345 (thousands separated); 1.23e+6 from a million on.
+ */
+function formatPerplexity(p: number): string {
+  if (!Number.isFinite(p)) return String(p);
+  if (p >= 1e6) return p.toExponential(2);
+  if (p >= 1000) return Math.round(p).toLocaleString("en-US");
+  return p.toFixed(p >= 100 ? 1 : 2);
+}
+
+/**
+ * Progress of `skipdecode eval` on stderr: on a terminal one line rewritten
+ * at most every 0.2 s; otherwise (a log file, CI) a line every 10% of the
+ * windows. Nothing for inputs of a single window.
+ */
+function evalProgress(t0: number): { update: (done: number, total: number) => void; done: () => void } {
+  const tty = process.stderr.isTTY === true;
+  let last = 0;
+  let lastTenth = 0;
+  let shown = false;
+  const line = (done: number, total: number): string => {
+    const s = (performance.now() - t0) / 1000;
+    const eta = done > 0 ? (s / done) * (total - done) : 0;
+    return `eval: window ${done}/${total} (${((done / total) * 100).toFixed(0)}%), ${s.toFixed(1)} s, ETA ${eta.toFixed(0)} s`;
+  };
+  return {
+    update(done, total) {
+      if (total < 2) return;
+      if (tty) {
+        const now = performance.now();
+        if (now - last < 200 && done < total) return;
+        last = now;
+        process.stderr.write(`\r${line(done, total)}\x1b[K`);
+        shown = true;
+      } else {
+        const tenth = Math.floor((done * 10) / total);
+        if (tenth > lastTenth) {
+          lastTenth = tenth;
+          process.stderr.write(line(done, total) + "\n");
+        }
+      }
+    },
+    done() {
+      if (shown) process.stderr.write("\n");
+    },
+  };
 }
 
 async function serveCmd(args: string[]): Promise<void> {

@@ -35,6 +35,11 @@ export interface QualityOptions {
   /** At most this many windows (default: all). */
   maxWindows?: number;
   warmupLayers?: number;
+  /**
+   * Called after each window with the windows done and the total; the
+   * `skipdecode eval` command prints progress with it.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 function logSoftmaxAt(row: Float32Array, target: number): number {
@@ -102,6 +107,7 @@ export async function evaluateQuality(dec: SkipDecoder, text: string, opts: Qual
         a.layers += budgets[pos]!;
       }
     }
+    opts.onProgress?.(k + 1, nWin);
   }
   return policies.map((p, i) => {
     const a = acc[i]!;

@@ -1,0 +1,222 @@
+"""OPT (Zhang et al. 2022) as a torch module, with SkipDecode's masked forward.
+
+Pre-LN (opt-125m style: x + attn(LN(x)), x + mlp(LN(x)), final LN) and
+post-LN (opt-350m style: LN(x + attn(x)), no final LN), learned positions at
+offset 2, optional project_in/project_out, ReLU MLP, tied or explicit LM head.
+Tensor names are Hugging Face's OPTForCausalLM names (`model.decoder.*`).
+
+Skipping (DESIGN.md "The method, precisely"): a position with budget b of L
+layers and w warm-up layers computes layers 0..w-1 and L-(b-w)..L-1 (all of
+them when b = L). Budgets along a sequence are non-increasing, so a position
+that skips layer l is only ever attended to at layer l by later positions
+that skip it too. An ordinary causal forward per layer followed by
+h = where(computes(l, pos), block(h), h) is therefore exactly what the engine
+computes: the keys/values a computing query reads were all computed.
+"""
+
+import math
+from dataclasses import dataclass, asdict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POSITION_OFFSET = 2
+
+
+@dataclass
+class Config:
+    vocab_size: int = 4096
+    hidden_size: int = 128
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 4
+    ffn_dim: int = 512
+    max_position_embeddings: int = 128
+    word_embed_proj_dim: int = 0  # 0: = hidden_size
+    do_layer_norm_before: bool = True
+    tie_word_embeddings: bool = True
+    enable_bias: bool = True
+
+    def __post_init__(self):
+        if self.word_embed_proj_dim == 0:
+            self.word_embed_proj_dim = self.hidden_size
+
+    def check(self, where):
+        for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "ffn_dim",
+                  "max_position_embeddings", "word_embed_proj_dim"):
+            v = getattr(self, k)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"{where}: {k} must be a positive integer, got {v!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"{where}: hidden_size {self.hidden_size} is not a multiple of "
+                             f"num_attention_heads {self.num_attention_heads}")
+
+    @staticmethod
+    def from_hf(d, where):
+        if d.get("activation_function", "relu") != "relu":
+            raise ValueError(f"{where}: activation_function {d.get('activation_function')!r}; OPT uses relu")
+        if d.get("layer_norm_elementwise_affine", True) is not True:
+            raise ValueError(f"{where}: layer_norm_elementwise_affine=false is not supported by the trainer")
+        if d.get("do_layer_norm_before", True) and d.get("_remove_final_layer_norm", False):
+            raise ValueError(f"{where}: _remove_final_layer_norm=true is not supported by the trainer")
+        try:
+            c = Config(
+                vocab_size=d["vocab_size"], hidden_size=d["hidden_size"],
+                num_hidden_layers=d["num_hidden_layers"], num_attention_heads=d["num_attention_heads"],
+                ffn_dim=d["ffn_dim"], max_position_embeddings=d["max_position_embeddings"],
+                word_embed_proj_dim=d.get("word_embed_proj_dim", d["hidden_size"]),
+                do_layer_norm_before=d.get("do_layer_norm_before", True),
+                tie_word_embeddings=d.get("tie_word_embeddings", True),
+                enable_bias=d.get("enable_bias", True),
+            )
+        except KeyError as e:
+            raise ValueError(f"{where}: missing field {e.args[0]!r}") from None
+        c.check(where)
+        return c
+
+    def to_hf(self, extra=None):
+        d = {
+            "architectures": ["OPTForCausalLM"], "model_type": "opt",
+            **asdict(self),
+            "_remove_final_layer_norm": False, "activation_function": "relu",
+            "layer_norm_elementwise_affine": True,
+            "bos_token_id": 2, "eos_token_id": 2, "pad_token_id": 1, "torch_dtype": "float16",
+        }
+        if extra:
+            d.update(extra)
+        return d
+
+
+def computes(num_layers, budgets, warmup):
+    """Bool mask (L, B, T): does position (b, t) compute layer l?
+    budgets (B, T) int, warmup (B,) or int."""
+    L = num_layers
+    layer = torch.arange(L).view(L, 1, 1)
+    b = budgets.unsqueeze(0)
+    w = warmup.view(1, -1, 1) if torch.is_tensor(warmup) else warmup
+    return (b >= L) | (layer < w) | (layer >= L - (b - w))
+
+
+class Attention(nn.Module):
+    def __init__(self, d, bias):
+        super().__init__()
+        self.q_proj = nn.Linear(d, d, bias=bias)
+        self.k_proj = nn.Linear(d, d, bias=bias)
+        self.v_proj = nn.Linear(d, d, bias=bias)
+        self.out_proj = nn.Linear(d, d, bias=bias)
+
+    def forward(self, x, causal, H):
+        B, T, D = x.shape
+        hd = D // H
+        # x (B,T,D) -> q,k,v (B,H,T,hd); OPT scales q after its bias
+        q = (self.q_proj(x) * hd ** -0.5).view(B, T, H, hd).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, H, hd).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, H, hd).transpose(1, 2)
+        s = (q @ k.transpose(-1, -2)).masked_fill(causal, float("-inf"))  # (B,H,T,T)
+        y = torch.softmax(s, dim=-1) @ v  # (B,H,T,hd)
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        d, bias = c.hidden_size, c.enable_bias
+        self.heads, self.pre = c.num_attention_heads, c.do_layer_norm_before
+        self.self_attn_layer_norm = nn.LayerNorm(d)
+        self.self_attn = Attention(d, bias)
+        self.final_layer_norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, c.ffn_dim, bias=bias)
+        self.fc2 = nn.Linear(c.ffn_dim, d, bias=bias)
+
+    def attn(self, x, causal):
+        return self.self_attn(x, causal, self.heads)
+
+    def forward(self, h, causal):
+        if self.pre:
+            h = h + self.attn(self.self_attn_layer_norm(h), causal)
+            return h + self.fc2(F.relu(self.fc1(self.final_layer_norm(h))))
+        h = self.self_attn_layer_norm(h + self.attn(h, causal))
+        return self.final_layer_norm(h + self.fc2(F.relu(self.fc1(h))))
+
+
+class Model(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.config = c
+        e, d = c.word_embed_proj_dim, c.hidden_size
+        self.embed_tokens = nn.Embedding(c.vocab_size, e)
+        self.embed_positions = nn.Embedding(c.max_position_embeddings + POSITION_OFFSET, d)
+        self.project_in = nn.Linear(e, d, bias=False) if e != d else None
+        self.project_out = nn.Linear(d, e, bias=False) if e != d else None
+        self.layers = nn.ModuleList(Block(c) for _ in range(c.num_hidden_layers))
+        self.final_layer_norm = nn.LayerNorm(d) if c.do_layer_norm_before else None
+        self.lm_head = None if c.tie_word_embeddings else nn.Linear(e, c.vocab_size, bias=False)
+        self.apply(self._init)
+        # GPT-2's scaled init of the residual projections
+        for blk in self.layers:
+            for lin in (blk.self_attn.out_proj, blk.fc2):
+                nn.init.normal_(lin.weight, 0.0, 0.02 / math.sqrt(2 * c.num_hidden_layers))
+
+    @staticmethod
+    def _init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+    def forward(self, ids, budgets=None, warmup=1):
+        """ids (B,T) -> logits (B,T,V). budgets (B,T): layers per position
+        (None: all); warmup: int or (B,) tensor of warm-up layers."""
+        B, T = ids.shape
+        c = self.config
+        if T > c.max_position_embeddings:
+            raise ValueError(f"sequence of {T} tokens exceeds max_position_embeddings {c.max_position_embeddings}")
+        x = self.embed_tokens(ids)
+        if self.project_in is not None:
+            x = self.project_in(x)
+        pos = torch.arange(T, device=ids.device) + POSITION_OFFSET
+        h = x + self.embed_positions(pos)[None]
+        causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=ids.device), 1)
+        mask = None if budgets is None else computes(c.num_hidden_layers, budgets.cpu(), warmup).to(ids.device)
+        for l, blk in enumerate(self.layers):
+            y = blk(h, causal)
+            h = y if mask is None else torch.where(mask[l].unsqueeze(-1), y, h)
+        if self.final_layer_norm is not None:
+            h = self.final_layer_norm(h)
+        if self.project_out is not None:
+            h = self.project_out(h)
+        w = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return h @ w.t()
+
+
+def to_hf_state(model):
+    """{HF name: tensor}; a tied head is not written (config says tied)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if k.startswith("lm_head."):
+            out[k] = v
+        else:
+            out["model.decoder." + k] = v
+    return out
+
+
+def from_hf_state(model, tensors, where):
+    """Load HF tensors (`model.decoder.*` or `decoder.*`) into `model`; every
+    missing or misshapen tensor is named."""
+    prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in tensors else "decoder."
+    want = model.state_dict()
+    got, problems = {}, []
+    for k, v in want.items():
+        name = k if k.startswith("lm_head.") else prefix + k
+        t = tensors.get(name)
+        if t is None:
+            problems.append(f"missing tensor {name}")
+        elif tuple(t.shape) != tuple(v.shape):
+            problems.append(f"tensor {name} has shape {list(t.shape)}, config.json implies {list(v.shape)}")
+        else:
+            got[k] = t
+    if problems:
+        raise ValueError(f"{where}: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
+    model.load_state_dict(got)
