@@ -64,3 +64,25 @@ export function decaying(n: number, prompt: number, L: number, min: number): num
     return Math.max(min, Math.round(L - ((L - min) * i) / Math.max(1, n - prompt - 1)));
   });
 }
+
+/**
+ * A 2 ms interval timer that records how often it fired and its longest gap:
+ * whether the event loop kept running while something else worked.
+ */
+export function timerProbe(): { stop(): { ticks: number; worst: number } } {
+  let ticks = 0;
+  let last = performance.now();
+  let worst = 0;
+  const iv = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+    ticks++;
+  }, 2);
+  return {
+    stop() {
+      clearInterval(iv);
+      return { ticks, worst };
+    },
+  };
+}

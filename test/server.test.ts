@@ -9,7 +9,7 @@ import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
 import { serve } from "../server/main.ts";
 import { IGNORED_FIELDS } from "../server/schema.ts";
-import { cleanupTemp, tinyModel } from "./helpers.ts";
+import { cleanupTemp, tinyModel, timerProbe } from "./helpers.ts";
 
 const MODEL = { seed: 5, layers: 4, hidden: 64, heads: 4 } as const;
 /** Long context, small width: generations long enough to abort mid-way. */
@@ -253,19 +253,11 @@ describe("server: tokenize and detokenize", () => {
   test("long texts are tokenised on their own thread: same ids, and timers keep firing meanwhile", async () => {
     const text = "The quick brown fox jumps over the lazy dog, again and again. ".repeat(16000); // ~1 MB
     const want = dec.tokenize(text);
-    let ticks = 0;
-    let last = performance.now();
-    let worst = 0;
-    const iv = setInterval(() => {
-      const now = performance.now();
-      worst = Math.max(worst, now - last);
-      last = now;
-      ticks++;
-    }, 2);
+    const probe = timerProbe();
     const t0 = performance.now();
     const j = await json(postTo("/tokenize", { prompt: text }));
     const ms = performance.now() - t0;
-    clearInterval(iv);
+    const { ticks, worst } = probe.stop();
     expect(j.tokens).toEqual(want);
     // encoding ~1 MB takes hundreds of ms; on this thread no timer could fire during it
     expect(ticks).toBeGreaterThanOrEqual(Math.min(5, Math.floor(ms / 20)));

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { NativeError, SkipDecoder } from "../lib/index.ts";
 import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
 import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/tokenizer_client.ts";
-import { cleanupTemp, tinyModel } from "./helpers.ts";
+import { cleanupTemp, tinyModel, timerProbe } from "./helpers.ts";
 
 afterAll(cleanupTemp);
 
@@ -17,19 +17,11 @@ describe("engine thread", () => {
     const dir = tinyModel({ seed: 12, layers: 4, hidden: 128, heads: 4, maxPositions: 1100 });
     using dec = await SkipDecoder.load(dir, { backend: "cpu", maxSeqLen: 1100, maxBatchTokens: 1024, maxBatch: 1 });
     const ids = Array.from({ length: 1024 }, (_, i) => 3 + (i % 200));
-    let ticks = 0;
-    let last = performance.now();
-    let worst = 0;
-    const iv = setInterval(() => {
-      const now = performance.now();
-      worst = Math.max(worst, now - last);
-      last = now;
-      ticks++;
-    }, 2);
+    const probe = timerProbe();
     const t0 = performance.now();
     const r = await dec.generate(ids, { maxNewTokens: 1, ignoreEos: true });
     const ms = performance.now() - t0;
-    clearInterval(iv);
+    const { ticks, worst } = probe.stop();
     expect(r.tokens.length).toBe(1);
     // had the step run on this thread, no timer could fire during it: one gap as long as the step
     expect(ticks).toBeGreaterThanOrEqual(Math.min(5, Math.floor(ms / 4)));
