@@ -115,7 +115,8 @@ export class SkipDecoder {
   readonly #engine: EngineClient;
   readonly #freeSlots: number[];
   readonly #scheduler: Scheduler;
-  #template: { source: string; parsed: ChatTemplate } | null = null;
+  /** The tokenizer's chat template, parsed on first use (it never changes). */
+  #template: ChatTemplate | null = null;
 
   private constructor(
     dir: string,
@@ -446,9 +447,9 @@ export class SkipDecoder {
     if (src === null) throw new Error(`${where}: the model has no chat template (no chat_template in tokenizer_config.json or chat_template.jinja)`);
     checkKeys(where, opts, ["addGenerationPrompt"]);
     const list = checkMessages(where, messages);
-    if (!this.#template || this.#template.source !== src) this.#template = { source: src, parsed: new ChatTemplate(src, where) };
+    this.#template ??= new ChatTemplate(src, where);
     const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
-    const text = this.#template.parsed.render(
+    const text = this.#template.render(
       list,
       { bosToken: token(tok.bosId), eosToken: token(tok.eosId), addGenerationPrompt: opts.addGenerationPrompt ?? true },
       where,

@@ -25,7 +25,7 @@
  * @module
  */
 
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -553,16 +553,26 @@ export class SkipTokenizer {
   /** Whether prompts start with the BOS (the family's rule; see the module comment). */
   readonly addsBos: boolean;
   /** The Jinja chat template (`chat_template.jinja`, else tokenizer_config.json's `chat_template`), or null. */
-  chatTemplate: string | null = null;
+  readonly chatTemplate: string | null;
   /** The BOS rule it was loaded with (a second copy, on another thread, loads with the same). */
-  bosRule: "always" | "config" = "always";
+  readonly bosRule: "always" | "config";
   readonly #tok: Tokenizer;
 
-  private constructor(tok: Tokenizer, bosId: number | null, eosId: number, vocabSize: number, addBosSetting: boolean | null) {
+  private constructor(
+    tok: Tokenizer,
+    bosRule: "always" | "config",
+    bosId: number | null,
+    eosId: number,
+    vocabSize: number,
+    addBosSetting: boolean | null,
+    chatTemplate: string | null,
+  ) {
     this.#tok = tok;
+    this.bosRule = bosRule;
     this.bosId = bosId;
     this.eosId = eosId;
     this.vocabSize = vocabSize;
+    this.chatTemplate = chatTemplate;
     const probe = "a";
     const plain = tok.encode(probe, { add_special_tokens: false }).ids;
     const withSpecials = tok.encode(probe, { add_special_tokens: true }).ids;
@@ -640,14 +650,9 @@ export class SkipTokenizer {
       }
       throw new Error(`tokenizer: ${dir}: no ${key} configured and neither </s> nor <|endoftext|> in the vocabulary`);
     };
-    const withTemplate = (t: SkipTokenizer): SkipTokenizer => {
-      t.chatTemplate = readChatTemplate(dir, config, configPath);
-      t.bosRule = opts.bos ?? "always";
-      return t;
-    };
-    if ((opts.bos ?? "always") === "always") {
-      return withTemplate(new SkipTokenizer(tok, pick("bos_token"), pick("eos_token"), vocabSize, true));
-    }
+    const rule = opts.bos ?? "always";
+    const template = await readChatTemplate(dir, config, configPath);
+    if (rule === "always") return new SkipTokenizer(tok, rule, pick("bos_token"), pick("eos_token"), vocabSize, true, template);
     // "config": a BOS only where bos_token names one; added per add_bos_token, else the post-processor
     let bosId: number | null = null;
     for (const [obj, path] of [
@@ -667,7 +672,7 @@ export class SkipTokenizer {
     if (addBos !== undefined && typeof addBos !== "boolean") {
       throw new Error(`tokenizer: ${configPath}: add_bos_token must be true or false, got ${JSON.stringify(addBos)}`);
     }
-    return withTemplate(new SkipTokenizer(tok, bosId, pick("eos_token"), vocabSize, addBos ?? null));
+    return new SkipTokenizer(tok, rule, bosId, pick("eos_token"), vocabSize, addBos ?? null, template);
   }
 
   /**
@@ -686,7 +691,7 @@ export class SkipTokenizer {
     if (!(opts.addBos ?? true) || !this.addsBos || bos === null) return this.#tok.encode(text, { add_special_tokens: false }).ids;
     const ids = this.#tok.encode(text, { add_special_tokens: this.postProcessorAddsBos }).ids;
     if (ids[0] !== bos) ids.unshift(bos);
-    else if (this.postProcessorAddsBos && ids[1] === this.bosId) ids.shift(); // text began with BOS itself
+    else if (this.postProcessorAddsBos && ids[1] === bos) ids.shift(); // text began with BOS itself
     return ids;
   }
 
@@ -772,9 +777,9 @@ export class SkipTokenizer {
  * transformers saves it), else `chat_template` of tokenizer_config.json — a
  * string, or a list of `{ name, template }` whose "default" entry is used.
  */
-function readChatTemplate(dir: string, config: JsonObject, configPath: string): string | null {
+async function readChatTemplate(dir: string, config: JsonObject, configPath: string): Promise<string | null> {
   const file = join(dir, "chat_template.jinja");
-  if (isFile(file)) return readFileSync(file, "utf8");
+  if (isFile(file)) return readFile(file, "utf8");
   const t = config.chat_template;
   if (t === undefined || t === null) return null;
   if (typeof t === "string") return t;
