@@ -15,7 +15,7 @@ import type { SkipDecoder } from "../lib/index.ts";
 import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
 import { accessLog } from "./access.ts";
 import { chatFormat, prepareChat } from "./chat.ts";
-import { Admission, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
+import { Admission, checkModel, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
@@ -132,11 +132,6 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     ] as const;
   // long texts are tokenised on their own thread, so a big prompt does not hold /health
   const offThread = dec.tokenizer ? new OffThreadTokenizer(dec.dir, dec.tokenizer) : null;
-  const checkModel = (m: string | null | undefined) => {
-    if (m != null && m !== modelName) {
-      throw new ApiError(404, `The model \`${m}\` does not exist (this server serves \`${modelName}\`).`, { param: "model", code: "model_not_found" });
-    }
-  };
   const needTokenizer = () => {
     if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer", { code: "no_tokenizer" });
     return dec.tokenizer;
@@ -169,14 +164,14 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   // vLLM's and llama.cpp's tokenizer endpoints (both spellings of the fields in, both out)
   app.post("/tokenize", ...jsonBody(TokenizeSchema), async (c) => {
     const b = c.req.valid("json");
-    checkModel(b.model);
+    checkModel(b.model, modelName);
     needTokenizer();
     const tokens = await offThread!.encode((b.prompt ?? b.content)!, b.add_special_tokens ?? b.add_special ?? true);
     return c.json({ tokens, count: tokens.length, max_model_len: dec.options.maxSeqLen });
   });
   app.post("/detokenize", ...jsonBody(DetokenizeSchema), (c) => {
     const b = c.req.valid("json");
-    checkModel(b.model);
+    checkModel(b.model, modelName);
     const V = dec.spec.vocabSize;
     const bad = b.tokens.findIndex((t) => t >= V);
     if (bad >= 0) throw new ApiError(400, `tokens[${bad}] = ${b.tokens[bad]} is outside the vocabulary (0..${V - 1})`, { param: "tokens" });

@@ -11,7 +11,7 @@
  * left of the context after the prompt (as vLLM does).
  */
 import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
-import { type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
+import { checkModel, type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
 import { ApiError } from "./errors.ts";
 import type { ChatCompletionRequest } from "./schema.ts";
 
@@ -72,9 +72,7 @@ export async function prepareChat(
   encode: (text: string) => Promise<number[]> = async (text) => deps.dec.tokenizer!.encode(text, { addBos: false }),
 ): Promise<Prepared> {
   const { dec, modelName } = deps;
-  if (body.model != null && body.model !== modelName) {
-    throw new ApiError(404, `The model \`${body.model}\` does not exist (this server serves \`${modelName}\`).`, { param: "model", code: "model_not_found" });
-  }
+  checkModel(body.model, modelName);
   if (!dec.tokenizer?.chatTemplate) {
     throw new ApiError(400, "this model has no chat template (no chat_template in tokenizer_config.json, no chat_template.jinja): use /v1/completions", {
       param: "messages",

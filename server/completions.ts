@@ -118,6 +118,16 @@ export function closing(): ApiError {
   });
 }
 
+/** A request's `model` must be the one this server serves (absent: it is); else a 404 in OpenAI's words. */
+export function checkModel(model: string | null | undefined, modelName: string): void {
+  if (model != null && model !== modelName) {
+    throw new ApiError(404, `The model \`${model}\` does not exist (this server serves \`${modelName}\`).`, {
+      param: "model",
+      code: "model_not_found",
+    });
+  }
+}
+
 /** A request checked against the model: prompts as token ids and library options. */
 export interface Prepared {
   prompts: number[][];
@@ -159,12 +169,7 @@ export async function prepare(
   body: CompletionRequest,
   encode: (text: string) => Promise<number[]> = async (text) => dec.tokenizer!.encode(text),
 ): Promise<Prepared> {
-  if (body.model != null && body.model !== modelName) {
-    throw new ApiError(404, `The model \`${body.model}\` does not exist (this server serves \`${modelName}\`).`, {
-      param: "model",
-      code: "model_not_found",
-    });
-  }
+  checkModel(body.model, modelName);
   const L = dec.spec.numLayers;
   const V = dec.spec.vocabSize;
   const ctxLen = dec.options.maxSeqLen;
