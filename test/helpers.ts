@@ -1,7 +1,8 @@
 /** Test helpers: tiny models in temp folders and logit comparisons. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { SafetensorsFile, writeSafetensors } from "../lib/checkpoint/safetensors.ts";
 import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
 
 const made: string[] = [];
@@ -85,4 +86,36 @@ export function timerProbe(): { stop(): { ticks: number; worst: number } } {
       return { ticks, worst };
     },
   };
+}
+
+/** Copies a model folder, letting `edit` change config.json and drop tensors. */
+export function variantOf(
+  src: string,
+  edit: { config?: (c: Record<string, unknown>) => void; drop?: string[]; reshape?: string; poke?: { name: string; at: number; value: number }[] },
+): string {
+  const dir = tempDir("skd-variant-");
+  for (const f of ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]) {
+    if (existsSync(join(src, f))) copyFileSync(join(src, f), join(dir, f));
+  }
+  const cfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
+  edit.config?.(cfg);
+  writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
+  const st = SafetensorsFile.open(join(src, "model.safetensors"));
+  const tensors = [...st.tensors.values()]
+    .filter((t) => !edit.drop?.includes(t.name))
+    .map((t) => {
+      let shape = t.shape;
+      if (t.name === edit.reshape) shape = [t.shape[1]!, t.shape[0]!];
+      let data = st.read(t.name);
+      for (const p of edit.poke ?? []) {
+        if (p.name !== t.name) continue;
+        if (t.dtype !== "F32") throw new Error("poke: F32 tensors only");
+        data = data.slice();
+        new DataView(data.buffer, data.byteOffset).setFloat32(p.at * 4, p.value, true);
+      }
+      return { name: t.name, dtype: t.dtype, shape, data };
+    });
+  st.close();
+  writeSafetensors(join(dir, "model.safetensors"), tensors);
+  return dir;
 }

@@ -18,7 +18,7 @@ import { ropeInvFreq } from "../lib/checkpoint/llama.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
 import type { TinyModelOptions } from "../lib/tiny.ts";
-import { cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
+import { cleanupTemp, decaying, maxDiff, tinyModel, variantOf } from "./helpers.ts";
 import { ReferenceLlama, referenceInvFreq } from "./reference-llama.ts";
 
 afterAll(cleanupTemp);
@@ -138,14 +138,7 @@ describe("LLaMA-family configs", () => {
     expect(r.tokens).toEqual(free.slice(0, stopAt));
   });
 
-  function withConfig(base: TinyModelOptions, edit: (c: Record<string, unknown>) => void): string {
-    const dir = tinyModel(base);
-    const cfg = JSON.parse(require("node:fs").readFileSync(join(dir, "config.json"), "utf8"));
-    edit(cfg);
-    const copy = tinyModel({ ...base, seed: (base.seed ?? 0) + 1000 + Math.floor(Math.random() * 1e6) });
-    writeFileSync(join(copy, "config.json"), JSON.stringify(cfg));
-    return copy;
-  }
+  const withConfig = (base: TinyModelOptions, edit: (c: Record<string, unknown>) => void) => variantOf(tinyModel(base), { config: edit });
 
   test("bad configs are refused with the field named", async () => {
     const base: TinyModelOptions = { family: "llama", seed: 31, layers: 1 };

@@ -2,42 +2,11 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { SafetensorsFile, writeSafetensors } from "../lib/checkpoint/safetensors.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { chooseBackend, libraryPath, NativeBackend } from "../lib/native.ts";
-import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
+import { cleanupTemp, tempDir, tinyModel, variantOf } from "./helpers.ts";
 
 afterAll(cleanupTemp);
-
-/** Copies a model folder, letting `edit` change config.json and drop tensors. */
-function variantOf(
-  src: string,
-  edit: { config?: (c: Record<string, unknown>) => void; drop?: string[]; reshape?: string; poke?: { name: string; at: number; value: number }[] },
-): string {
-  const dir = tempDir("skd-variant-");
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join(src, f), join(dir, f));
-  const cfg = JSON.parse(readFileSync(join(src, "config.json"), "utf8"));
-  edit.config?.(cfg);
-  writeFileSync(join(dir, "config.json"), JSON.stringify(cfg));
-  const st = SafetensorsFile.open(join(src, "model.safetensors"));
-  const tensors = [...st.tensors.values()]
-    .filter((t) => !edit.drop?.includes(t.name))
-    .map((t) => {
-      let shape = t.shape;
-      if (t.name === edit.reshape) shape = [t.shape[1]!, t.shape[0]!];
-      let data = st.read(t.name);
-      for (const p of edit.poke ?? []) {
-        if (p.name !== t.name) continue;
-        if (t.dtype !== "F32") throw new Error("poke: F32 tensors only");
-        data = data.slice();
-        new DataView(data.buffer, data.byteOffset).setFloat32(p.at * 4, p.value, true);
-      }
-      return { name: t.name, dtype: t.dtype, shape, data };
-    });
-  st.close();
-  writeSafetensors(join(dir, "model.safetensors"), tensors);
-  return dir;
-}
 
 describe("checkpoint errors name the problem", () => {
   const base = () => tinyModel({ seed: 21, layers: 2 });
