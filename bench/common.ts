@@ -3,6 +3,7 @@
  * markdown tables, JSON output and the cached random models they run on.
  */
 import type { ModelSpec } from "../lib/checkpoint/config.ts";
+import type { NativeBackend } from "../lib/native.ts";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -59,6 +60,11 @@ export const SHAPES: Record<string, TinyModelOptions> = {
   "llama-400m": { family: "llama", layers: 24, hidden: 1024, heads: 16, kvHeads: 4, ffn: 3584, vocab: 32000, maxPositions: 2048 },
   tiny: { layers: 4, hidden: 64, heads: 4 },
 };
+
+/** The roofline the runs compare with: median of 3 read-bandwidth passes over 512 MiB (GB/s). */
+export function readBandwidth(native: NativeBackend, threads: number): number {
+  return median([0, 1, 2].map(() => native.membw(512 * 2 ** 20, threads, 5).readGBs));
+}
 
 /** Bytes of one layer's matrices, and of what every step reads whatever its budget (LM head, project_in/out). */
 export function weightBytes(s: ModelSpec, elemBytes: number): { layer: number; step: number } {

@@ -20,7 +20,7 @@ import { join } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
 import { NativeBackend } from "../lib/native.ts";
 import { Rng } from "../lib/tiny.ts";
-import { flags, machine, median, numList, pm, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
+import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
 
 const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m,opt-1.3b,llama-110m,llama-400m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
                               [--prompt 32] [--new-tokens 64] [--reps 5] [--dtype bfloat16|float16|float32]
@@ -80,7 +80,7 @@ for (const name of f.models.split(",")) {
   // The roofline, measured just before this model's runs and again just after;
   // the higher of the two is used (a VM's bandwidth can drift during a run).
   const native = NativeBackend.get(dec.backend);
-  const measureBw = () => median([0, 1, 2].map(() => native.membw(512 * 2 ** 20, threads, 5).readGBs));
+  const measureBw = () => readBandwidth(native, threads);
   const bwBefore = measureBw();
   const s = dec.spec;
   const size = dtype === "float32" ? 4 : 2;

@@ -23,7 +23,7 @@ import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { NativeBackend } from "../lib/native.ts";
 import { Rng } from "../lib/tiny.ts";
-import { flags, machine, median, numList, pm, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
+import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
 import { writeGguf } from "./gguf.ts";
 
 const USAGE = `usage: bun run bench llamacpp [--models llama-110m,llama-400m] [--prompt 32] [--new-tokens 64] [--reps 3]
@@ -79,7 +79,7 @@ for (const name of f.models.split(",").map((x) => x.trim())) {
   const ctx = await model.createContext({ contextSize: P + N + 8, threads, batchSize: P, sequences: 1 });
   const seq = ctx.getSequence();
   const native = NativeBackend.get("cpu");
-  const bw = () => median([0, 1, 2].map(() => native.membw(512 * 2 ** 20, threads, 5).readGBs));
+  const bw = () => readBandwidth(native, threads);
   const bwBefore = bw();
   const rng = new Rng(11);
   const prompt = [1, ...Array.from({ length: P - 1 }, () => 3 + Math.floor(rng.next() * (spec.vocabSize - 3)))];
