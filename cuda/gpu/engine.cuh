@@ -30,8 +30,7 @@ static inline size_t skd_gpu_upload_bytes(int n_layers, size_t n) {
  * row lists, sampling keys) is read by the kernels from the per-step upload,
  * whose device address never changes, so the graph replays any such step. */
 typedef struct {
-    int32_t *key;   /* [key_len], NULL when the entry is empty */
-    int key_len;
+    int32_t *key;   /* [key_cap] (skd_engine), NULL when the entry is empty */
     cudaGraphExec_t exec;
     uint64_t last_use;
 } skd_graph_entry;
@@ -54,7 +53,6 @@ struct skd_engine {
     int seen_next, key_cap;
     int32_t *key;         /* [key_cap] the current step's key */
     uint64_t n_steps;
-    int64_t graph_hits, graph_captures; /* counters, for the benchmarks */
 
     /* weights: one device arena */
     void *warena;

@@ -255,9 +255,7 @@ static int graph_capture(skd_engine *e, const step_plan *p, skd_graph_entry **ou
         }
     }
     memcpy(slot->key, e->key, sizeof(int32_t) * (size_t)e->key_cap);
-    slot->key_len = e->key_cap;
     slot->exec = exec;
-    e->graph_captures++;
     *out = slot;
     return SKD_OK;
 }
@@ -276,8 +274,6 @@ static int run_launches(skd_engine *e, const step_plan *p) {
     if (!g) {
         if (e->use_graphs == 1 && !graph_seen_before(e)) return launch_step(e, p);
         TRY(graph_capture(e, p, &g));
-    } else {
-        e->graph_hits++;
     }
     g->last_use = ++e->n_steps;
     SKD_CUDA_TRY(cudaGraphLaunch(g->exec, e->stream));
