@@ -4,7 +4,8 @@
  * engine's tensor roles, and says which BOS/EOS ids apply; both engines run
  * one generic block driven by the spec's descriptor (norm, positions, MLP,
  * KV heads, biases — skipdecode.h). Adding a family is one module here, its
- * entry in FAMILIES, and its semantics in test/reference.ts.
+ * entry in FAMILIES, and a float64 reference of its block in test/
+ * (reference.ts for OPT, reference-llama.ts for the LLaMA family).
  */
 import { ARCH_LLAMA, ARCH_OPT, Bias, Cfg, Mlp, Norm, Positions } from "../native.ts";
 import type { ModelSpec } from "./config.ts";
