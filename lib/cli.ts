@@ -4,42 +4,46 @@
  *
  *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--variant pre|post]
  *                             [--dtype float32|float16|bfloat16] [--layers N] [--hidden N] [--heads N] [--ffn N] ...
- *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
+ *   skipdecode logits --model PATH --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
  *                     [--dtype auto|float32|float16|bfloat16]
- *   skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
- *   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
- *   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
+ *   skipdecode generate --model PATH --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
+ *   skipdecode eval --model PATH --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
+ *   skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
+ *   skipdecode convert DIR OUT.gguf [--type f16|q8_0|q4_0|q4_k_m]
+ *
+ * --model takes a model folder or a GGUF file (lib/checkpoint/gguf-model.ts).
  *
  * Bad flags, missing values and bad numbers print a usage error and exit 2;
  * failures of the work itself print the error and exit 1.
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
+import { CONVERT_TYPES, type ConvertType, convertToGguf } from "./checkpoint/gguf-convert.ts";
 import { SkipDecoder } from "./decoder.ts";
 import { evaluateQuality } from "./eval.ts";
 import type { GenerateOptions } from "./generate.ts";
 import { SkipPolicy } from "./policy.ts";
 import { writeTinyModel } from "./tiny.ts";
 
-const USAGE = `usage:
+const USAGE = `usage:  (PATH: a model folder, config.json + safetensors, or a GGUF file)
   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--dtype float32|float16|bfloat16]
                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--vocab N] [--max-positions N] [--tied]
                             OPT: [--variant pre|post] [--embed-dim N]
                             LLaMA family: [--kv-heads N] [--head-dim N] [--rope-theta X] [--sliding-window N]
       write a deterministic random checkpoint (config.json, model.safetensors, tokenizer.json)
-  skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
+  skipdecode logits --model PATH --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
                     [--dtype auto|float32|float16|bfloat16]
       print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added);
       --dtype float32 keeps F32 weights at full precision (auto stores them in 16 bits on the CPU)
-  skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
+  skipdecode generate --model PATH --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
                      [--warmup W] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
                      [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--json]
       stream the continuation to stdout and a stats line to stderr (--json: print the result object)
-  skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
+  skipdecode eval --model PATH --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
                   [--warmup W] [--backend auto|cpu|cuda] [--threads N]
       teacher-forced perplexity and next-token agreement with the full model at each speedup
       (a markdown table on stdout; progress on stderr)
-  skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
+  skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
                    [--grace-s 30] [--quiet]
       an OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions, /tokenize, /detokenize; GET /v1/models,
@@ -47,6 +51,9 @@ const USAGE = `usage:
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
       seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
       stdout (method, path, status, prompt+completion tokens, ms) unless --quiet
+  skipdecode convert DIR OUT.gguf [--type f16|q8_0|q4_0|q4_k_m] [--name NAME]
+      write a LLaMA-family model folder (llama, mistral, qwen2) as one GGUF file that llama.cpp opens
+      and --model reads (default type f16; also f32, bf16); OPT has no llama.cpp architecture
   skipdecode build [--cpu-only]
       build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
       installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build
@@ -519,8 +526,26 @@ async function buildCmd(args: string[]): Promise<void> {
   if (p.exitCode !== 0) throw new Error(`the build failed (exit ${p.exitCode}); the compiler's output is above`);
 }
 
+async function convertCmd(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { type: { type: "string" }, name: { type: "string" } }, 2);
+  const type = (values.type ?? "f16") as ConvertType;
+  if (!(CONVERT_TYPES as readonly string[]).includes(type)) throw new UsageError(`--type must be one of ${CONVERT_TYPES.join(", ")}, got "${values.type}"`);
+  const [dir, out] = positionals as [string, string];
+  if (!/\.gguf$/i.test(out)) throw new UsageError(`the output file must end in .gguf, got "${out}"`);
+  const t0 = performance.now();
+  const r = await convertToGguf(dir, out, { type, ...(values.name !== undefined && { name: values.name }) });
+  const counts = new Map<string, number>();
+  for (const t of r.tensors) counts.set(t.type, (counts.get(t.type) ?? 0) + 1);
+  console.log(
+    `wrote ${out}: ${r.arch}, ${r.tensors.length} tensors (${[...counts].map(([k, n]) => `${n} ${k}`).join(", ")}), ` +
+      `${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  for (const f of r.fellBack) console.log(`  ${f.name}: ${f.type} (${f.why})`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   build: buildCmd,
+  convert: convertCmd,
   "tiny-model": tinyModel,
   logits,
   generate,

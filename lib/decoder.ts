@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { familyOf } from "./checkpoint/family.ts";
+import { isModelFile, openGgufModel } from "./checkpoint/gguf-model.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { EngineClient } from "./engine_client.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
@@ -106,7 +107,7 @@ export class SkipDecoder {
   readonly spec: ModelSpec;
   /** The backend actually used. */
   readonly backend: BackendName;
-  /** The model folder. */
+  /** The model folder, or the GGUF file. */
   readonly dir: string;
   /** Effective load options. */
   readonly options: Required<LoadOptions>;
@@ -148,16 +149,19 @@ export class SkipDecoder {
   }
 
   /**
-   * Loads a Hugging Face model folder (config.json + safetensors).
+   * Loads a Hugging Face model folder (config.json + safetensors) or a GGUF
+   * file (docs/gguf.md): a path to a file is read as GGUF.
    *
    * @example
    * const dec = await SkipDecoder.load("models/opt-125m", { backend: "cpu", threads: 4 });
+   * const q = await SkipDecoder.load("models/llama-q4_k_m.gguf");
    */
   static async load(dir: string, opts?: LoadOptions): Promise<SkipDecoder> {
     const where = "SkipDecoder.load";
-    if (typeof dir !== "string" || dir === "") throw new Error(`${where}: dir must be a model folder path`);
+    if (typeof dir !== "string" || dir === "") throw new Error(`${where}: dir must be a model folder or GGUF file path`);
     const o = checkKeys(where, opts, LOAD_KEYS);
-    const spec = readModelSpec(dir);
+    const gguf = isModelFile(dir) ? openGgufModel(dir) : null;
+    const spec = gguf ? gguf.spec : readModelSpec(dir);
     const options: Required<LoadOptions> = {
       backend: choiceOpt(where, "backend", o.backend, ["auto", "cpu", "cuda"] as const, LOAD_DEFAULTS.backend),
       dtype: choiceOpt(where, "dtype", o.dtype, ["auto", "float32", "float16", "bfloat16"] as const, LOAD_DEFAULTS.dtype),
@@ -169,8 +173,8 @@ export class SkipDecoder {
         o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
       checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
     };
-    const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
-    const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
+    const hasTokenizer = !gguf && ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
+    const tokenizer = gguf ? (gguf.tokenizer?.tokenizer ?? null) : hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
     // the engine thread builds the engine: reading and converting weights never blocks this thread
     const engine = await EngineClient.start(dir, spec, options);
     return new SkipDecoder(dir, spec, engine, options, tokenizer);

@@ -5,9 +5,10 @@
  * checkpoint never blocks the caller's event loop (docs/DESIGN.md, "Threads").
  */
 import type { ModelSpec } from "./checkpoint/config.ts";
-import { familyWeights, modelConfig } from "./checkpoint/family.ts";
+import { modelConfig } from "./checkpoint/family.ts";
 import { findNonFinite } from "./checkpoint/finite.ts";
-import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
+import { fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
+import { openTensorSource } from "./checkpoint/source.ts";
 import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, type NativeEngine } from "./native.ts";
 
 /** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
@@ -45,8 +46,9 @@ export function maxStepRows(o: EngineOptions): number {
 }
 
 /**
- * Creates, fills and finalizes an engine for the checkpoint in `dir`. Throws
- * (after freeing what it made) with a message naming the folder and tensor.
+ * Creates, fills and finalizes an engine for the model at `dir` (a folder or
+ * a GGUF file: checkpoint/source.ts). Throws (after freeing what it made)
+ * with a message naming the folder or file and the tensor.
  *
  * @example
  * const engine = buildEngine(dir, readModelSpec(dir), { backend: "cpu", dtype: "auto", maxBatch: 8, maxSeqLen: 512, threads: 0, maxBatchTokens: 512 });
@@ -60,11 +62,11 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
   cfg[Cfg.MAX_ROWS] = maxStepRows(options);
   cfg[Cfg.THREADS] = options.threads;
   cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
-  const ckpt = CheckpointTensors.open(dir);
+  const source = openTensorSource(dir);
   let engine: NativeEngine | null = null;
   try {
     engine = native.createEngine(cfg);
-    for (const t of familyWeights(spec, ckpt)) {
+    for (const t of source.weights(spec)) {
       let { data, dtype } = t;
       if (options.checkWeights) {
         // a NaN/Inf weight makes every logit NaN, and greedy decoding emits token 0 forever
@@ -78,7 +80,7 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
         }
       }
       let target: DTypeCode | null = t.exact ? null : want;
-      if (target === null && native.name === "cpu" && dtype === DType.F32 && t.shape.length === 2) {
+      if (target === null && source.kind === "folder" && native.name === "cpu" && dtype === DType.F32 && t.shape.length === 2) {
         // "auto" on the CPU keeps matrices in 16 bits (half the memory traffic):
         // float16 (11 significant bits), or bfloat16 where a value exceeds float16's range.
         target = fitsFloat16(data) ? DType.F16 : DType.BF16;
@@ -107,6 +109,6 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
     engine?.free();
     throw e;
   } finally {
-    ckpt.close();
+    source.close();
   }
 }
