@@ -17,6 +17,7 @@ import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { main } from "../lib/cli.ts";
 import { Rng, type TinyModelOptions } from "../lib/tiny.ts";
+import { createApp } from "../server/app.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);
@@ -567,6 +568,31 @@ describe("convert and the CLI", () => {
     expect(bad.err).toMatch(/--type must be one of f32, f16, bf16/);
     expect((await cli("convert", tinyModel(LLAMA), join(tempDir(), "x.bin"))).err).toMatch(/must end in \.gguf/);
     expect((await cli("convert", tinyModel(LLAMA))).code).toBe(2);
+  });
+
+  test("generate --model FILE.gguf streams text; the server names the model by the file and chats", async () => {
+    const { gguf } = await converted({ ...LLAMA, seed: 72 }, "f16");
+    const cliPath = join(import.meta.dir, "..", "lib", "cli.ts");
+    const g = Bun.spawnSync([process.execPath, cliPath, "generate", "--model", gguf, "--prompt", "The quick brown", "--max-new-tokens", "4", "--ignore-eos", "--backend", "cpu", "--json"]);
+    expect(g.exitCode).toBe(0);
+    expect(JSON.parse(g.stdout.toString()).tokens.length).toBe(4);
+    using dec = await SkipDecoder.load(gguf, { backend: "cpu", maxBatch: 2, maxSeqLen: 128 });
+    const srv = createApp(dec, { log: () => {} });
+    try {
+      const models = (await (await srv.app.request("/v1/models")).json()) as { data: { id: string }[] };
+      expect(models.data[0]!.id).toBe("m-f16");
+      const messages = [{ role: "user", content: "Hello there" }];
+      const res = await srv.app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: "m-f16", messages, max_tokens: 6, temperature: 0, ignore_eos: true }),
+      });
+      expect(res.status).toBe(200);
+      const j = (await res.json()) as { choices: { message: { content: string } }[] };
+      expect(j.choices[0]!.message.content).toBe((await dec.chat(messages, { maxNewTokens: 6, ignoreEos: true })).text);
+    } finally {
+      srv.close();
+    }
   });
 
   test("shortestF32 gives the decimal a writer meant", () => {

@@ -279,9 +279,10 @@ export function* ggufWeights(spec: ModelSpec, f: GgufFile): Generator<WeightTens
     data: fromFloat32(rope, "F32"),
     exact: true,
   };
-  const biggest = Math.max(...plan.map((it) => f.tensors.get(it.name)!.nbytes));
-  const buf = new Uint8Array(biggest);
-  const permBuf = new Uint8Array(biggest);
+  // one buffer for the largest tensor, one for the largest permuted one: a load's memory beyond the engine's copy
+  const size = (its: Item[]) => Math.max(0, ...its.map((it) => f.tensors.get(it.name)!.nbytes));
+  const buf = new Uint8Array(size(plan));
+  const permBuf = new Uint8Array(size(plan.filter((it) => it.heads)));
   let have = "";
   for (const it of plan) {
     const t: GgufTensorInfo = f.tensors.get(it.name)!;
