@@ -9,13 +9,19 @@
  *     LLaMA family (Llama 3 byte-level, SentencePiece, Qwen2), with the same
  *     BOS rule and end-of-generation tokens;
  *   - on a LLaMA-shaped model whose rows are K-quant blocks, both engines
- *     pick the same 32 greedy tokens from the same file.
+ *     pick the same 32 greedy tokens from the same file;
+ *   - real vocabularies (Llama 2 SentencePiece, Llama 3, Qwen2, GPT-2,
+ *     StarCoder/SmolLM, Phi-3, MPT: the vocab-only GGUF files llama.cpp tests
+ *     its tokenizer with, taken from node-llama-cpp's llama.cpp bundle) give
+ *     llama.cpp's own expected ids for its test texts.
  * Reported as skipped, with the reason, where node-llama-cpp does not load.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ConvertType, convertToGguf } from "../lib/checkpoint/gguf-convert.ts";
+import { GgufFile } from "../lib/checkpoint/gguf.ts";
+import { tokenizerFromGguf } from "../lib/checkpoint/gguf-tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import type { TinyModelOptions } from "../lib/tiny.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
@@ -138,6 +144,59 @@ describe.skipIf(!lib)(`llama.cpp and skipdecode pick the same greedy tokens from
       const prompt = dec.tokenize(brown().sentences[0]!);
       const theirs = await theirGreedy(gguf, prompt, 32);
       expect((await dec.generate(prompt, { maxNewTokens: 32, ignoreEos: true })).tokens).toEqual(theirs);
+    });
+  }
+});
+
+/** llama.cpp's tokenizer test files (models/ggml-vocab-*.gguf, .inp, .out) out of node-llama-cpp's bundled llama.cpp source. */
+function vocabFiles(): { dir: string; names: string[] } | string {
+  const bundle = join(import.meta.dir, "..", "node_modules", "node-llama-cpp", "llama", "gitRelease.bundle");
+  if (!existsSync(bundle)) return "node-llama-cpp's llama.cpp bundle is not installed";
+  const repo = tempDir("skd-llamacpp-src-");
+  const clone = Bun.spawnSync(["git", "clone", "-q", "--no-checkout", bundle, join(repo, "src")], { stderr: "pipe" });
+  if (clone.exitCode !== 0) return `git cannot read the bundle: ${clone.stderr.toString().trim()}`;
+  const names = ["llama-spm", "llama-bpe", "qwen2", "gpt-2", "starcoder", "phi-3", "mpt"];
+  for (const n of names) {
+    for (const ext of ["", ".inp", ".out"]) {
+      const show = Bun.spawnSync(["git", "-C", join(repo, "src"), "show", `HEAD:models/ggml-vocab-${n}.gguf${ext}`], { stdout: "pipe", stderr: "pipe" });
+      if (show.exitCode !== 0) return `the bundle has no models/ggml-vocab-${n}.gguf${ext}`;
+      writeFileSync(join(repo, `${n}.gguf${ext}`), show.stdout);
+    }
+  }
+  return { dir: repo, names };
+}
+
+describe(`real vocabularies: llama.cpp's tokenizer tests pass on GGUF tokenizers rebuilt by skipdecode`, () => {
+  const files = lib ? vocabFiles() : "node-llama-cpp does not load";
+  for (const name of ["llama-spm", "llama-bpe", "qwen2", "gpt-2", "starcoder", "phi-3", "mpt"]) {
+    test.skipIf(typeof files === "string")(`${name}${typeof files === "string" ? ` (skipped: ${files})` : ""}`, () => {
+      const { dir } = files as { dir: string };
+      using f = GgufFile.open(join(dir, `${name}.gguf`));
+      const tok = tokenizerFromGguf(f)!.tokenizer;
+      // test-tokenizer-0's format: texts split by a marker line, one line of ids per text (no BOS)
+      const texts = readFileSync(join(dir, `${name}.gguf.inp`), "utf8").split("\n__ggml_vocab_test__\n");
+      const want = readFileSync(join(dir, `${name}.gguf.out`), "utf8").split("\n");
+      expect(texts.length).toBeGreaterThan(40);
+      texts.forEach((t, i) => {
+        const ids = want[i]!.trim() === "" ? [] : want[i]!.trim().split(/\s+/).map(Number);
+        expect({ text: t, ids: tok.encode(t, { addBos: false }) }).toEqual({ text: t, ids });
+      });
+    });
+    test.skipIf(typeof files === "string")(`${name}: Brown text as llama.cpp (vocab-only load) tokenizes it`, async () => {
+      const { dir } = files as { dir: string };
+      const path = join(dir, `${name}.gguf`);
+      // node-llama-cpp first tries a full load, which logs that the tensors are missing: keep its log quiet here
+      const quiet = await lib!.getLlama({ gpu: false, logLevel: lib!.LlamaLogLevel.disabled });
+      const m = await quiet.loadModel({ modelPath: path, vocabOnly: true });
+      try {
+        const tok = tokenizerFromGguf(GgufFile.open(path))!.tokenizer;
+        const { sentences, whole } = brown();
+        for (const s of sentences) expect({ s, ids: tok.encode(s, { addBos: false }) }).toEqual({ s, ids: Array.from(m.tokenize(s)) });
+        expect(tok.encode(whole, { addBos: false })).toEqual(Array.from(m.tokenize(whole)));
+        expect(tok.addsBos).toBe(m.tokens.shouldPrependBosToken);
+      } finally {
+        await m.dispose();
+      }
     });
   }
 });

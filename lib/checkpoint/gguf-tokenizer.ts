@@ -57,12 +57,19 @@ const LLAMA3_REGEX =
 const QWEN2_REGEX =
   "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-/** The `tokenizer.ggml.pre` names skipdecode reads, by group, as llama.cpp groups them. */
+const GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/**
+ * The `tokenizer.ggml.pre` names skipdecode reads, grouped as llama.cpp
+ * groups them: each group's regexes split the text one after the other.
+ */
 const PRE_GROUPS = {
-  llama3: { names: ["llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"], regex: LLAMA3_REGEX, ignoreMerges: true, addBos: true },
-  llama3Like: { names: ["dbrx", "smaug-bpe"], regex: LLAMA3_REGEX, ignoreMerges: false, addBos: false },
-  qwen2: { names: ["qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"], regex: QWEN2_REGEX, ignoreMerges: false, addBos: false },
-  gpt2: { names: ["gpt-2", "phi-2", "mpt", "olmo"], regex: null, ignoreMerges: false, addBos: false },
+  llama3: { names: ["llama-bpe", "llama3", "llama-v3", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2", "jina-v5-nano"], regexes: [LLAMA3_REGEX], ignoreMerges: true, addBos: true },
+  llama3Like: { names: ["dbrx", "smaug-bpe"], regexes: [LLAMA3_REGEX], ignoreMerges: false, addBos: false },
+  qwen2: { names: ["qwen2", "deepseek-r1-qwen", "megrez", "stablelm2"], regexes: [QWEN2_REGEX], ignoreMerges: false, addBos: false },
+  gpt2: { names: ["gpt-2", "phi-2", "mpt", "olmo"], regexes: [GPT2_REGEX], ignoreMerges: false, addBos: false },
+  // SmolLM, StarCoder: every digit alone, then GPT-2's regex
+  starcoder: { names: ["smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"], regexes: ["\\p{N}", GPT2_REGEX], ignoreMerges: false, addBos: false },
 } as const;
 
 /** Every pre-tokenizer name read, for error messages. */
@@ -217,10 +224,10 @@ export function tokenizerFromGguf(f: GgufFile): GgufTokenizer | null {
       padding: null,
       added_tokens: added,
       normalizer: null,
-      pre_tokenizer:
-        g.regex === null
-          ? byteLevel(true)
-          : { type: "Sequence", pretokenizers: [{ type: "Split", pattern: { Regex: g.regex }, behavior: "Isolated", invert: false }, byteLevel(false)] },
+      pre_tokenizer: {
+        type: "Sequence",
+        pretokenizers: [...g.regexes.map((re) => ({ type: "Split", pattern: { Regex: re }, behavior: "Isolated", invert: false })), byteLevel(false)],
+      },
       post_processor: null,
       decoder: byteLevel(true),
       model: {
@@ -306,14 +313,19 @@ export function tokenizerFromGguf(f: GgufFile): GgufTokenizer | null {
  * by the longer left part.
  */
 function spmMerges(vocab: Record<string, number>, score: (i: number) => number): string[][] {
-  const known = (s: string) => vocab[s] !== undefined || Array.from(s).length === 1;
+  const single = (s: string) => s.length === 1 || (s.length === 2 && s.codePointAt(0)! > 0xffff);
+  const known = (s: string) => vocab[s] !== undefined || single(s);
   const out: { l: string; r: string; score: number; id: number; k: number }[] = [];
-  for (const [t, id] of Object.entries(vocab)) {
-    const cps = Array.from(t);
-    for (let k = cps.length - 1; k >= 1; k--) {
-      const l = cps.slice(0, k).join("");
-      const r = cps.slice(k).join("");
-      if (known(l) && known(r)) out.push({ l, r, score: score(id), id, k });
+  for (const t in vocab) {
+    const id = vocab[t]!;
+    // split points at code point boundaries, the longer left part first
+    for (let k = t.length - 1; k >= 1; k--) {
+      const c = t.charCodeAt(k);
+      if (c >= 0xdc00 && c <= 0xdfff) continue; // inside a surrogate pair
+      const l = t.slice(0, k);
+      if (!known(l)) continue;
+      const r = t.slice(k);
+      if (known(r)) out.push({ l, r, score: score(id), id, k });
     }
   }
   out.sort((a, b) => b.score - a.score || a.id - b.id || b.k - a.k);

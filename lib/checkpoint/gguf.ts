@@ -191,7 +191,8 @@ const WINDOW = 1 << 20;
 /** A forward reader over a file descriptor through a window; every read is bounds-checked. */
 class HeaderReader {
   pos = 0;
-  #buf = new Uint8Array(0);
+  #buf = Buffer.alloc(0);
+  #dv = new DataView(new ArrayBuffer(0));
   #bufStart = 0;
   readonly #decoder = new TextDecoder("utf-8", { fatal: true });
   constructor(
@@ -209,13 +210,13 @@ class HeaderReader {
     return this.size - this.pos;
   }
 
-  /** A view of the next n bytes (valid until the next read). */
-  #take(n: number, what: string): Uint8Array {
+  /** Makes the next n bytes readable; returns their index in the window and moves past them. */
+  #take(n: number, what: string): number {
     if (n > this.left) this.fail(what, `the file ends after ${this.left} more bytes, ${n} needed (truncated?)`);
-    const rel = this.pos - this.#bufStart;
+    let rel = this.pos - this.#bufStart;
     if (rel < 0 || rel + n > this.#buf.length) {
       const len = Math.min(Math.max(n, WINDOW), this.size - this.pos);
-      const buf = new Uint8Array(len);
+      const buf = Buffer.allocUnsafe(len);
       let done = 0;
       while (done < len) {
         const got = readSync(this.fd, buf, done, len - done, this.pos + done);
@@ -223,36 +224,43 @@ class HeaderReader {
         done += got;
       }
       this.#buf = buf;
+      this.#dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
       this.#bufStart = this.pos;
+      rel = 0;
     }
-    const at = this.pos - this.#bufStart;
     this.pos += n;
-    return this.#buf.subarray(at, at + n);
+    return rel;
   }
 
-  #view(n: number, what: string): DataView {
-    const b = this.#take(n, what);
-    return new DataView(b.buffer, b.byteOffset, n);
+  #view(n: number, what: string): [DataView, number] {
+    const at = this.#take(n, what);
+    return [this.#dv, at];
   }
 
   u32(what: string): number {
-    return this.#view(4, what).getUint32(0, true);
+    const [d, at] = this.#view(4, what);
+    return d.getUint32(at, true);
   }
 
   u64(what: string): bigint {
-    return this.#view(8, what).getBigUint64(0, true);
+    const [d, at] = this.#view(8, what);
+    return d.getBigUint64(at, true);
   }
 
   /** A u64 count or length, checked against `max` before anything is allocated. */
   count(what: string, max: number, unit: string): number {
-    const at = this.pos;
-    const v = this.u64(what);
-    if (v > BigInt(max)) this.fail(what, `${v} ${unit} is more than this file can hold (at most ${max})`, at);
-    return Number(v);
+    const start = this.pos;
+    const [d, at] = this.#view(8, what);
+    const lo = d.getUint32(at, true);
+    const hi = d.getUint32(at + 4, true);
+    const v = hi * 2 ** 32 + lo; // exact below 2^53; above, far beyond any max anyway
+    if (v > max) this.fail(what, `${hi >= 2 ** 21 ? d.getBigUint64(at, true) : v} ${unit} is more than this file can hold (at most ${max})`, start);
+    return v;
   }
 
   bytes(n: number, what: string): Uint8Array {
-    return this.#take(n, what).slice();
+    const at = this.#take(n, what);
+    return new Uint8Array(this.#buf.subarray(at, at + n)); // a copy (Buffer.slice would share)
   }
 
   skip(n: number, what: string): void {
@@ -261,14 +269,19 @@ class HeaderReader {
   }
 
   string(what: string, maxBytes: number): string {
-    const at = this.pos;
+    const start = this.pos;
     const n = this.count(`${what} length`, Math.min(maxBytes, this.left - 8), "bytes");
-    try {
-      return this.#decoder.decode(this.#take(n, what));
-    } catch (e) {
-      if ((e as Error).message.startsWith("gguf:")) throw e;
-      this.fail(what, "not valid UTF-8", at);
+    const at = this.#take(n, what);
+    const s = this.#buf.toString("utf8", at, at + n);
+    // invalid UTF-8 decodes to U+FFFD: only then is the strict decoder asked
+    if (s.includes("\uFFFD")) {
+      try {
+        this.#decoder.decode(this.#buf.subarray(at, at + n));
+      } catch {
+        this.fail(what, "not valid UTF-8", start);
+      }
     }
+    return s;
   }
 
   skipString(what: string): void {
@@ -277,41 +290,41 @@ class HeaderReader {
   }
 
   scalar(t: number, what: string): number | bigint | boolean | string {
-    const at = this.pos;
+    const start = this.pos;
+    if (t === GgufType.STRING) return this.string(what, GGUF_LIMITS.stringBytes);
+    const size = TYPE_SIZES[t];
+    if (size === undefined || size === 0) this.fail(what, `unknown value type ${t}`, start);
+    const [d, at] = this.#view(size, what);
     switch (t) {
       case GgufType.UINT8:
-        return this.#view(1, what).getUint8(0);
+        return d.getUint8(at);
       case GgufType.INT8:
-        return this.#view(1, what).getInt8(0);
+        return d.getInt8(at);
       case GgufType.UINT16:
-        return this.#view(2, what).getUint16(0, true);
+        return d.getUint16(at, true);
       case GgufType.INT16:
-        return this.#view(2, what).getInt16(0, true);
+        return d.getInt16(at, true);
       case GgufType.UINT32:
-        return this.#view(4, what).getUint32(0, true);
+        return d.getUint32(at, true);
       case GgufType.INT32:
-        return this.#view(4, what).getInt32(0, true);
+        return d.getInt32(at, true);
       case GgufType.FLOAT32:
-        return this.#view(4, what).getFloat32(0, true);
+        return d.getFloat32(at, true);
       case GgufType.BOOL: {
-        const b = this.#view(1, what).getUint8(0);
-        if (b > 1) this.fail(what, `a bool must be 0 or 1, got ${b}`, at);
+        const b = d.getUint8(at);
+        if (b > 1) this.fail(what, `a bool must be 0 or 1, got ${b}`, start);
         return b === 1;
       }
-      case GgufType.STRING:
-        return this.string(what, GGUF_LIMITS.stringBytes);
       case GgufType.UINT64: {
-        const v = this.#view(8, what).getBigUint64(0, true);
+        const v = d.getBigUint64(at, true);
         return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
       }
       case GgufType.INT64: {
-        const v = this.#view(8, what).getBigInt64(0, true);
+        const v = d.getBigInt64(at, true);
         return v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER) ? Number(v) : v;
       }
-      case GgufType.FLOAT64:
-        return this.#view(8, what).getFloat64(0, true);
       default:
-        this.fail(what, `unknown value type ${t}`, at);
+        return d.getFloat64(at, true);
     }
   }
 }
