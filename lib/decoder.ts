@@ -173,10 +173,18 @@ export class SkipDecoder {
         o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
       checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
     };
-    const hasTokenizer = !gguf && ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
-    const tokenizer = gguf ? (gguf.tokenizer?.tokenizer ?? null) : hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
-    // the engine thread builds the engine: reading and converting weights never blocks this thread
-    const engine = await EngineClient.start(dir, spec, options);
+    // the engine thread builds the engine: reading and converting weights never blocks this thread,
+    // which meanwhile builds the tokenizer
+    const starting = EngineClient.start(dir, spec, options);
+    let tokenizer: SkipTokenizer | null;
+    try {
+      const hasTokenizer = !gguf && ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
+      tokenizer = gguf ? (gguf.tokenizer()?.tokenizer ?? null) : hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
+    } catch (e) {
+      starting.then((engine) => engine.free(), () => {}); // the tokenizer's error is the one reported
+      throw e;
+    }
+    const engine = await starting;
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 

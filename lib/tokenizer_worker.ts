@@ -23,7 +23,7 @@ let loadError = "";
 try {
   const { dir, bos } = workerData as { dir: string; bos: "always" | "config" };
   // a GGUF file's tokenizer is rebuilt from its metadata; a folder's with the family's BOS rule, as the caller's copy
-  tok = isModelFile(dir) ? (openGgufModel(dir).tokenizer?.tokenizer ?? null) : await SkipTokenizer.load(dir, { bos });
+  tok = isModelFile(dir) ? (openGgufModel(dir).tokenizer()?.tokenizer ?? null) : await SkipTokenizer.load(dir, { bos });
   if (!tok) throw new Error(`${dir} has no tokenizer`);
 } catch (e) {
   loadError = (e as Error).message;

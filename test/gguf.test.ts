@@ -347,7 +347,7 @@ describe("metadata → model spec", () => {
 
   test("wrong or missing metadata is refused, naming the key", async () => {
     const { gguf } = await converted(LLAMA);
-    const bad = (kv: (m: Map<string, GgufWriteValue>) => void) => () => openGgufModel(edited(gguf, { kv }));
+    const bad = (kv: (m: Map<string, GgufWriteValue>) => void) => () => openGgufModel(edited(gguf, { kv })).tokenizer();
     expect(bad((m) => m.set("general.architecture", { type: "string", value: "gpt2" }))).toThrow(/architecture "gpt2" is not supported \(skipdecode reads "llama" and "qwen2"\)/);
     expect(bad((m) => m.set("llama.block_count", { type: "string", value: "2" }))).toThrow(/metadata "llama.block_count" must be an integer, got string "2"/);
     expect(bad((m) => m.delete("llama.context_length"))).toThrow(/metadata "llama.context_length" is missing/);
@@ -511,10 +511,10 @@ describe("tokenizer from tokenizer.ggml.*", () => {
   test("SentencePiece defaults: BOS 1 and added when the keys are absent; add_bos_token false is honoured", async () => {
     const { gguf } = await converted({ ...LLAMA, family: "mistral", seed: 61 });
     const noKeys = edited(gguf, { kv: (m) => ["tokenizer.ggml.bos_token_id", "tokenizer.ggml.add_bos_token"].forEach((k) => m.delete(k)) });
-    const tok = openGgufModel(noKeys).tokenizer!.tokenizer;
+    const tok = openGgufModel(noKeys).tokenizer()!.tokenizer;
     expect([tok.bosId, tok.addsBos]).toEqual([1, true]);
     const off = edited(gguf, { kv: (m) => m.set("tokenizer.ggml.add_bos_token", { type: "bool", value: false }) });
-    const t2 = openGgufModel(off).tokenizer!.tokenizer;
+    const t2 = openGgufModel(off).tokenizer()!.tokenizer;
     expect(t2.encode("a test")).toEqual(t2.encode("a test", { addBos: false }));
   });
 

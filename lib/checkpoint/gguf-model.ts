@@ -306,22 +306,24 @@ export function* ggufWeights(spec: ModelSpec, f: GgufFile): Generator<WeightTens
   }
 }
 
-/** A GGUF file's spec and tokenizer, read once (see {@link openGgufModel}). */
+/** A GGUF file's spec and tokenizer, its header read once (see {@link openGgufModel}). */
 export interface GgufModel {
   spec: ModelSpec;
-  /** The tokenizer, or null when the file has none. */
-  tokenizer: GgufTokenizer | null;
+  /** Builds the tokenizer (null when the file has none) from the metadata already read. */
+  tokenizer(): GgufTokenizer | null;
 }
 
 /**
- * Reads a GGUF model file's metadata: spec and tokenizer. Tensors are read
- * later, on the engine thread ({@link ggufWeights}).
+ * Reads a GGUF model file's metadata: the spec now, the tokenizer when asked
+ * (so it can be built while the engine thread reads the tensors: {@link ggufWeights}).
  *
  * @example
- * const { spec, tokenizer } = openGgufModel("model.gguf");
+ * const m = openGgufModel("model.gguf");
+ * m.spec.numLayers;
+ * m.tokenizer()?.tokenizer.encode("Hello");
  */
 export function openGgufModel(path: string, opts: GgufOpenOptions = {}): GgufModel {
   using f = GgufFile.open(path, opts);
   const spec = ggufSpec(f);
-  return { spec, tokenizer: tokenizerFromGguf(f) };
+  return { spec, tokenizer: () => tokenizerFromGguf(f) }; // metadata stays readable after close
 }
