@@ -5,7 +5,7 @@
  *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--variant pre|post]
  *                             [--dtype float32|float16|bfloat16] [--layers N] [--hidden N] [--heads N] [--ffn N] ...
  *   skipdecode logits --model PATH --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
- *                     [--dtype auto|float32|float16|bfloat16]
+ *                     [--dtype auto|float32|float16|bfloat16|q8_0|q4_0|q4_k]
  *   skipdecode generate --model PATH --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
  *   skipdecode eval --model PATH --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
  *   skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
 import { CONVERT_TYPES, type ConvertType, convertToGguf } from "./checkpoint/gguf-convert.ts";
 import { SkipDecoder } from "./decoder.ts";
+import { describeLoad, WEIGHT_DTYPES, type WeightDType } from "./weights.ts";
 import { evaluateQuality } from "./eval.ts";
 import type { GenerateOptions } from "./generate.ts";
 import { SkipPolicy } from "./policy.ts";
@@ -32,15 +33,16 @@ const USAGE = `usage:  (PATH: a model folder, config.json + safetensors, or a GG
                             LLaMA family: [--kv-heads N] [--head-dim N] [--rope-theta X] [--sliding-window N]
       write a deterministic random checkpoint (config.json, model.safetensors, tokenizer.json)
   skipdecode logits --model PATH --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
-                    [--dtype auto|float32|float16|bfloat16]
+                    [--dtype auto|float32|float16|bfloat16|q8_0|q4_0|q4_k]
       print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added);
-      --dtype float32 keeps F32 weights at full precision (auto stores them in 16 bits on the CPU)
+      --dtype float32 keeps F32 weights at full precision (auto stores them in 16 bits on the CPU);
+      q8_0, q4_0, q4_k quantize the matrices on load (the types chosen and any fallbacks go to stderr)
   skipdecode generate --model PATH --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
                      [--warmup W] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
-                     [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--json]
+                     [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--dtype D] [--json]
       stream the continuation to stdout and a stats line to stderr (--json: print the result object)
   skipdecode eval --model PATH --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
-                  [--warmup W] [--backend auto|cpu|cuda] [--threads N]
+                  [--warmup W] [--backend auto|cpu|cuda] [--threads N] [--dtype D]
       teacher-forced perplexity and next-token agreement with the full model at each speedup
       (a markdown table on stdout; progress on stderr)
   skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
@@ -80,6 +82,19 @@ function backendFlag(v: string | undefined): "auto" | "cpu" | "cuda" {
   const b = v ?? "auto";
   if (b !== "auto" && b !== "cpu" && b !== "cuda") throw new UsageError(`--backend must be auto, cpu or cuda, got "${b}"`);
   return b;
+}
+
+/** --dtype: a WeightDType (default auto). */
+function dtypeFlag(v: string | undefined): WeightDType {
+  const d = (v ?? "auto") as WeightDType;
+  if (!WEIGHT_DTYPES.includes(d)) throw new UsageError(`--dtype must be one of ${WEIGHT_DTYPES.join(", ")}, got "${v}"`);
+  return d;
+}
+
+/** After a quantized load: the stored types and the fallbacks, on stderr. */
+function reportLoad(dec: SkipDecoder): void {
+  if (!["q8_0", "q4_0", "q4_k"].includes(dec.options.dtype)) return;
+  for (const line of describeLoad(dec.loadSummary)) console.error(`skipdecode: ${line}`);
 }
 
 /** Library option errors are the user's flags being wrong: report them as usage errors. */
@@ -223,9 +238,7 @@ async function logits(args: string[]): Promise<void> {
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
-  const dtypes = ["auto", "float32", "float16", "bfloat16"] as const;
-  const dtype = (values.dtype ?? "auto") as (typeof dtypes)[number];
-  if (!dtypes.includes(dtype)) throw new UsageError(`--dtype must be one of ${dtypes.join(", ")}, got "${values.dtype}"`);
+  const dtype = dtypeFlag(values.dtype);
   const ids = intList("ids", values.ids);
   if (!ids) throw new UsageError("--ids is required (comma-separated token ids)");
   const budgets = intList("budgets", values.budgets);
@@ -238,6 +251,7 @@ async function logits(args: string[]): Promise<void> {
     maxBatch: 1,
     ...(threads !== undefined ? { threads } : {}),
   });
+  reportLoad(dec);
   // ids outside the vocabulary, budgets out of range: the flags are wrong (exit 2)
   const out = await asUsage(() => dec.forward(ids, { budgets, warmupLayers }), /^SkipDecoder\.forward: (ids\[\d+\]|budgets|warmupLayers)/);
   const V = dec.spec.vocabSize;
@@ -266,6 +280,7 @@ async function generate(args: string[]): Promise<void> {
       "ignore-eos": { type: "boolean" },
       backend: { type: "string" },
       threads: { type: "string" },
+      dtype: { type: "string" },
       json: { type: "boolean" },
     },
     0,
@@ -284,7 +299,9 @@ async function generate(args: string[]): Promise<void> {
   const maxNewTokens = int("max-new-tokens", values["max-new-tokens"]);
   const warmupLayers = int("warmup", values.warmup);
   const threads = int("threads", values.threads);
-  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  const dtype = dtypeFlag(values.dtype);
+  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), dtype, maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  reportLoad(dec);
   const opts: GenerateOptions = {
     maxNewTokens,
     temperature: num("temperature", values.temperature),
@@ -355,11 +372,13 @@ async function evalCmd(args: string[]): Promise<void> {
       warmup: { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      dtype: { type: "string" },
     },
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
   if (!values.text) throw new UsageError("--text FILE is required");
+  const dtype = dtypeFlag(values.dtype);
   let speedups: number[] | undefined;
   if (values.speedups !== undefined) {
     speedups = values.speedups.split(",").map((x) => num("speedups", x)!);
@@ -375,7 +394,8 @@ async function evalCmd(args: string[]): Promise<void> {
   const context = int("context", values.context);
   const window = int("window", values.window);
   const warmupLayers = int("warmup", values.warmup);
-  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), dtype, maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  reportLoad(dec);
   const t0 = performance.now();
   const progress = evalProgress(t0);
   const rows = await asUsage(
@@ -394,7 +414,7 @@ async function evalCmd(args: string[]): Promise<void> {
     );
   }
   console.error(
-    `[${rows[0]!.tokens} scored tokens per speedup; model ${dec.dir}, ${dec.spec.numLayers} layers, ${dec.backend}; ` +
+    `[${rows[0]!.tokens} scored tokens per speedup; model ${dec.dir}, ${dec.spec.numLayers} layers, ${dec.backend}, dtype ${dtype}; ` +
       `${((performance.now() - t0) / 1000).toFixed(1)} s]`,
   );
 }

@@ -15,9 +15,9 @@ import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, checkMessages
 import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
 import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
-import { maxStepRows, type WeightDType } from "./weights.ts";
+import { type LoadSummary, maxStepRows, WEIGHT_DTYPES, type WeightDType } from "./weights.ts";
 
-export type { WeightDType } from "./weights.ts";
+export type { LoadSummary, WeightDType } from "./weights.ts";
 
 /** Options of {@link SkipDecoder.load}; defaults in {@link LOAD_DEFAULTS}. */
 export interface LoadOptions {
@@ -28,6 +28,9 @@ export interface LoadOptions {
    * stores F32 matrices as float16 (bfloat16 if a value exceeds float16's
    * range), computing in fp32; CUDA computes in fp16 (bf16 when asked).
    * "float32" keeps full precision on the CPU at twice the memory traffic.
+   * "q8_0", "q4_0", "q4_k" quantize the matrices as they load (ggml's block
+   * formats; the rule, its fallbacks for rows K-quants cannot take, and which
+   * tensors fell back: {@link SkipDecoder.loadSummary}, docs/quantization.md).
    */
   dtype?: WeightDType;
   /** Sequences that can be in flight at once (KV-cache slots). */
@@ -164,7 +167,7 @@ export class SkipDecoder {
     const spec = gguf ? gguf.spec : readModelSpec(dir);
     const options: Required<LoadOptions> = {
       backend: choiceOpt(where, "backend", o.backend, ["auto", "cpu", "cuda"] as const, LOAD_DEFAULTS.backend),
-      dtype: choiceOpt(where, "dtype", o.dtype, ["auto", "float32", "float16", "bfloat16"] as const, LOAD_DEFAULTS.dtype),
+      dtype: choiceOpt(where, "dtype", o.dtype, WEIGHT_DTYPES, LOAD_DEFAULTS.dtype),
       maxBatch: intOpt(where, "maxBatch", o.maxBatch, 1, 4096, LOAD_DEFAULTS.maxBatch),
       maxSeqLen: maxSeqLenOpt(where, o.maxSeqLen, spec),
       threads: intOpt(where, "threads", o.threads, 0, 1024, LOAD_DEFAULTS.threads),
@@ -196,6 +199,16 @@ export class SkipDecoder {
   /** Bytes of weights one full step reads (linear layers and LM head). */
   get weightBytes(): number {
     return this.#live("weightBytes").weightBytes;
+  }
+
+  /**
+   * What the load stored: each tensor's type and bytes, totals per type, the
+   * tensors whose quantized type fell back (quant-plan.ts), and the backend's
+   * note (the CUDA engine dequantizes quantized weights on load).
+   * `describeLoad(dec.loadSummary)` renders it as text.
+   */
+  get loadSummary(): LoadSummary {
+    return this.#live("loadSummary").loadSummary;
   }
 
   /** Description of the device ("AMD EPYC, 2 threads", "NVIDIA H200, …"). */

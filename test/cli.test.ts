@@ -55,7 +55,7 @@ describe("skipdecode CLI", () => {
     let scale = 0;
     want.forEach((row, t) => row.forEach((v, i) => ((diff = Math.max(diff, Math.abs(v - got[t]![i]!))), (scale = Math.max(scale, Math.abs(v))))));
     expect(diff).toBeLessThanOrEqual(1e-4 * scale);
-    expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, got "f8"/);
+    expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, q8_0, q4_0, q4_k, got "f8"/);
   });
 
   test("usage errors exit 2 with a message; failures exit 1", () => {

@@ -7,12 +7,14 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { convertToGguf } from "../lib/checkpoint/gguf-convert.ts";
+import { type ConvertType, convertToGguf } from "../lib/checkpoint/gguf-convert.ts";
 import { GgmlType, GgufFile, GgufType, shortestF32 } from "../lib/checkpoint/gguf.ts";
 import { ggufSpec, openGgufModel } from "../lib/checkpoint/gguf-model.ts";
 import { type GgufWriteValue, writeGgufFile } from "../lib/checkpoint/gguf-writer.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
-import { fromFloat32 } from "../lib/checkpoint/safetensors.ts";
+import { planTensor, STORAGE_DTYPE } from "../lib/checkpoint/quant-plan.ts";
+import { fromFloat32, SafetensorsFile, toFloat32 } from "../lib/checkpoint/safetensors.ts";
+import { NativeBackend, Role } from "../lib/native.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { main } from "../lib/cli.ts";
@@ -286,7 +288,7 @@ describe("reader: malformed files get a clear error", () => {
 
 const convertCache = new Map<string, string>();
 /** A converted GGUF of a tiny model (cached per options and type). */
-async function converted(opts: TinyModelOptions, type: "f32" | "f16" | "bf16" = "f32"): Promise<{ dir: string; gguf: string }> {
+async function converted(opts: TinyModelOptions, type: ConvertType = "f32"): Promise<{ dir: string; gguf: string }> {
   const folder = tinyModel(opts);
   const key = JSON.stringify([opts, type]);
   let out = convertCache.get(key);
@@ -392,7 +394,14 @@ describe("metadata → model spec", () => {
         u.type = 6; // Q5_0
         u.data = new Uint8Array((u.shape[0]! * u.shape[1]! * 22) / 32);
       }),
-    ).rejects.toThrow(/tensor "blk.0.ffn_down.weight" has type Q5_0; skipdecode loads F32, F16, BF16/);
+    ).rejects.toThrow(/tensor "blk.0.ffn_down.weight" has type Q5_0; skipdecode loads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K$/);
+    await expect(
+      load((ts) => {
+        const t = ts.find((x) => x.name === "blk.1.ffn_norm.weight")!;
+        t.type = GgmlType.Q8_0;
+        t.data = new Uint8Array((t.shape[0]! / 32) * 34);
+      }),
+    ).rejects.toThrow(/tensor "blk.1.ffn_norm.weight" is a vector stored as Q8_0; skipdecode loads vectors as F32, F16 or BF16/);
   });
 
   test("a truncated model file is refused at load, naming the tensor", async () => {
@@ -458,6 +467,72 @@ describe("a converted file loads to the folder's logits", () => {
       const want = family === "llama" ? [hd + 3, hd + 3 + hd / 2] : [hd + 6, hd + 7];
       expect([row(gg, hd + 6), row(gg, hd + 7)]).toEqual([row(hf, want[0]!), row(hf, want[1]!)]);
     }
+  });
+});
+
+describe("quantized files", () => {
+  /** Rows of 256: every K-quant applies (hidden 256, ffn 512). */
+  const BLOCKS: TinyModelOptions = { family: "llama", seed: 56, layers: 2, hidden: 256, heads: 4, kvHeads: 2, ffn: 512, dtype: "float16" };
+  const ids = [1, 17, 250, 31, 8, 99, 300, 5, 42];
+
+  for (const type of ["q8_0", "q4_0"] as const) {
+    test(`${type}: the file's logits equal the folder's quantized on load with dtype "${type}" (the same blocks)`, async () => {
+      const { dir: folder, gguf } = await converted(BLOCKS, type);
+      using a = await SkipDecoder.load(folder, { backend: "cpu", dtype: type });
+      using b = await SkipDecoder.load(gguf, { backend: "cpu" });
+      expect(await b.forward(ids)).toEqual(await a.forward(ids));
+      const quantized = (d: SkipDecoder) => Object.fromEntries(Object.entries(d.loadSummary.byType).filter(([t]) => t.startsWith("Q")));
+      expect(quantized(b)).toEqual(quantized(a)); // norms: F32 in the file, F16 in the folder; both run in fp32
+    });
+  }
+
+  test("q4_k_m: each tensor has the type llama-quantize's Q4_K_M gives it, and the blocks of the folder's weights", async () => {
+    const { dir: folder, gguf } = await converted(BLOCKS, "q4_k_m");
+    using f = GgufFile.open(gguf);
+    using st = SafetensorsFile.open(join(folder, "model.safetensors"));
+    const native = NativeBackend.get("cpu");
+    const spec = readModelSpec(folder);
+    const roles: [RegExp, number][] = [[/attn_q/, Role.Q_W], [/attn_k/, Role.K_W], [/attn_v/, Role.V_W], [/attn_output/, Role.O_W], [/ffn_gate/, Role.GATE_W], [/ffn_up/, Role.FC1_W], [/ffn_down/, Role.FC2_W], [/token_embd/, Role.EMBED_TOKENS], [/^output\./, Role.LM_HEAD]];
+    const hfName: Record<string, string> = { attn_q: "self_attn.q_proj", attn_k: "self_attn.k_proj", attn_v: "self_attn.v_proj", attn_output: "self_attn.o_proj", ffn_gate: "mlp.gate_proj", ffn_up: "mlp.up_proj", ffn_down: "mlp.down_proj" };
+    const seen = new Map<string, number>();
+    for (const t of f.tensors.values()) {
+      if (t.shape.length !== 2) {
+        expect(t.type).toBe(GgmlType.F32);
+        continue;
+      }
+      const role = roles.find(([re]) => re.test(t.name))![1];
+      const layer = Number(/^blk\.(\d+)\./.exec(t.name)?.[1] ?? -1);
+      const plan = planTensor("q4_k_m", { role, layer, numLayers: spec.numLayers, shape: t.shape, tied: false });
+      const dtype = STORAGE_DTYPE[plan.type as "q4_k"];
+      const name = layer < 0 ? (role === Role.LM_HEAD ? "lm_head.weight" : "model.embed_tokens.weight") : `model.layers.${layer}.${hfName[t.name.split(".")[2]!]}.weight`;
+      // v and the MLP need no permutation: compare their blocks with the folder's weights quantized here
+      if (!/attn_[qk]\./.test(t.name)) {
+        const info = st.tensors.get(name)!;
+        const want = native.quantize(dtype, toFloat32(st.read(name), info.dtype), t.shape[0]!, t.shape[1]!);
+        expect(f.read(t.name)).toEqual(want);
+      }
+      seen.set(plan.type, (seen.get(plan.type) ?? 0) + 1);
+    }
+    // llama.cpp's Q4_K_M on 2 layers: output Q6_K; attn_v and ffn_down Q6_K where use_more_bits (layer 1 of 2), the rest Q4_K
+    expect(Object.fromEntries(seen)).toEqual({ q4_k: 13, q6_k: 3 });
+    expect([f.tensors.get("blk.1.attn_v.weight")!.type, f.tensors.get("blk.0.attn_v.weight")!.type]).toEqual([GgmlType.Q6_K, GgmlType.Q4_K]);
+  });
+
+  test("a float file loaded with a quantized dtype is quantized on load, as the quantized file holds it", async () => {
+    const f16 = await converted(BLOCKS, "f16");
+    const q8 = await converted(BLOCKS, "q8_0");
+    using a = await SkipDecoder.load(f16.gguf, { backend: "cpu", dtype: "q8_0" });
+    using b = await SkipDecoder.load(q8.gguf, { backend: "cpu" });
+    expect(await a.forward(ids)).toEqual(await b.forward(ids));
+  });
+
+  test("the report names the tensors whose K-quant fell back (rows not a multiple of 256)", async () => {
+    const out = join(tempDir(), "fb.gguf");
+    const r = await convertToGguf(tinyModel({ ...LLAMA, seed: 57 }), out, { type: "q4_k_m" });
+    expect(r.fellBack.length).toBeGreaterThan(0);
+    expect(r.fellBack[0]).toMatchObject({ type: "Q8_0", why: expect.stringMatching(/cols 64 is not a multiple of 256/) });
+    using d = await SkipDecoder.load(out, { backend: "cpu" });
+    expect(Object.keys(d.loadSummary.byType).sort()).toEqual(["F32", "Q8_0"]);
   });
 });
 
@@ -565,7 +640,7 @@ describe("convert and the CLI", () => {
     expect(() => readFileSync(out)).toThrow();
     const bad = await cli("convert", tinyModel(LLAMA), out, "--type", "q3_k");
     expect(bad.code).toBe(2);
-    expect(bad.err).toMatch(/--type must be one of f32, f16, bf16/);
+    expect(bad.err).toMatch(/--type must be one of f32, f16, bf16, q8_0, q4_0, q4_k_m/);
     expect((await cli("convert", tinyModel(LLAMA), join(tempDir(), "x.bin"))).err).toMatch(/must end in \.gguf/);
     expect((await cli("convert", tinyModel(LLAMA))).code).toBe(2);
   });

@@ -13,9 +13,14 @@
  * every type, as llama.cpp writes them. OPT is refused: llama.cpp has no OPT
  * architecture (quantize an OPT folder on load instead).
  *
- * Types: f32, f16, bf16 store every matrix in that type. Tensors are read,
- * converted and written one at a time, so converting needs memory for one
- * tensor, not the model.
+ * Types: f32, f16, bf16 store every matrix in that type; q8_0, q4_0 and
+ * q4_k_m quantize the matrices by the rule of quant-plan.ts (llama-quantize's
+ * mixes: Q4_K_M keeps the output and some attn_v/ffn_down in Q6_K; K-quants
+ * need rows that are multiples of 256 and fall back to Q8_0 otherwise, and a
+ * matrix whose rows are not whole 32-blocks stays F16; every fallback is in
+ * the report). The blocks are ggml's, written by the engine library's
+ * quantizer (skd_quantize). Tensors are read, converted and written one at a
+ * time, so converting needs memory for one tensor, not the model.
  *
  * @module
  */
@@ -25,15 +30,18 @@ import { type ModelSpec, readModelSpec } from "./config.ts";
 import { GgmlType, ggmlTypeName } from "./gguf.ts";
 import { tokenizerToGguf } from "./gguf-tokenizer.ts";
 import { type GgufWriteTensor, type GgufWriteValue, writeGgufFile } from "./gguf-writer.ts";
+import { ggmlTypeOf } from "./gguf-model.ts";
+import { planTensor, STORAGE_DTYPE } from "./quant-plan.ts";
 import { CheckpointTensors, fromFloat32, type SafetensorsDtype, toFloat32 } from "./safetensors.ts";
 import { SkipTokenizer } from "./tokenizer.ts";
+import { NativeBackend, Role } from "../native.ts";
 
 /** File types `convert` writes. */
-export const CONVERT_TYPES = ["f32", "f16", "bf16"] as const;
+export const CONVERT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"] as const;
 export type ConvertType = (typeof CONVERT_TYPES)[number];
 
 /** llama.h `llama_ftype` of each type (general.file_type). */
-const FILE_TYPE: Record<ConvertType, number> = { f32: 0, f16: 1, bf16: 32 };
+const FILE_TYPE: Record<ConvertType, number> = { f32: 0, f16: 1, bf16: 32, q8_0: 7, q4_0: 2, q4_k_m: 15 };
 
 /** What {@link convertToGguf} wrote. */
 export interface ConvertReport {
@@ -157,6 +165,8 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
     kv.push([`${a}.rope.scaling.type`, { type: "string", value: "linear" }], [`${a}.rope.scaling.factor`, { type: "f32", value: scaling.factor }]);
   }
   if (spec.slidingWindow !== null) kv.push([`${a}.attention.sliding_window`, { type: "u32", value: spec.slidingWindow }]);
+  const quant = type === "q8_0" || type === "q4_0" || type === "q4_k_m" ? type : null;
+  if (quant) kv.push(["general.quantization_version", { type: "u32", value: 2 }]);
   kv.push(...tokKv);
 
   const ckpt = CheckpointTensors.open(dir);
@@ -166,7 +176,9 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
     const report: ConvertReport = { path: out, type, arch, tensors: [], fellBack: [], bytes: 0 };
     const d = spec.hiddenSize, ff = spec.ffnDim, qd = spec.numHeads * spec.headDim, kd = spec.numKvHeads * spec.headDim;
     const permute = arch === "llama";
-    const add = (gguf: string, hf: string, shape: number[], heads?: number) => {
+    const tied = !ckpt.has("lm_head.weight");
+    const native = quant ? NativeBackend.get("cpu") : null;
+    const add = (gguf: string, hf: string, shape: number[], role: number, layer: number, heads?: number) => {
       if (!ckpt.has(hf)) throw new Error(`convert: ${dir}: missing tensor ${hf}`);
       const info = ckpt.info(hf);
       if (info.shape.length !== shape.length || info.shape.some((v, i) => v !== shape[i])) {
@@ -174,7 +186,10 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
       }
       if (!["F32", "F16", "BF16"].includes(info.dtype)) throw new Error(`convert: ${info.file}: tensor ${hf} has dtype ${info.dtype}; convert reads F32, F16 and BF16`);
       const matrix = shape.length === 2;
-      const gtype = !matrix || type === "f32" ? GgmlType.F32 : type === "bf16" ? GgmlType.BF16 : GgmlType.F16;
+      const plan = quant ? planTensor(quant, { role, layer, numLayers: spec.numLayers, shape, tied }) : null;
+      const q = plan && plan.type !== "float" ? STORAGE_DTYPE[plan.type] : null;
+      // what is not quantized: vectors F32, matrices in the type asked (F16 in a quantized file, as llama.cpp)
+      const gtype = q !== null ? ggmlTypeOf(q) : !matrix || type === "f32" ? GgmlType.F32 : type === "bf16" ? GgmlType.BF16 : GgmlType.F16;
       const target: SafetensorsDtype = gtype === GgmlType.F32 ? "F32" : gtype === GgmlType.BF16 ? "BF16" : "F16";
       const cols = matrix ? shape[1]! : 1;
       tensors.push({
@@ -183,16 +198,22 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
         type: gtype,
         data: () => {
           let bytes = ckpt.read(hf);
+          if (q !== null) {
+            const f32 = toFloat32(bytes, info.dtype);
+            const rows = heads ? permuteRows(new Uint8Array(f32.buffer), shape[0]!, cols * 4, heads) : new Uint8Array(f32.buffer);
+            return native!.quantize(q, new Float32Array(rows.buffer, rows.byteOffset, f32.length), shape[0]!, cols);
+          }
           if (info.dtype !== target) bytes = fromFloat32(toFloat32(bytes, info.dtype), target);
-          if (heads) bytes = permuteRows(bytes, shape[0]!, (cols * (target === "F32" ? 4 : 2)), heads);
+          if (heads) bytes = permuteRows(bytes, shape[0]!, cols * (target === "F32" ? 4 : 2), heads);
           return bytes;
         },
       });
       report.tensors.push({ name: gguf, shape, type: ggmlTypeName(gtype) });
+      if (plan?.fallback) report.fellBack.push({ name: gguf, type: ggmlTypeName(gtype), why: plan.fallback });
     };
-    add("token_embd.weight", `${p}embed_tokens.weight`, [spec.vocabSize, d]);
-    add("output_norm.weight", `${p}norm.weight`, [d]);
-    if (ckpt.has("lm_head.weight")) add("output.weight", "lm_head.weight", [spec.vocabSize, d]);
+    add("token_embd.weight", `${p}embed_tokens.weight`, [spec.vocabSize, d], Role.EMBED_TOKENS, -1);
+    add("output_norm.weight", `${p}norm.weight`, [d], Role.FINAL_LN_W, -1);
+    if (!tied) add("output.weight", "lm_head.weight", [spec.vocabSize, d], Role.LM_HEAD, -1);
     else if (!spec.tieWordEmbeddings) throw new Error(`convert: ${dir}: missing tensor lm_head.weight (config.json says tie_word_embeddings is false)`);
     if (scaling?.type === "llama3") {
       const f = llama3Factors(spec);
@@ -203,27 +224,27 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
     for (let l = 0; l < spec.numLayers; l++) {
       const h = `${p}layers.${l}.`;
       const g = `blk.${l}.`;
-      add(`${g}attn_norm.weight`, `${h}input_layernorm.weight`, [d]);
-      const qkv: [string, string, number, number | undefined][] = [
-        ["attn_q", "q_proj", qd, permute ? spec.numHeads : undefined],
-        ["attn_k", "k_proj", kd, permute ? spec.numKvHeads : undefined],
-        ["attn_v", "v_proj", kd, undefined],
+      add(`${g}attn_norm.weight`, `${h}input_layernorm.weight`, [d], Role.ATTN_LN_W, l);
+      const qkv: [string, string, number, number, number, number | undefined][] = [
+        ["attn_q", "q_proj", qd, Role.Q_W, Role.Q_B, permute ? spec.numHeads : undefined],
+        ["attn_k", "k_proj", kd, Role.K_W, Role.K_B, permute ? spec.numKvHeads : undefined],
+        ["attn_v", "v_proj", kd, Role.V_W, Role.V_B, undefined],
       ];
-      for (const [gn, hn, rows, heads] of qkv) {
-        add(`${g}${gn}.weight`, `${h}self_attn.${hn}.weight`, [rows, d], heads);
-        if (b.qkv) add(`${g}${gn}.bias`, `${h}self_attn.${hn}.bias`, [rows], heads);
+      for (const [gn, hn, rows, rw, rb, heads] of qkv) {
+        add(`${g}${gn}.weight`, `${h}self_attn.${hn}.weight`, [rows, d], rw, l, heads);
+        if (b.qkv) add(`${g}${gn}.bias`, `${h}self_attn.${hn}.bias`, [rows], rb, l, heads);
       }
-      add(`${g}attn_output.weight`, `${h}self_attn.o_proj.weight`, [d, qd]);
-      if (b.o) add(`${g}attn_output.bias`, `${h}self_attn.o_proj.bias`, [d]);
-      add(`${g}ffn_norm.weight`, `${h}post_attention_layernorm.weight`, [d]);
-      const mlp: [string, string, number, number][] = [
-        ["ffn_gate", "gate_proj", ff, d],
-        ["ffn_up", "up_proj", ff, d],
-        ["ffn_down", "down_proj", d, ff],
+      add(`${g}attn_output.weight`, `${h}self_attn.o_proj.weight`, [d, qd], Role.O_W, l);
+      if (b.o) add(`${g}attn_output.bias`, `${h}self_attn.o_proj.bias`, [d], Role.O_B, l);
+      add(`${g}ffn_norm.weight`, `${h}post_attention_layernorm.weight`, [d], Role.MLP_LN_W, l);
+      const mlp: [string, string, number, number, number, number][] = [
+        ["ffn_gate", "gate_proj", ff, d, Role.GATE_W, Role.GATE_B],
+        ["ffn_up", "up_proj", ff, d, Role.FC1_W, Role.FC1_B],
+        ["ffn_down", "down_proj", d, ff, Role.FC2_W, Role.FC2_B],
       ];
-      for (const [gn, hn, rows, cols] of mlp) {
-        add(`${g}${gn}.weight`, `${h}mlp.${hn}.weight`, [rows, cols]);
-        if (b.mlp) add(`${g}${gn}.bias`, `${h}mlp.${hn}.bias`, [rows]);
+      for (const [gn, hn, rows, cols, rw, rb] of mlp) {
+        add(`${g}${gn}.weight`, `${h}mlp.${hn}.weight`, [rows, cols], rw, l);
+        if (b.mlp) add(`${g}${gn}.bias`, `${h}mlp.${hn}.bias`, [rows], rb, l);
       }
     }
     writeGgufFile(out, kv, tensors);

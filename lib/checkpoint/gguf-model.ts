@@ -30,7 +30,7 @@
  * @module
  */
 import { existsSync, statSync } from "node:fs";
-import { DType, type DTypeCode, Role } from "../native.ts";
+import { DType, type DTypeCode, isQuantized, Role } from "../native.ts";
 import type { ModelSpec, RopeSpec } from "./config.ts";
 import { GgmlType, ggmlRowBytes, ggmlTypeName, GgufFile, type GgufOpenOptions, GgufType, type GgufTensorInfo } from "./gguf.ts";
 import { ggufHasTokenizer, ggufSpecialIds, type GgufTokenizer, tokenizerFromGguf } from "./gguf-tokenizer.ts";
@@ -41,16 +41,32 @@ import type { WeightTensor } from "./weight.ts";
 /** Architectures read, and whether llama.cpp's converter permuted their q/k rows. */
 const ARCHS = { llama: { permuted: true }, qwen2: { permuted: false } } as const;
 
-/** ggml types the engines load, as engine dtypes. */
+/** ggml types the engines load, as engine dtypes (the block types bit for bit: native.ts DType). */
 const ENGINE_TYPES: Record<number, DTypeCode> = {
   [GgmlType.F32]: DType.F32,
   [GgmlType.F16]: DType.F16,
   [GgmlType.BF16]: DType.BF16,
+  [GgmlType.Q8_0]: DType.Q8_0,
+  [GgmlType.Q4_0]: DType.Q4_0,
+  [GgmlType.Q4_K]: DType.Q4_K,
+  [GgmlType.Q6_K]: DType.Q6_K,
 };
+
+/** The engine dtype of a ggml type, or undefined when the engines have no such type. */
+export function engineDType(ggmlType: number): DTypeCode | undefined {
+  return ENGINE_TYPES[ggmlType];
+}
+
+/** The ggml type of an engine dtype. */
+export function ggmlTypeOf(dtype: DTypeCode): number {
+  const t = Object.entries(ENGINE_TYPES).find(([, d]) => d === dtype);
+  if (!t) throw new Error(`no ggml type for engine dtype ${dtype}`);
+  return Number(t[0]);
+}
 
 /** The ggml types a GGUF file's tensors may have. */
 export function supportedGgmlTypes(): string[] {
-  return Object.keys(ENGINE_TYPES).map((t) => ggmlTypeName(Number(t)));
+  return [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K].map(ggmlTypeName);
 }
 
 /** Tensors some converters write that no engine uses (old files' rotary tables). */
@@ -260,8 +276,10 @@ export function* ggufWeights(spec: ModelSpec, f: GgufFile): Generator<WeightTens
     if (t.shape.length !== it.shape.length || t.shape.some((v, i) => v !== it.shape[i])) {
       fail(f, `tensor "${it.name}" has shape [${t.shape.join(", ")}], expected [${it.shape.join(", ")}] from the metadata`);
     }
-    if (ENGINE_TYPES[t.type] === undefined) {
-      fail(f, `tensor "${it.name}" has type ${ggmlTypeName(t.type)}; skipdecode loads ${supportedGgmlTypes().join(", ")}`);
+    const dt = ENGINE_TYPES[t.type];
+    if (dt === undefined) fail(f, `tensor "${it.name}" has type ${ggmlTypeName(t.type)}; skipdecode loads ${supportedGgmlTypes().join(", ")}`);
+    if (isQuantized(dt) && it.shape.length !== 2) {
+      fail(f, `tensor "${it.name}" is a vector stored as ${ggmlTypeName(t.type)}; skipdecode loads vectors as F32, F16 or BF16`);
     }
   }
   const unused = [...f.tensors.keys()].filter((n) => !used.has(n) && !IGNORED.test(n));

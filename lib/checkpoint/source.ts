@@ -21,6 +21,8 @@ export interface TensorSource {
    * "auto" (the file's author chose it).
    */
   readonly kind: "folder" | "gguf";
+  /** Whether the LM head is the token embedding (no lm_head / output tensor). */
+  readonly tiedHead: boolean;
   /** Every tensor the engine needs, in load order (each valid until the next is taken). */
   weights(spec: ModelSpec): Iterable<WeightTensor>;
   close(): void;
@@ -36,8 +38,8 @@ export interface TensorSource {
 export function openTensorSource(path: string): TensorSource {
   if (isModelFile(path)) {
     const f = GgufFile.open(path, { arrays: false });
-    return { path, kind: "gguf", weights: (spec) => ggufWeights(spec, f), close: () => f.close() };
+    return { path, kind: "gguf", tiedHead: !f.tensors.has("output.weight"), weights: (spec) => ggufWeights(spec, f), close: () => f.close() };
   }
   const ckpt = CheckpointTensors.open(path);
-  return { path, kind: "folder", weights: (spec) => familyWeights(spec, ckpt), close: () => ckpt.close() };
+  return { path, kind: "folder", tiedHead: !ckpt.has("lm_head.weight"), weights: (spec) => familyWeights(spec, ckpt), close: () => ckpt.close() };
 }
