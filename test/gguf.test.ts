@@ -665,9 +665,27 @@ describe("convert and the CLI", () => {
       expect(res.status).toBe(200);
       const j = (await res.json()) as { choices: { message: { content: string } }[] };
       expect(j.choices[0]!.message.content).toBe((await dec.chat(messages, { maxNewTokens: 6, ignoreEos: true })).text);
+      // a long text goes to the tokenizer thread, which rebuilds the GGUF's tokenizer from the file
+      const long = "The quick brown fox jumps over the lazy dog. ".repeat(900);
+      const tok = await srv.app.request("/tokenize", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ prompt: long }) });
+      expect(((await tok.json()) as { tokens: number[] }).tokens).toEqual(dec.tokenize(long));
     } finally {
       srv.close();
     }
+  });
+
+  test("streaming a SentencePiece GGUF model: the pieces add up to the text", async () => {
+    const { gguf } = await converted({ ...LLAMA, family: "mistral", seed: 73 }, "f16");
+    using dec = await SkipDecoder.load(gguf, { backend: "cpu", maxBatch: 1 });
+    let text = "";
+    const it = dec.stream("Once upon a time", { maxNewTokens: 24, ignoreEos: true });
+    let r = await it.next();
+    while (!r.done) {
+      text += r.value.text;
+      r = await it.next();
+    }
+    expect(text).toBe(r.value.text);
+    expect(text).toBe(dec.detokenize(r.value.tokens));
   });
 
   test("shortestF32 gives the decimal a writer meant", () => {
