@@ -1,7 +1,8 @@
 /**
  * The tokenizer thread: a Worker holding a second copy of a model's
- * tokenizer (a folder's, or a GGUF file's), so long texts are encoded without holding the caller's event
- * loop (tokenising runs at ~2 MB/s). Used by lib/tokenizer_client.ts.
+ * tokenizer (a folder's, or a GGUF file's), so long texts are encoded without
+ * holding the caller's event loop (tokenising runs at ~2 MB/s). Used by
+ * lib/tokenizer_client.ts.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { isModelFile, openGgufModel } from "./checkpoint/gguf-model.ts";

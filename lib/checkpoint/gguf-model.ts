@@ -52,20 +52,20 @@ const ENGINE_TYPES: Record<number, DTypeCode> = {
   [GgmlType.Q6_K]: DType.Q6_K,
 };
 
-/** The engine dtype of a ggml type, or undefined when the engines have no such type. */
-export function engineDType(ggmlType: number): DTypeCode | undefined {
-  return ENGINE_TYPES[ggmlType];
-}
-
-/** The ggml type of an engine dtype. */
+/**
+ * The ggml type of an engine dtype.
+ *
+ * @example
+ * ggmlTypeOf(DType.Q4_K); // 12 (GgmlType.Q4_K)
+ */
 export function ggmlTypeOf(dtype: DTypeCode): number {
   const t = Object.entries(ENGINE_TYPES).find(([, d]) => d === dtype);
   if (!t) throw new Error(`no ggml type for engine dtype ${dtype}`);
   return Number(t[0]);
 }
 
-/** The ggml types a GGUF file's tensors may have. */
-export function supportedGgmlTypes(): string[] {
+/** The ggml types a GGUF file's tensors may have, by name. */
+function supportedGgmlTypes(): string[] {
   return [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K].map(ggmlTypeName);
 }
 
@@ -76,6 +76,10 @@ const IGNORED = /^blk\.\d+\.attn_rot_embd$/;
  * Whether `path` names a model file (a GGUF file) rather than a model folder:
  * decided by what the path is. A path that does not exist is neither (the
  * folder reader reports it).
+ *
+ * @example
+ * isModelFile("models/llama-q8_0.gguf"); // true
+ * isModelFile("models/opt-125m");         // false: a folder
  */
 export function isModelFile(path: string): boolean {
   return existsSync(path) && statSync(path).isFile();
@@ -128,8 +132,12 @@ function ropeSpec(f: GgufFile, a: string, headDim: number): RopeSpec {
 }
 
 /**
- * The model spec of an opened GGUF file (module comment). `tok`: its
- * tokenizer's BOS/EOS, when it has one.
+ * The model spec of an opened GGUF file (module comment); throws naming the
+ * key or tensor that is missing or wrong.
+ *
+ * @example
+ * using f = GgufFile.open("model.gguf");
+ * ggufSpec(f).numKvHeads;
  */
 export function ggufSpec(f: GgufFile): ModelSpec {
   const arch = f.string("general.architecture");
@@ -220,6 +228,9 @@ function unpermuteRows(src: Uint8Array, dst: Uint8Array, rows: number, rowBytes:
 /**
  * Every tensor the engine needs, in load order, from an opened GGUF file.
  * Each yielded tensor's bytes live in a buffer reused for the next one.
+ *
+ * @example
+ * for (const t of ggufWeights(spec, f)) engine.setTensor(t.role, t.layer, t.dtype, t.data, numel(t.shape));
  */
 export function* ggufWeights(spec: ModelSpec, f: GgufFile): Generator<WeightTensor> {
   const a = spec.arch as keyof typeof ARCHS;

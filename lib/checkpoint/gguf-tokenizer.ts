@@ -73,7 +73,7 @@ const PRE_GROUPS = {
 } as const;
 
 /** Every pre-tokenizer name read, for error messages. */
-export const SUPPORTED_PRE = Object.values(PRE_GROUPS).flatMap((g) => g.names);
+const SUPPORTED_PRE = Object.values(PRE_GROUPS).flatMap((g) => g.names);
 
 /** Tokens llama.cpp treats as ending a generation, by their text (llama-vocab.cpp). */
 const EOG_NAMES = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<|end_of_text|>", "<EOT>"];
@@ -175,7 +175,12 @@ function preGroup(f: GgufFile) {
   return g;
 }
 
-/** Whether the file has a tokenizer at all (`tokenizer.ggml.model` present and not "none"). */
+/**
+ * Whether the file has a tokenizer at all (`tokenizer.ggml.model` present and not "none").
+ *
+ * @example
+ * ggufHasTokenizer(GgufFile.open("model.gguf")); // true
+ */
 export function ggufHasTokenizer(f: GgufFile): boolean {
   const m = f.get("tokenizer.ggml.model") ? f.string("tokenizer.ggml.model") : null;
   return m !== null && m !== "none" && m !== "no_vocab";
@@ -184,6 +189,9 @@ export function ggufHasTokenizer(f: GgufFile): boolean {
 /**
  * BOS and the end-of-generation ids of a GGUF vocabulary, as llama.cpp reads
  * them (see the module comment); the file must have a tokenizer.
+ *
+ * @example
+ * ggufSpecialIds(f); // { bosId: 128000, eosIds: [128001, 128008, 128009], addBos: true }
  */
 export function ggufSpecialIds(f: GgufFile): GgufSpecialIds {
   const v = readVocab(f);
@@ -377,6 +385,9 @@ function folderPre(json: Record<string, unknown>, source: string): string {
  * types and `add_space_prefix`. BOS/EOS ids, `add_bos_token`, the second EOS
  * as `eot_token_id`, and the chat template. Throws, naming the file, for
  * tokenizers llama.cpp cannot express.
+ *
+ * @example
+ * const kv = tokenizerToGguf({ json, tokenizer: await SkipTokenizer.load(dir, { bos: "config" }), vocabRows: spec.vocabSize, eosIds: spec.eosTokenIds, source: dir });
  */
 export function tokenizerToGguf(inp: TokenizerToGgufInput): [string, GgufWriteValue][] {
   const { json, tokenizer: tok, vocabRows, source } = inp;

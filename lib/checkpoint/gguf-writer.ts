@@ -172,7 +172,7 @@ function writeValue(b: Bytes, key: string, v: GgufWriteValue): void {
 }
 
 /** Bytes of a tensor of `shape` and ggml `type`; throws when its rows are not whole blocks. */
-export function ggufTensorBytes(name: string, shape: readonly number[], type: number): number {
+function ggufTensorBytes(name: string, shape: readonly number[], type: number): number {
   const info = GGML_TYPES[type];
   if (!info) throw new Error(`gguf writer: tensor "${name}": unknown ggml type ${type}`);
   const cols = shape.length ? shape[shape.length - 1]! : 1;

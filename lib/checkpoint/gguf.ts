@@ -51,7 +51,12 @@ export type GgufTypeCode = (typeof GgufType)[keyof typeof GgufType];
 const TYPE_NAMES = ["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"] as const;
 const TYPE_SIZES = [1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8] as const;
 
-/** Name of a key/value type ("u32", "string", …). */
+/**
+ * Name of a key/value type.
+ *
+ * @example
+ * ggufTypeName(GgufType.UINT32); // "u32"
+ */
 export function ggufTypeName(t: number): string {
   return TYPE_NAMES[t] ?? `type ${t}`;
 }
@@ -99,7 +104,12 @@ export const GGML_TYPES: Readonly<Record<number, { name: string; blockSize: numb
   42: { name: "Q2_0", blockSize: 64, typeSize: 18 },
 });
 
-/** Name of a ggml type ("Q4_K"), or "type N" when unknown. */
+/**
+ * Name of a ggml type, or "type N" when unknown.
+ *
+ * @example
+ * ggmlTypeName(12); // "Q4_K"
+ */
 export function ggmlTypeName(t: number): string {
   return GGML_TYPES[t]?.name ?? `type ${t}`;
 }
@@ -558,7 +568,12 @@ export class GgufFile {
   }
 }
 
-/** The shortest decimal whose float32 rounding is `v` (itself a float32). */
+/**
+ * The shortest decimal whose float32 rounding is `v` (itself a float32).
+ *
+ * @example
+ * shortestF32(Math.fround(1e-6)); // 1e-6, not 9.999999974752427e-7
+ */
 export function shortestF32(v: number): number {
   for (let digits = 1; digits <= 9; digits++) {
     const d = Number(v.toPrecision(digits));
@@ -572,7 +587,7 @@ function isIntType(t: number): boolean {
 }
 
 /** "u32 7", "string "llama"", "array of 32000 string" — for error messages. */
-export function describeKv(kv: GgufKv): string {
+function describeKv(kv: GgufKv): string {
   if (kv.type === GgufType.ARRAY) return `an array of ${kv.length} ${ggufTypeName(kv.arrayType!)}`;
   const v = kv.value;
   const shown = typeof v === "string" ? JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v) : String(v);
