@@ -46,7 +46,7 @@
  */
 import { type GgufFile, GgufType } from "./gguf.ts";
 import type { GgufWriteValue } from "./gguf-writer.ts";
-import { SkipTokenizer } from "./tokenizer.ts";
+import { addedToken as specialToken, bpeModel, SkipTokenizer } from "./tokenizer.ts";
 
 /** `tokenizer.ggml.token_type` values (llama.h `llama_token_type`). */
 export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -105,7 +105,7 @@ function byteToken(b: number): string {
 }
 
 function addedToken(id: number, content: string, special: boolean) {
-  return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special };
+  return { ...specialToken(id, content), special };
 }
 
 /** The vocabulary part of the metadata, checked. */
@@ -239,15 +239,8 @@ export function tokenizerFromGguf(f: GgufFile): GgufTokenizer | null {
       post_processor: null,
       decoder: byteLevel(true),
       model: {
-        type: "BPE",
-        dropout: null,
-        unk_token: null,
-        continuing_subword_prefix: null,
-        end_of_word_suffix: null,
-        fuse_unk: false,
-        byte_fallback: false,
+        ...bpeModel(vocab, []),
         ignore_merges: g.ignoreMerges,
-        vocab,
         // llama.cpp splits "left right" at the first space after the first character
         merges: merges.map((m) => {
           const at = m.indexOf(" ", 1);
@@ -288,14 +281,10 @@ export function tokenizerFromGguf(f: GgufFile): GgufTokenizer | null {
         ],
       },
       model: {
-        type: "BPE",
-        dropout: null,
+        ...bpeModel(vocab, []),
         unk_token: vocab[v.tokens[unk]!] === undefined ? null : v.tokens[unk],
-        continuing_subword_prefix: null,
-        end_of_word_suffix: null,
         fuse_unk: true,
         byte_fallback: true,
-        vocab,
         merges: spmMerges(vocab, v.score),
       },
     };
