@@ -61,7 +61,8 @@ int skd_qkernel_for(int kernel);
 /* Quantized activations of m rows of length k (k a multiple of the weight's block):
  *   qs     [m, k] int8
  *   d      [m, k / 32] scales (block-32 form) or [m, k / 256] (K form)
- *   bsums  [m, k / 16] sums of 16 consecutive qs (K form only) */
+ *   bsums  [m, k / 16] (row stride k / 16 in both forms): the sum of the codes of
+ *          each 16 (K form) or each 32 (block-32 form; Q4_0's −8 offset) */
 typedef struct {
     int8_t *qs;
     float *d;
@@ -71,10 +72,26 @@ typedef struct {
 /* Bytes of scratch skd_qmatmul needs for m rows of length k. */
 size_t skd_qact_bytes(int m, int64_t k);
 
-/* x row → block-32 activations: per 32 values d = max|x| / 127, q = rne(x · (127 / max|x|)). */
-void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d);
-/* x row → K activations: the same per 256 values, plus bsums. */
+/* x row → block-32 activations: per 32 values d = max|x| / 127, q = rne(x · (127 / max|x|)), bsums. */
+void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums);
+/* x row → K activations: the same per 256 values, bsums per 16. */
 void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums);
+/* Both of the above with AVX2 (kform: the K form), byte for byte the same. */
+void skd_quantize_act_avx2(const float *x, int64_t k, int kform, int8_t *qs, float *d, int16_t *bsums);
+
+/* The AVX2 kernels' layout of Q8_0 and Q4_0 matmul weights ("packed", chosen
+ * at set_tensor when skd_qkernel_packs): per row, groups of 8 blocks, each
+ * group its 8 fp16 scales (16 bytes) followed by the quants — Q8_0: the 8
+ * blocks' 32 codes in order; Q4_0: per pair of blocks (2p, 2p + 1) 32 bytes,
+ * byte j = code j of block 2p | code j of block 2p + 1 << 4 (codes in
+ * element order 0..31), a last unpaired block as ggml stores it. The last
+ * group of a row holds the remaining nb % 8 blocks the same way. Exactly the
+ * bytes of ggml's row, rearranged: 8 scales convert in one instruction, and
+ * one 32-byte load yields 64 Q4_0 codes. K-quants stay in ggml's layout. */
+int skd_qkernel_packs(int qkernel);
+/* One row of k values: ggml's blocks → packed, and back. */
+void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k);
+void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k);
 
 /* out[i, r] (row stride n) = W row r · activation row i for r in [r0, r1), i in [0, m),
  * plus bias[r] and ReLU when asked: one per weight type and kernel. */
@@ -84,7 +101,8 @@ skd_qrows_fn *skd_qrows_portable(int dtype);
 skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni);
 skd_qrows_fn *skd_qrows_avx512(int dtype, int vnni);
 
-/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) for a quantized W, threads from
+/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) for a quantized W (packed for a
+ * kernel that packs, ggml's layout for the others), threads from
  * the pool; `scratch` holds skd_qact_bytes(m, k) bytes (64-byte aligned). */
 void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,
                  const float *bias, int relu);
