@@ -72,40 +72,27 @@ void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_
 
 int skd_qkernel_packs(int qk) { return qk == SKD_QKERNEL_AVX2 || qk == SKD_QKERNEL_AVX2_VNNI; }
 
-/* Converts one row between ggml's blocks and the packed groups (pack = 1: ggml → packed). */
+/* Converts one row between ggml's blocks and the packed groups (pack = 1: ggml → packed). A full
+ * group (8 blocks) holds the 8 scales, then the blocks' code bytes transposed by 4-byte words:
+ * word i of vector v is word v of block i (Q8_0: 8 vectors of 32 bytes; Q4_0: 4). A short last
+ * group holds its t scales, then its blocks' code bytes in order. */
 static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
-    const int64_t nb = k / SKD_QK, bb = dtype == SKD_DTYPE_Q8_0 ? 34 : 18, qb = bb - 2;
+    const int64_t nb = k / SKD_QK, bb = dtype == SKD_DTYPE_Q8_0 ? 34 : 18, qb = bb - 2, words = qb / 4;
     for (int64_t g0 = 0; g0 < nb; g0 += 8) {
         const int t = nb - g0 < 8 ? (int)(nb - g0) : 8;
         const uint8_t *gs = src + g0 * bb; /* the group in ggml's layout (pack) or packed (unpack) */
         uint8_t *gd = dst + g0 * bb;
-        for (int j = 0; j < t; j++) { /* scales */
-            if (pack) memcpy(gd + 2 * j, gs + j * bb, 2);
-            else memcpy(gd + j * bb, gs + 2 * j, 2);
-        }
-        if (dtype == SKD_DTYPE_Q8_0) {
-            for (int j = 0; j < t; j++) {
-                if (pack) memcpy(gd + 2 * t + j * qb, gs + j * bb + 2, (size_t)qb);
-                else memcpy(gd + j * bb + 2, gs + 2 * t + j * qb, (size_t)qb);
+        for (int j = 0; j < t; j++) { /* block j: its scale, then its code bytes (word v at packed word v·8 + j) */
+            const uint8_t *gp = pack ? gd : gs; /* the packed side */
+            uint8_t *blk = (uint8_t *)(pack ? gs : gd) + j * bb;
+            uint8_t *sp = (uint8_t *)gp + 2 * j;
+            if (pack) memcpy(sp, blk, 2);
+            else memcpy(blk, sp, 2);
+            for (int64_t v = 0; v < words; v++) {
+                uint8_t *pw = (uint8_t *)gp + 2 * t + (t == 8 ? (v * 8 + j) * 4 : j * qb + v * 4);
+                if (pack) memcpy(pw, blk + 2 + v * 4, 4);
+                else memcpy(blk + 2 + v * 4, pw, 4);
             }
-            continue;
-        }
-        for (int p = 0; p + 1 < t; p += 2) { /* Q4_0 pairs: byte l = code l of block p | code l of block p+1 << 4 */
-            for (int l = 0; l < 32; l++) {
-                const int h = l / 16, c = l % 16; /* ggml: code l is the low (l < 16) or high nibble of byte l % 16 */
-                if (pack) {
-                    const uint8_t a = (gs[p * bb + 2 + c] >> (4 * h)) & 15, b = (gs[(p + 1) * bb + 2 + c] >> (4 * h)) & 15;
-                    gd[2 * t + p * 16 + l] = (uint8_t)(a | b << 4);
-                } else {
-                    const uint8_t v = gs[2 * t + p * 16 + l];
-                    gd[p * bb + 2 + c] = (uint8_t)((gd[p * bb + 2 + c] & (h ? 0x0f : 0xf0)) | ((v & 15) << (4 * h)));
-                    gd[(p + 1) * bb + 2 + c] = (uint8_t)((gd[(p + 1) * bb + 2 + c] & (h ? 0x0f : 0xf0)) | ((v >> 4) << (4 * h)));
-                }
-            }
-        }
-        if (t & 1) { /* an unpaired last block, as ggml stores it */
-            if (pack) memcpy(gd + 2 * t + (t - 1) * 16, gs + (t - 1) * bb + 2, 16);
-            else memcpy(gd + (t - 1) * bb + 2, gs + 2 * t + (t - 1) * 16, 16);
         }
     }
 }
@@ -390,7 +377,8 @@ static void quantize_act_row(const qmm_args *a, int i) {
     const int64_t k = a->w->cols;
 #if defined(__x86_64__) || defined(__i386__)
     if (a->qkernel != SKD_QKERNEL_PORTABLE && a->qkernel != SKD_QKERNEL_F32) { /* the same bytes, faster */
-        skd_quantize_act_avx2(a->x + (size_t)i * k, k, a->kform, a->act.qs + (size_t)i * k,
+        const int form = a->kform ? SKD_ACT_K : skd_qkernel_packs(a->qkernel) && a->w->packed ? SKD_ACT_32_WORDS : SKD_ACT_32;
+        skd_quantize_act_avx2(a->x + (size_t)i * k, k, form, a->act.qs + (size_t)i * k,
                               a->act.d + (size_t)i * (a->kform ? k / SKD_QK_K : k / SKD_QK), a->act.bsums + (size_t)i * (k / 16));
         return;
     }

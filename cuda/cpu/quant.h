@@ -76,18 +76,24 @@ size_t skd_qact_bytes(int m, int64_t k);
 void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums);
 /* x row → K activations: the same per 256 values, bsums per 16. */
 void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums);
-/* Both of the above with AVX2 (kform: the K form), byte for byte the same. */
-void skd_quantize_act_avx2(const float *x, int64_t k, int kform, int8_t *qs, float *d, int16_t *bsums);
+/* Both of the above with AVX2, byte for byte the same (SKD_ACT_32, SKD_ACT_K); and
+ * SKD_ACT_32_WORDS: the block-32 form with the codes of each full group of 8 blocks
+ * transposed by 4-byte words as the packed weights are (word i of vector v = word v of
+ * block i), so that a kernel's int32 lane i sums block i. */
+enum { SKD_ACT_32 = 0, SKD_ACT_K = 1, SKD_ACT_32_WORDS = 2 };
+void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums);
 
 /* The AVX2 kernels' layout of Q8_0 and Q4_0 matmul weights ("packed", chosen
  * at set_tensor when skd_qkernel_packs): per row, groups of 8 blocks, each
- * group its 8 fp16 scales (16 bytes) followed by the quants — Q8_0: the 8
- * blocks' 32 codes in order; Q4_0: per pair of blocks (2p, 2p + 1) 32 bytes,
- * byte j = code j of block 2p | code j of block 2p + 1 << 4 (codes in
- * element order 0..31), a last unpaired block as ggml stores it. The last
- * group of a row holds the remaining nb % 8 blocks the same way. Exactly the
- * bytes of ggml's row, rearranged: 8 scales convert in one instruction, and
- * one 32-byte load yields 64 Q4_0 codes. K-quants stay in ggml's layout. */
+ * group its 8 fp16 scales (16 bytes) followed by the blocks' code bytes
+ * transposed by 4-byte words: word i of vector v is word v of block i (Q8_0:
+ * 8 vectors of 32 bytes; Q4_0: 4, whose low nibbles are codes 4v..4v+3 and
+ * high nibbles codes 16+4v.. of each block). With activations transposed the
+ * same way (SKD_ACT_32_WORDS), int32 lane i of every integer dot product sums
+ * block i: no horizontal reduction. A row's last group, when shorter than 8
+ * blocks, holds its scales then its blocks' bytes in ggml's order. Exactly the
+ * bytes of ggml's row, rearranged: 8 scales convert in one instruction.
+ * K-quants stay in ggml's layout. */
 int skd_qkernel_packs(int qkernel);
 /* One row of k values: ggml's blocks → packed, and back. */
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k);

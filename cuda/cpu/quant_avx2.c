@@ -56,7 +56,7 @@ static const int8_t Q4K_PICK[8][32] = {
 };
 static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8(8), P8(10) }, { P8(12), P8(14) } };
 
-#define KERNELS(SUF, TGT, DOT_U8S8)                                                                             \
+#define KERNELS(SUF, TGT, DOT_U8S8, DOTACC)                                                                     \
     AI TGT float hsum_##SUF(__m256 v) {                                                                        \
         const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                   \
         const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                   \
@@ -67,12 +67,6 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
         s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));                                                        \
         return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));                                   \
     }                                                                                                          \
-    /* 8 vectors of 8 int32 → the vector of their 8 totals (exact, so the order is free) */                    \
-    AI TGT __m256i hsum8x8_##SUF(const __m256i v[8]) {                                                         \
-        const __m256i e = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));     \
-        const __m256i f = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));     \
-        return _mm256_add_epi32(_mm256_permute2x128_si256(e, f, 0x20), _mm256_permute2x128_si256(e, f, 0x31)); \
-    }                                                                                                          \
     AI TGT __m256i dot_s8s8_##SUF(__m256i w, __m256i x) {                                                      \
         return DOT_U8S8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));                                       \
     }                                                                                                          \
@@ -82,7 +76,8 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
         return _cvtsh_ss(h);                                                                                   \
     }                                                                                                          \
                                                                                                                \
-    /* Q8_0 (q4 = 0) or Q4_0 (q4 = 1), packed row · one block-32 activation row */                             \
+    /* Q8_0 (q4 = 0) or Q4_0 (q4 = 1), packed row · one block-32 activation row whose full groups are  \
+     * word-transposed (SKD_ACT_32_WORDS): lane i of each integer product sums block i */                   \
     AI TGT float dot32_##SUF(const uint8_t *wr, long nb, int q4, const int8_t *xq, const float *xd,            \
                              const int16_t *xs) {                                                              \
         const long gb = q4 ? 144 : 272; /* bytes of a group of 8 blocks */                                      \
@@ -95,42 +90,39 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             _mm_prefetch((const char *)g + 4 * gb + 64, _MM_HINT_T0);                                          \
             if (!q4) _mm_prefetch((const char *)g + 4 * gb + 128, _MM_HINT_T0), _mm_prefetch((const char *)g + 4 * gb + 192, _MM_HINT_T0); \
             const int8_t *x = xq + b * 32;                                                                     \
-            __m256i s[8];                                                                                      \
+            __m256i isum = _mm256_setzero_si256();                                                             \
             if (q4) {                                                                                          \
-                for (int p = 0; p < 4; p++) {                                                                  \
+                for (int p = 0; p < 4; p++) { /* low nibbles: codes 4p.. (act vector p); high: 16+4p.. (p+4) */ \
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * p));                  \
-                    s[2 * p] = DOT_U8S8(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 64 * p))); \
-                    s[2 * p + 1] = DOT_U8S8(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                      \
-                                            _mm256_loadu_si256((const __m256i *)(x + 64 * p + 32)));          \
+                    isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * p))); \
+                    isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                        \
+                                  _mm256_loadu_si256((const __m256i *)(x + 32 * p + 128)));                    \
                 }                                                                                              \
+                /* − 8 Σx of each block */                                                                     \
+                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3)); \
             } else {                                                                                           \
-                for (int j = 0; j < 8; j++)                                                                    \
-                    s[j] = dot_s8s8_##SUF(_mm256_loadu_si256((const __m256i *)(g + 16 + 32 * j)),             \
-                                          _mm256_loadu_si256((const __m256i *)(x + 32 * j)));                  \
+                for (int v = 0; v < 8; v++) {                                                                  \
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * v));                  \
+                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + 32 * v));                      \
+                    isum = DOTACC(isum, _mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));                      \
+                }                                                                                              \
             }                                                                                                  \
-            __m256i isum = hsum8x8_##SUF(s);                                                                   \
-            if (q4) /* − 8 Σx of each block */                                                                 \
-                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(                                               \
-                    _mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3));                    \
             const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                            \
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_loadu_ps(xd + b)), acc);  \
         }                                                                                                      \
-        float tail = 0.f; /* the row's last, short group (t < 8 blocks), a block at a time */                  \
+        float tail = 0.f; /* a short last group (t < 8 blocks, ggml's byte order), a block at a time */        \
         const int t = (int)(nb - b);                                                                           \
         const uint8_t *g = wr + (b / 8) * gb;                                                                  \
         for (int j = 0; j < t; j++) {                                                                          \
-            const int8_t *x = xq + (b + j) * 32;                                                               \
             __m256i w;                                                                                         \
-            if (!q4) {                                                                                         \
-                w = _mm256_loadu_si256((const __m256i *)(g + 2 * t + 32 * j));                                 \
-            } else if (j + 1 < t || !(t & 1)) { /* one of a pair */                                            \
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 2 * t + 16 * (j & ~1)));           \
-                w = _mm256_sub_epi8(_mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, m4), _mm256_set1_epi8(8)); \
-            } else { /* the unpaired last block, as ggml stores it */                                          \
+            if (q4) {                                                                                          \
                 const __m128i q = _mm_loadu_si128((const __m128i *)(g + 2 * t + 16 * j));                      \
                 w = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4), _mm256_set1_epi8(8)); \
+            } else {                                                                                           \
+                w = _mm256_loadu_si256((const __m256i *)(g + 2 * t + 32 * j));                                 \
             }                                                                                                  \
-            const int isum = hsumi_##SUF(dot_s8s8_##SUF(w, _mm256_loadu_si256((const __m256i *)x)));           \
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (b + j) * 32));                        \
+            const int isum = hsumi_##SUF(dot_s8s8_##SUF(w, x));                                                \
             tail += (float)isum * (half_##SUF(g + 2 * j) * xd[b + j]);                                         \
         }                                                                                                      \
         return hsum_##SUF(acc) + tail;                                                                         \
@@ -251,9 +243,12 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
 
 #define DOT_AVX2(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
 #define DOT_VNNI(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u), (s))
+/* acc + the 8 int32 lanes of u · s */
+#define DOTACC_AVX2(acc, u, s) _mm256_add_epi32((acc), DOT_AVX2(u, s))
+#define DOTACC_VNNI(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
 
-KERNELS(avx2, TARGET_AVX2, DOT_AVX2)
-KERNELS(vnni, TARGET_VNNI, DOT_VNNI)
+KERNELS(avx2, TARGET_AVX2, DOT_AVX2, DOTACC_AVX2)
+KERNELS(vnni, TARGET_VNNI, DOT_VNNI, DOTACC_VNNI)
 
 skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni) {
     switch (dtype) {
@@ -266,39 +261,65 @@ skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni) {
 
 /* ---- activation quantization, the bytes of quant.c's quantize_act_block ---------- */
 
-TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int kform, int8_t *qs, float *d, int16_t *bsums) {
-    const int block = kform ? 256 : 32;
+/* Block `xb` of n values (32 or 256) → codes (n/32 vectors, stored unless q_out is given), scale, sums. */
+static inline __attribute__((always_inline)) TARGET_AVX2 void act_block(const float *xb, int n, int kform, int8_t *qs,
+                                                                        float *d, int16_t *sums, __m256i *q_out) {
     const __m256 sign = _mm256_set1_ps(-0.f);
-    for (int64_t b = 0; b < k / block; b++) {
-        const float *xb = x + b * block;
-        __m256 m = _mm256_setzero_ps();
-        for (int j = 0; j < block; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)));
-        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-        h = _mm_max_ss(h, _mm_movehdup_ps(h));
-        const float amax = _mm_cvtss_f32(h);
-        const float id = amax > 0.f ? 127.f / amax : 0.f;
-        d[b] = amax / 127.f;
-        const __m256 vid = _mm256_set1_ps(id);
-        for (int j = 0; j < block; j += 32) { /* rne(x · id), as the portable code rounds */
-            const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j), vid));
-            const __m256i bq = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8), vid));
-            const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 16), vid));
-            const __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 24), vid));
-            /* packs interleave the 128-bit lanes: put them back in order */
-            const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, bq), _mm256_packs_epi32(c, e));
-            const __m256i q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-            _mm256_storeu_si256((__m256i *)(qs + b * block + j), q);
-            /* sums of each 16 codes (K form) or of the 32 (block-32 form) */
-            const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
-            const __m256i s2 = _mm256_hadd_epi32(s4, s4), s1 = _mm256_hadd_epi32(s2, s2);
-            const int lo = _mm256_extract_epi32(s1, 0), hi = _mm256_extract_epi32(s1, 4);
-            if (kform) {
-                bsums[(b * block + j) / 16] = (int16_t)lo;
-                bsums[(b * block + j) / 16 + 1] = (int16_t)hi;
-            } else {
-                bsums[b] = (int16_t)(lo + hi);
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    *d = amax / 127.f;
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int j = 0; j < n; j += 32) { /* rne(x · id), as the portable code rounds */
+        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j), vid));
+        const __m256i bq = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8), vid));
+        const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 16), vid));
+        const __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 24), vid));
+        /* packs interleave the 128-bit lanes: put them back in order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, bq), _mm256_packs_epi32(c, e));
+        const __m256i q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        if (q_out) *q_out = q;
+        else _mm256_storeu_si256((__m256i *)(qs + j), q);
+        /* sums of each 16 codes (K form) or of the 32 (block-32 form) */
+        const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        const __m256i s2 = _mm256_hadd_epi32(s4, s4), s1 = _mm256_hadd_epi32(s2, s2);
+        const int lo = _mm256_extract_epi32(s1, 0), hi = _mm256_extract_epi32(s1, 4);
+        if (kform) {
+            sums[j / 16] = (int16_t)lo;
+            sums[j / 16 + 1] = (int16_t)hi;
+        } else {
+            sums[0] = (int16_t)(lo + hi);
+        }
+    }
+}
+
+TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums) {
+    if (form == SKD_ACT_K) {
+        for (int64_t b = 0; b < k / 256; b++) act_block(x + b * 256, 256, 1, qs + b * 256, d + b, bsums + b * 16, NULL);
+        return;
+    }
+    const int64_t nb = k / 32;
+    int64_t b = 0;
+    if (form == SKD_ACT_32_WORDS) {
+        for (; b + 8 <= nb; b += 8) { /* 8 blocks' codes, transposed by 4-byte words */
+            __m256i r[8];
+            for (int i = 0; i < 8; i++) act_block(x + (b + i) * 32, 32, 0, NULL, d + b + i, bsums + b + i, &r[i]);
+            __m256i t[8], u[8];
+            for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]), u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+                u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]), u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            int8_t *o = qs + b * 32; /* vector v: word v of each block */
+            for (int v = 0; v < 4; v++) {
+                _mm256_storeu_si256((__m256i *)(o + 32 * v), _mm256_permute2x128_si256(u[v], u[v + 4], 0x20));
+                _mm256_storeu_si256((__m256i *)(o + 32 * (v + 4)), _mm256_permute2x128_si256(u[v], u[v + 4], 0x31));
             }
         }
     }
+    for (; b < nb; b++) act_block(x + b * 32, 32, 0, qs + b * 32, d + b, bsums + b, NULL);
 }
