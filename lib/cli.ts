@@ -91,9 +91,9 @@ function dtypeFlag(v: string | undefined): WeightDType {
   return d;
 }
 
-/** After a quantized load: the stored types and the fallbacks, on stderr. */
+/** After a load that holds quantized weights: the stored types, the fallbacks and the backend's note, on stderr. */
 function reportLoad(dec: SkipDecoder): void {
-  if (!["q8_0", "q4_0", "q4_k"].includes(dec.options.dtype)) return;
+  if (!Object.keys(dec.loadSummary.byType).some((t) => t.startsWith("Q"))) return;
   for (const line of describeLoad(dec.loadSummary)) console.error(`skipdecode: ${line}`);
 }
 

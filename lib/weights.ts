@@ -24,6 +24,9 @@ export const WEIGHT_DTYPES: readonly WeightDType[] = ["auto", "float32", "float1
 /** How one tensor ended up in the engine. */
 export interface StoredTensor {
   name: string;
+  /** skd_tensor role (native.ts Role) and layer (-1: global). */
+  role: number;
+  layer: number;
   shape: number[];
   /** Element type as stored: "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K". */
   type: string;
@@ -212,7 +215,7 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
         throw new Error(`${dir}: loading ${t.name}: ${(e as Error).message}`);
       }
       const type = DTYPE_NAMES[dtype];
-      stored.tensors.push({ name: t.name, shape: t.shape, type, bytes: data.byteLength, fallback });
+      stored.tensors.push({ name: t.name, role: t.role, layer: t.layer, shape: t.shape, type, bytes: data.byteLength, fallback });
       const agg = (stored.byType[type] ??= { tensors: 0, bytes: 0 });
       agg.tensors++;
       agg.bytes += data.byteLength;

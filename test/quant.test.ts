@@ -422,9 +422,9 @@ describe("every quantized kernel of this CPU", () => {
     const dir = join(root, "build");
     mkdirSync(dir, { recursive: true });
     const exe = join(dir, `quant_check-${process.pid}`);
-    const src = ["quant.c", "quant_avx2.c", "quant_avx512.c", "ops.c", "matmul_avx2.c", "matmul_avx512.c", "pool.c", "errors.c"];
+    const src = ["quant.c", "quant_avx2.c", "quant_avx512.c", "ops.c", "matmul_avx2.c", "matmul_avx512.c", "pool.c", "errors.c", "membw.c"];
     const cc = Bun.spawnSync(
-      ["gcc", "-O2", "-pthread", "-fopenmp-simd", "-I", "cuda/include", "-I", "cuda/common", "cuda/dev/quant_check.c", ...src.map((s) => `cuda/cpu/${s}`), "-o", exe, "-lm"],
+      ["gcc", "-O3", "-std=c11", "-pthread", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-I", "cuda/include", "-I", "cuda/common", "cuda/dev/quant_check.c", ...src.map((s) => `cuda/cpu/${s}`), "-o", exe, "-lm"],
       { cwd: root, stdout: "pipe", stderr: "pipe" },
     );
     if (cc.exitCode !== 0) console.error(cc.stderr.toString());

@@ -277,12 +277,15 @@ static inline void skd_dequantize_row(int dtype, const void *src, float *dst, in
 /* ---- quantization -------------------------------------------------------------- */
 
 static inline int skd_nearest(float x) { return (int)lrintf(x); }
+/* max / min of finite values (fmaxf is a libm call on x86-64: its NaN rule is not maxss's) */
+static inline float skd_maxf(float a, float b) { return a > b ? a : b; }
+static inline float skd_minf(float a, float b) { return a < b ? a : b; }
 static inline int skd_clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* Q8_0: d = max|x| / 127, q = round(x / d) with d as stored (fp16). */
 static inline void skd_quantize_block_q8_0(const float *x, skd_block_q8_0 *b) {
     float amax = 0.f;
-    for (int j = 0; j < SKD_QK; j++) amax = fmaxf(amax, fabsf(x[j]));
+    for (int j = 0; j < SKD_QK; j++) amax = skd_maxf(amax, fabsf(x[j]));
     b->d = skd_f32_to_half(amax / 127.f);
     const float d = skd_half_to_f32(b->d), id = d > 0.f ? 1.f / d : 0.f;
     for (int j = 0; j < SKD_QK; j++) b->qs[j] = (int8_t)skd_clampi(skd_nearest(x[j] * id), -128, 127);
@@ -304,42 +307,38 @@ static inline void skd_quantize_block_q4_0(const float *x, skd_block_q4_0 *b) {
 }
 
 /* x[0..32) ≈ a·q − m, q in 0..15, a >= 0, m >= 0 (the min is never above 0):
- * least squares weighted by w, over a small sweep of the step a around
- * (max − min) / 15 (each candidate's q refitted to a and m). */
+ * least squares weighted by w, over a sweep of 11 steps a around
+ * (max − min) / 15 (each candidate's q refitted to a and m; its error comes
+ * from the weighted sums, without a second pass over x). */
 static inline void skd_fit_q4k_sub(const float *x, const float *w, float *a_out, float *m_out) {
-    float lo = x[0], hi = x[0];
-    for (int i = 1; i < 32; i++) lo = fminf(lo, x[i]), hi = fmaxf(hi, x[i]);
+    float lo = x[0], hi = x[0], sw = 0.f, sx = 0.f, sxx = 0.f;
+    for (int i = 0; i < 32; i++) {
+        lo = skd_minf(lo, x[i]), hi = skd_maxf(hi, x[i]);
+        sw += w[i], sx += w[i] * x[i], sxx += w[i] * x[i] * x[i];
+    }
     if (lo > 0.f) lo = 0.f;
     if (hi == lo) {
         *a_out = 0.f;
         *m_out = -lo;
         return;
     }
-    float best_a = (hi - lo) / 15.f, best_b = lo, best_err = 0.f;
-    for (int i = 0; i < 32; i++) {
-        const float q = (float)skd_clampi(skd_nearest((x[i] - lo) / best_a), 0, 15), e = best_a * q + lo - x[i];
-        best_err += w[i] * e * e;
-    }
-    for (int t = -6; t <= 6; t++) {
-        const float is = (15.f + 0.15f * (float)t) / (hi - lo);
-        float sw = 0, sl = 0, sll = 0, sx = 0, sxl = 0;
-        uint8_t L[32];
+    float best_a = (hi - lo) / 15.f, best_b = lo, best_err = INFINITY;
+    for (int t = -5; t <= 5; t++) {
+        const float is = (15.f + 0.2f * (float)t) / (hi - lo);
+        float p[3][4] = { { 0 } }; /* four partial sums each: short dependency chains */
         for (int i = 0; i < 32; i++) {
-            const int l = skd_clampi(skd_nearest((x[i] - lo) * is), 0, 15);
-            L[i] = (uint8_t)l;
-            sw += w[i], sl += w[i] * (float)l, sll += w[i] * (float)(l * l);
-            sx += w[i] * x[i], sxl += w[i] * x[i] * (float)l;
+            const float l = (float)skd_clampi(skd_nearest((x[i] - lo) * is), 0, 15);
+            p[0][i & 3] += w[i] * l, p[1][i & 3] += w[i] * l * l, p[2][i & 3] += w[i] * x[i] * l;
         }
+        const float sl = (p[0][0] + p[0][1]) + (p[0][2] + p[0][3]), sll = (p[1][0] + p[1][1]) + (p[1][2] + p[1][3]);
+        const float sxl = (p[2][0] + p[2][1]) + (p[2][2] + p[2][3]);
         const float D = sw * sll - sl * sl;
         if (!(D > 0.f)) continue;
         float a = (sw * sxl - sx * sl) / D, b = (sll * sx - sl * sxl) / D;
         if (b > 0.f) b = 0.f, a = sxl / sll;
         if (!(a > 0.f)) continue;
-        float err = 0.f;
-        for (int i = 0; i < 32; i++) {
-            const float e = a * (float)L[i] + b - x[i];
-            err += w[i] * e * e;
-        }
+        /* Σ w (a·l + b − x)² from the sums */
+        const float err = a * a * sll + 2.f * a * b * sl + b * b * sw - 2.f * a * sxl - 2.f * b * sx + sxx;
         if (err < best_err) best_err = err, best_a = a, best_b = b;
     }
     *a_out = best_a;
@@ -355,8 +354,8 @@ static inline void skd_quantize_block_q4_k(const float *x, skd_block_q4_k *b) {
         const float rms = sqrtf(ss / 32.f);
         for (int i = 0; i < 32; i++) w[i] = rms + fabsf(xs[i]); /* favour the larger values */
         skd_fit_q4k_sub(xs, w, &a[j], &m[j]);
-        amax = fmaxf(amax, a[j]);
-        mmax = fmaxf(mmax, m[j]);
+        amax = skd_maxf(amax, a[j]);
+        mmax = skd_maxf(mmax, m[j]);
     }
     b->d = skd_f32_to_half(amax / 63.f);
     b->dmin = skd_f32_to_half(mmax / 63.f);
@@ -388,21 +387,22 @@ static inline void skd_quantize_block_q4_k(const float *x, skd_block_q4_k *b) {
 }
 
 /* x[0..16) ≈ s·q, q in −32..31: the scale s minimising Σ x²·(x − s·q)², over a
- * sweep of candidates that map the value of largest magnitude near −32. */
+ * sweep of 9 candidates that map the value of largest magnitude near −32. */
 static inline float skd_fit_q6k_sub(const float *x) {
     float amax = 0.f, max = 0.f;
     for (int i = 0; i < 16; i++)
         if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
     if (amax == 0.f) return 0.f;
     float best = -1.f, best_s = max / -32.f;
-    for (int t = -8; t <= 8; t++) {
-        const float is = -(32.f + 0.1f * (float)t) / max;
-        float sxl = 0.f, sll = 0.f;
+    for (int t = -4; t <= 4; t++) {
+        const float is = -(32.f + 0.2f * (float)t) / max;
+        float p[2][4] = { { 0 } }; /* four partial sums each: short dependency chains */
         for (int i = 0; i < 16; i++) {
             const float l = (float)skd_clampi(skd_nearest(x[i] * is), -32, 31), w = x[i] * x[i];
-            sxl += w * x[i] * l;
-            sll += w * l * l;
+            p[0][i & 3] += w * x[i] * l;
+            p[1][i & 3] += w * l * l;
         }
+        const float sxl = (p[0][0] + p[0][1]) + (p[0][2] + p[0][3]), sll = (p[1][0] + p[1][1]) + (p[1][2] + p[1][3]);
         if (sll > 0.f && sxl * sxl / sll > best) best = sxl * sxl / sll, best_s = sxl / sll;
     }
     return best_s;
@@ -466,7 +466,7 @@ static inline int skd_quantize_rows(int dtype, const float *src, int64_t cols, v
             }
             if ((d & 0x7c00) == 0x7c00 || (d2 & 0x7c00) == 0x7c00) {
                 float amax = 0.f;
-                for (int64_t j = 0; j < block; j++) amax = fmaxf(amax, fabsf(xb[j]));
+                for (int64_t j = 0; j < block; j++) amax = skd_maxf(amax, fabsf(xb[j]));
                 return skd_fail(SKD_ERR_INVALID_ARG, "row %lld, columns %lld..%lld: |x| up to %g overflows %s's fp16 %s",
                                 (long long)r, (long long)(i * block), (long long)((i + 1) * block - 1), (double)amax,
                                 skd_dtype_name(dtype), dtype == SKD_DTYPE_F16 ? "range" : "scale");

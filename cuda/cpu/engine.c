@@ -232,24 +232,26 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     if (st) return st;
     int64_t r = 0, c = 0;
     skd_tensor_shape(&e->s, role, &r, &c);
+    /* matmul weights: 16-bit ones in panels; quantized ones in the layout the quantized kernel reads */
+    const int pk = !skd_dtype_is_quant(dtype) || skd_qkernel_packs(e->qkernel);
     layer_weights *w = layer >= 0 ? &e->layers[layer] : NULL;
     switch (role) {
     case SKD_T_EMBED_TOKENS: st = copy_mat(&e->embed_tokens, dtype, data, r, c, 0); break;
     case SKD_T_EMBED_POSITIONS: st = copy_mat(&e->embed_positions, dtype, data, r, c, 0); break;
-    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c, 1); break;
-    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c, 1); break;
-    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, 1); break;
+    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c, pk); break;
+    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c, pk); break;
+    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, pk); break;
     case SKD_T_FINAL_LN_W: st = copy_vec(&e->final_ln_w, dtype, data, r); break;
     case SKD_T_FINAL_LN_B: st = copy_vec(&e->final_ln_b, dtype, data, r); break;
     case SKD_T_ROPE_INV_FREQ: st = copy_vec(&e->rope_inv_freq, dtype, data, r); break;
-    case SKD_T_GATE_W: st = copy_mat(&w->gate, dtype, data, r, c, 1); break;
+    case SKD_T_GATE_W: st = copy_mat(&w->gate, dtype, data, r, c, pk); break;
     case SKD_T_GATE_B: st = copy_vec(&w->gate_b, dtype, data, r); break;
-    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, 1); break;
-    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, 1); break;
-    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, 1); break;
-    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c, 1); break;
-    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c, 1); break;
-    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c, 1); break;
+    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, pk); break;
+    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, pk); break;
+    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, pk); break;
+    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c, pk); break;
+    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c, pk); break;
+    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c, pk); break;
     case SKD_T_Q_B: st = copy_vec(&w->q_b, dtype, data, r); break;
     case SKD_T_K_B: st = copy_vec(&w->k_b, dtype, data, r); break;
     case SKD_T_V_B: st = copy_vec(&w->v_b, dtype, data, r); break;

@@ -21,7 +21,7 @@ int64_t skd_mat_bytes(const skd_mat *m) { return m->data ? m->rows * skd_row_byt
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     const int64_t k = m->cols;
     if (skd_dtype_is_quant(m->dtype)) {
-        skd_dequantize_row(m->dtype, (const char *)m->data + r * skd_row_bytes(m->dtype, k), dst, k);
+        skd_qmat_row_f32(m, r, dst);
     } else if (m->packed) {
         const int64_t base = (r / SKD_PANEL) * k * SKD_PANEL + r % SKD_PANEL;
         for (int64_t i = 0; i < k; i++) dst[i] = widen(m->data, m->dtype, base + i * SKD_PANEL);
@@ -37,10 +37,10 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
 }
 
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
-    if (skd_dtype_is_quant(dtype)) packed = 0;
+    if (skd_dtype_is_quant(dtype)) return skd_qmat_set(m, dtype, src, rows, cols, packed);
     const size_t es = skd_dtype_size(dtype);
     const int64_t padded = packed ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
-    const size_t bytes = packed ? (size_t)(padded * cols) * es : (size_t)(rows * skd_row_bytes(dtype, cols));
+    const size_t bytes = (size_t)(padded * cols) * es;
     void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
     if (!p) return -1;
     if (!packed) {

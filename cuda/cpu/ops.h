@@ -47,8 +47,13 @@ static inline float skd_bf16_to_f32(uint16_t b) {
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
 /* Copies row-major src [rows, cols] of `dtype` into m, packed when `packed`
- * (never for a quantized dtype). Returns 0, or -1 when out of memory. */
+ * (a quantized dtype: quant.h's packed layout, for Q8_0/Q4_0 only). Returns 0,
+ * or -1 when out of memory. */
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed);
+
+/* The quantized cases of skd_mat_set and skd_mat_row_f32 (quant.c). */
+int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed);
+void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
 /* Matmul kernels. The portable one is the reference; at run time the engine
  * picks AVX-512 where the CPU has AVX-512F, else AVX2 where it has AVX2 + FMA

@@ -32,26 +32,100 @@
 /* ---- activation quantization (every kernel uses these: bit-identical rows) ---- */
 
 /* q = rne(x · id) with id = 127 / max|x| over the block (0 for an all-zero
- * block); d = max|x| / 127. The SIMD kernels never requantize: all read these. */
+ * block); d = max|x| / 127. Rounding to nearest even by adding and taking
+ * away 1.5·2^23 (exact for |v| <= 127, and what vcvtps2dq does): the SIMD
+ * quantizers (skd_quantize_act_avx2) give the same bytes. */
 static void quantize_act_block(const float *x, int n, int8_t *q, float *d) {
     float amax = 0.f;
-    for (int j = 0; j < n; j++) amax = fmaxf(amax, fabsf(x[j]));
+    for (int j = 0; j < n; j++) {
+        const float a = fabsf(x[j]);
+        amax = a > amax ? a : amax;
+    }
     const float id = amax > 0.f ? 127.f / amax : 0.f;
-    for (int j = 0; j < n; j++) q[j] = (int8_t)skd_clampi((int)nearbyintf(x[j] * id), -127, 127);
+    for (int j = 0; j < n; j++) {
+        const float v = x[j] * id + 12582912.f; /* IEEE arithmetic: no compiler may fold the pair away */
+        q[j] = (int8_t)(int)(v - 12582912.f);
+    }
     *d = amax / 127.f;
 }
 
-void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d) {
+/* sums[g] = Σ qs[g·n .. g·n + n) */
+static void code_sums(const int8_t *qs, int64_t k, int n, int16_t *sums) {
+    for (int64_t g = 0; g < k / n; g++) {
+        int s = 0;
+        for (int j = 0; j < n; j++) s += qs[g * n + j];
+        sums[g] = (int16_t)s;
+    }
+}
+
+void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums) {
     for (int64_t b = 0; b < k / SKD_QK; b++) quantize_act_block(x + b * SKD_QK, SKD_QK, qs + b * SKD_QK, d + b);
+    code_sums(qs, k, SKD_QK, bsums);
 }
 
 void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums) {
     for (int64_t b = 0; b < k / SKD_QK_K; b++) quantize_act_block(x + b * SKD_QK_K, SKD_QK_K, qs + b * SKD_QK_K, d + b);
-    for (int64_t g = 0; g < k / 16; g++) {
-        int s = 0;
-        for (int j = 0; j < 16; j++) s += qs[g * 16 + j];
-        bsums[g] = (int16_t)s;
+    code_sums(qs, k, 16, bsums);
+}
+
+/* ---- the packed layout of Q8_0 / Q4_0 (quant.h) ---------------------------------------- */
+
+int skd_qkernel_packs(int qk) { return qk == SKD_QKERNEL_AVX2 || qk == SKD_QKERNEL_AVX2_VNNI; }
+
+/* Converts one row between ggml's blocks and the packed groups (pack = 1: ggml → packed). A full
+ * group (8 blocks) holds the 8 scales, then the blocks' code bytes transposed by 4-byte words:
+ * word i of vector v is word v of block i (Q8_0: 8 vectors of 32 bytes; Q4_0: 4). A short last
+ * group holds its t scales, then its blocks' code bytes in order. */
+static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
+    const int64_t nb = k / SKD_QK, bb = dtype == SKD_DTYPE_Q8_0 ? 34 : 18, qb = bb - 2, words = qb / 4;
+    for (int64_t g0 = 0; g0 < nb; g0 += 8) {
+        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8;
+        const uint8_t *gs = src + g0 * bb; /* the group in ggml's layout (pack) or packed (unpack) */
+        uint8_t *gd = dst + g0 * bb;
+        for (int j = 0; j < t; j++) { /* block j: its scale, then its code bytes (word v at packed word v·8 + j) */
+            const uint8_t *gp = pack ? gd : gs; /* the packed side */
+            uint8_t *blk = (uint8_t *)(pack ? gs : gd) + j * bb;
+            uint8_t *sp = (uint8_t *)gp + 2 * j;
+            if (pack) memcpy(sp, blk, 2);
+            else memcpy(blk, sp, 2);
+            for (int64_t v = 0; v < words; v++) {
+                uint8_t *pw = (uint8_t *)gp + 2 * t + (t == 8 ? (v * 8 + j) * 4 : j * qb + v * 4);
+                if (pack) memcpy(pw, blk + 2 + v * 4, 4);
+                else memcpy(blk + 2 + v * 4, pw, 4);
+            }
+        }
     }
+}
+
+void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 1); }
+void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 0); }
+
+int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
+    packed = packed && (dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0);
+    const int64_t rb = skd_row_bytes(dtype, cols);
+    void *p = aligned_alloc(64, ((size_t)(rows * rb) + 63) / 64 * 64);
+    if (!p) return -1;
+    if (packed)
+        for (int64_t r = 0; r < rows; r++) skd_quant_pack_row(dtype, (const char *)src + r * rb, (char *)p + r * rb, cols);
+    else
+        memcpy(p, src, (size_t)(rows * rb));
+    free(m->data);
+    *m = (skd_mat){ p, dtype, packed, rows, cols };
+    return 0;
+}
+
+void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst) {
+    const int64_t rb = skd_row_bytes(m->dtype, m->cols);
+    const char *row = (const char *)m->data + r * rb;
+    if (m->packed) { /* not on a hot path: embeddings are never packed */
+        void *tmp = malloc((size_t)rb);
+        if (!tmp) return;
+        skd_quant_unpack_row(m->dtype, row, tmp, m->cols);
+        skd_dequantize_row(m->dtype, tmp, dst, m->cols);
+        free(tmp);
+        return;
+    }
+    skd_dequantize_row(m->dtype, row, dst, m->cols);
 }
 
 /* ---- the reference row kernels ------------------------------------------------------ */
@@ -129,14 +203,19 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
     *o = relu && v < 0.f ? 0.f : v;
 }
 
+/* A packed matrix's rows are unpacked to ggml's blocks first (the reference reads only those). */
 #define PORTABLE_ROWS(T, CALL)                                                                                  \
     static void rows_##T(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out, long n,     \
                          const float *bias, int relu) {                                                         \
         const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                            \
+        void *tmp = w->packed ? malloc((size_t)rb) : NULL;                                                      \
+        if (w->packed && !tmp) return;                                                                          \
         for (long r = r0; r < r1; r++) {                                                                        \
             const void *wr = (const char *)w->data + r * rb;                                                    \
+            if (tmp) skd_quant_unpack_row(w->dtype, wr, tmp, k), wr = tmp;                                     \
             for (int i = 0; i < m; i++) put(out + (size_t)i * n + r, CALL, bias, r, relu);                     \
         }                                                                                                       \
+        free(tmp);                                                                                              \
     }
 
 PORTABLE_ROWS(q8_0, dot_q8_0(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK)))
@@ -254,17 +333,22 @@ int skd_qkernel_for(int kernel) {
     return SKD_QKERNEL_PORTABLE;
 }
 
-static skd_qrows_fn *rows_fn(int qk, int dtype) {
+/* The row kernel of qk for w; a matrix in the other layout than qk reads (packed or not) goes to
+ * the portable reference, which reads both. */
+static skd_qrows_fn *rows_fn(int qk, const skd_mat *w) {
 #if defined(__x86_64__) || defined(__i386__)
-    switch (qk) {
-    case SKD_QKERNEL_AVX2: return skd_qrows_avx2(dtype, 0);
-    case SKD_QKERNEL_AVX2_VNNI: return skd_qrows_avx2(dtype, 1);
-    case SKD_QKERNEL_AVX512: return skd_qrows_avx512(dtype, 0);
-    case SKD_QKERNEL_AVX512_VNNI: return skd_qrows_avx512(dtype, 1);
-    default: break;
+    const int kquant = w->dtype == SKD_DTYPE_Q4_K || w->dtype == SKD_DTYPE_Q6_K;
+    if (kquant || w->packed == skd_qkernel_packs(qk)) {
+        switch (qk) {
+        case SKD_QKERNEL_AVX2: return skd_qrows_avx2(w->dtype, 0);
+        case SKD_QKERNEL_AVX2_VNNI: return skd_qrows_avx2(w->dtype, 1);
+        case SKD_QKERNEL_AVX512: return skd_qrows_avx512(w->dtype, 0);
+        case SKD_QKERNEL_AVX512_VNNI: return skd_qrows_avx512(w->dtype, 1);
+        default: break;
+        }
     }
 #endif
-    return skd_qrows_portable(dtype);
+    return skd_qrows_portable(w->dtype);
 }
 
 /* ---- the matmul ------------------------------------------------------------------- */
@@ -291,11 +375,20 @@ typedef struct {
 /* Activation row i of a (block-32 or K form). */
 static void quantize_act_row(const qmm_args *a, int i) {
     const int64_t k = a->w->cols;
+#if defined(__x86_64__) || defined(__i386__)
+    if (a->qkernel != SKD_QKERNEL_PORTABLE && a->qkernel != SKD_QKERNEL_F32) { /* the same bytes, faster */
+        const int form = a->kform ? SKD_ACT_K : skd_qkernel_packs(a->qkernel) && a->w->packed ? SKD_ACT_32_WORDS : SKD_ACT_32;
+        skd_quantize_act_avx2(a->x + (size_t)i * k, k, form, a->act.qs + (size_t)i * k,
+                              a->act.d + (size_t)i * (a->kform ? k / SKD_QK_K : k / SKD_QK), a->act.bsums + (size_t)i * (k / 16));
+        return;
+    }
+#endif
     if (a->kform)
         skd_quantize_act256(a->x + (size_t)i * k, k, a->act.qs + (size_t)i * k, a->act.d + (size_t)i * (k / SKD_QK_K),
                             a->act.bsums + (size_t)i * (k / 16));
     else
-        skd_quantize_act32(a->x + (size_t)i * k, k, a->act.qs + (size_t)i * k, a->act.d + (size_t)i * (k / SKD_QK));
+        skd_quantize_act32(a->x + (size_t)i * k, k, a->act.qs + (size_t)i * k, a->act.d + (size_t)i * (k / SKD_QK),
+                           a->act.bsums + (size_t)i * (k / 16));
 }
 
 static void quantize_task(void *ctx, int ith, int nth) {
@@ -310,8 +403,11 @@ static void rows_f32act(const qmm_args *a, long r0, long r1) {
     const int64_t k = a->w->cols, rb = skd_row_bytes(a->w->dtype, k), n = a->w->rows;
     float *row = malloc(sizeof(float) * (size_t)k);
     if (!row) return; /* out of memory for one row: leaves out unchanged */
+    void *tmp = a->w->packed ? malloc((size_t)rb) : NULL;
     for (long r = r0; r < r1; r++) {
-        skd_dequantize_row(a->w->dtype, (const char *)a->w->data + r * rb, row, k);
+        const void *wr = (const char *)a->w->data + r * rb;
+        if (tmp) skd_quant_unpack_row(a->w->dtype, wr, tmp, k), wr = tmp;
+        skd_dequantize_row(a->w->dtype, wr, row, k);
         for (int i = 0; i < a->m; i++) {
             const float *x = a->x + (size_t)i * k;
             float s = 0.f;
@@ -320,6 +416,7 @@ static void rows_f32act(const qmm_args *a, long r0, long r1) {
             a->out[(size_t)i * n + r] = a->relu && s < 0.f ? 0.f : s;
         }
     }
+    free(tmp);
     free(row);
 }
 
@@ -339,13 +436,12 @@ static void rows_task(void *ctx, int ith, int nth) {
         rows_f32act(a, r0, r1);
         return;
     }
-    skd_qrows_fn *fn = rows_fn(a->qkernel, w->dtype);
+    skd_qrows_fn *fn = rows_fn(a->qkernel, w);
     const int64_t k = w->cols, nd = a->kform ? k / SKD_QK_K : k / SKD_QK;
     const int tile = act_tile(k);
     for (int t0 = 0; t0 < a->m; t0 += tile) {
         const int mt = a->m - t0 < tile ? a->m - t0 : tile;
-        const skd_qact at = { a->act.qs + (size_t)t0 * k, a->act.d + (size_t)t0 * nd,
-                              a->kform ? a->act.bsums + (size_t)t0 * (k / 16) : NULL };
+        const skd_qact at = { a->act.qs + (size_t)t0 * k, a->act.d + (size_t)t0 * nd, a->act.bsums + (size_t)t0 * (k / 16) };
         fn(w, r0, r1, &at, mt, a->out + (size_t)t0 * w->rows, (long)w->rows, a->bias, a->relu);
     }
 }

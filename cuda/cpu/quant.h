@@ -61,7 +61,8 @@ int skd_qkernel_for(int kernel);
 /* Quantized activations of m rows of length k (k a multiple of the weight's block):
  *   qs     [m, k] int8
  *   d      [m, k / 32] scales (block-32 form) or [m, k / 256] (K form)
- *   bsums  [m, k / 16] sums of 16 consecutive qs (K form only) */
+ *   bsums  [m, k / 16] (row stride k / 16 in both forms): the sum of the codes of
+ *          each 16 (K form) or each 32 (block-32 form; Q4_0's −8 offset) */
 typedef struct {
     int8_t *qs;
     float *d;
@@ -71,10 +72,32 @@ typedef struct {
 /* Bytes of scratch skd_qmatmul needs for m rows of length k. */
 size_t skd_qact_bytes(int m, int64_t k);
 
-/* x row → block-32 activations: per 32 values d = max|x| / 127, q = rne(x · (127 / max|x|)). */
-void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d);
-/* x row → K activations: the same per 256 values, plus bsums. */
+/* x row → block-32 activations: per 32 values d = max|x| / 127, q = rne(x · (127 / max|x|)), bsums. */
+void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums);
+/* x row → K activations: the same per 256 values, bsums per 16. */
 void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums);
+/* Both of the above with AVX2, byte for byte the same (SKD_ACT_32, SKD_ACT_K); and
+ * SKD_ACT_32_WORDS: the block-32 form with the codes of each full group of 8 blocks
+ * transposed by 4-byte words as the packed weights are (word i of vector v = word v of
+ * block i), so that a kernel's int32 lane i sums block i. */
+enum { SKD_ACT_32 = 0, SKD_ACT_K = 1, SKD_ACT_32_WORDS = 2 };
+void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums);
+
+/* The AVX2 kernels' layout of Q8_0 and Q4_0 matmul weights ("packed", chosen
+ * at set_tensor when skd_qkernel_packs): per row, groups of 8 blocks, each
+ * group its 8 fp16 scales (16 bytes) followed by the blocks' code bytes
+ * transposed by 4-byte words: word i of vector v is word v of block i (Q8_0:
+ * 8 vectors of 32 bytes; Q4_0: 4, whose low nibbles are codes 4v..4v+3 and
+ * high nibbles codes 16+4v.. of each block). With activations transposed the
+ * same way (SKD_ACT_32_WORDS), int32 lane i of every integer dot product sums
+ * block i: no horizontal reduction. A row's last group, when shorter than 8
+ * blocks, holds its scales then its blocks' bytes in ggml's order. Exactly the
+ * bytes of ggml's row, rearranged: 8 scales convert in one instruction.
+ * K-quants stay in ggml's layout. */
+int skd_qkernel_packs(int qkernel);
+/* One row of k values: ggml's blocks → packed, and back. */
+void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k);
+void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k);
 
 /* out[i, r] (row stride n) = W row r · activation row i for r in [r0, r1), i in [0, m),
  * plus bias[r] and ReLU when asked: one per weight type and kernel. */
@@ -84,7 +107,8 @@ skd_qrows_fn *skd_qrows_portable(int dtype);
 skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni);
 skd_qrows_fn *skd_qrows_avx512(int dtype, int vnni);
 
-/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) for a quantized W, threads from
+/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) for a quantized W (packed for a
+ * kernel that packs, ggml's layout for the others), threads from
  * the pool; `scratch` holds skd_qact_bytes(m, k) bytes (64-byte aligned). */
 void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,
                  const float *bias, int relu);

@@ -25,7 +25,7 @@
 #include "quant.h"
 #include "quant_ref.h"
 
-#define MAXR 4
+#define MAXR 1 /* activation rows per call of a micro-kernel: one (see rows_*) */
 
 /* Q6_K: int16 lane j of vpmaddubsw's result covers codes 2j, 2j+1 of a 64-code vector, so it takes
  * scale 8h + 4·B + j / 8 (h: half of the block, B: the second vector of the half); row 2h + B. */
@@ -90,16 +90,17 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         const float *xd[MAXR];                                                                                 \
         for (int r = 0; r < R; r++) xq[r] = a->qs + (size_t)(i0 + r) * k, xd[r] = a->d + (size_t)(i0 + r) * (k / 32); \
         long b = 0;                                                                                            \
-        for (; b + 2 <= nb; b += 2) {                                                                          \
+        for (; b + 2 <= nb; b += 2) { /* blocks b, b+1 in one zmm; pairs alternate between two accumulators */ \
             const char *b0 = wr + b * bb, *b1 = b0 + bb;                                                       \
             _mm_prefetch(b0 + 8 * bb, _MM_HINT_T0);                                                            \
             const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(w32_##SUF(b0, which)), w32_##SUF(b1, which), 1); \
             const float d0 = half_##SUF(b0), d1 = half_##SUF(b1);                                              \
-            const int u = (int)((b >> 1) & 1);                                                                 \
             for (int r = 0; r < R; r++) {                                                                      \
                 const __m512i x = _mm512_loadu_si512((const void *)(xq[r] + b * 32));                          \
                 const __m512 p = _mm512_cvtepi32_ps(dot_s8s8_##SUF(w, x));                                     \
-                acc[r][u] = _mm512_fmadd_ps(p, pair_##SUF(d0 * xd[r][b], d1 * xd[r][b + 1]), acc[r][u]);        \
+                const __m512 sc = pair_##SUF(d0 * xd[r][b], d1 * xd[r][b + 1]);                                \
+                if (b & 2) acc[r][1] = _mm512_fmadd_ps(p, sc, acc[r][1]);                                      \
+                else acc[r][0] = _mm512_fmadd_ps(p, sc, acc[r][0]);                                            \
             }                                                                                                  \
         }                                                                                                      \
         if (b < nb) {                                                                                          \
@@ -219,6 +220,8 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         for (int r = 0; r < R; r++) res[r] = hsum_##SUF(acc[r]);                                               \
     }                                                                                                          \
                                                                                                                \
+    /* One weight row · one activation row per output, so each output is computed alone (batch-     \
+     * invariant) and the kernel's registers serve one row. */                                                \
     TGT static void rows_##SUF(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out, long n, \
                                const float *bias, int relu) {                                                 \
         const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
@@ -226,16 +229,12 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         float res[MAXR];                                                                                       \
         for (long row = r0; row < r1; row++) {                                                                 \
             const char *wr = (const char *)w->data + row * rb;                                                 \
-            for (int i = 0; i < m; i += MAXR) {                                                                \
-                const int R = m - i < MAXR ? m - i : MAXR;                                                     \
-                for (int rr = 1; rr <= MAXR; rr++) {                                                           \
-                    if (rr != R) continue;                                                                     \
-                    if (dt == SKD_DTYPE_Q8_0) micro32_##SUF(wr, 34, k / 32, 0, a, i, rr, k, res);              \
-                    else if (dt == SKD_DTYPE_Q4_0) micro32_##SUF(wr, 18, k / 32, 1, a, i, rr, k, res);         \
-                    else if (dt == SKD_DTYPE_Q4_K) micro_q4k_##SUF((const skd_block_q4_k *)wr, k / 256, a, i, rr, k, res); \
-                    else micro_q6k_##SUF((const skd_block_q6_k *)wr, k / 256, a, i, rr, k, res);               \
-                }                                                                                              \
-                for (int r = 0; r < R; r++) put(out + (size_t)(i + r) * n + row, res[r], bias, row, relu);     \
+            for (int i = 0; i < m; i++) {                                                                      \
+                if (dt == SKD_DTYPE_Q8_0) micro32_##SUF(wr, 34, k / 32, 0, a, i, 1, k, res);                   \
+                else if (dt == SKD_DTYPE_Q4_0) micro32_##SUF(wr, 18, k / 32, 1, a, i, 1, k, res);              \
+                else if (dt == SKD_DTYPE_Q4_K) micro_q4k_##SUF((const skd_block_q4_k *)wr, k / 256, a, i, 1, k, res); \
+                else micro_q6k_##SUF((const skd_block_q6_k *)wr, k / 256, a, i, 1, k, res);                    \
+                put(out + (size_t)i * n + row, res[0], bias, row, relu);                                       \
             }                                                                                                  \
         }                                                                                                      \
     }

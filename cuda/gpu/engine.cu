@@ -6,7 +6,11 @@
  * Compute dtype: cfg[SKD_CFG_COMPUTE_DTYPE] = SKD_DTYPE_F16 or SKD_DTYPE_BF16;
  * 0 picks F16 (OPT checkpoints are fp16; weights of any dtype are converted at
  * upload, rounding to nearest even). The choice is made at create because
- * every buffer is allocated there.
+ * every buffer is allocated there. Quantized tensors (Q8_0, Q4_0, Q4_K, Q6_K)
+ * are dequantized to fp32 in host code by the shared reference (quant_ref.h,
+ * which the CPU tests check against an independent decoder) and then uploaded
+ * as fp32 tensors are: there are no quantized CUDA kernels yet, so the device
+ * holds and reads 2 bytes per weight whatever the file (the load summary says so).
  *
  * Device memory (all allocated at create, so a step never allocates):
  *   weights   one arena, compute dtype; q/k/v fused into qkv_w [3d, d] per layer
