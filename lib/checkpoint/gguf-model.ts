@@ -352,7 +352,15 @@ export interface GgufModel {
  * m.tokenizer()?.tokenizer.encode("Hello");
  */
 export function openGgufModel(path: string, opts: GgufOpenOptions = {}): GgufModel {
-  using f = GgufFile.open(path, opts);
+  let file: GgufFile;
+  try {
+    file = GgufFile.open(path, opts);
+  } catch (e) {
+    const msg = (e as Error).message;
+    // a file of another kind (a safetensors file, a config.json): say what a model path may be
+    throw msg.includes("not a GGUF file") ? new Error(`${msg}; a model is a Hugging Face model folder or a GGUF file`) : e;
+  }
+  using f = file;
   const spec = ggufSpec(f);
   return { spec, tokenizer: () => tokenizerFromGguf(f) }; // metadata stays readable after close
 }

@@ -445,20 +445,6 @@ export class GgufFile {
     }
   }
 
-  /** True when the first four bytes of `path` are "GGUF" (false when unreadable). */
-  static sniff(path: string): boolean {
-    let fd: number | null = null;
-    try {
-      fd = openSync(path, "r");
-      const b = new Uint8Array(4);
-      return readSync(fd, b, 0, 4, 0) === 4 && new TextDecoder().decode(b) === "GGUF";
-    } catch {
-      return false;
-    } finally {
-      if (fd !== null) closeSync(fd);
-    }
-  }
-
   #fail(msg: string): never {
     throw new Error(`gguf: ${this.path}: ${msg}`);
   }
