@@ -159,8 +159,8 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
   const native = chooseBackend(options.backend);
   const quant = isQuantization(options.dtype) ? options.dtype : null;
   const want = options.dtype === "auto" || quant ? null : FLOAT_CODES[options.dtype as keyof typeof FLOAT_CODES];
-  const stored: LoadSummary = summary ?? { dtype: options.dtype, tensors: [], byType: {}, fallbacks: [], note: null };
-  Object.assign(stored, { dtype: options.dtype, tensors: [], byType: {}, fallbacks: [], note: null });
+  const empty: LoadSummary = { dtype: options.dtype, tensors: [], byType: {}, fallbacks: [], note: null };
+  const stored: LoadSummary = summary ? Object.assign(summary, empty) : empty;
   const reuse = new Map<Uint8Array, { type: DTypeCode; bytes: Uint8Array }>();
   const cfg = modelConfig(spec); // the model's slots, family descriptor included
   cfg[Cfg.MAX_SLOTS] = options.maxBatch;
