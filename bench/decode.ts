@@ -30,7 +30,7 @@ import { SkipDecoder } from "../lib/index.ts";
 import { NativeBackend } from "../lib/native.ts";
 import { Rng } from "../lib/tiny.ts";
 import type { WeightDType } from "../lib/weights.ts";
-import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, storedBytes, table, writeJson } from "./common.ts";
+import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, storedBytes, table, weightBytes, writeJson } from "./common.ts";
 
 const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m,opt-1.3b,llama-110m,llama-400m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
                               [--prompt 32] [--new-tokens 64] [--reps 5] [--dtype bfloat16|float16|float32]
@@ -121,8 +121,9 @@ for (const name of f.models.split(",")) for (const type of types) {
   const measureBw = () => readBandwidth(native, threads);
   const bwBefore = measureBw();
   const s = dec.spec;
-  // bytes as stored: each format's blocks, the quantization plan's per-tensor types
-  const { layer: layerBytes, step: stepBytes } = storedBytes(dec.loadSummary, s.numLayers);
+  // bytes as stored: each format's blocks, the quantization plan's per-tensor types (the CUDA
+  // engine holds every weight in 16 bits, quantized files included: it dequantizes on load)
+  const { layer: layerBytes, step: stepBytes } = dec.backend === "cuda" ? weightBytes(s, 2) : storedBytes(dec.loadSummary, s.numLayers);
   const stored = Object.entries(dec.loadSummary.byType).map(([t, v]) => `${t} ${(v.bytes / 2 ** 20).toFixed(0)} MiB`).join(", ");
   console.log(
     `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}: ${stored}; ` +

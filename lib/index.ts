@@ -7,6 +7,7 @@
  * const logits = await dec.forward([2, 10, 11]);
  */
 export { SkipDecoder, LOAD_DEFAULTS, type LoadOptions, type ForwardOptions, type WeightDType } from "./decoder.ts";
+export { describeLoad, type LoadSummary, type StoredTensor } from "./weights.ts";
 export type { ModelSpec } from "./checkpoint/config.ts";
 export { SkipTokenizer, StreamDecoder } from "./checkpoint/tokenizer.ts";
 export { SkipPolicy, type DecaySettings, type PowerSettings, type SpeedupSettings } from "./policy.ts";

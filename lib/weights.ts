@@ -12,7 +12,7 @@ import { planTensor, type Quantization, STORAGE_DTYPE } from "./checkpoint/quant
 import { fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
 import { openTensorSource } from "./checkpoint/source.ts";
 import type { WeightTensor } from "./checkpoint/weight.ts";
-import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, DTYPE_NAMES, isQuantized, type NativeBackend, type NativeEngine } from "./native.ts";
+import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, DTYPE_NAMES, isQuantized, NativeBackend, type NativeEngine } from "./native.ts";
 
 /**
  * Weight dtype the engine keeps: "auto" = the checkpoint's own; "q8_0",
@@ -109,7 +109,9 @@ function isQuantization(d: WeightDType): d is Quantization & WeightDType {
 /**
  * Quantizes a float tensor as the plan says, or returns null when the plan
  * leaves it unquantized. `reuse` holds the last quantized tensor, so a tied
- * LM head is not quantized twice.
+ * LM head is not quantized twice. The CPU library quantizes whatever the
+ * engine (its skd_quantize splits a tensor across the cores; the bytes are the
+ * same on every backend).
  */
 function quantizeTensor(
   native: NativeBackend,
@@ -160,9 +162,10 @@ export function maxStepRows(o: EngineOptions): number {
 export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions, summary?: LoadSummary): NativeEngine {
   const native = chooseBackend(options.backend);
   const quant = isQuantization(options.dtype) ? options.dtype : null;
+  const quantizer = quant ? NativeBackend.get("cpu") : null;
   const want = options.dtype === "auto" || quant ? null : FLOAT_CODES[options.dtype as keyof typeof FLOAT_CODES];
-  const stored: LoadSummary = summary ?? { dtype: options.dtype, tensors: [], byType: {}, fallbacks: [], note: null };
-  Object.assign(stored, { dtype: options.dtype, tensors: [], byType: {}, fallbacks: [], note: null });
+  const empty: LoadSummary = { dtype: options.dtype, tensors: [], byType: {}, fallbacks: [], note: null };
+  const stored: LoadSummary = summary ? Object.assign(summary, empty) : empty;
   const reuse = new Map<Uint8Array, { type: DTypeCode; bytes: Uint8Array }>();
   const cfg = modelConfig(spec); // the model's slots, family descriptor included
   cfg[Cfg.MAX_SLOTS] = options.maxBatch;
@@ -188,7 +191,7 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
           );
         }
       }
-      const q = quant && !t.exact ? quantizeTensor(native, quant, t, { numLayers: spec.numLayers, tied, dir }, reuse) : null;
+      const q = quant && !t.exact ? quantizeTensor(quantizer!, quant, t, { numLayers: spec.numLayers, tied, dir }, reuse) : null;
       let fallback: string | null = null;
       if (q) ({ dtype, data, fallback } = q);
       let target: DTypeCode | null = t.exact || isQuantized(dtype) ? null : want;

@@ -59,18 +59,18 @@ describe("CPU kernels", () => {
       expect(code).toBe(0);
       expect(out).toMatch(/ 0 fail/);
       expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBeGreaterThan(20);
-    });
+    }, 600_000); // two child suites: past 120 s on the loaded 2-core machine
 
     test(`${kernel}: the quantized models' engine tests pass`, () => {
       const { code, out } = suite({ SKIPDECODE_CPU_KERNEL: kernel }, ["test/quant.test.ts"], QUANT_ENGINE_TESTS);
       expect(code).toBe(0);
       expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBeGreaterThan(10);
-    });
+    }, 600_000); // a child test run
   }
 
   test.skipIf(!optInQuant)("SKIPDECODE_CPU_QUANT_AVX512=1: the opt-in quantized kernels (AVX-512, VNNI) pass the quantized models' engine tests", () => {
     const { code, out } = suite({ SKIPDECODE_CPU_QUANT_AVX512: "1" }, ["test/quant.test.ts"], QUANT_ENGINE_TESTS);
     expect(code).toBe(0);
     expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBeGreaterThan(10);
-  });
+  }, 600_000);
 });

@@ -443,7 +443,7 @@ describe("every quantized kernel of this CPU", () => {
     } finally {
       Bun.spawnSync(["rm", "-f", exe]);
     }
-  });
+  }, 600_000); // a compile of the CPU sources and a run: minutes on a loaded 2-core machine
 
   test.skipIf(F32ACT)("with activations kept in fp32 (SKIPDECODE_CPU_QUANT_ACT=f32) the logits match the reference to 1e-4", () => {
     const p = Bun.spawnSync(["bun", "test", "--timeout", "120000", "test/quant.test.ts", "-t", "float64 reference"], {
@@ -457,5 +457,5 @@ describe("every quantized kernel of this CPU", () => {
     expect(p.exitCode).toBe(0);
     expect(out).toMatch(/ 0 fail/);
     expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBe(MODELS.length * 3);
-  });
+  }, 600_000); // a child test run
 });

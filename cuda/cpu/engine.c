@@ -4,7 +4,8 @@
  *
  * Memory layout
  *   weights      as loaded (F32/F16/BF16 packed in panels, ops.h; Q8_0/Q4_0/Q4_K/Q6_K
- *                as ggml's row-major blocks, quant.h); norm params and biases fp32
+ *                as ggml's row-major blocks, Q8_0/Q4_0 regrouped for the AVX2 kernels,
+ *                quant.h); norm params and biases fp32
  *   k, v cache   fp32 [slot][layer][pos][kd]   (kd = KV heads × head_dim)
  *   x            fp32 [max_rows, d]: each row's hidden state through the layers
  *
