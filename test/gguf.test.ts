@@ -452,6 +452,28 @@ describe("a converted file loads to the folder's logits", () => {
     expect(diff).toBeLessThan(1e-4 * scale); // the divisors are f32 in the file, the folder's blend is computed in f64
   });
 
+  test("a fused attn_qkv tensor loads as its three row blocks", async () => {
+    const { dir: folder, gguf } = await converted({ ...LLAMA, seed: 58 });
+    const fusedFile = edited(gguf, {
+      tensors: (ts) => {
+        for (let l = 0; l < 2; l++) {
+          const parts = ["attn_q", "attn_k", "attn_v"].map((n) => ts.findIndex((t) => t.name === `blk.${l}.${n}.weight`));
+          const [q, k, v] = parts.map((i) => ts[i]!);
+          const data = new Uint8Array(q!.data.length + k!.data.length + v!.data.length);
+          data.set(q!.data, 0);
+          data.set(k!.data, q!.data.length);
+          data.set(v!.data, q!.data.length + k!.data.length);
+          const fused = { name: `blk.${l}.attn_qkv.weight`, shape: [q!.shape[0]! + k!.shape[0]! + v!.shape[0]!, q!.shape[1]!], type: q!.type, data };
+          for (const i of parts.sort((x, y) => y - x)) ts.splice(i, 1);
+          ts.push(fused);
+        }
+      },
+    });
+    using a = await SkipDecoder.load(folder, { backend: "cpu", dtype: "float32" });
+    using b = await SkipDecoder.load(fusedFile, { backend: "cpu", dtype: "float32" });
+    expect(await b.forward(ids)).toEqual(await a.forward(ids));
+  });
+
   test("the q/k rows in the file are llama.cpp's interleaved pairs; qwen2's are not permuted", async () => {
     for (const family of ["llama", "qwen2"] as const) {
       const { dir: folder, gguf } = await converted({ ...LLAMA, family, seed: 55 });
