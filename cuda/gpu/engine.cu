@@ -470,20 +470,5 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     return SKD_OK;
 }
 
-SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
-    if (!e || !out) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
-    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "engine is not finalized");
-    *out = e->weight_bytes;
-    return SKD_OK;
-}
-
-SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_reset(&e->s, e->slots, slot);
-}
-
-SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len,
-                                 int32_t *out_kv_len) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
-}
+/* weight_bytes, reset_slot, slot_info: the same in both engines */
+#include "engine_calls.h"
