@@ -23,7 +23,7 @@
  *   SKIPDECODE_CUDA_ATTN=simple|split|tiled
  *                                     split: split-K decode attention; tiled: that, and
  *                                     steps of >= 65 rows (prefill) on the flash-style tiled kernel
- *   SKIPDECODE_CUDA_GRAPHS=0|1        1: replay repeated steps from CUDA graphs (step.cu)
+ *   SKIPDECODE_CUDA_GRAPHS=0|1        1: replay repeated steps from CUDA graphs (graphs.cu)
  * and dev knobs with which cuda/dev/parity.c reaches every path on small models:
  *   SKIPDECODE_CUDA_GRAPHS=always     capture a step's shape the first time, not the second
  *   SKIPDECODE_CUDA_TILE_FROM=n       m >= n takes the tiled GEMM (default 33)
@@ -219,12 +219,7 @@ static int configure_variants(skd_engine *e) {
         }
     }
 
-    e->use_graphs = graphs;
-    e->key_cap = 4 + s->n_layers;
-    e->key = (int32_t *)calloc((size_t)e->key_cap, sizeof(int32_t));
-    e->seen = (int32_t *)calloc((size_t)SKD_GRAPH_SEEN * e->key_cap, sizeof(int32_t));
-    if (!e->key || !e->seen) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
-    for (int i = 0; i < SKD_GRAPH_SEEN; i++) e->seen[(size_t)i * e->key_cap] = -1; /* no key has n = -1 */
+    if ((st = skd_graph_cache_init(&e->graphs, graphs, 4 + s->n_layers))) return st; /* key: step.cu */
     SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
     return SKD_OK;
 }
@@ -306,11 +301,7 @@ SKD_API void skd_engine_free(skd_engine *e) {
         (void)cudaStreamSynchronize(e->stream);
         (void)cudaStreamDestroy(e->stream);
     }
-    for (int i = 0; i < SKD_GRAPH_CACHE; i++)
-        if (e->graphs[i].key) {
-            (void)cudaGraphExecDestroy(e->graphs[i].exec);
-            free(e->graphs[i].key);
-        }
+    skd_graph_cache_free(&e->graphs);
     void *dev[] = { e->warena, e->k_cache, e->v_cache, e->sarena, e->stage, e->gemm.part, e->gemm.count, e->attn.part,
                     e->attn.count };
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
@@ -323,8 +314,6 @@ SKD_API void skd_engine_free(skd_engine *e) {
     free(e->kv_len);
     free(e->plan_scratch);
     free(e->layer_m);
-    free(e->key);
-    free(e->seen);
     free(e);
 }
 
