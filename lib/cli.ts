@@ -18,6 +18,7 @@ import { readFileSync } from "node:fs";
 import { SkipDecoder } from "./decoder.ts";
 import { evaluateQuality } from "./eval.ts";
 import type { GenerateOptions } from "./generate.ts";
+import { ABI_VERSION } from "./native.ts";
 import { SkipPolicy } from "./policy.ts";
 import { writeTinyModel } from "./tiny.ts";
 
@@ -47,9 +48,12 @@ const USAGE = `usage:
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
       seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
       stdout (method, path, status, prompt+completion tokens, ms) unless --quiet
-  skipdecode build [--cpu-only]
+  skipdecode build [--cpu-only | --cuda]
       build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
-      installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build
+      installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build;
+      --cuda builds just the CUDA library (the install leaves it out where no GPU driver is loaded)
+  skipdecode --version
+      print the package version and the native ABI version
   skipdecode help
       this text`;
 
@@ -101,6 +105,7 @@ type Flags = Record<string, string | undefined> & {
   "ignore-eos"?: boolean;
   quiet?: boolean;
   "cpu-only"?: boolean;
+  cuda?: boolean;
   stop?: string[];
 };
 
@@ -513,9 +518,11 @@ async function serveCmd(args: string[]): Promise<void> {
 }
 
 async function buildCmd(args: string[]): Promise<void> {
-  const { values } = parse(args, { "cpu-only": { type: "boolean" } }, 0);
+  const { values } = parse(args, { "cpu-only": { type: "boolean" }, cuda: { type: "boolean" } }, 0);
+  if (values["cpu-only"] && values.cuda) throw new UsageError("--cpu-only and --cuda exclude each other");
   const script = new URL("../scripts/build.ts", import.meta.url).pathname;
-  const p = Bun.spawnSync([process.execPath, script, ...(values["cpu-only"] ? ["--cpu-only"] : [])], { stdout: "inherit", stderr: "inherit" });
+  const flag = values["cpu-only"] ? ["--cpu-only"] : values.cuda ? ["--cuda-only"] : [];
+  const p = Bun.spawnSync([process.execPath, script, ...flag], { stdout: "inherit", stderr: "inherit" });
   if (p.exitCode !== 0) throw new Error(`the build failed (exit ${p.exitCode}); the compiler's output is above`);
 }
 
@@ -528,6 +535,12 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   serve: serveCmd,
 };
 
+/** `skipdecode --version`: the package's version (package.json) and the C ABI version the bindings expect. */
+function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return `skipdecode ${pkg.version} (native ABI ${ABI_VERSION})`;
+}
+
 /** One command's part of USAGE (its usage lines and description), or null. */
 function commandUsage(cmd: string): string | null {
   const blocks = USAGE.split(/\n(?=  skipdecode )/);
@@ -537,6 +550,10 @@ function commandUsage(cmd: string): string | null {
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === "--version" || cmd === "-v" || cmd === "version") {
+    console.log(versionLine());
+    return 0;
+  }
   if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
     const topic = cmd === "help" && rest[0] ? commandUsage(rest[0]) : null;
     (cmd === undefined ? console.error : console.log)(topic ?? USAGE);

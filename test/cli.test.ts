@@ -159,6 +159,18 @@ describe("skipdecode CLI", () => {
     }
   });
 
+  test("--version prints the package's version and the native ABI's", () => {
+    const pkg = JSON.parse(readFileSync(resolve(import.meta.dir, "../package.json"), "utf8")) as { version: string };
+    for (const flag of ["--version", "-v", "version"]) {
+      const r = run(flag);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^skipdecode ${pkg.version.replace(/\./g, "\\.")} \\(native ABI \\d+\\)\n$`));
+    }
+    const both = run("build", "--cpu-only", "--cuda");
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/--cpu-only and --cuda exclude each other/);
+  });
+
   test("negative numbers reach the range checks; out-of-vocabulary ids are usage errors", () => {
     const dir = tempDir();
     expect(run("tiny-model", dir, "--layers", "2").code).toBe(0);
