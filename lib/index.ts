@@ -2,9 +2,9 @@
  * skipdecode — fast decoder-only LM inference with SkipDecode layer skipping.
  *
  * @example
- * import { SkipDecoder } from "skipdecode";
- * const dec = await SkipDecoder.load("models/tiny");
- * const logits = await dec.forward([2, 10, 11]);
+ * import { EMBEDDED_MODEL, SkipDecoder } from "skipdecode";
+ * using dec = await SkipDecoder.load(EMBEDDED_MODEL);
+ * const r = await dec.generate("The committee met on Tuesday", { maxNewTokens: 16, speedup: 2 });
  */
 export { SkipDecoder, LOAD_DEFAULTS, type LoadOptions, type ForwardOptions, type WeightDType } from "./decoder.ts";
 export type { ModelSpec } from "./checkpoint/config.ts";
@@ -15,3 +15,4 @@ export type { ChatMessage, ChatTemplateOptions } from "./chat.ts";
 export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent, TokenLogprob } from "./scheduler.ts";
 export { readModelSpec } from "./checkpoint/config.ts";
 export { NativeError, type BackendName } from "./native.ts";
+export { EMBEDDED_MODEL } from "./embedded.ts";
