@@ -173,6 +173,13 @@ export class SkipDecoder {
     const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
     // the engine thread builds the engine: reading and converting weights never blocks this thread
     const engine = await EngineClient.start(dir, spec, options);
+    const family = familyOf(spec.arch, dir);
+    if (engine.backend === "cuda" && !family.cudaVerified) {
+      console.warn(
+        `skipdecode: the ${family.name} block on the CUDA backend has never run on a GPU (docs/cuda.md); ` +
+          `check its output against backend: "cpu" before relying on it`,
+      );
+    }
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 

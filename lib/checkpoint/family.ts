@@ -19,6 +19,8 @@ export type { WeightTensor } from "./weight.ts";
 
 /** What a family module provides. */
 export interface Family {
+  /** The family's name in messages ("OPT", "LLaMA family"). */
+  name: string;
   /** `model_type` values it reads. */
   modelTypes: readonly string[];
   /** config.json (and generation_config.json, when present) → spec; throws naming the field. */
@@ -27,6 +29,11 @@ export interface Family {
   weights(spec: ModelSpec, ckpt: CheckpointTensors): Generator<WeightTensor>;
   /** The tokenizer's BOS rule (tokenizer.ts): OPT "always" prepends one; "config" follows tokenizer_config.json. */
   bos: "always" | "config";
+  /**
+   * Whether this family's block has passed the CUDA parity checks on a GPU
+   * (docs/cuda.md). When false, a load on the CUDA backend says so on stderr.
+   */
+  cudaVerified: boolean;
 }
 
 const FAMILIES: readonly Family[] = [optFamily, llamaFamily];

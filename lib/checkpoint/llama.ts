@@ -207,4 +207,5 @@ export function* llamaWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generat
   }
 }
 
-export const llamaFamily: Family = { modelTypes: MODEL_TYPES, spec: llamaSpec, weights: llamaWeights, bos: "config" };
+// CUDA: the block (RMSNorm, rotary, SwiGLU, GQA) compiles but has never run on a GPU (docs/cuda.md)
+export const llamaFamily: Family = { name: "LLaMA family", modelTypes: MODEL_TYPES, spec: llamaSpec, weights: llamaWeights, bos: "config", cudaVerified: false };

@@ -135,4 +135,5 @@ export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator
   }
 }
 
-export const optFamily: Family = { modelTypes: ["opt"], spec: optSpec, weights: optWeights, bos: "always" };
+// CUDA: parity with the CPU engine passed on an H200 (bench/RESULTS.md, 2026-11-29)
+export const optFamily: Family = { name: "OPT", modelTypes: ["opt"], spec: optSpec, weights: optWeights, bos: "always", cudaVerified: true };
