@@ -18,15 +18,24 @@
  *
  * SKIPDECODE_DEMO_MODEL=DIR runs it on another OPT folder instead (held-out
  * perplexity is shown when DIR has a heldout.txt, as the trainer's exports
- * do).
+ * do). SKIPDECODE_DEMO_ROUNDS=N and SKIPDECODE_DEMO_WINDOWS=N shorten it
+ * (test/docs.test.ts runs it so on a busy machine).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { EMBEDDED_MODEL, SkipDecoder } from "../lib/index.ts";
 import { evaluateQuality } from "../lib/eval.ts";
 
-const ROUNDS = 7;
+const ROUNDS = envInt("SKIPDECODE_DEMO_ROUNDS", 7);
+const HELDOUT_WINDOWS = envInt("SKIPDECODE_DEMO_WINDOWS", 48);
 const SPREAD_WARN = 0.25;
+
+function envInt(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === "") return dflt;
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new Error(`${name} must be a positive integer, got "${v}"`);
+  return Number(v);
+}
 
 const dir = process.env.SKIPDECODE_DEMO_MODEL ?? EMBEDDED_MODEL;
 if (!existsSync(join(dir, "config.json"))) {
@@ -56,7 +65,7 @@ const settings = [["full", 1], ["2x", 2], ["3x", 3]] as const;
 const heldoutPath = join(dir, "heldout.txt");
 const perplexity = new Map<number, number>();
 if (existsSync(heldoutPath)) {
-  const maxWindows = 48;
+  const maxWindows = HELDOUT_WINDOWS;
   const rows = await evaluateQuality(dec, readFileSync(heldoutPath, "utf8"), {
     speedups: settings.map(([, s]) => s),
     maxWindows,
