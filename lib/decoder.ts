@@ -176,7 +176,7 @@ export class SkipDecoder {
     const family = familyOf(spec.arch, dir);
     if (engine.backend === "cuda" && !family.cudaVerified) {
       console.warn(
-        `skipdecode: the ${family.name} block on the CUDA backend has never run on a GPU (docs/cuda.md); ` +
+        `skipdecode: the ${family.name} family's block on the CUDA backend has never run on a GPU (docs/cuda.md); ` +
           `check its output against backend: "cpu" before relying on it`,
       );
     }
