@@ -32,12 +32,17 @@ export function cleanupTemp(): void {
   cache.clear();
 }
 
-/** max |a - b| over two logit tables, and max |b| (the reference's scale). */
-export function maxDiff(a: Float32Array, ref: Float64Array[], vocab: number): { diff: number; scale: number; at: string } {
+/**
+ * max |a - ref| over two logit tables, and max |ref| (the reference's scale):
+ * `ref` as the float64 references give it (a row per position) or as another
+ * engine's flat [positions × vocab] logits.
+ */
+export function maxDiff(a: Float32Array, ref: Float64Array[] | Float32Array, vocab: number): { diff: number; scale: number; at: string } {
+  const rows = ref instanceof Float32Array ? Array.from({ length: ref.length / vocab }, (_, t) => ref.subarray(t * vocab, (t + 1) * vocab)) : ref;
   let diff = 0;
   let scale = 0;
   let at = "";
-  ref.forEach((row, t) => {
+  rows.forEach((row, t) => {
     for (let i = 0; i < vocab; i++) {
       const d = Math.abs(a[t * vocab + i]! - row[i]!);
       if (d > diff) {

@@ -175,3 +175,8 @@ export class ReferenceLlama {
     return out;
   }
 }
+
+/** This family's reference for the model in `dir` (test/family-checks.ts finds it through Family.reference). */
+export function loadReference(dir: string): ReferenceLlama {
+  return ReferenceLlama.load(dir);
+}

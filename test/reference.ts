@@ -236,3 +236,8 @@ export function sampleReference(
   }
   return kept[kept.length - 1]!;
 }
+
+/** This family's reference for the model in `dir` (test/family-checks.ts finds it through Family.reference). */
+export function loadReference(dir: string): ReferenceOpt {
+  return ReferenceOpt.load(dir);
+}
