@@ -4,10 +4,11 @@
  *
  * - every relative markdown link points at a file that exists, and a
  *   `#section` of a markdown file at a heading it has;
- * - every path-like mention (`lib/native.ts`, `cuda/gpu/step.cu`,
- *   `../docs/api.md`, in prose, comments or code) names a file or folder that
- *   exists, relative to the repository root or to the mentioning file —
- *   unless git ignores it (outputs such as `bench/results/decode.svg`);
+ * - every path-like mention of a source or doc file (`lib/native.ts`,
+ *   `cuda/gpu/step.cu`, `../docs/api.md`, in prose, comments or code) names a
+ *   file that exists, relative to the repository root or to the mentioning
+ *   file — unless git ignores it (generated outputs). Data files (`.json`,
+ *   weights) are left out: examples name a user's model folders;
  * - no issue numbers and no session notes ("issue #11", "(#9)",
  *   "TODO from session …", "the next session"). train/ is exempt from the
  *   session rule only: there a "session" is a stretch of training between
@@ -70,7 +71,7 @@ function resolveMention(file: string, mention: string): string | null {
 }
 
 // not after "<" (#include <sys/mman.h>), "/" or ":" (absolute paths, URLs), "$" or "{" (templates)
-const PATH = /(?<![\w@./:~$%{}<-])((?:\.\.?\/)*(?:[\w.-]+\/)+[\w.-]*\w\.(?:ts|js|c|h|cu|cuh|py|sh|md|json|jinja))(?![\w/-])/g;
+const PATH = /(?<![\w@./:~$%{}<-])((?:\.\.?\/)*(?:[\w.-]+\/)+[\w.-]*\w\.(?:ts|js|c|h|cu|cuh|py|sh|md))(?![\w/-])/g;
 const LINK = /\[[^\]]*\]\(([^)\s]+)\)/g;
 
 describe("references in docs and code", () => {
