@@ -210,7 +210,7 @@ describe("runnable snippets in README.md and docs/", () => {
         const missing = missingShapes(pasted.body, r.out);
         if (missing.length) throw new Error(`${pasted.file}:${pasted.line}: pasted lines of these shapes were not printed:\n${missing.join("\n")}\n--- printed:\n${r.out}`);
       }
-    }, 180_000);
+    }, 300_000);
   }
 });
 
