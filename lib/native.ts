@@ -14,7 +14,7 @@ import { BUILD_COMMAND, ensureLibrary, gpuDriver } from "./build.ts";
 export type BackendName = "cpu" | "cuda";
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Status codes of skipdecode.h. */
 export const Status = {

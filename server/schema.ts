@@ -9,6 +9,14 @@
  * only at their neutral values, so a client relying on them gets a 400 rather
  * than a silently different answer. Limits that depend on the loaded model
  * (context, vocabulary, layers) are checked by the handler.
+ *
+ * Sampling fields reach the engine as float32, and the library
+ * (lib/generate.ts `samplingParams`) applies its one rule to values float32
+ * cannot carry, so no request can hand the native step a row it refuses (which
+ * would fail its batch-mates) or one it samples wrongly: a `temperature` in
+ * (0, 2^-126) — its reciprocal overflows float32 — and a `top_p` that rounds
+ * to 0 in float32 (below ~7e-46) both mean greedy, the limit they stand for;
+ * `top_k` must be an integer (400 otherwise) and at most the vocabulary size.
  */
 import { z } from "zod";
 import { MAX_TOP_LOGPROBS } from "../lib/native.ts";

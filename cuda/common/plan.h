@@ -7,6 +7,7 @@
 #ifndef SKD_PLAN_H
 #define SKD_PLAN_H
 
+#include <float.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -341,6 +342,10 @@ static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const in
             const float t = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TEMPERATURE];
             const float tp = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TOP_P];
             if (!(t >= 0.0f && t < 1e30f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: temperature %g must be finite and >= 0", i, (double)t);
+            if (t != 0.0f && t < FLT_MIN)
+                return skd_fail(SKD_ERR_INVALID_ARG,
+                                "row %d: temperature %g is below FLT_MIN, so 1/temperature overflows float32 (0 samples greedily)",
+                                i, (double)t);
             if (!(tp > 0.0f && tp <= 1.0f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_p %g must be in (0, 1]", i, (double)tp);
             if (r[SKD_ROW_TOP_K] < 0) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_k %d must be >= 0", i, r[SKD_ROW_TOP_K]);
             if (r[SKD_ROW_SEQ] < 0 || r[SKD_ROW_STEP] < 0)
