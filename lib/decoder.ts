@@ -145,6 +145,8 @@ export class SkipDecoder {
       maxStepRows(options),
       options.decodeSlowdown,
     );
+    // a dead engine thread ends every generation with its error at once
+    engine.onFailure((e) => this.#scheduler.failAll(e));
   }
 
   /**
@@ -178,7 +180,34 @@ export class SkipDecoder {
 
   #live(what: string): EngineClient {
     if (this.#engine.freed) throw new Error(`SkipDecoder.${what}: the decoder is closed`);
+    const failure = this.#engine.failure;
+    if (failure) throw new Error(`SkipDecoder.${what}: ${failure.message.replace(/^skipdecode: /, "")}`);
     return this.#engine;
+  }
+
+  /**
+   * Why the engine thread ended unasked, or null while it runs. Once set,
+   * every generation in flight has failed with it and every call that needs
+   * the engine throws: the decoder is done (close it; load the model again).
+   */
+  get engineFailure(): Error | null {
+    return this.#engine.failure;
+  }
+
+  /**
+   * Calls `listener` once if the engine thread ends unasked (see
+   * {@link engineFailure}); at once if it already has.
+   *
+   * @example
+   * dec.onEngineFailure((e) => { console.error(e.message); process.exit(1); });
+   */
+  onEngineFailure(listener: (e: Error) => void): void {
+    this.#engine.onFailure(listener);
+  }
+
+  /** @internal Test-only: ends the engine thread as a crash would, so a test can see what follows. */
+  killEngineThread(): Promise<number> {
+    return this.#engine.killForTest();
   }
 
   /** Bytes of weights one full step reads (linear layers and LM head). */

@@ -303,6 +303,11 @@ export class Scheduler {
     for (const s of [...this.#running, ...this.#waiting]) this.#finish(s, "abort");
   }
 
+  /** Fails every sequence with `e` (the engine thread died: nothing can run). */
+  failAll(e: Error): void {
+    for (const s of [...this.#running, ...this.#waiting]) this.#fail(s, e);
+  }
+
   #kick(): void {
     if (this.#looping) return;
     this.#looping = true;

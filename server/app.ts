@@ -15,7 +15,7 @@ import type { SkipDecoder } from "../lib/index.ts";
 import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
 import { accessLog } from "./access.ts";
 import { chatFormat, prepareChat } from "./chat.ts";
-import { Admission, checkModel, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
+import { Admission, checkModel, closing, complete, type CompletionDeps, engineFailed, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
@@ -92,6 +92,8 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   });
 
   app.get("/health", (c) => {
+    const failure = dec.engineFailure;
+    if (failure) return c.json({ status: "engine_failed", error: engineFailed(failure).message, ...dec.load }, 503);
     if (admission.closed) {
       c.header("Retry-After", closing().headers["Retry-After"]!);
       return c.json({ status: "closing", ...dec.load }, 503);
@@ -108,10 +110,15 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
 
   app.get("/metrics", (c) => c.body(metrics.render(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE }));
 
-  // JSON bodies: size limit, Content-Type, then the schema (errors in OpenAI's shape)
+  // JSON bodies: a live engine, size limit, Content-Type, then the schema (errors in OpenAI's shape)
   const maxBody = opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes;
   const jsonBody = <S extends z.ZodType>(schema: S) =>
     [
+      createMiddleware(async (_c, next) => {
+        const failure = dec.engineFailure;
+        if (failure) throw engineFailed(failure);
+        await next();
+      }),
       bodyLimit({
         maxSize: maxBody,
         onError: () => {
@@ -194,7 +201,8 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
       return errorResponse(c, new ApiError(e.status as 400, e.message || "bad request"));
     }
     log(`${c.req.method} ${c.req.path} failed`, e);
-    return errorResponse(c, new ApiError(500, "internal server error"));
+    const failure = dec.engineFailure;
+    return errorResponse(c, failure ? engineFailed(failure) : new ApiError(500, "internal server error"));
   });
 
   return {

@@ -118,6 +118,17 @@ export function closing(): ApiError {
   });
 }
 
+/**
+ * The 503 once the engine thread has died: requests in flight end with it
+ * (a stream as an error event), new ones get it, and `/health` reports it.
+ */
+export function engineFailed(e: Error): ApiError {
+  return new ApiError(503, `the inference engine has failed: ${e.message.replace(/^skipdecode: /, "")}`, {
+    type: "server_error",
+    code: "engine_failed",
+  });
+}
+
 /** A request's `model` must be the one this server serves (absent: it is); else a 404 in OpenAI's words. */
 export function checkModel(model: string | null | undefined, modelName: string): void {
   if (model != null && model !== modelName) {
@@ -564,7 +575,8 @@ function streamed(
     } catch (e) {
       ac.abort();
       deps.log(`${head.id}: generation failed`, e);
-      await send(JSON.stringify(new ApiError(500, "internal error during generation").body));
+      const failure = deps.dec.engineFailure;
+      await send(JSON.stringify((failure ? engineFailed(failure) : new ApiError(500, "internal error during generation")).body));
       await send("[DONE]");
     } finally {
       clearInterval(keepAlive);

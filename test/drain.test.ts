@@ -129,6 +129,32 @@ describe("graceful drain on SIGTERM", () => {
     }
   }, 60000);
 
+  test("a second SIGTERM stops at once: a request in flight gets a 503, not a reset; exit 0", async () => {
+    const { p, url, stderr } = await start("60");
+    try {
+      const b = fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: "Once", max_tokens: 2000, temperature: 0, ignore_eos: true }),
+      });
+      for (let i = 0; i < 500; i++) {
+        const h = (await (await fetch(`${url}/health`)).json()) as { running: number };
+        if (h.running >= 1) break;
+        await Bun.sleep(10);
+      }
+      p.kill("SIGTERM");
+      await waitClosing(url);
+      p.kill("SIGTERM");
+      const rb = await b;
+      expect(rb.status).toBe(503);
+      expect(((await rb.json()) as { error: { code: string } }).error.code).toBe("server_closing");
+      expect(await p.exited).toBe(0);
+      expect(await stderr()).toMatch(/SIGTERM again, stopping now/);
+    } finally {
+      p.kill("SIGKILL");
+    }
+  }, 60000);
+
   test("the grace deadline cuts what still runs: streams end with finish_reason abort and [DONE]; exit 0", async () => {
     const { p, url, stderr } = await start("0.2");
     try {

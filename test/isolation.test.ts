@@ -8,10 +8,14 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
 import { MIN_TEMPERATURE, samplingParams } from "../lib/generate.ts";
 import { Scheduler, type SequenceSpec } from "../lib/scheduler.ts";
+import { STALL_MS } from "../lib/engine_client.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
+import { serve } from "../server/main.ts";
 import { cleanupTemp, tinyModel } from "./helpers.ts";
 
 const MODEL = { family: "llama", seed: 21, layers: 3 } as const;
+/** Long context: generations that run long enough to be cut. */
+const LONG = { family: "llama", seed: 22, layers: 2, maxPositions: 8192 } as const;
 const quiet = () => {};
 
 let dec: SkipDecoder;
@@ -146,6 +150,107 @@ describe("a refused row fails its own sequence only", () => {
       expect(chunks.some((c) => c.error)).toBe(false);
       expect(chunks.map((c) => c.choices[0]?.text ?? "").join("")).toBe(ref.choices[0].text);
       expect(chunks.at(-1)!.choices[0].finish_reason).toBe("length");
+    }
+  });
+});
+
+describe("a dead engine thread is a visible failure, never a hang", () => {
+  const DEAD = /engine thread exited/;
+
+  test("the library: generations in flight fail at once, later calls throw, close() returns", async () => {
+    const d = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 2, threads: 1 });
+    const heard: Error[] = [];
+    d.onEngineFailure((e) => heard.push(e));
+    const long = d.generate([2, 5, 6], { maxNewTokens: 5000, ignoreEos: true }).catch((e: Error) => e);
+    const it = d.stream([2, 7], { maxNewTokens: 5000, ignoreEos: true });
+    await it.next(); // streaming
+    const queued = d.generate([2, 8], { maxNewTokens: 4 }).catch((e: Error) => e); // waits for a slot
+    const t0 = performance.now();
+    await d.killEngineThread();
+    expect(String(await long)).toMatch(DEAD);
+    expect(String(await queued)).toMatch(DEAD);
+    await expect(it.next()).rejects.toThrow(DEAD);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(d.engineFailure?.message).toMatch(DEAD);
+    expect(heard.length).toBe(1);
+    await expect(d.generate("x")).rejects.toThrow(/SkipDecoder.generate: the engine thread exited/);
+    const t1 = performance.now();
+    d.close();
+    d.close();
+    expect(performance.now() - t1).toBeLessThan(500);
+  });
+
+  test("close() right after the thread is killed, before anyone noticed, returns (heartbeat)", async () => {
+    const d = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 1, threads: 1 });
+    void d.killEngineThread();
+    Bun.sleepSync(600); // the thread is gone, and this thread has not run its event loop to hear of it
+    const t0 = performance.now();
+    d.close(); // blocks: misses the heartbeat and gives up
+    expect(performance.now() - t0).toBeLessThan(STALL_MS + 3000);
+  });
+
+  test("the app: in flight → 503 / an error event; new requests and /health → 503", async () => {
+    const d = await SkipDecoder.load(tinyModel(LONG), { backend: "cpu", maxBatch: 2, threads: 1, maxSeqLen: 8192 });
+    const app = createApp(d, { modelName: "tiny", log: quiet });
+    try {
+      const req = (path: string, body: unknown) =>
+        Promise.resolve(app.app.request(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }));
+      const body = { prompt: "Hello", max_tokens: 8000, ignore_eos: true, temperature: 0 };
+      const whole = req("/v1/completions", body);
+      const stream = await req("/v1/completions", { ...body, stream: true });
+      const reader = stream.body!.getReader();
+      await reader.read(); // the first chunk: generating
+      await d.killEngineThread();
+      const w = await whole;
+      expect(w.status).toBe(503);
+      expect(((await w.json()) as Json).error.code).toBe("engine_failed");
+      let rest = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        rest += new TextDecoder().decode(value);
+      }
+      expect(rest).toMatch(/"code":"engine_failed"/);
+      expect(rest.trimEnd().endsWith("data: [DONE]")).toBe(true);
+      const health = await app.app.request("/health");
+      expect(health.status).toBe(503);
+      expect(((await health.json()) as Json).status).toBe("engine_failed");
+      for (const [path, b] of [["/v1/completions", { prompt: "x" }], ["/v1/chat/completions", { messages: [{ role: "user", content: "x" }] }], ["/tokenize", { prompt: "x" }]] as const) {
+        const r = await req(path, b);
+        expect(r.status).toBe(503);
+        expect(((await r.json()) as Json).error.code).toBe("engine_failed");
+      }
+    } finally {
+      app.close();
+      d.close();
+    }
+  });
+
+  test("serve(): stops listening and reports the failure to its owner (skipdecode serve exits 1 there)", async () => {
+    let reported: Error | null = null;
+    const done = Promise.withResolvers<void>();
+    const s = await serve({
+      model: tinyModel(MODEL),
+      host: "127.0.0.1",
+      port: 0,
+      maxQueue: 4,
+      backend: "cpu",
+      threads: 1,
+      accessLog: false,
+      log: quiet,
+      onEngineFailure: (e) => {
+        reported = e;
+        done.resolve();
+      },
+    });
+    try {
+      expect((await fetch(`${s.url}/health`)).status).toBe(200);
+      await s.decoder.killEngineThread();
+      await done.promise;
+      expect(String(reported)).toMatch(DEAD);
+      await expect(fetch(`${s.url}/health`)).rejects.toThrow();
+    } finally {
+      await s.stop();
     }
   });
 });
