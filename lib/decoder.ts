@@ -173,6 +173,12 @@ export class SkipDecoder {
     };
     const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
     const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
+    if (tokenizer && tokenizer.vocabSize > spec.vocabSize) {
+      throw new Error(
+        `${where}: the tokenizer in ${dir} has ids up to ${tokenizer.vocabSize - 1}, beyond the model's vocabulary of ` +
+          `${spec.vocabSize} (config.json vocab_size): those ids have no embedding`,
+      );
+    }
     // the engine thread builds the engine: reading and converting weights never blocks this thread
     const engine = await EngineClient.start(dir, spec, options);
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
