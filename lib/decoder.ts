@@ -10,7 +10,7 @@ import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { EngineClient } from "./engine_client.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
 import { type BackendName, Row, ROW_WANT_LOGITS } from "./native.ts";
-import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, checkMessages } from "./chat.ts";
+import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, chatLimits, checkChatSize, checkMessages } from "./chat.ts";
 import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
 import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
@@ -463,8 +463,10 @@ export class SkipDecoder {
 
   /**
    * The prompt text the model's chat template makes of `messages`
-   * (lib/chat.ts). Throws when the model has no template or the template
-   * refuses the messages.
+   * (lib/chat.ts). Throws when the model has no template, the template
+   * refuses the messages, or a chat limit is exceeded (lib/chat.ts
+   * `chatLimits`: message count and size; the render's time, output and
+   * work). It renders on this thread, synchronously: at most about a second.
    *
    * @example
    * dec.applyChatTemplate([{ role: "user", content: "Hi" }]);
@@ -482,15 +484,19 @@ export class SkipDecoder {
     if (src === null) throw new Error(`${where}: the model has no chat template (no chat_template in tokenizer_config.json or chat_template.jinja)`);
     checkKeys(where, opts, ["addGenerationPrompt"]);
     const list = checkMessages(where, messages);
+    const limits = chatLimits(this.options.maxSeqLen);
+    checkChatSize(where, list, limits);
     this.#template ??= new ChatTemplate(src, where);
-    const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
-    const text = this.#template.render(
-      list,
-      { bosToken: token(tok.bosId), eosToken: token(tok.eosId), addGenerationPrompt: opts.addGenerationPrompt ?? true },
-      where,
-    );
+    const text = this.#template.render(list, { ...this.chatTokens, addGenerationPrompt: opts.addGenerationPrompt ?? true }, where, limits);
     // the template writes the BOS where the model wants one: tokenize without adding another
     return { text, ids: tok.encode(text, { addBos: false }) };
+  }
+
+  /** @internal The special tokens a chat template is given (`bos_token`, `eos_token`; "" when the model has none). */
+  get chatTokens(): { bosToken: string; eosToken: string } {
+    const tok = this.tokenizer;
+    const token = (id: number | null) => (id === null || !tok ? "" : (tok.idToToken(id) ?? ""));
+    return { bosToken: token(tok?.bosId ?? null), eosToken: token(tok?.eosId ?? null) };
   }
 
   /**

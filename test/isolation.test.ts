@@ -5,6 +5,7 @@
  * requests without touching the streams running beside them.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import fc from "fast-check";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
 import { MIN_TEMPERATURE, samplingParams } from "../lib/generate.ts";
 import { Scheduler, type SequenceSpec } from "../lib/scheduler.ts";
@@ -252,5 +253,56 @@ describe("a dead engine thread is a visible failure, never a hang", () => {
     } finally {
       await s.stop();
     }
+  });
+});
+
+describe("request fuzz: chat, tokenize, detokenize", () => {
+  /** Every answer is JSON with a 2xx or 4xx status; an error carries a message; never a 500. */
+  async function answered(path: string, body: unknown): Promise<void> {
+    const res = await post(path, body);
+    const text = await res.text();
+    if (![200, 400, 404, 413].includes(res.status)) throw new Error(`${path} answered ${res.status} to ${JSON.stringify(body).slice(0, 300)}: ${text.slice(0, 300)}`);
+    const j = JSON.parse(text) as Json;
+    if (res.status !== 200 && typeof j.error?.message !== "string") throw new Error(`${path}: no error message in ${text.slice(0, 200)}`);
+  }
+  const text = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: "grapheme", maxLength: 20 }), fc.constantFrom("{{ messages }}", "{% for %}", "</s>", "<|eot_id|>", "\u0000\uffff", "x".repeat(5000)));
+  const number = fc.oneof(fc.integer({ min: -5, max: 300 }), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.constantFrom(0, 1e-300, 1e-45, 1e-40, 2 ** 31, 1e300, -0));
+  const junk = fc.jsonValue({ maxDepth: 3 });
+  const message = fc.record(
+    {
+      role: fc.oneof(fc.constantFrom("user", "assistant", "system", "tool"), text, number as fc.Arbitrary<unknown>),
+      content: fc.oneof(text, fc.array(fc.record({ type: fc.constantFrom("text", "image_url"), text }), { maxLength: 3 }), junk),
+      name: fc.option(text, { nil: undefined }),
+    },
+    { requiredKeys: [] },
+  );
+  const sampling = fc.record(
+    { max_tokens: fc.oneof(fc.integer({ min: 1, max: 3 }), number), temperature: number, top_p: number, top_k: number, seed: number, stream: fc.boolean(), logprobs: fc.boolean(), top_logprobs: number, stop: fc.oneof(text, fc.array(text, { maxLength: 5 })) },
+    { requiredKeys: [] },
+  );
+
+  test("/v1/chat/completions", async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.oneof(junk, fc.tuple(fc.array(message, { maxLength: 4 }), sampling, fc.dictionary(fc.string({ maxLength: 8 }), junk, { maxKeys: 1 })).map(([messages, s, extra]) => ({ messages, ...s, ...extra }))), (body) =>
+        answered("/v1/chat/completions", body),
+      ),
+      { numRuns: 150, seed: 15 },
+    );
+  });
+
+  test("/tokenize and /detokenize", async () => {
+    const ids = fc.array(fc.oneof(fc.integer({ min: 0, max: 600 }), number), { maxLength: 30 });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(junk, fc.record({ prompt: fc.oneof(text, junk), content: fc.oneof(text, junk), add_special_tokens: fc.oneof(fc.boolean(), junk), add_special: fc.boolean(), model: fc.constantFrom("tiny", "other") }, { requiredKeys: [] })),
+        fc.oneof(junk, fc.record({ tokens: fc.oneof(ids, junk), model: fc.constantFrom("tiny", "other") }, { requiredKeys: [] })),
+        async (tok, detok) => {
+          await answered("/tokenize", tok);
+          await answered("/detokenize", detok);
+        },
+      ),
+      { numRuns: 150, seed: 16 },
+    );
+    expect((await srv.app.request("/health")).status).toBe(200);
   });
 });

@@ -128,6 +128,59 @@ describe("malicious tokenizer.json", () => {
   });
 });
 
+describe("malicious chat templates", () => {
+  test("a template that does not parse is refused at load with the parser's error", async () => {
+    const dir = variant(LLAMA, { files: { "chat_template.jinja": "{% for m in messages %}{{ m.content }" } });
+    await refused(dir, /chat_template\.jinja: the model's chat_template does not parse: .+/, (d) => SkipTokenizer.load(d, { bos: "config" }));
+    await refused(dir, /chat_template\.jinja: the model's chat_template does not parse/, (d) => SkipDecoder.load(d, { backend: "cpu" }));
+    const inConfig = variant(LLAMA, {});
+    const cfg = JSON.parse(readFileSync(join(inConfig, "tokenizer_config.json"), "utf8"));
+    writeFileSync(join(inConfig, "tokenizer_config.json"), JSON.stringify({ ...cfg, chat_template: "{% if %}" }));
+    await refused(inConfig, /tokenizer_config\.json: the model's chat_template does not parse/, (d) => SkipTokenizer.load(d, { bos: "config" }));
+  });
+
+  test("a 50 MB template file is refused by its size, unread", async () => {
+    const dir = variant(LLAMA, { files: { "chat_template.jinja": "x".repeat(50 << 20) } });
+    await refused(dir, /the chat template is 52428800 bytes; at most 262144 are accepted/, (d) => SkipTokenizer.load(d, { bos: "config" }));
+  });
+
+  const convo = [{ role: "user", content: "Hello" }];
+  const cases: [string, string, RegExp][] = [
+    ["a nested loop of 10^10 steps", "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}ok", /work limit/],
+    ["loops over a list held in a variable", "{% set r = range(20000) %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}ok", /ran longer than 1000 ms \(the time limit\)/],
+    ["range(50000000)|join", "{{ range(50000000)|join(',') }}", /work limit/],
+    ["string doubling", "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}", /work limit/],
+    ["list doubling", "{% set ns = namespace(a=[1]) %}{% for i in range(64) %}{% set ns.a = ns.a + ns.a %}{% endfor %}{{ ns.a|length }}", /work limit/],
+    ["tojson(indent=1e8)", "{{ messages|tojson(indent=100000000) }}", /work limit/],
+    ["a shared structure serialised", "{% set ns = namespace(a=['xxxxxxxx']) %}{% for i in range(48) %}{% set ns.a = [ns.a, ns.a] %}{% endfor %}{{ ns.a }}", /work limit/],
+    ["replace('', big)", "{{ (range(5000)|join('')).replace('', range(5000)|join('')) }}", /work limit/],
+    ["indent(1e6)", "{{ (range(20000)|join('\\n'))|indent(1000000) }}", /work limit/],
+    ["an output over the limit", "{% for i in range(3000) %}{{ 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx' }}{% endfor %}", /output is 90000 characters or more, more than the output limit of 65536/],
+    ["endless recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}", /time limit|refused these messages/],
+  ];
+  for (const [name, template, pattern] of cases) {
+    test(`${name}: the render stops at a named limit, the process lives on`, async () => {
+      const dir = variant(LLAMA, { files: { "chat_template.jinja": template } });
+      using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 1 });
+      const rss = process.memoryUsage().rss;
+      const t0 = performance.now();
+      expect(() => dec.applyChatTemplate(convo)).toThrow(pattern);
+      expect(performance.now() - t0).toBeLessThan(3000);
+      expect(process.memoryUsage().rss - rss).toBeLessThan(512 << 20);
+    });
+  }
+
+  test("the real templates render well within the limits", async () => {
+    for (const family of ["llama", "mistral", "qwen2"] as const) {
+      using dec = await SkipDecoder.load(tinyModel({ family, seed: 33, layers: 1 }), { backend: "cpu", maxBatch: 1 });
+      const long = Array.from({ length: 120 }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `message ${i} `.repeat(20) }));
+      expect(dec.applyChatTemplate(long).length).toBeGreaterThan(120 * 200);
+      // over the message count: refused before rendering, by name
+      expect(() => dec.applyChatTemplate([...long, ...long])).toThrow(/240 messages; at most 128 are accepted/);
+    }
+  });
+});
+
 describe("absurd config sizes are refused by name", () => {
   const cases: [string, number, RegExp][] = [
     ["ffn_dim", 2e9, /field "ffn_dim" is 2000000000; at most 1073741824 \(2\^30\) is supported/],

@@ -29,6 +29,8 @@ import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { MAX_TEMPLATE_BYTES } from "../bounded_template.ts";
+import { ChatTemplate } from "../chat.ts";
 import { checkTokenizerJson } from "./tokenizer_check.ts";
 
 // ---------------------------------------------------------------------------
@@ -759,15 +761,27 @@ export class SkipTokenizer {
  */
 async function readChatTemplate(dir: string, config: JsonObject, configPath: string): Promise<string | null> {
   const file = join(dir, "chat_template.jinja");
-  if (isFile(file)) return readFile(file, "utf8");
+  if (isFile(file)) {
+    // bounded before it is read whole; parsed now, so a broken template is refused at load (lib/chat.ts)
+    if (statSync(file).size > MAX_TEMPLATE_BYTES) {
+      throw new Error(`tokenizer: ${file}: the chat template is ${statSync(file).size} bytes; at most ${MAX_TEMPLATE_BYTES} are accepted`);
+    }
+    return parsed(await readFile(file, "utf8"), file);
+  }
   const t = config.chat_template;
   if (t === undefined || t === null) return null;
-  if (typeof t === "string") return t;
+  if (typeof t === "string") return parsed(t, configPath);
   if (Array.isArray(t)) {
     const named = t.find((x) => typeof x === "object" && x !== null && (x as JsonObject).name === "default") as JsonObject | undefined;
-    if (named && typeof named.template === "string") return named.template;
+    if (named && typeof named.template === "string") return parsed(named.template, configPath);
   }
   throw new Error(`tokenizer: ${configPath}: chat_template must be a string or a list with a "default" entry`);
+}
+
+/** `source` once it parses as a chat template; else the parser's error, naming `path`. */
+function parsed(source: string, path: string): string {
+  new ChatTemplate(source, `tokenizer: ${path}`);
+  return source;
 }
 
 // ---------------------------------------------------------------------------
