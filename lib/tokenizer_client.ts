@@ -10,7 +10,7 @@
  * keep the process alive while idle.
  */
 import { Worker } from "node:worker_threads";
-import { TemplateLimitError, type TemplateLimits } from "./bounded_template.ts";
+import { type TemplateLimit, TemplateLimitError, type TemplateLimits } from "./bounded_template.ts";
 import type { ChatMessage } from "./chat.ts";
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import type { TokenizeReply, TokenizeRequest } from "./tokenizer_worker.ts";
@@ -21,6 +21,14 @@ export const OFF_THREAD_BYTES = 32 << 10;
 export const OFF_THREAD_IDS = 8192;
 /** How long past its time limit a chat render may run before the thread is ended. */
 export const WATCHDOG_GRACE_MS = 1000;
+
+/** A chat template refused the messages (its own error, or raise_exception). */
+export class TemplateRefusal extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "TemplateRefusal";
+  }
+}
 
 type Request = TokenizeRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -69,8 +77,9 @@ export class OffThreadTokenizer {
       const p = this.#pending.get(r.id);
       if (!p) return;
       this.#settle(r.id, p);
-      if ("error" in r) p.reject(r.limit ? new TemplateLimitError(r.limit as "time", r.error) : new Error(`tokenizer: ${r.error}`));
-      else p.resolve(r);
+      if (!("error" in r)) p.resolve(r);
+      else if (r.limit) p.reject(new TemplateLimitError(r.limit as TemplateLimit, r.error));
+      else p.reject(r.template ? new TemplateRefusal(r.error) : new Error(`tokenizer: ${r.error}`));
     });
     w.on("error", (e) => this.#failAll(w, e as Error));
     w.on("exit", () => this.#failAll(w, new Error("tokenizer thread ended")));
@@ -161,8 +170,8 @@ export class OffThreadTokenizer {
 
   /**
    * The model's chat template rendered for `messages` under `limits`, on the
-   * thread; rejects with TemplateLimitError at a limit, an Error when the
-   * template refuses the messages.
+   * thread; rejects with TemplateLimitError at a limit, TemplateRefusal when
+   * the template refuses the messages.
    */
   async renderChat(
     messages: ChatMessage[],

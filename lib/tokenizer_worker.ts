@@ -25,12 +25,15 @@ export type TokenizeRequest =
       limits: TemplateLimits;
     };
 
-/** A reply: ids, text, or the error's message (and the limit, when a render hit one). */
+/**
+ * A reply: ids, text, or the error's message — with the limit when a render
+ * hit one, and `template: true` when the template refused the messages.
+ */
 export type TokenizeReply =
   | { id: number; ids: number[] }
   | { id: number; json: string; count: number }
   | { id: number; text: string }
-  | { id: number; error: string; limit?: string };
+  | { id: number; error: string; limit?: string; template?: boolean };
 
 const port = parentPort!;
 let tok: SkipTokenizer | null = null;
@@ -68,6 +71,7 @@ port.on("message", (q: TokenizeRequest) => {
     port.postMessage(answer(q) satisfies TokenizeReply);
   } catch (e) {
     const err = e as Error;
-    port.postMessage({ id: q.id, error: err.message, ...(err.name === "TemplateLimitError" && { limit: (err as Error & { limit: string }).limit }) } satisfies TokenizeReply);
+    const limit = err.name === "TemplateLimitError" ? (err as Error & { limit: string }).limit : undefined;
+    port.postMessage({ id: q.id, error: err.message, ...(limit ? { limit } : q.op === "chat" && tok && { template: true }) } satisfies TokenizeReply);
   }
 });

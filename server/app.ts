@@ -15,9 +15,9 @@ import { accessLog } from "./access.ts";
 import { chatFormat, prepareChat } from "./chat.ts";
 import { Admission, checkModel, closing, complete, type CompletionDeps, engineFailed, prepare } from "./completions.ts";
 import { ApiError, errorResponse } from "./errors.ts";
+import { type BodyKind, type BodyLimits, BodyThread, jsonBody } from "./json_body.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
-import { type BodyKind, type BodyLimits, BodyThread, jsonBody } from "./json_body.ts";
 
 /** Options of {@link createApp}; defaults in {@link APP_DEFAULTS}. */
 export interface AppOptions {
@@ -114,7 +114,11 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     await next();
   });
   const bodies = new BodyThread();
-  const limits: BodyLimits = { maxMessages: chatLimits(dec.options.maxSeqLen).maxMessages, maxSeqLen: dec.options.maxSeqLen, vocabSize: dec.spec.vocabSize };
+  const limits: BodyLimits = {
+    maxMessages: chatLimits(dec.options.maxSeqLen).maxMessages,
+    maxSeqLen: dec.options.maxSeqLen,
+    vocabSize: dec.spec.vocabSize,
+  };
   const body = <K extends BodyKind>(kind: K) => [live, ...jsonBody(kind, { maxBytes: maxBody, limits, bodies })] as const;
   // long texts are tokenised on their own thread, so a big prompt does not hold /health
   const offThread = dec.tokenizer ? new OffThreadTokenizer(dec.dir, dec.tokenizer) : null;

@@ -104,7 +104,10 @@ export async function prepareChat(
   try {
     text = await render(messages, limits);
   } catch (e) {
+    // the template's refusals and limits are the request's fault (400); anything else is ours
     const err = e as Error;
+    const library = err.message.startsWith("SkipDecoder.applyChatTemplate: ");
+    if (err.name !== "TemplateLimitError" && err.name !== "TemplateRefusal" && !library) throw err;
     throw new ApiError(400, err.message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), {
       param: "messages",
       ...(err.name === "TemplateLimitError" && { code: "chat_template_limit" }),

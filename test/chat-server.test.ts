@@ -129,11 +129,11 @@ describe("chat limits", () => {
     }
   });
 
-  test("a template that runs away: a 400 naming the limit; the server goes on serving", async () => {
+  test("a template that runs away or refuses: a 400 naming the limit or the refusal; the server goes on serving", async () => {
     const dir = tempDir("skd-evil-chat-");
     const src = tinyModel({ family: "llama", seed: 80, layers: 2 });
     for (const f of readdirSync(src)) copyFileSync(join(src, f), join(dir, f));
-    writeFileSync(join(dir, "chat_template.jinja"), "{% if messages[0].content == 'boom' %}{{ range(50000000)|join(',') }}{% endif %}{{ messages[0].content }}");
+    writeFileSync(join(dir, "chat_template.jinja"), "{% if messages[0].content == 'boom' %}{{ range(50000000)|join(',') }}{% endif %}{% if messages[0].content == 'no' %}{{ raise_exception('No, never.') }}{% endif %}{{ messages[0].content }}");
     using evil = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 1, threads: 1, maxSeqLen: 128 });
     const app = createApp(evil, { modelName: "evil", log: () => {} });
     try {
@@ -142,6 +142,9 @@ describe("chat limits", () => {
       const e = ((await res.json()) as Json).error;
       expect(e.message).toMatch(/the chat template built more than \d+ characters .* \(the work limit, 64 × the output limit\)/);
       expect([e.param, e.code]).toEqual(["messages", "chat_template_limit"]);
+      const no = await chat(app.app, { messages: [{ role: "user", content: "no" }], max_tokens: 2 });
+      expect(no.status).toBe(400);
+      expect(((await no.json()) as Json).error).toMatchObject({ message: "the chat template refused these messages: No, never.", param: "messages", code: null });
       const ok = await chat(app.app, { messages: [{ role: "user", content: "hello" }], max_tokens: 2, ignore_eos: true });
       expect(ok.status).toBe(200);
       expect(((await ok.json()) as Json).usage.completion_tokens).toBe(2);
