@@ -6,8 +6,8 @@
  * their limits (lib/chat.ts). A render still running {@link WATCHDOG_GRACE_MS}
  * after its time limit (a single step of the interpreter that runs long)
  * ends the thread: that request fails with the time limit, the others are
- * sent again to a fresh thread. The thread starts on first use and does not
- * keep the process alive while idle.
+ * sent again to a fresh thread. The thread starts on first use (or `warm()`)
+ * and does not keep the process alive while idle.
  */
 import { Worker } from "node:worker_threads";
 import { type TemplateLimit, TemplateLimitError, type TemplateLimits } from "./bounded_template.ts";
@@ -62,6 +62,11 @@ export class OffThreadTokenizer {
     this.#dir = dir;
     this.#local = local;
     this.#graceMs = opts.watchdogGraceMs ?? WATCHDOG_GRACE_MS;
+  }
+
+  /** Starts the thread now (starting one holds the caller for tens of ms: better before serving than during a request). */
+  warm(): void {
+    if (!this.#closed) this.#thread();
   }
 
   /** @internal Threads the watchdog has ended. */

@@ -122,6 +122,9 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   const body = <K extends BodyKind>(kind: K) => [live, ...jsonBody(kind, { maxBytes: maxBody, limits, bodies })] as const;
   // long texts are tokenised on their own thread, so a big prompt does not hold /health
   const offThread = dec.tokenizer ? new OffThreadTokenizer(dec.dir, dec.tokenizer) : null;
+  // threads start now, not inside the first request that needs one (a start holds this thread for tens of ms)
+  offThread?.warm();
+  bodies.warm();
   const needTokenizer = () => {
     if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer", { code: "no_tokenizer" });
     return dec.tokenizer;

@@ -148,8 +148,8 @@ export interface WireApiError {
 export type BodyReply = { id: number; value: unknown } | { id: number; error: WireApiError } | { id: number; crash: string };
 
 /**
- * The body thread of one app: started on first use, idle without keeping the
- * process alive, restarted if it ever ends.
+ * The body thread of one app: started on first use (or `warm()`), idle
+ * without keeping the process alive, restarted if it ever ends.
  *
  * @example
  * const bodies = new BodyThread();
@@ -184,6 +184,11 @@ export class BodyThread {
     w.on("exit", () => fail(new Error("body thread ended")));
     this.#worker = w;
     return w;
+  }
+
+  /** Starts the thread now (starting one holds the caller for tens of ms: better before serving than during a request). */
+  warm(): void {
+    this.#thread();
   }
 
   /** {@link readBody} on the thread; `bytes` moves there (it is detached here). */

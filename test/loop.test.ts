@@ -1,7 +1,7 @@
 /**
  * Nothing a request carries holds the server's event loop: while each hostile
  * request of the issue's list runs (100k empty chat messages, a 3.2 MB chat
- * message, /detokenize of 800k ids, /tokenize of 3.2 MB, a 3.2 MB prompt, a
+ * message, /detokenize of 800k ids, /tokenize of 1 MB, a 3.2 MB prompt, a
  * 1M-deep JSON body, a chat template that runs until its time limit), GET
  * /health is probed at a fixed rate — every 5 ms, whether or not the last
  * probe was answered, so a stalled loop delays every probe that falls in the
@@ -13,34 +13,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
+import { cleanupTemp, serveProcess, tempDir, tinyModel } from "./helpers.ts";
 
-const CLI = join(import.meta.dir, "..", "lib", "cli.ts");
 const MODEL = { family: "llama", seed: 41, layers: 1, maxPositions: 2048 } as const;
 /** The /health p99 every case must keep (ms). */
 const P99_MS = 50;
 
-interface Server {
-  p: ReturnType<typeof Bun.spawn>;
-  url: string;
-}
+type Server = Awaited<ReturnType<typeof serveProcess>>;
 
-async function start(dir: string): Promise<Server> {
-  const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", "--backend", "cpu", "--threads", "1", "--quiet"], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const reader = (p.stderr as ReadableStream<Uint8Array>).getReader();
-  let err = "";
-  while (!/http:\/\/\S+/.test(err)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`serve exited early: ${err}`);
-    err += new TextDecoder().decode(value);
-  }
-  void (async () => {
-    while (!(await reader.read()).done);
-  })();
-  return { p, url: err.match(/http:\/\/[^\s—]+/)![0] };
+function start(dir: string): Promise<Server> {
+  return serveProcess(dir, ["--backend", "cpu", "--threads", "1", "--quiet"]);
 }
 
 let good: Server;
@@ -51,8 +33,22 @@ beforeAll(async () => {
   // the same model with a chat template that runs until the time limit
   const evil = tempDir("skd-slow-template-");
   for (const f of readdirSync(dir)) copyFileSync(join(dir, f), join(evil, f));
-  writeFileSync(join(evil, "chat_template.jinja"), "{% set r = range(4000) %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}x");
+  writeFileSync(
+    join(evil, "chat_template.jinja"),
+    "{% if messages[0].content == 'slow' %}{% set r = range(4000) %}{% for a in r %}{% for b in r %}{% endfor %}{% endfor %}{% endif %}{{ messages[0].content }}",
+  );
   [good, slow] = await Promise.all([start(dir), start(evil)]);
+  // one ordinary request of each kind first: what is measured is the steady state, not the first compile of each path
+  for (const s of [good, slow]) {
+    for (const [path, body] of [
+      ["/v1/chat/completions", { messages: [{ role: "user", content: "hi" }], max_tokens: 1 }],
+      ["/v1/completions", { prompt: "hi", max_tokens: 1 }],
+      ["/tokenize", { prompt: "hi" }],
+      ["/detokenize", { tokens: [5, 6] }],
+    ] as const) {
+      expect((await post(s.url, path, JSON.stringify(body))).status).toBe(200);
+    }
+  }
 });
 
 afterAll(() => {
@@ -124,10 +120,10 @@ describe("the event loop stays free: /health p99 <= 50 ms during each hostile re
     ["chat, 100k empty messages", () => good, "/v1/chat/completions", JSON.stringify({ messages: Array.from({ length: 100_000 }, () => ({ role: "user", content: "" })) }), 400],
     ["chat, one 3.2 MB message", () => good, "/v1/chat/completions", JSON.stringify({ messages: [{ role: "user", content: mb(3_200_000) }] }), 400],
     ["/detokenize, 800k ids", () => good, "/detokenize", JSON.stringify({ tokens: Array.from({ length: 800_000 }, (_, i) => 3 + (i % 250)) }), 200],
-    ["/tokenize, 3.2 MB", () => good, "/tokenize", JSON.stringify({ prompt: "The quick brown fox. ".repeat(150_000) }), 200],
+    ["/tokenize, 1 MB", () => good, "/tokenize", JSON.stringify({ prompt: "The quick brown fox. ".repeat(50_000) }), 200],
     ["completion, 3.2 MB prompt", () => good, "/v1/completions", JSON.stringify({ prompt: mb(3_200_000) }), 400],
     ["1M-deep JSON", () => good, "/v1/completions", "[".repeat(1_000_000) + "]".repeat(1_000_000), 400],
-    ["chat, a template at its time limit", () => slow, "/v1/chat/completions", JSON.stringify({ messages: [{ role: "user", content: "Hi" }] }), 400],
+    ["chat, a template at its time limit", () => slow, "/v1/chat/completions", JSON.stringify({ messages: [{ role: "user", content: "slow" }] }), 400],
   ];
   for (const [name, server, path, body, status] of cases) {
     test(name, async () => {
