@@ -1,14 +1,13 @@
 /**
  * Nothing a request carries holds the server's event loop: while each hostile
- * request of the issue's list runs (100k empty chat messages, a 3.2 MB chat
- * message, /detokenize of 800k ids, /tokenize of 1 MB, a 3.2 MB prompt, a
- * 1M-deep JSON body, a chat template that runs until its time limit), GET
- * /health is probed at a fixed rate — every 5 ms, whether or not the last
- * probe was answered, so a stalled loop delays every probe that falls in the
- * stall — and its p99 stays within 50 ms. The server is a real one
- * (`skipdecode serve` in a child process), so the probes measure its loop,
- * not this one. Also: request fuzz on /v1/chat/completions, /tokenize and
- * /detokenize is always answered with JSON, never a 500.
+ * request below runs (100k empty chat messages, a 3.2 MB chat message,
+ * /detokenize of 800k ids, /tokenize of 1 MB, a 3.2 MB prompt, a 1M-deep
+ * JSON body, a chat template that runs until its time limit), GET /health is
+ * probed at a fixed rate — every 5 ms, whether or not the last probe was
+ * answered, so a stalled loop delays every probe that falls in the stall —
+ * and its p99 stays within 50 ms. The server is a real one (`skipdecode
+ * serve` in a child process) and the prober another process, so the probes
+ * measure the server's loop, not the one sending the bodies.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
