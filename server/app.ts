@@ -115,8 +115,9 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   });
   const bodies = new BodyThread();
   const limits: BodyLimits = {
-    maxMessages: chatLimits(dec.options.maxSeqLen).maxMessages,
+    chat: chatLimits(dec.options.maxSeqLen),
     maxSeqLen: dec.options.maxSeqLen,
+    maxTokenBytes: dec.tokenizer?.maxTokenBytes ?? 0,
     vocabSize: dec.spec.vocabSize,
   };
   const body = <K extends BodyKind>(kind: K) => [live, ...jsonBody(kind, { maxBytes: maxBody, limits, bodies })] as const;

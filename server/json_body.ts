@@ -20,6 +20,7 @@ import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
 import type { MiddlewareHandler } from "hono";
 import type { z } from "zod";
+import { type ChatLimits, checkChatSize } from "../lib/chat.ts";
 import { ApiError } from "./errors.ts";
 import { ChatCompletionSchema, CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
 
@@ -41,12 +42,25 @@ export type BodyKind = keyof typeof SCHEMAS;
 
 /** What {@link precheck} bounds, from the loaded model. */
 export interface BodyLimits {
-  /** Most chat messages (lib/chat.ts `chatLimits`); content parts may number 4 × this. */
-  maxMessages: number;
-  /** The context: a prompt of more token ids is refused before the schema reads them. */
+  /** lib/chat.ts `chatLimits`: most messages (content parts may number 4 × that) and characters. */
+  chat: ChatLimits;
+  /** The context: a prompt of more token ids, or of more bytes than this × maxTokenBytes, is refused early. */
   maxSeqLen: number;
+  /** The tokenizer's longest token in bytes (SkipTokenizer.maxTokenBytes); 0 without a tokenizer. */
+  maxTokenBytes: number;
   /** Ids to detokenize must be below it. */
   vocabSize: number;
+}
+
+/**
+ * The 400 of a prompt over the context: `tokens` is its token count, or
+ * "at least N" from the cheap estimate (bytes / maxTokenBytes).
+ */
+export function overContext(maxSeqLen: number, which: string, tokens: string, param: string): ApiError {
+  return new ApiError(400, `This model's maximum context length is ${maxSeqLen} tokens, but ${which} ${tokens} tokens.`, {
+    param,
+    code: "context_length_exceeded",
+  });
 }
 
 /**
@@ -81,33 +95,52 @@ export function nestsDeeper(text: string, max: number): boolean {
 }
 
 /** Counts the schema would otherwise walk element by element: refused first. */
+/**
+ * Sizes the schema would otherwise walk element by element, or that are
+ * refused whatever else the body says, are checked first: a chat's message,
+ * part and character counts (lib/chat.ts `checkChatSize`), a prompt's ids
+ * beyond the context, a text prompt over it by the cheap estimate. On the
+ * body thread this also means a refused megabyte never reaches the event loop.
+ */
 export function precheck(kind: BodyKind, value: unknown, limits: BodyLimits): void {
   const v = value as Record<string, unknown> | null;
   if (kind === "chat" && Array.isArray(v?.messages)) {
     const messages = v.messages as unknown[];
+    const { maxMessages } = limits.chat;
     let parts = 0;
     for (const m of messages) {
       const content = (m as { content?: unknown } | null)?.content;
       if (Array.isArray(content)) parts += content.length;
     }
-    if (messages.length > limits.maxMessages || parts > 4 * limits.maxMessages) {
-      const what = messages.length > limits.maxMessages ? `${messages.length} messages` : `${parts} content parts`;
-      throw new ApiError(400, `${what}; at most ${limits.maxMessages} messages (and ${4 * limits.maxMessages} content parts) are accepted`, {
+    if (messages.length > maxMessages || parts > 4 * maxMessages) {
+      const what = messages.length > maxMessages ? `${messages.length} messages` : `${parts} content parts`;
+      throw new ApiError(400, `${what}; at most ${maxMessages} messages (and ${4 * maxMessages} content parts) are accepted`, {
         param: "messages",
         code: "chat_too_large",
       });
     }
+    // the characters the template will see: string fields, and the text of content parts
+    const sized = messages.map((m) => {
+      const o = (typeof m === "object" && m !== null ? m : {}) as Record<string, unknown>;
+      const content = Array.isArray(o.content) ? o.content.map((x) => String((x as { text?: unknown } | null)?.text ?? "")).join("") : o.content;
+      return { ...o, content };
+    });
+    try {
+      checkChatSize("", sized, limits.chat);
+    } catch (e) {
+      throw new ApiError(400, (e as Error).message, { param: "messages", code: "chat_too_large" });
+    }
   }
-  if (kind === "completion" && Array.isArray(v?.prompt)) {
-    const p = v.prompt as unknown[];
-    const lists = typeof p[0] === "number" ? [p] : p;
-    lists.forEach((ids, i) => {
-      if (Array.isArray(ids) && ids.length > limits.maxSeqLen) {
-        const which = lists.length > 1 ? `prompt ${i} has` : "the prompt has";
-        throw new ApiError(400, `This model's maximum context length is ${limits.maxSeqLen} tokens, but ${which} ${ids.length} tokens.`, {
-          param: lists.length > 1 ? `prompt[${i}]` : "prompt",
-          code: "context_length_exceeded",
-        });
+  if (kind === "completion" && (typeof v?.prompt === "string" || Array.isArray(v?.prompt))) {
+    const p = v.prompt as unknown;
+    const list = typeof p === "string" || typeof (p as unknown[])[0] === "number" ? [p] : (p as unknown[]);
+    list.forEach((one, i) => {
+      const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
+      const param = list.length > 1 ? `prompt[${i}]` : "prompt";
+      if (Array.isArray(one) && one.length > limits.maxSeqLen) throw overContext(limits.maxSeqLen, which, String(one.length), param);
+      if (typeof one === "string" && limits.maxTokenBytes > 0) {
+        const least = Math.ceil(Buffer.byteLength(one) / limits.maxTokenBytes);
+        if (least > limits.maxSeqLen) throw overContext(limits.maxSeqLen, which, `at least ${least}`, param);
       }
     });
   }
