@@ -101,8 +101,14 @@ export class EngineClient {
     this.weightBytes = info.weightBytes;
     this.deviceName = info.deviceName;
     registry.register(this, { port, ctrl, worker }, this.#token);
-    worker.on("error", (e) => this.#ended(`failed (${(e as Error)?.message ?? e})`));
-    worker.on("exit", (code) => this.#ended(`exited (code ${code})`));
+    // weakly: a running worker must not keep an unreachable client (and the registry's backstop) from being collected
+    const self = new WeakRef(this);
+    const ended = (how: string) => {
+      const client = self.deref();
+      if (client) client.#ended(how);
+    };
+    worker.on("error", (e) => ended(`failed (${(e as Error)?.message ?? e})`));
+    worker.on("exit", (code) => ended(`exited (code ${code})`));
   }
 
   /** The thread is gone: unless free() ended it, that is the engine's failure; every waiting call fails with it. */
