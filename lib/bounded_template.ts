@@ -212,9 +212,17 @@ const MONTHS_SHORT = new Intl.DateTimeFormat(undefined, { month: "short" });
 function strftimeNow(format: string): string {
   const d = new Date();
   const pad = (n: number) => String(n).padStart(2, "0");
-  return String(format).replace(/%[YmdbBHM%]/g, (t) =>
-    t === "%Y" ? String(d.getFullYear()) : t === "%m" ? pad(d.getMonth() + 1) : t === "%d" ? pad(d.getDate()) : t === "%b" ? MONTHS_SHORT.format(d) : t === "%B" ? MONTHS_LONG.format(d) : t === "%H" ? pad(d.getHours()) : t === "%M" ? pad(d.getMinutes()) : "%",
-  );
+  const fields: Record<string, string> = {
+    "%Y": String(d.getFullYear()),
+    "%m": pad(d.getMonth() + 1),
+    "%d": pad(d.getDate()),
+    "%b": MONTHS_SHORT.format(d),
+    "%B": MONTHS_LONG.format(d),
+    "%H": pad(d.getHours()),
+    "%M": pad(d.getMinutes()),
+    "%%": "%",
+  };
+  return String(format).replace(/%[YmdbBHM%]/g, (t) => fields[t]!);
 }
 
 /**
