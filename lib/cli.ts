@@ -46,8 +46,9 @@ const USAGE = `usage:
       an OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions, /tokenize, /detokenize; GET /v1/models,
       /health, /metrics);
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
-      seconds, then it exits 0 (a second signal stops at once); one access-log line per request on
-      stdout (method, path, status, prompt+completion tokens, ms) unless --quiet
+      seconds, then it exits 0 (a second signal stops at once, cut requests answered 503); one
+      access-log line per request on stdout (method, path, status, prompt+completion tokens, ms) unless
+      --quiet. If the engine thread dies, requests in flight and new ones get 503 and it exits 1.
   skipdecode build [--cpu-only | --cuda]
       build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
       installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build;
@@ -475,6 +476,8 @@ async function serveCmd(args: string[]): Promise<void> {
   const maxSeqLen = int("max-seq-len", values["max-seq-len"]);
   const threads = int("threads", values.threads);
   const { serve } = await import("../server/main.ts");
+  let died: Error | null = null;
+  let engineDied: (e: Error) => void = (e) => void (died = e);
   const srv = await asUsage(
     () =>
       serve({
@@ -488,6 +491,7 @@ async function serveCmd(args: string[]): Promise<void> {
         ...(threads !== undefined && { threads }),
         ...(values["model-name"] !== undefined && { modelName: values["model-name"] }),
         accessLog: !values.quiet,
+        onEngineFailure: (e) => engineDied(e),
       }),
     /^SkipDecoder\.load: (unknown option|\w+ must be)/,
   );
@@ -496,7 +500,10 @@ async function serveCmd(args: string[]): Promise<void> {
     `skipdecode serve: ${srv.url} — model ${d.dir} (${d.spec.numLayers} layers) on ${d.backend} (${d.deviceName}); ` +
       `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
   );
-  await new Promise<void>((resolveStop) => {
+  await new Promise<void>((resolveStop, fail) => {
+    // the engine thread died and the server has stopped (server/main.ts): exit 1 with the reason
+    if (died) fail(died);
+    engineDied = fail;
     let draining = false;
     const onSignal = (sig: string) => {
       if (draining) {

@@ -10,7 +10,7 @@ import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { EngineClient } from "./engine_client.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
 import { type BackendName, Row, ROW_WANT_LOGITS } from "./native.ts";
-import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, checkMessages } from "./chat.ts";
+import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, chatLimits, checkChatSize, checkMessages } from "./chat.ts";
 import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
 import type { SkipPolicy } from "./policy.ts";
 import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
@@ -145,6 +145,8 @@ export class SkipDecoder {
       maxStepRows(options),
       options.decodeSlowdown,
     );
+    // a dead engine thread ends every generation with its error at once
+    engine.onFailure((e) => this.#scheduler.failAll(e));
   }
 
   /**
@@ -171,6 +173,12 @@ export class SkipDecoder {
     };
     const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
     const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
+    if (tokenizer && tokenizer.vocabSize > spec.vocabSize) {
+      throw new Error(
+        `${where}: the tokenizer in ${dir} has ids up to ${tokenizer.vocabSize - 1}, beyond the model's vocabulary of ` +
+          `${spec.vocabSize} (config.json vocab_size): those ids have no embedding`,
+      );
+    }
     // the engine thread builds the engine: reading and converting weights never blocks this thread
     const engine = await EngineClient.start(dir, spec, options);
     const family = familyOf(spec.arch, dir);
@@ -185,7 +193,34 @@ export class SkipDecoder {
 
   #live(what: string): EngineClient {
     if (this.#engine.freed) throw new Error(`SkipDecoder.${what}: the decoder is closed`);
+    const failure = this.#engine.failure;
+    if (failure) throw new Error(`SkipDecoder.${what}: ${failure.message.replace(/^skipdecode: /, "")}`);
     return this.#engine;
+  }
+
+  /**
+   * Why the engine thread ended unasked, or null while it runs. Once set,
+   * every generation in flight has failed with it and every call that needs
+   * the engine throws: the decoder is done (close it; load the model again).
+   */
+  get engineFailure(): Error | null {
+    return this.#engine.failure;
+  }
+
+  /**
+   * Calls `listener` once if the engine thread ends unasked (see
+   * {@link engineFailure}); at once if it already has.
+   *
+   * @example
+   * dec.onEngineFailure((e) => { console.error(e.message); process.exit(1); });
+   */
+  onEngineFailure(listener: (e: Error) => void): void {
+    this.#engine.onFailure(listener);
+  }
+
+  /** @internal Test-only: ends the engine thread as a crash would, so a test can see what follows. */
+  killEngineThread(): Promise<number> {
+    return this.#engine.killForTest();
   }
 
   /** Bytes of weights one full step reads (linear layers and LM head). */
@@ -435,8 +470,10 @@ export class SkipDecoder {
 
   /**
    * The prompt text the model's chat template makes of `messages`
-   * (lib/chat.ts). Throws when the model has no template or the template
-   * refuses the messages.
+   * (lib/chat.ts). Throws when the model has no template, the template
+   * refuses the messages, or a chat limit is exceeded (lib/chat.ts
+   * `chatLimits`: message count and size; the render's time, output and
+   * work). It renders on this thread, synchronously: at most about a second.
    *
    * @example
    * dec.applyChatTemplate([{ role: "user", content: "Hi" }]);
@@ -454,15 +491,19 @@ export class SkipDecoder {
     if (src === null) throw new Error(`${where}: the model has no chat template (no chat_template in tokenizer_config.json or chat_template.jinja)`);
     checkKeys(where, opts, ["addGenerationPrompt"]);
     const list = checkMessages(where, messages);
+    const limits = chatLimits(this.options.maxSeqLen);
+    checkChatSize(where, list, limits);
     this.#template ??= new ChatTemplate(src, where);
-    const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
-    const text = this.#template.render(
-      list,
-      { bosToken: token(tok.bosId), eosToken: token(tok.eosId), addGenerationPrompt: opts.addGenerationPrompt ?? true },
-      where,
-    );
+    const text = this.#template.render(list, { ...this.chatTokens, addGenerationPrompt: opts.addGenerationPrompt ?? true }, where, limits);
     // the template writes the BOS where the model wants one: tokenize without adding another
     return { text, ids: tok.encode(text, { addBos: false }) };
+  }
+
+  /** @internal The special tokens a chat template is given (`bos_token`, `eos_token`; "" when the model has none). */
+  get chatTokens(): { bosToken: string; eosToken: string } {
+    const tok = this.tokenizer;
+    const token = (id: number | null) => (id === null || !tok ? "" : (tok.idToToken(id) ?? ""));
+    return { bosToken: token(tok?.bosId ?? null), eosToken: token(tok?.eosId ?? null) };
   }
 
   /**

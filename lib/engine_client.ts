@@ -5,10 +5,31 @@
  * loop free while the engine computes; the `*Sync` calls block (they serve the
  * tests' raw access and `close()`). Requests run in the order they are sent,
  * one at a time. docs/DESIGN.md, "Threads", says why a Worker.
+ *
+ * A thread that ends unasked (a bug, an out-of-memory error, Worker.terminate;
+ * a native fault ends the whole process) is a visible failure, never a hang:
+ * every call in flight and every later one rejects with
+ * {@link EngineClient.failure}, and {@link EngineClient.onFailure} listeners
+ * hear of it once. What to do then is the owner's choice (`skipdecode serve`
+ * exits non-zero for its supervisor; server/main.ts). The blocking calls give
+ * up too: they see an ended thread at once, presume an idle thread that has
+ * not beaten its heart for {@link STALL_MS} dead, and `free()` waits at most
+ * {@link FREE_WAIT_MS} for a call in flight.
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
 import type { ModelSpec } from "./checkpoint/config.ts";
-import { type EngineReply, type EngineRequest, type EngineWorkerData, DONE, ENDED, REQ, type WireError } from "./engine_protocol.ts";
+import {
+  BEAT,
+  BUSY,
+  CTRL_SLOTS,
+  DONE,
+  type EngineReply,
+  type EngineRequest,
+  type EngineWorkerData,
+  ENDED,
+  REQ,
+  type WireError,
+} from "./engine_protocol.ts";
 import { type BackendName, NativeError } from "./native.ts";
 import type { EngineOptions } from "./weights.ts";
 
@@ -39,6 +60,11 @@ function shared<T extends Int32Array | Float32Array>(a: T | null, input: boolean
   return { view, back: () => a.set(view) };
 }
 
+/** A blocking call presumes an idle engine thread dead after this long without a heartbeat. */
+export const STALL_MS = 2000;
+/** `free()` waits at most this long for the call in flight, then gives the thread up (its engine is not freed). */
+export const FREE_WAIT_MS = 60_000;
+
 // Backstop only: a decoder that was never closed asks its worker to free the engine.
 const registry = new FinalizationRegistry<{ port: MessagePort; ctrl: Int32Array; worker: Worker }>((h) => {
   h.port.postMessage({ id: -1, op: "free" });
@@ -61,6 +87,10 @@ export class EngineClient {
   #nextId = 1;
   #pumping = false;
   #freed = false;
+  /** free() has begun: the thread ending from now on is no failure. */
+  #freeing = false;
+  #failure: Error | null = null;
+  #listeners: ((e: Error) => void)[] = [];
   readonly #token = {};
 
   private constructor(worker: Worker, port: MessagePort, ctrl: Int32Array, info: { backend: BackendName; weightBytes: number; deviceName: string }) {
@@ -71,6 +101,45 @@ export class EngineClient {
     this.weightBytes = info.weightBytes;
     this.deviceName = info.deviceName;
     registry.register(this, { port, ctrl, worker }, this.#token);
+    // weakly: a running worker must not keep an unreachable client (and the registry's backstop) from being collected
+    const self = new WeakRef(this);
+    const ended = (how: string) => {
+      const client = self.deref();
+      if (client) client.#ended(how);
+    };
+    worker.on("error", (e) => ended(`failed (${(e as Error)?.message ?? e})`));
+    worker.on("exit", (code) => ended(`exited (code ${code})`));
+  }
+
+  /** The thread is gone: unless free() ended it, that is the engine's failure; every waiting call fails with it. */
+  #ended(how: string): void {
+    if (this.#freeing || this.#failure) return;
+    this.#failure = new Error(`skipdecode: the engine thread ${how}; this decoder can run no more steps (load the model again)`);
+    Atomics.store(this.#ctrl, ENDED, 1);
+    Atomics.add(this.#ctrl, DONE, 1);
+    Atomics.notify(this.#ctrl, DONE); // wakes #pump, whose #drain fails what is pending
+    this.#drain();
+    for (const f of this.#listeners.splice(0)) queueMicrotask(() => f(this.#failure!));
+  }
+
+  /** Why the engine thread ended unasked, or null while it runs (or after a clean free()). */
+  get failure(): Error | null {
+    return this.#failure;
+  }
+
+  /** Calls `listener` once if the engine thread ends unasked (at once, on the next tick, if it already has). */
+  onFailure(listener: (e: Error) => void): void {
+    if (this.#failure) {
+      const e = this.#failure;
+      queueMicrotask(() => listener(e));
+    } else {
+      this.#listeners.push(listener);
+    }
+  }
+
+  /** @internal Test-only: ends the engine thread as a crash would (Worker.terminate), so a test can see what follows. */
+  killForTest(): Promise<number> {
+    return this.#worker.terminate();
   }
 
   /**
@@ -81,7 +150,7 @@ export class EngineClient {
    * const engine = await EngineClient.start(dir, spec, options);
    */
   static async start(dir: string, spec: ModelSpec, options: EngineOptions): Promise<EngineClient> {
-    const ctrl = new Int32Array(new SharedArrayBuffer(12));
+    const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_SLOTS * 4));
     const { port1, port2 } = new MessageChannel();
     const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, port: port2 };
     const worker = new Worker(new URL("./engine_worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
@@ -114,6 +183,7 @@ export class EngineClient {
   }
 
   #post(body: Body): number {
+    if (this.#failure) throw this.#failure;
     if (this.#freed || Atomics.load(this.#ctrl, ENDED)) throw new Error("skipdecode: the engine is freed");
     const id = this.#nextId++;
     this.#port.postMessage({ ...body, id });
@@ -134,10 +204,12 @@ export class EngineClient {
       else p.reject(revive(r.error));
     }
     if (Atomics.load(this.#ctrl, ENDED) && this.#pending.size) {
+      if (!this.#freeing && !this.#failure) this.#ended("ended"); // it ended by itself (its own last words set ENDED)
       const left = [...this.#pending.values()];
       this.#pending.clear();
       this.#worker.unref();
-      for (const p of left) p.reject(new Error("skipdecode: the engine thread has ended (the engine is freed)"));
+      const e = this.#failure ?? new Error("skipdecode: the engine thread has ended (the engine is freed)");
+      for (const p of left) p.reject(e);
     }
   }
 
@@ -172,14 +244,38 @@ export class EngineClient {
     return t.promise;
   }
 
-  #callSync(body: Body): unknown {
+  /**
+   * Posts a request and blocks until its reply. Never forever: an ended
+   * thread fails it at once, an idle thread silent for STALL_MS is presumed
+   * dead, and after `limitMs` it throws.
+   */
+  #callSync(body: Body, limitMs = Infinity): unknown {
     const id = this.#post(body);
     let out: { ok: true; value: unknown } | { ok: false; error: Error } | undefined;
     this.#pending.set(id, { resolve: (value) => (out = { ok: true, value }), reject: (error) => (out = { ok: false, error }) });
+    const t0 = performance.now();
+    let beat = Atomics.load(this.#ctrl, BEAT);
+    let beatAt = t0;
     while (!out) {
       const seen = Atomics.load(this.#ctrl, DONE);
       this.#drain();
-      if (!out) Atomics.wait(this.#ctrl, DONE, seen, 1000);
+      if (out) break;
+      Atomics.wait(this.#ctrl, DONE, seen, 100);
+      const now = performance.now();
+      const b = Atomics.load(this.#ctrl, BEAT);
+      if (b !== beat || Atomics.load(this.#ctrl, BUSY)) {
+        beat = b;
+        beatAt = now;
+      } else if (now - beatAt > STALL_MS) {
+        // gone without a word: a failure, or during free() simply the end (nothing is left to free)
+        this.#ended(`stopped answering (no heartbeat for ${STALL_MS} ms while idle)`);
+        Atomics.store(this.#ctrl, ENDED, 1);
+        this.#drain();
+      }
+      if (!out && now - t0 > limitMs) {
+        this.#pending.delete(id);
+        throw new Error(`skipdecode: the engine thread did not answer "${body.op}" within ${limitMs} ms`);
+      }
     }
     if (!out.ok) throw out.error;
     return out.value;
@@ -225,6 +321,7 @@ export class EngineClient {
 
   /** Forgets a slot's sequence. Queued: it happens before any later step; a failure is reported by the next call. */
   resetSlot(slot: number): void {
+    if (this.#failure) return; // no engine left to forget anything
     const id = this.#post({ op: "reset", slot });
     const t = this.#track(id);
     t.promise.catch(() => {}); // slots are managed by the decoder: a reset cannot fail
@@ -236,12 +333,18 @@ export class EngineClient {
     return this.#callSync({ op: "slotInfo", slot, layer }) as { len: number; kvLen: number };
   }
 
-  /** Waits for calls in flight, frees the engine and ends the thread. Safe to call twice. */
+  /**
+   * Waits for calls in flight (at most FREE_WAIT_MS), frees the engine and
+   * ends the thread. Safe to call twice, and after the thread has failed.
+   */
   free(): void {
     if (this.#freed) return;
     registry.unregister(this.#token);
+    this.#freeing = true;
     try {
-      if (!Atomics.load(this.#ctrl, ENDED)) this.#callSync({ op: "free" });
+      if (!Atomics.load(this.#ctrl, ENDED) && !this.#failure) this.#callSync({ op: "free" }, FREE_WAIT_MS);
+    } catch {
+      // the thread died or hangs: there is nothing it can free now; ending it is all that is left
     } finally {
       this.#freed = true;
       this.#port.close();

@@ -36,12 +36,22 @@ export interface EngineWorkerData {
   dir: string;
   spec: ModelSpec;
   options: EngineOptions;
-  /** Int32Array(3) over a SharedArrayBuffer: [requests posted, replies posted, thread ended (1)]. */
+  /** Int32Array(CTRL_SLOTS) over a SharedArrayBuffer, indexed by REQ, DONE, ENDED, BEAT, BUSY. */
   ctrl: SharedArrayBuffer;
   port: MessagePort;
 }
 
+/** Requests posted. */
 export const REQ = 0;
+/** Replies posted. */
 export const DONE = 1;
+/** 1 once the thread has ended (set by the thread as it ends, or by the client when it sees the thread exit). */
 export const ENDED = 2;
+/** Heartbeat: the idle thread bumps it every {@link BEAT_MS}, so a blocking caller can tell a live thread from a dead one. */
+export const BEAT = 3;
+/** 1 while the thread handles a request (a native call beats no heart). */
+export const BUSY = 4;
+export const CTRL_SLOTS = 5;
+/** How often an idle engine thread bumps BEAT. */
+export const BEAT_MS = 250;
 

@@ -4,12 +4,14 @@
  * serves requests from lib/engine_client.ts until "free": a native step, a
  * slot reset, a slot query. Requests and replies travel over a MessagePort
  * read with receiveMessageOnPort, and two counters in a SharedArrayBuffer wake
- * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there).
+ * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there); two
+ * more, a heartbeat while idle and a busy flag, let a caller blocked in
+ * Atomics.wait tell a dead thread from a busy one.
  * Row, parameter and output buffers are SharedArrayBuffer views, so a step
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./engine_protocol.ts";
+import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./engine_protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine } from "./weights.ts";
 
@@ -36,7 +38,9 @@ function run(d: EngineWorkerData): void {
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0) } });
   let handled = 0;
   for (;;) {
-    Atomics.wait(ctrl, REQ, handled);
+    // idle: wake now and then to show this thread is alive (lib/engine_client.ts waits on it)
+    Atomics.wait(ctrl, REQ, handled, BEAT_MS);
+    Atomics.add(ctrl, BEAT, 1);
     while (handled < Atomics.load(ctrl, REQ)) {
       const m = receiveMessageOnPort(d.port);
       if (!m) {
@@ -46,6 +50,7 @@ function run(d: EngineWorkerData): void {
       }
       handled++;
       const q = m.message as EngineRequest;
+      Atomics.store(ctrl, BUSY, 1);
       try {
         switch (q.op) {
           case "step":
@@ -69,6 +74,8 @@ function run(d: EngineWorkerData): void {
         }
       } catch (e) {
         reply({ id: q.id, ok: false, error: wire(e) });
+      } finally {
+        Atomics.store(ctrl, BUSY, 0);
       }
     }
   }

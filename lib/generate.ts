@@ -1,6 +1,25 @@
 /**
  * Generation options: their defaults (one place) and their validation into
  * what the scheduler runs.
+ *
+ * Sampling parameters are checked in the units the engine reads them, float32
+ * (skipdecode.h, `SKD_PARAM_*`; the native rules live in cuda/common/plan.h),
+ * so a sequence the native step would refuse never joins a batch that others
+ * share. Values float32 cannot carry follow one rule, the limit they stand for:
+ *
+ * - `temperature` whose float32 value is below 2^-126 (the smallest normal
+ *   float32; it includes values that round to 0) samples greedily, as
+ *   temperature 0 does: its reciprocal would overflow float32, and sampling
+ *   as T → 0 is the argmax. (vLLM likewise treats temperatures below 1e-5 as
+ *   greedy.) The engine refuses such a temperature rather than sampling from
+ *   1/T = ∞.
+ * - `topP` whose float32 value is 0 (below ~7e-46) keeps only the most likely
+ *   token, which is greedy: every positive float32 top_p that small keeps
+ *   exactly that one token.
+ * - `topK` is an integer in 0..vocabSize (0 = no cut), so it always fits the
+ *   engine's int32.
+ *
+ * Everything else out of range throws.
  */
 import { randomBytes } from "node:crypto";
 import type { ModelSpec } from "./checkpoint/config.ts";
@@ -54,6 +73,32 @@ export const GENERATE_DEFAULTS = {
 } as const;
 
 const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal", "sequence", "logprobs"];
+
+/**
+ * The smallest positive temperature the engine samples with: 2^-126, the
+ * smallest normal float32 (below it 1/temperature overflows float32).
+ */
+export const MIN_TEMPERATURE = 2 ** -126;
+
+/**
+ * Temperature, top-k and top-p as the engine will read them (float32), by
+ * the module comment's rules: a temperature under {@link MIN_TEMPERATURE} or
+ * a top-p that rounds to 0 means greedy (temperature 0, top-p 1).
+ *
+ * @example
+ * samplingParams("generate", { temperature: 1e-40 }, 50272); // { temperature: 0, topK: 0, topP: 1 }
+ */
+export function samplingParams(
+  where: string,
+  o: Pick<GenerateOptions, "temperature" | "topK" | "topP">,
+  vocabSize: number,
+): { temperature: number; topK: number; topP: number } {
+  const t = Math.fround(numOpt(where, "temperature", o.temperature, 0, 100, GENERATE_DEFAULTS.temperature));
+  const topK = intOpt(where, "topK", o.topK, 0, vocabSize, GENERATE_DEFAULTS.topK);
+  const topP = Math.fround(numOpt(where, "topP", o.topP, 0, 1, GENERATE_DEFAULTS.topP, true));
+  if (t < MIN_TEMPERATURE || topP === 0) return { temperature: 0, topK, topP: 1 };
+  return { temperature: t, topK, topP };
+}
 
 /** A prompt: text (tokenised with BOS) or token ids (fed as given). */
 export type Prompt = string | number[];
@@ -117,9 +162,7 @@ export function sequenceSpec(
     prompt: ids,
     maxNewTokens,
     policy,
-    temperature: numOpt(where, "temperature", o.temperature, 0, 100, GENERATE_DEFAULTS.temperature),
-    topK: intOpt(where, "topK", o.topK, 0, ctx.spec.vocabSize, GENERATE_DEFAULTS.topK),
-    topP: numOpt(where, "topP", o.topP, 0, 1, GENERATE_DEFAULTS.topP, true),
+    ...samplingParams(where, o, ctx.spec.vocabSize),
     seed,
     seq: intOpt(where, "sequence", o.sequence, 0, 2 ** 31 - 1 - ctx.seqOffset, 0) + ctx.seqOffset,
     stop,

@@ -14,7 +14,7 @@ import { BUILD_COMMAND, ensureLibrary, gpuDriver } from "./build.ts";
 export type BackendName = "cpu" | "cuda";
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Status codes of skipdecode.h. */
 export const Status = {
@@ -272,7 +272,10 @@ export class NativeBackend {
     const c = new BigInt64Array(Cfg.COUNT);
     for (let i = 0; i < Cfg.COUNT; i++) {
       const v = cfg[i]!;
-      if (!Number.isSafeInteger(v)) throw new Error(`engine config slot ${i} is not an integer: ${v}`);
+      if (!Number.isSafeInteger(v)) {
+        const name = Object.keys(Cfg).find((k) => Cfg[k as keyof typeof Cfg] === i);
+        throw new Error(`engine config ${name} (slot ${i}) is not an integer: ${v}`);
+      }
       c[i] = BigInt(v);
     }
     const out = new BigUint64Array(1);

@@ -14,10 +14,19 @@
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
  * gives its KV slot back at once (the reset is queued behind the running step)
  * and the token the step sampled for it is dropped.
+ *
+ * One sequence never fails another. Its options are checked before it is
+ * queued with the native step's own rules (lib/generate.ts), and should a
+ * step still be refused, the refusal names the row (cuda/common/plan.h checks
+ * every row before anything changes, so the engine is as it was): that row's
+ * sequence fails alone, the others' prompt progress is put back, and the step
+ * is built again without it. Only an error that names no row, or one from
+ * after the checks (out of memory, a device fault, a dead engine thread),
+ * fails every sequence of the step.
  */
 import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { StreamDecoder } from "./checkpoint/tokenizer.ts";
-import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "./native.ts";
+import { MAX_TOP_LOGPROBS, NativeError, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "./native.ts";
 import type { SkipPolicy } from "./policy.ts";
 
 export type FinishReason = "stop" | "length" | "abort";
@@ -220,6 +229,17 @@ function heldBack(text: string, stops: string[]): number {
   return hold;
 }
 
+/** Statuses of a step refused by its checks, before anything changed (skipdecode.h). */
+const REFUSED = new Set(["SKD_ERR_INVALID_ARG", "SKD_ERR_KV_MISSING", "SKD_ERR_UNSUPPORTED"]);
+
+/** The row a refused step names ("step: row 3: top_p 0 must be in (0, 1]"), or null when it names none. */
+function refusedRow(e: unknown, rows: number): number | null {
+  if (!(e instanceof NativeError) || !REFUSED.has(e.status)) return null;
+  const m = /^step: row (\d+)\b/.exec(e.message);
+  const row = m ? Number(m[1]) : -1;
+  return row >= 0 && row < rows ? row : null;
+}
+
 /** Runs sequences through a decoder's engine, a step at a time. */
 export class Scheduler {
   readonly #t: StepTarget;
@@ -283,6 +303,11 @@ export class Scheduler {
     for (const s of [...this.#running, ...this.#waiting]) this.#finish(s, "abort");
   }
 
+  /** Fails every sequence with `e` (the engine thread died: nothing can run). */
+  failAll(e: Error): void {
+    for (const s of [...this.#running, ...this.#waiting]) this.#fail(s, e);
+  }
+
   #kick(): void {
     if (this.#looping) return;
     this.#looping = true;
@@ -306,7 +331,14 @@ export class Scheduler {
           await this.#t.step(this.#rows, n.rows, this.#params, this.#tokens, lp);
           this.#timed(n.decodeRows, n.rows - n.decodeRows, performance.now() - t0);
         } catch (e) {
-          for (const s of n.seqs) this.#fail(s, e as Error);
+          const row = refusedRow(e, n.rows);
+          if (row === null) {
+            for (const s of n.seqs) this.#fail(s, e as Error);
+          } else {
+            // nothing changed in the engine: the named row's sequence fails alone, the rest goes again
+            for (const [s, fed] of n.fedBefore) s.fed = fed;
+            this.#fail(n.owners[row]!, e as Error);
+          }
           continue;
         }
         this.#dispatch(n.sampled, n.nTop);
@@ -350,12 +382,24 @@ export class Scheduler {
   }
 
   /** Fills the row buffers for the next step. */
-  #build(): { rows: number; decodeRows: number; seqs: Set<Sequence>; sampled: Sequence[]; nTop: number } {
+  #build(): {
+    rows: number;
+    decodeRows: number;
+    seqs: Set<Sequence>;
+    sampled: Sequence[];
+    nTop: number;
+    /** owners[i]: the sequence of row i. */
+    owners: Sequence[];
+    /** Prompt tokens fed before this step, of the sequences it feeds prompt rows. */
+    fedBefore: Map<Sequence, number>;
+  } {
     const L = this.#t.numLayers;
     let n = 0;
     let nTop = -1; // alternatives per logprobs row this step; -1: no row wants logprobs
     const seqs = new Set<Sequence>();
     const sampled: Sequence[] = [];
+    const owners: Sequence[] = [];
+    const fedBefore = new Map<Sequence, number>();
     const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
       const r = n * Row.FIELDS;
       const rows = this.#rows;
@@ -374,6 +418,7 @@ export class Scheduler {
       rows[r + Row.SEED_HI] = Math.floor(s.spec.seed / 2 ** 32) | 0;
       this.#params[n * Param.FIELDS + Param.TEMPERATURE] = s.spec.temperature;
       this.#params[n * Param.FIELDS + Param.TOP_P] = s.spec.topP;
+      owners[n] = s;
       n++;
       seqs.add(s);
       if (sample) sampled.push(s);
@@ -391,6 +436,7 @@ export class Scheduler {
       const left = s.spec.prompt.length - s.fed;
       const take = Math.min(left, limit - n);
       if (take <= 0) return false;
+      fedBefore.set(s, s.fed);
       for (let i = 0; i < take; i++) {
         const pos = s.fed + i;
         const last = pos === s.spec.prompt.length - 1;
@@ -406,7 +452,7 @@ export class Scheduler {
       this.#running.push(s);
       admit(s);
     }
-    return { rows: n, decodeRows, seqs, sampled, nTop };
+    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore };
   }
 
   /** Applies the sampled tokens of the last step, in row order (and their logprobs: `nTop` alternatives per flagged row). */

@@ -9,7 +9,15 @@
  * UTF-8 bytes and the alternatives. A model without a chat template gets a
  * 400 that says so. `max_tokens` / `max_completion_tokens` default to what is
  * left of the context after the prompt (as vLLM does).
+ *
+ * The template is bounded (lib/chat.ts `chatLimits`): too many messages or
+ * characters are refused before rendering, the render runs on the tokenizer
+ * thread under a time, output and work limit, and the rendered text is
+ * checked against the context on a cheap estimate before it is tokenised.
+ * Each refusal is a 400 naming its limit (code `chat_too_large` before
+ * rendering, `chat_template_limit` during it).
  */
+import { type ChatLimits, type ChatMessage, chatLimits, checkChatSize } from "../lib/chat.ts";
 import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
 import { checkModel, type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
 import { ApiError } from "./errors.ts";
@@ -70,6 +78,7 @@ export async function prepareChat(
   deps: CompletionDeps,
   body: ChatCompletionRequest,
   encode: (text: string) => Promise<number[]> = async (text) => deps.dec.tokenizer!.encode(text, { addBos: false }),
+  render: (messages: ChatMessage[], limits: ChatLimits) => Promise<string> = async (messages) => deps.dec.applyChatTemplate(messages),
 ): Promise<Prepared> {
   const { dec, modelName } = deps;
   checkModel(body.model, modelName);
@@ -84,13 +93,26 @@ export async function prepareChat(
     content: typeof m.content === "string" ? m.content : m.content.map((part) => part.text).join(""),
     ...(m.name != null ? { name: m.name } : {}),
   }));
+  const ctxLen = dec.options.maxSeqLen;
+  const limits = chatLimits(ctxLen);
+  try {
+    checkChatSize("", messages, limits);
+  } catch (e) {
+    throw new ApiError(400, (e as Error).message, { param: "messages", code: "chat_too_large" });
+  }
   let text: string;
   try {
-    text = dec.applyChatTemplate(messages);
+    text = await render(messages, limits);
   } catch (e) {
-    throw new ApiError(400, (e as Error).message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), { param: "messages" });
+    // the template's refusals and limits are the request's fault (400); anything else is ours
+    const err = e as Error;
+    const library = err.message.startsWith("SkipDecoder.applyChatTemplate: ");
+    if (err.name !== "TemplateLimitError" && err.name !== "TemplateRefusal" && !library) throw err;
+    throw new ApiError(400, err.message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), {
+      param: "messages",
+      ...(err.name === "TemplateLimitError" && { code: "chat_template_limit" }),
+    });
   }
-  const ctxLen = dec.options.maxSeqLen;
   // far over the context: refused without tokenising (as completions do)
   const least = Math.ceil(Buffer.byteLength(text) / dec.tokenizer.maxTokenBytes);
   if (least > ctxLen) {

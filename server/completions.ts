@@ -11,6 +11,7 @@ import type { GenerateOptions, GenerateResult, SkipDecoder, TokenEvent, TokenLog
 import { SkipPolicy } from "../lib/index.ts";
 import { accessEntry } from "./access.ts";
 import { ApiError } from "./errors.ts";
+import { overContext } from "./json_body.ts";
 import type { ServerMetrics } from "./observe.ts";
 import type { CompletionRequest } from "./schema.ts";
 
@@ -118,6 +119,17 @@ export function closing(): ApiError {
   });
 }
 
+/**
+ * The 503 once the engine thread has died: requests in flight end with it
+ * (a stream as an error event), new ones get it, and `/health` reports it.
+ */
+export function engineFailed(e: Error): ApiError {
+  return new ApiError(503, `the inference engine has failed: ${e.message.replace(/^skipdecode: /, "")}`, {
+    type: "server_error",
+    code: "engine_failed",
+  });
+}
+
 /** A request's `model` must be the one this server serves (absent: it is); else a 404 in OpenAI's words. */
 export function checkModel(model: string | null | undefined, modelName: string): void {
   if (model != null && model !== modelName) {
@@ -185,13 +197,7 @@ export async function prepare(
       if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer: send prompts as token ids", { param });
       // far over the context: refused without tokenising (a 3 MB prompt would hold the event loop for a second)
       const least = Math.ceil(Buffer.byteLength(p) / dec.tokenizer.maxTokenBytes);
-      if (least > ctxLen) {
-        const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
-        throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but ${which} at least ${least} tokens.`, {
-          param,
-          code: "context_length_exceeded",
-        });
-      }
+      if (least > ctxLen) throw overContext(ctxLen, list.length > 1 ? `prompt ${i} has` : "the prompt has", `at least ${least}`, param);
       return encode(p); // long texts off the event loop
     }
     const bad = p.findIndex((t) => t >= V);
@@ -201,12 +207,7 @@ export async function prepare(
   prompts.forEach((ids, i) => {
     const param = list.length > 1 ? `prompt[${i}]` : "prompt";
     const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
-    if (ids.length > ctxLen) {
-      throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but ${which} ${ids.length} tokens.`, {
-        param,
-        code: "context_length_exceeded",
-      });
-    }
+    if (ids.length > ctxLen) throw overContext(ctxLen, which, String(ids.length), param);
     if (ids.length + maxTokens > ctxLen) {
       throw new ApiError(
         400,
@@ -564,7 +565,8 @@ function streamed(
     } catch (e) {
       ac.abort();
       deps.log(`${head.id}: generation failed`, e);
-      await send(JSON.stringify(new ApiError(500, "internal error during generation").body));
+      const failure = deps.dec.engineFailure;
+      await send(JSON.stringify((failure ? engineFailed(failure) : new ApiError(500, "internal error during generation")).body));
       await send("[DONE]");
     } finally {
       clearInterval(keepAlive);

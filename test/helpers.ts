@@ -124,3 +124,30 @@ export function variantOf(
   writeSafetensors(join(dir, "model.safetensors"), tensors);
   return dir;
 }
+
+const CLI = join(import.meta.dir, "..", "lib", "cli.ts");
+
+/**
+ * `skipdecode serve --model dir --port 0 …args` in a child process: resolves
+ * once it listens, with its URL and a promise of its whole stderr (settled
+ * when it exits).
+ */
+export async function serveProcess(dir: string, args: string[]): Promise<{ p: ReturnType<typeof Bun.spawn>; url: string; stderr: () => Promise<string> }> {
+  const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", ...args], { stdout: "pipe", stderr: "pipe" });
+  const reader = (p.stderr as ReadableStream<Uint8Array>).getReader();
+  let err = "";
+  while (!/http:\/\/\S+/.test(err)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`serve exited early: ${err}`);
+    err += new TextDecoder().decode(value);
+  }
+  const url = err.match(/http:\/\/[^\s—]+/)![0];
+  const rest = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return err;
+      err += new TextDecoder().decode(value);
+    }
+  })();
+  return { p, url, stderr: () => rest };
+}

@@ -263,6 +263,11 @@ describe("malformed files", () => {
     expect(() => openRaw("")).toThrow(/does not start with '\{'/);
   });
 
+  test("header beginning with a UTF-8 byte-order mark", () => {
+    const bom = new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode("{}")]);
+    expect(() => openRaw(bom)).toThrow(/header begins with a UTF-8 byte-order mark; it must begin with '\{'/);
+  });
+
   test("header not valid JSON", () => {
     expect(() => openRaw("{oops}")).toThrow(/header is not valid JSON/);
     expect(() => openRaw('{"a":1,}')).toThrow(/header is not valid JSON/);

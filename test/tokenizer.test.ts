@@ -326,7 +326,7 @@ describe("errors", () => {
     const bad = folder("bad-tokenizer", { "tokenizer.json": '{"model": {"type": "BPE", ' });
     await expect(SkipTokenizer.load(bad)).rejects.toThrow(`malformed JSON in ${join(bad, "tokenizer.json")}`);
     const noModel = folder("no-model", { "tokenizer.json": JSON.stringify({ version: "1.0" }) });
-    await expect(SkipTokenizer.load(noModel)).rejects.toThrow(`${join(noModel, "tokenizer.json")} has no model.vocab`);
+    await expect(SkipTokenizer.load(noModel)).rejects.toThrow(`${join(noModel, "tokenizer.json")}: has no model.vocab`);
     const notObject = folder("array-tokenizer", { "tokenizer.json": "[1, 2]" });
     await expect(SkipTokenizer.load(notObject)).rejects.toThrow(/tokenizer\.json must hold a JSON object/);
     const badConfig = folder("bad-config", {

@@ -7,6 +7,7 @@
 #ifndef SKD_PLAN_H
 #define SKD_PLAN_H
 
+#include <float.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -58,6 +59,15 @@ static inline int skd_has_bias(const skd_shape *s, int bit) {
     return !(s->no_bias & bit);
 }
 
+/* The name of config slot i (SKD_CFG_<name>), for messages. */
+static inline const char *skd_cfg_name(int i) {
+    static const char *const names[SKD_CFG_COUNT] = {
+        "ARCH", "NUM_LAYERS", "HIDDEN", "NUM_HEADS", "FFN", "VOCAB", "MAX_POSITIONS", "EMBED_DIM",
+        "PRE_LN", "FINAL_LN", "POS_OFFSET", "MAX_SLOTS", "MAX_SEQ", "MAX_ROWS", "THREADS", "COMPUTE_DTYPE",
+        "NORM", "POSITIONS", "MLP", "NUM_KV_HEADS", "HEAD_DIM", "NO_BIAS", "NORM_EPS_E12"};
+    return i >= 0 && i < SKD_CFG_COUNT ? names[i] : "?";
+}
+
 static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shape *s) {
     if (!cfg) return skd_fail(SKD_ERR_INVALID_ARG, "config pointer is NULL");
     if (n_cfg != SKD_CFG_COUNT)
@@ -65,7 +75,8 @@ static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shap
                         (int)n_cfg, SKD_ABI_VERSION, SKD_CFG_COUNT);
     for (int i = 0; i < SKD_CFG_COUNT; i++)
         if (cfg[i] < 0 || cfg[i] > (int64_t)1 << 30)
-            return skd_fail(SKD_ERR_INVALID_ARG, "config slot %d = %lld is out of range", i, (long long)cfg[i]);
+            return skd_fail(SKD_ERR_INVALID_ARG, "config SKD_CFG_%s = %lld is out of range 0..2^30", skd_cfg_name(i),
+                            (long long)cfg[i]);
     memset(s, 0, sizeof *s);
     s->arch = (int)cfg[SKD_CFG_ARCH];
     s->n_layers = (int)cfg[SKD_CFG_NUM_LAYERS];
@@ -341,6 +352,10 @@ static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const in
             const float t = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TEMPERATURE];
             const float tp = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TOP_P];
             if (!(t >= 0.0f && t < 1e30f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: temperature %g must be finite and >= 0", i, (double)t);
+            if (t != 0.0f && t < FLT_MIN)
+                return skd_fail(SKD_ERR_INVALID_ARG,
+                                "row %d: temperature %g is below FLT_MIN, so 1/temperature overflows float32 (0 samples greedily)",
+                                i, (double)t);
             if (!(tp > 0.0f && tp <= 1.0f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_p %g must be in (0, 1]", i, (double)tp);
             if (r[SKD_ROW_TOP_K] < 0) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_k %d must be >= 0", i, r[SKD_ROW_TOP_K]);
             if (r[SKD_ROW_SEQ] < 0 || r[SKD_ROW_STEP] < 0)

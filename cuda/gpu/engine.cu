@@ -245,7 +245,10 @@ static int create_on_device(skd_engine *e) {
     if (st) return st;
     layout_weights(e, (uintptr_t)e->warena);
 
-    const size_t kv_bytes = (size_t)s->max_slots * L * s->max_seq * s->kv_dim * 2;
+    /* slots × layers × positions × kv_dim halves, saturating: an absurd shape fails to allocate, never wraps */
+    size_t kv_bytes = (size_t)s->max_slots * (size_t)L * 2;
+    kv_bytes = kv_bytes > SIZE_MAX / (size_t)s->max_seq ? SIZE_MAX : kv_bytes * (size_t)s->max_seq;
+    kv_bytes = kv_bytes > SIZE_MAX / (size_t)s->kv_dim ? SIZE_MAX : kv_bytes * (size_t)s->kv_dim;
     char what[160];
     snprintf(what, sizeof what, "the K cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->kv_dim);
     if ((st = device_alloc(&e->k_cache, kv_bytes, what))) return st;

@@ -316,9 +316,13 @@ function parseHeader(path: string, fd: number, fileSize: number): ParsedHeader {
 
   // --- header text: UTF-8, begins with `{`, a JSON object
   const headerBytes = readExact(fd, n, 8, () => `safetensors: ${path}: header`);
+  // a byte-order mark is not '{': the reference reader refuses it, and TextDecoder would silently drop it
+  if (headerBytes[0] === 0xef && headerBytes[1] === 0xbb && headerBytes[2] === 0xbf) {
+    fail("header begins with a UTF-8 byte-order mark; it must begin with '{'");
+  }
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(headerBytes);
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(headerBytes);
   } catch {
     return fail("header is not valid UTF-8");
   }

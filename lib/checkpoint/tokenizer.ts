@@ -29,6 +29,9 @@ import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
+import { MAX_TEMPLATE_BYTES } from "../bounded_template.ts";
+import { ChatTemplate } from "../chat.ts";
+import { checkTokenizerJson } from "./tokenizer_check.ts";
 
 // ---------------------------------------------------------------------------
 // tokenizer.json shapes (the subset we write and read)
@@ -408,16 +411,21 @@ function specialContent(v: unknown): string | undefined {
   return undefined;
 }
 
-/** Parse `vocab.json` into a token → id map, checking every id. */
+/** Parse `vocab.json` into a token → id map, checking every id: unique integers in 0..entries-1. */
 function parseVocab(obj: JsonObject, path: string): Record<string, number> {
   const vocab: Record<string, number> = {};
-  for (const [token, id] of Object.entries(obj)) {
-    if (typeof id !== "number" || !Number.isInteger(id) || id < 0) {
-      throw new Error(`tokenizer: malformed ${path}: token ${JSON.stringify(token)} has id ${JSON.stringify(id)}`);
+  const entries = Object.entries(obj);
+  const seen = new Map<number, string>();
+  for (const [token, id] of entries) {
+    if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= entries.length) {
+      throw new Error(`tokenizer: malformed ${path}: token ${JSON.stringify(token)} has id ${JSON.stringify(id)} (ids are 0..${entries.length - 1})`);
     }
+    const other = seen.get(id);
+    if (other !== undefined) throw new Error(`tokenizer: malformed ${path}: id ${id} is given to both ${JSON.stringify(other)} and ${JSON.stringify(token)}`);
+    seen.set(id, token);
     vocab[token] = id;
   }
-  if (Object.keys(vocab).length === 0) throw new Error(`tokenizer: malformed ${path}: empty vocabulary`);
+  if (entries.length === 0) throw new Error(`tokenizer: malformed ${path}: empty vocabulary`);
   return vocab;
 }
 
@@ -474,24 +482,6 @@ function jsonFromVocabMerges(
     decoder: byteLevel(true),
     model: bpeModel(vocab, merges),
   };
-}
-
-/** Largest id in a tokenizer.json's model vocab and added tokens, plus one. */
-function countIds(json: JsonObject, path: string): number {
-  const model = json.model;
-  if (!isObject(model) || !isObject(model.vocab)) {
-    throw new Error(`tokenizer: ${path} has no model.vocab object`);
-  }
-  let max = -1;
-  for (const id of Object.values(model.vocab)) {
-    if (typeof id === "number" && id > max) max = id;
-  }
-  if (Array.isArray(json.added_tokens)) {
-    for (const t of json.added_tokens) {
-      if (isObject(t) && typeof t.id === "number" && t.id > max) max = t.id;
-    }
-  }
-  return max + 1;
 }
 
 // ---------------------------------------------------------------------------
@@ -566,8 +556,10 @@ export class SkipTokenizer {
     vocabSize: number,
     addBosSetting: boolean | null,
     chatTemplate: string | null,
+    maxTokenBytes: number,
   ) {
     this.#tok = tok;
+    this.maxTokenBytes = maxTokenBytes;
     this.bosRule = bosRule;
     this.bosId = bosId;
     this.eosId = eosId;
@@ -622,7 +614,8 @@ export class SkipTokenizer {
         `tokenizer: no tokenizer in ${dir}: looked for tokenizer.json, or vocab.json + merges.txt`,
       );
     }
-    const vocabSize = countIds(json, source);
+    // ids, types and tokens checked before the library sees them (tokenizer_check.ts)
+    const { vocabSize, maxTokenBytes } = checkTokenizerJson(json, source);
 
     let tok: Tokenizer;
     try {
@@ -652,7 +645,7 @@ export class SkipTokenizer {
     };
     const rule = opts.bos ?? "always";
     const template = await readChatTemplate(dir, config, configPath);
-    if (rule === "always") return new SkipTokenizer(tok, rule, pick("bos_token"), pick("eos_token"), vocabSize, true, template);
+    if (rule === "always") return new SkipTokenizer(tok, rule, pick("bos_token"), pick("eos_token"), vocabSize, true, template, maxTokenBytes);
     // "config": a BOS only where bos_token names one; added per add_bos_token, else the post-processor
     let bosId: number | null = null;
     for (const [obj, path] of [
@@ -672,7 +665,7 @@ export class SkipTokenizer {
     if (addBos !== undefined && typeof addBos !== "boolean") {
       throw new Error(`tokenizer: ${configPath}: add_bos_token must be true or false, got ${JSON.stringify(addBos)}`);
     }
-    return new SkipTokenizer(tok, rule, bosId, pick("eos_token"), vocabSize, addBos ?? null, template);
+    return new SkipTokenizer(tok, rule, bosId, pick("eos_token"), vocabSize, addBos ?? null, template, maxTokenBytes);
   }
 
   /**
@@ -720,31 +713,20 @@ export class SkipTokenizer {
     });
   }
 
-  #maxTokenBytes = 0;
-
   /**
    * An upper bound on the bytes of text one token covers: the longest token
    * string, in UTF-8 bytes (a byte-level symbol stands for one byte and takes
    * one or two). So a text of `b` UTF-8 bytes has at least
    * `ceil(b / maxTokenBytes)` tokens — enough to refuse a prompt far over the
-   * context without spending seconds tokenising it. Computed once.
+   * context without spending seconds tokenising it. Found at load, in the
+   * same pass that checks the file.
    *
    * @example
    * ```ts
    * Math.ceil(Buffer.byteLength(text) / tok.maxTokenBytes); // a lower bound on tok.encode(text).length
    * ```
    */
-  get maxTokenBytes(): number {
-    if (this.#maxTokenBytes === 0) {
-      let most = 1;
-      for (let id = 0; id < this.vocabSize; id++) {
-        const t = this.#tok.id_to_token(id);
-        if (t !== undefined) most = Math.max(most, Buffer.byteLength(t));
-      }
-      this.#maxTokenBytes = most;
-    }
-    return this.#maxTokenBytes;
-  }
+  readonly maxTokenBytes: number;
 
   /**
    * The token string of an id (byte-level symbols, e.g. `"Ġworld"`), or
@@ -779,15 +761,27 @@ export class SkipTokenizer {
  */
 async function readChatTemplate(dir: string, config: JsonObject, configPath: string): Promise<string | null> {
   const file = join(dir, "chat_template.jinja");
-  if (isFile(file)) return readFile(file, "utf8");
+  if (isFile(file)) {
+    // bounded before it is read whole; parsed now, so a broken template is refused at load (lib/chat.ts)
+    if (statSync(file).size > MAX_TEMPLATE_BYTES) {
+      throw new Error(`tokenizer: ${file}: the chat template is ${statSync(file).size} bytes; at most ${MAX_TEMPLATE_BYTES} are accepted`);
+    }
+    return parsed(await readFile(file, "utf8"), file);
+  }
   const t = config.chat_template;
   if (t === undefined || t === null) return null;
-  if (typeof t === "string") return t;
+  if (typeof t === "string") return parsed(t, configPath);
   if (Array.isArray(t)) {
     const named = t.find((x) => typeof x === "object" && x !== null && (x as JsonObject).name === "default") as JsonObject | undefined;
-    if (named && typeof named.template === "string") return named.template;
+    if (named && typeof named.template === "string") return parsed(named.template, configPath);
   }
   throw new Error(`tokenizer: ${configPath}: chat_template must be a string or a list with a "default" entry`);
+}
+
+/** `source` once it parses as a chat template; else the parser's error, naming `path`. */
+function parsed(source: string, path: string): string {
+  new ChatTemplate(source, `tokenizer: ${path}`);
+  return source;
 }
 
 // ---------------------------------------------------------------------------
