@@ -3,12 +3,12 @@
  * markdown tables, JSON output and the cached random models they run on.
  */
 import type { ModelSpec } from "../lib/checkpoint/config.ts";
-import type { NativeBackend } from "../lib/native.ts";
+import type { NativeBackend } from "../lib/engine/native.ts";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
+import { writeTinyModel, type TinyModelOptions } from "../lib/tiny/model.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
 

@@ -25,7 +25,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { writeTinyModel } from "../lib/tiny.ts";
+import { writeTinyModel } from "../lib/tiny/model.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/load.ts [--model DIR] [--clients 8] [--requests 64] [--max-tokens 32] [--runs 3]

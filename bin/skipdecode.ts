@@ -15,12 +15,12 @@
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { SkipDecoder } from "./decoder.ts";
-import { evaluateQuality } from "./eval.ts";
-import type { GenerateOptions } from "./generate.ts";
-import { ABI_VERSION } from "./native.ts";
-import { SkipPolicy } from "./policy.ts";
-import { writeTinyModel } from "./tiny.ts";
+import { SkipDecoder } from "../lib/decoder.ts";
+import { evaluateQuality } from "../lib/generation/eval.ts";
+import type { GenerateOptions } from "../lib/generation/generate.ts";
+import { ABI_VERSION } from "../lib/engine/native.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
+import { writeTinyModel } from "../lib/tiny/model.ts";
 
 const USAGE = `usage:
   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--dtype float32|float16|bfloat16]

@@ -1,5 +1,5 @@
 // The OpenAI SDK against `skipdecode serve` (docs/server.md). Start a server first:
-//   bun lib/cli.ts serve --model models/brown-opt-12l --port 8080
+//   bun bin/skipdecode.ts serve --model models/brown-opt-12l --port 8080
 // then: bun examples/openai-client.ts [BASE_URL]
 import OpenAI from "openai";
 import { skipStats, withSkip } from "../server/openai.ts";

@@ -7,16 +7,16 @@ import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { familyOf } from "./checkpoint/family.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
-import { EngineClient } from "./engine_client.ts";
-import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
-import { type BackendName, Row, ROW_WANT_LOGITS } from "./native.ts";
-import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, chatLimits, checkChatSize, checkMessages } from "./chat.ts";
+import { EngineClient } from "./engine/client.ts";
+import { type GenerateOptions, type Prompt, sequenceSpec } from "./generation/generate.ts";
+import { type BackendName, Row, ROW_WANT_LOGITS } from "./engine/native.ts";
+import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, chatLimits, checkChatSize, checkMessages } from "./text/chat.ts";
 import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
-import type { SkipPolicy } from "./policy.ts";
-import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
-import { maxStepRows, type WeightDType } from "./weights.ts";
+import type { SkipPolicy } from "./generation/policy.ts";
+import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./generation/scheduler.ts";
+import { maxStepRows, type WeightDType } from "./engine/weights.ts";
 
-export type { WeightDType } from "./weights.ts";
+export type { WeightDType } from "./engine/weights.ts";
 
 /** Options of {@link SkipDecoder.load}; defaults in {@link LOAD_DEFAULTS}. */
 export interface LoadOptions {

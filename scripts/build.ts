@@ -20,7 +20,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { gpuDriver } from "../lib/build.ts";
+import { gpuDriver } from "../lib/engine/build.ts";
 
 const root = resolve(import.meta.dir, "..");
 const build = process.env.SKIPDECODE_LIB_DIR ?? join(root, "build");

@@ -24,7 +24,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { EMBEDDED_MODEL, SkipDecoder } from "../lib/index.ts";
-import { evaluateQuality } from "../lib/eval.ts";
+import { evaluateQuality } from "../lib/generation/eval.ts";
 
 const ROUNDS = envInt("SKIPDECODE_DEMO_ROUNDS", 7);
 const HELDOUT_WINDOWS = envInt("SKIPDECODE_DEMO_WINDOWS", 48);

@@ -17,7 +17,7 @@
  * Each refusal is a 400 naming its limit (code `chat_too_large` before
  * rendering, `chat_template_limit` during it).
  */
-import { type ChatLimits, type ChatMessage, chatLimits, checkChatSize } from "../lib/chat.ts";
+import { type ChatLimits, type ChatMessage, chatLimits, checkChatSize } from "../lib/text/chat.ts";
 import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
 import { checkModel, type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
 import { ApiError } from "./errors.ts";

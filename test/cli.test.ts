@@ -7,7 +7,7 @@ import { cleanupTemp, tempDir } from "./helpers.ts";
 
 afterAll(cleanupTemp);
 
-const CLI = resolve(import.meta.dir, "../lib/cli.ts");
+const CLI = resolve(import.meta.dir, "../bin/skipdecode.ts");
 
 function run(...args: string[]): { code: number; stdout: string; stderr: string } {
   const p = Bun.spawnSync(["bun", CLI, ...args], { stdout: "pipe", stderr: "pipe" });

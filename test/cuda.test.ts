@@ -15,8 +15,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
-import { libraryPath, NativeBackend } from "../lib/native.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
+import { libraryPath, NativeBackend } from "../lib/engine/native.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import type { GenerateResult } from "../lib/index.ts";
 import { stepByStep } from "./family-checks.ts";
 import { cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";

@@ -13,8 +13,8 @@ import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { familyOf } from "../lib/checkpoint/family.ts";
 import type { ModelSpec } from "../lib/checkpoint/spec.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
+import { Row, ROW_WANT_LOGITS } from "../lib/engine/native.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import { decaying, maxDiff, tinyModel } from "./helpers.ts";
 
 /** What a family's float64 reference module provides (its `loadReference`). */

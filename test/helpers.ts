@@ -3,7 +3,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileS
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SafetensorsFile, writeSafetensors } from "../lib/checkpoint/safetensors.ts";
-import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
+import { writeTinyModel, type TinyModelOptions } from "../lib/tiny/model.ts";
 
 const made: string[] = [];
 const cache = new Map<string, string>();
@@ -125,7 +125,7 @@ export function variantOf(
   return dir;
 }
 
-const CLI = join(import.meta.dir, "..", "lib", "cli.ts");
+const CLI = join(import.meta.dir, "..", "bin", "skipdecode.ts");
 
 /**
  * `skipdecode serve --model dir --port 0 …args` in a child process: resolves

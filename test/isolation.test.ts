@@ -7,9 +7,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
-import { MIN_TEMPERATURE, samplingParams } from "../lib/generate.ts";
-import { Scheduler, type SequenceSpec } from "../lib/scheduler.ts";
-import { STALL_MS } from "../lib/engine_client.ts";
+import { MIN_TEMPERATURE, samplingParams } from "../lib/generation/generate.ts";
+import { Scheduler, type SequenceSpec } from "../lib/generation/scheduler.ts";
+import { STALL_MS } from "../lib/engine/client.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
 import { serve } from "../server/main.ts";
 import { cleanupTemp, tinyModel } from "./helpers.ts";

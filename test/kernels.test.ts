@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
-import { NativeBackend } from "../lib/native.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
 
 const best = /(\w+) kernels$/.exec(NativeBackend.get("cpu").deviceName())?.[1] ?? "portable";
 const others = ["portable", ...(best === "avx512" ? ["avx2"] : [])];

@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { ropeInvFreq } from "../lib/checkpoint/llama.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import { cleanupTemp, decaying, tinyModel, variantOf } from "./helpers.ts";
 import { referenceMatrix, stepByStep } from "./family-checks.ts";
 import { referenceInvFreq } from "./reference-llama.ts";

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { writeGguf } from "../bench/gguf.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);

@@ -4,7 +4,8 @@
  * none of the devDependencies (the benchmark peer node-llama-cpp, vega, the
  * training corpus, typescript) — and only the files an app needs (package.json
  * "files": no tests, benchmarks or training recipe), the embedded model
- * included, whose path the package exports.
+ * included, whose path the package exports; `bunx skipdecode` runs the
+ * package's command.
  *
  * It needs the npm registry for the dependencies (CI reaches it); without it
  * the test is reported skipped with the reason.
@@ -67,7 +68,7 @@ describe.skipIf(!!offline)(`the packed package${offline ? ` (skipped: ${offline}
     expect(names.length).toBeLessThanOrEqual(1 + Object.keys(pkg.dependencies).length + 4);
 
     const root = join(nm, "skipdecode");
-    for (const shipped of ["lib/index.ts", "server/app.ts", "scripts/build.ts", "cuda/include/skipdecode.h", "models/brown-opt-12l/config.json"]) {
+    for (const shipped of ["bin/skipdecode.ts", "lib/index.ts", "server/app.ts", "scripts/build.ts", "cuda/include/skipdecode.h", "models/brown-opt-12l/config.json"]) {
       expect(existsSync(join(root, shipped))).toBe(true);
     }
     for (const left of ["test", "bench", "train", "examples", "bun.lock"]) expect(existsSync(join(root, left))).toBe(false);
@@ -81,5 +82,8 @@ describe.skipIf(!!offline)(`the packed package${offline ? ` (skipped: ${offline}
     const run = Bun.spawnSync(["bun", "index.ts"], { cwd: app, stdout: "pipe", stderr: "pipe" });
     expect(run.stderr.toString()).toBe("");
     expect(run.stdout.toString()).toBe(`${join(root, "models", "brown-opt-12l")} true\n`);
+    // the package's command, as an app runs it
+    const bunx = Bun.spawnSync(["bunx", "skipdecode", "--version"], { cwd: app, stdout: "pipe", stderr: "pipe" });
+    expect(bunx.stdout.toString()).toMatch(/^skipdecode \S+ \(native ABI \d+\)\n$/);
   }, 120_000);
 });

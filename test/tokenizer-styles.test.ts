@@ -9,10 +9,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildStyledTokenizer, type TokenizerStyle } from "../lib/checkpoint/tiny-tokenizers.ts";
+import { buildStyledTokenizer, type TokenizerStyle } from "../lib/tiny/tokenizers.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
+import { OffThreadTokenizer } from "../lib/text/tokenizer_client.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);

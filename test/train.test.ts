@@ -19,8 +19,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
-import { evaluateQuality } from "../lib/eval.ts";
-import { SkipPolicy } from "../lib/policy.ts";
+import { evaluateQuality } from "../lib/generation/eval.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
 
 const root = resolve(import.meta.dir, "..");
 const trainPy = join(root, "train", "train.py");

@@ -29,8 +29,8 @@ import { existsSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
-import { MAX_TEMPLATE_BYTES } from "../bounded_template.ts";
-import { ChatTemplate } from "../chat.ts";
+import { MAX_TEMPLATE_BYTES } from "../text/bounded_template.ts";
+import { ChatTemplate } from "../text/chat.ts";
 import { checkTokenizerJson } from "./tokenizer_check.ts";
 
 // ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ export function ensureLibrary(backend: "cpu" | "cuda", path: string): void {
     if (existsSync(path)) return; // built while we waited for the lock
     const what = backend === "cpu" ? "the CPU library (gcc, ~5 s)" : "the CUDA library (nvcc, ~25 s)";
     say(`skipdecode: first use: building ${what} into ${dir} ...`);
-    const script = resolve(import.meta.dir, "..", "scripts", "build.ts");
+    const script = resolve(import.meta.dir, "..", "..", "scripts", "build.ts");
     const p = Bun.spawnSync([process.execPath, script, backend === "cpu" ? "--cpu-only" : "--cuda-only"], {
       env: { ...process.env, SKIPDECODE_LIB_DIR: dir },
       stdout: "pipe",

@@ -181,7 +181,7 @@ type Lib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
 
 /** Folder holding the built libraries: $SKIPDECODE_LIB_DIR, else <repo>/build. */
 export function libraryDir(): string {
-  return process.env.SKIPDECODE_LIB_DIR ?? resolve(import.meta.dir, "..", "build");
+  return process.env.SKIPDECODE_LIB_DIR ?? resolve(import.meta.dir, "..", "..", "build");
 }
 
 /** Path of a backend's shared library. */

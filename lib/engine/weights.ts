@@ -4,10 +4,10 @@
  * Runs on the engine thread (lib/engine_worker.ts), so loading a large
  * checkpoint never blocks the caller's event loop (docs/DESIGN.md, "Threads").
  */
-import type { ModelSpec } from "./checkpoint/config.ts";
-import { familyWeights, modelConfig } from "./checkpoint/family.ts";
-import { findNonFinite } from "./checkpoint/finite.ts";
-import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
+import type { ModelSpec } from "../checkpoint/config.ts";
+import { familyWeights, modelConfig } from "../checkpoint/family.ts";
+import { findNonFinite } from "../checkpoint/finite.ts";
+import { CheckpointTensors, fromFloat32, toFloat32 } from "../checkpoint/safetensors.ts";
 import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, type NativeEngine } from "./native.ts";
 
 /** Weight dtype the engine keeps: "auto" = the checkpoint's own. */

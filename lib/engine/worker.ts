@@ -11,7 +11,7 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./engine_protocol.ts";
+import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine } from "./weights.ts";
 

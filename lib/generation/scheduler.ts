@@ -24,9 +24,9 @@
  * after the checks (out of memory, a device fault, a dead engine thread),
  * fails every sequence of the step.
  */
-import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
-import { StreamDecoder } from "./checkpoint/tokenizer.ts";
-import { MAX_TOP_LOGPROBS, NativeError, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "./native.ts";
+import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
+import { StreamDecoder } from "../checkpoint/tokenizer.ts";
+import { MAX_TOP_LOGPROBS, NativeError, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/native.ts";
 import type { SkipPolicy } from "./policy.ts";
 
 export type FinishReason = "stop" | "length" | "abort";

@@ -12,7 +12,7 @@
 import { Worker } from "node:worker_threads";
 import { type TemplateLimit, TemplateLimitError, type TemplateLimits } from "./bounded_template.ts";
 import type { ChatMessage } from "./chat.ts";
-import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import type { TokenizeReply, TokenizeRequest } from "./tokenizer_worker.ts";
 
 /** Texts at least this long (UTF-8 bytes) go to the thread: ~15 ms of encoding. */

@@ -9,7 +9,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { TemplateLimits } from "./bounded_template.ts";
 import { type ChatMessage, ChatTemplate } from "./chat.ts";
-import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 
 /** A request: encode `text` (BOS first when `bos`), decode `ids`, or render a chat. */
 export type TokenizeRequest =

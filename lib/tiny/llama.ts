@@ -10,7 +10,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeSafetensors, type WriteTensor } from "../checkpoint/safetensors.ts";
-import { buildStyledTokenizer } from "../checkpoint/tiny-tokenizers.ts";
+import { buildStyledTokenizer } from "./tokenizers.ts";
 import { intOpt } from "../options.ts";
 import type { TinyCommon, TinyModelOptions } from "./options.ts";
 import { Rng, SAFETENSORS_DTYPE, tensorAdder } from "./random.ts";

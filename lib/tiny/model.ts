@@ -7,12 +7,12 @@
  * here knows one family from another. The same options always write the same
  * bytes.
  */
-import { allFamilies, familyOf } from "./checkpoint/family.ts";
-import { checkKeys, choiceOpt, intOpt } from "./options.ts";
-import { TINY_DEFAULTS, type TinyModelOptions } from "./tiny/options.ts";
+import { allFamilies, familyOf } from "../checkpoint/family.ts";
+import { checkKeys, choiceOpt, intOpt } from "../options.ts";
+import { TINY_DEFAULTS, type TinyModelOptions } from "./options.ts";
 
-export { TINY_DEFAULTS, type TinyModelOptions } from "./tiny/options.ts";
-export { Rng } from "./tiny/random.ts";
+export { TINY_DEFAULTS, type TinyModelOptions } from "./options.ts";
+export { Rng } from "./random.ts";
 
 /** The options every family reads (the rest belong to one family: Family.tinyOptions). */
 const SHARED = ["seed", "family", "dtype", "layers", "hidden", "heads", "ffn", "merges", "vocab", "maxPositions", "tiedHead", "scale"];

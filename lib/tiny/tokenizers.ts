@@ -25,7 +25,7 @@ import {
   prependBosTemplate,
   TINY_CORPUS,
   trainWordMerges,
-} from "./tokenizer.ts";
+} from "../checkpoint/tokenizer.ts";
 
 /** A tokenizer style of the LLaMA family. */
 export type TokenizerStyle = "llama3" | "sentencepiece" | "qwen2";
