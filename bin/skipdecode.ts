@@ -18,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { SkipDecoder } from "../lib/decoder.ts";
 import { evaluateQuality } from "../lib/generation/eval.ts";
 import type { GenerateOptions } from "../lib/generation/generate.ts";
-import { ABI_VERSION } from "../lib/engine/native.ts";
+import { ABI_VERSION } from "../lib/engine/abi.ts";
 import { SkipPolicy } from "../lib/generation/policy.ts";
 import { writeTinyModel } from "../lib/tiny/model.ts";
 

@@ -19,7 +19,7 @@
  * `top_k` must be an integer (400 otherwise) and at most the vocabulary size.
  */
 import { z } from "zod";
-import { MAX_TOP_LOGPROBS } from "../lib/engine/native.ts";
+import { MAX_TOP_LOGPROBS } from "../lib/engine/abi.ts";
 
 /**
  * OpenAI fields that are accepted and have no effect here: `user` (an

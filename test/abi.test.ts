@@ -8,7 +8,7 @@
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import * as abi from "../lib/engine/native.ts";
+import * as abi from "../lib/engine/abi.ts";
 
 const HEADER = readFileSync(resolve(import.meta.dir, "../cuda/include/skipdecode.h"), "utf8");
 

@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { SkipDecoder } from "../lib/index.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
-import { Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/engine/native.ts";
+import { Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
 import { buildEngine } from "../lib/engine/weights.ts";
 import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import { argmax, cleanupTemp, decaying, tinyModel } from "./helpers.ts";

@@ -13,7 +13,7 @@ import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { familyOf } from "../lib/checkpoint/family.ts";
 import type { ModelSpec } from "../lib/checkpoint/spec.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/engine/native.ts";
+import { Row, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
 import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import { decaying, maxDiff, tinyModel } from "./helpers.ts";
 

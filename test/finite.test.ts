@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { findNonFinite } from "../lib/checkpoint/finite.ts";
 import { bf16BitsToF32, f16BitsToF32 } from "../lib/checkpoint/safetensors.ts";
-import { DType } from "../lib/engine/native.ts";
+import { DType } from "../lib/engine/abi.ts";
 
 describe("findNonFinite", () => {
   for (const [name, dtype, toF32] of [

@@ -5,7 +5,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { NativeError, SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/engine/native.ts";
+import { Row, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
 import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/text/tokenizer_client.ts";
 import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

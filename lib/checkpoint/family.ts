@@ -7,7 +7,7 @@
  * positions, MLP, KV heads, biases — skipdecode.h). Adding a family is one
  * module and its entry in FAMILIES (docs/families.md has the checklist).
  */
-import { Bias, Cfg, Mlp, Norm, Positions } from "../engine/native.ts";
+import { Bias, Cfg, Mlp, Norm, Positions } from "../engine/abi.ts";
 import { configFail } from "./fields.ts";
 import { llamaFamily } from "./llama.ts";
 import { optFamily } from "./opt.ts";

@@ -21,7 +21,7 @@
  * (tokenizer.ts, rule "config"): Llama 3's post-processor adds
  * `<|begin_of_text|>`, Llama 2 and Mistral set `add_bos_token`, Qwen2 has none.
  */
-import { ARCH_LLAMA, DType, Role } from "../engine/native.ts";
+import { ARCH_LLAMA, DType, Role } from "../engine/abi.ts";
 import { LLAMA_TINY_OPTIONS, writeTinyLlama } from "../tiny/llama.ts";
 import type { Family, ModelSpec, RopeSpec } from "./spec.ts";
 import { lmHead, readWeight, type WeightTensor } from "./weight.ts";

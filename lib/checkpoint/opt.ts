@@ -6,7 +6,7 @@
  * `lm_head.weight` or, when tied, the token embedding. BOS and EOS are `</s>`
  * (id 2) unless the config says otherwise.
  */
-import { ARCH_OPT, DType, Role } from "../engine/native.ts";
+import { ARCH_OPT, DType, Role } from "../engine/abi.ts";
 import { OPT_TINY_OPTIONS, writeTinyOpt } from "../tiny/opt.ts";
 import type { Family, ModelSpec } from "./spec.ts";
 import { lmHead, readWeight, type WeightTensor } from "./weight.ts";

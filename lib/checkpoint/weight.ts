@@ -2,7 +2,7 @@
  * One tensor on its way to the engine, and the checked read every family
  * module (opt.ts, llama.ts) uses to get it out of a checkpoint.
  */
-import { DType, type DTypeCode, Role } from "../engine/native.ts";
+import { DType, type DTypeCode, Role } from "../engine/abi.ts";
 import type { CheckpointTensors, SafetensorsDtype } from "./safetensors.ts";
 
 /** One tensor ready for the engine. */

@@ -8,7 +8,8 @@ import type { ModelSpec } from "../checkpoint/config.ts";
 import { familyWeights, modelConfig } from "../checkpoint/family.ts";
 import { findNonFinite } from "../checkpoint/finite.ts";
 import { CheckpointTensors, fromFloat32, toFloat32 } from "../checkpoint/safetensors.ts";
-import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, type NativeEngine } from "./native.ts";
+import { type BackendName, chooseBackend, type NativeEngine } from "./native.ts";
+import { Cfg, DType, type DTypeCode } from "./abi.ts";
 
 /** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
 export type WeightDType = "auto" | "float32" | "float16" | "bfloat16";

@@ -25,7 +25,7 @@ import { randomBytes } from "node:crypto";
 import type { ModelSpec } from "../checkpoint/config.ts";
 import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import { checkIds, checkKeys, intOpt, numOpt, show } from "../options.ts";
-import { MAX_TOP_LOGPROBS } from "../engine/native.ts";
+import { MAX_TOP_LOGPROBS } from "../engine/abi.ts";
 import { SkipPolicy } from "./policy.ts";
 import type { SequenceSpec, StreamEvent } from "./scheduler.ts";
 

@@ -26,7 +26,8 @@
  */
 import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import { StreamDecoder } from "../checkpoint/tokenizer.ts";
-import { MAX_TOP_LOGPROBS, NativeError, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/native.ts";
+import { NativeError } from "../engine/native.ts";
+import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/abi.ts";
 import type { SkipPolicy } from "./policy.ts";
 
 export type FinishReason = "stop" | "length" | "abort";
