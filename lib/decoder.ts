@@ -471,8 +471,8 @@ export class SkipDecoder {
 
   /**
    * The prompt text the model's chat template makes of `messages`
-   * (lib/chat.ts). Throws when the model has no template, the template
-   * refuses the messages, or a chat limit is exceeded (lib/chat.ts
+   * (lib/text/chat.ts). Throws when the model has no template, the template
+   * refuses the messages, or a chat limit is exceeded (lib/text/chat.ts
    * `chatLimits`: message count and size; the render's time, output and
    * work). It renders on this thread, synchronously: at most about a second.
    *

@@ -9,7 +9,7 @@
  * CUDA library (minutes of nvcc) is built only where it can run — a GPU driver
  * is present — or when SKIPDECODE_BUILD_CUDA=1 asks for it (.ci/run sets it, so
  * CI compiles every kernel); otherwise one line says it was left out, and it
- * is built on first CUDA use (lib/build.ts) or by `skipdecode build --cuda`.
+ * is built on first CUDA use (lib/engine/build.ts) or by `skipdecode build --cuda`.
  * Flags:
  *   --cpu-only     skip the CUDA library
  *   --cuda-only    skip the CPU library

@@ -1,6 +1,6 @@
 /**
  * `POST /v1/chat/completions`: the messages go through the model's chat
- * template (lib/chat.ts), and the rendered prompt runs exactly as a
+ * template (lib/text/chat.ts), and the rendered prompt runs exactly as a
  * completion does (server/completions.ts: the same checks, admission,
  * batching, streaming and drain), answered in OpenAI's chat shapes —
  * `choices[i].message`, and as SSE `chat.completion.chunk`s whose first delta
@@ -10,7 +10,7 @@
  * 400 that says so. `max_tokens` / `max_completion_tokens` default to what is
  * left of the context after the prompt (as vLLM does).
  *
- * The template is bounded (lib/chat.ts `chatLimits`): too many messages or
+ * The template is bounded (lib/text/chat.ts `chatLimits`): too many messages or
  * characters are refused before rendering, the render runs on the tokenizer
  * thread under a time, output and work limit, and the rendered text is
  * checked against the context on a cheap estimate before it is tokenised.

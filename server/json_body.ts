@@ -20,7 +20,7 @@ import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
 import type { MiddlewareHandler } from "hono";
 import type { z } from "zod";
-import { type ChatLimits, checkChatSize } from "../lib/chat.ts";
+import { type ChatLimits, checkChatSize } from "../lib/text/chat.ts";
 import { ApiError } from "./errors.ts";
 import { ChatCompletionSchema, CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
 
@@ -42,7 +42,7 @@ export type BodyKind = keyof typeof SCHEMAS;
 
 /** What {@link precheck} bounds, from the loaded model. */
 export interface BodyLimits {
-  /** lib/chat.ts `chatLimits`: most messages (content parts may number 4 × that) and characters. */
+  /** lib/text/chat.ts `chatLimits`: most messages (content parts may number 4 × that) and characters. */
   chat: ChatLimits;
   /** The context: a prompt of more token ids, or of more bytes than this × maxTokenBytes, is refused early. */
   maxSeqLen: number;

@@ -20,7 +20,7 @@ describe("CPU kernels", () => {
   for (const kernel of others) {
     test(`${kernel}: the engine and generation suites pass`, () => {
       const env = { ...process.env, SKIPDECODE_CPU_KERNEL: kernel };
-      const name = Bun.spawnSync(["bun", "-e", 'import { NativeBackend } from "./lib/native.ts"; console.log(NativeBackend.get("cpu").deviceName())'], {
+      const name = Bun.spawnSync(["bun", "-e", 'import { NativeBackend } from "./lib/engine/native.ts"; console.log(NativeBackend.get("cpu").deviceName())'], {
         cwd: root,
         env,
         stdout: "pipe",

@@ -4,7 +4,7 @@
  *
  * - every relative markdown link points at a file that exists, and a
  *   `#section` of a markdown file at a heading it has;
- * - every path-like mention of a source or doc file (`lib/native.ts`,
+ * - every path-like mention of a source or doc file (`lib/engine/native.ts`,
  *   `cuda/gpu/step.cu`, `../docs/api.md`, in prose, comments or code) names a
  *   file that exists, relative to the repository root or to the mentioning
  *   file — unless git ignores it (generated outputs). Data files (`.json`,

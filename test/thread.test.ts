@@ -1,5 +1,5 @@
 /**
- * The engine thread (lib/engine_client.ts, lib/engine_worker.ts): native
+ * The engine thread (lib/engine/client.ts, lib/engine/worker.ts): native
  * steps run off the event loop, errors keep their type and message, concurrent
  * calls still share steps, and a process that never closes its decoder exits.
  */

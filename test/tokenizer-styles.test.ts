@@ -1,5 +1,5 @@
 /**
- * The LLaMA family's tokenizer styles (lib/checkpoint/tiny-tokenizers.ts),
+ * The LLaMA family's tokenizer styles (lib/tiny/tokenizers.ts),
  * loaded through @huggingface/tokenizers with the family's BOS rule:
  * Llama 3 (byte-level BPE, the post-processor adds <|begin_of_text|>),
  * Llama 2 / Mistral (SentencePiece-style BPE with byte fallback,

@@ -182,7 +182,7 @@ suite(`train/ recipe${skipNote}`, () => {
     }
   }, 120_000);
 
-  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/policy.ts)", async () => {
+  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/generation/policy.ts)", async () => {
     const cases: [number, number, number, number][] = [];
     for (const L of [4, 8, 12, 24]) {
       for (const span of [1, 7, 64, 112, 127]) {

@@ -94,7 +94,7 @@ export interface Family {
   describe(spec: ModelSpec): string;
   /** The float64 reference of its block (a path under test/), the specification the engines are checked against. */
   reference: string;
-  /** Writes a deterministic random checkpoint of the family (lib/tiny.ts has checked the shared options). */
+  /** Writes a deterministic random checkpoint of the family (lib/tiny/model.ts has checked the shared options). */
   writeTiny(dir: string, modelType: string, common: TinyCommon, opts: TinyModelOptions): Record<string, unknown>;
   /** The family-specific options of writeTinyModel it reads (the others are refused for it). */
   tinyOptions: readonly string[];

@@ -762,7 +762,7 @@ export class SkipTokenizer {
 async function readChatTemplate(dir: string, config: JsonObject, configPath: string): Promise<string | null> {
   const file = join(dir, "chat_template.jinja");
   if (isFile(file)) {
-    // bounded before it is read whole; parsed now, so a broken template is refused at load (lib/chat.ts)
+    // bounded before it is read whole; parsed now, so a broken template is refused at load (lib/text/chat.ts)
     if (statSync(file).size > MAX_TEMPLATE_BYTES) {
       throw new Error(`tokenizer: ${file}: the chat template is ${statSync(file).size} bytes; at most ${MAX_TEMPLATE_BYTES} are accepted`);
     }

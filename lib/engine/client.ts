@@ -1,5 +1,5 @@
 /**
- * The caller's side of the engine thread (lib/engine_worker.ts): a
+ * The caller's side of the engine thread (lib/engine/worker.ts): a
  * {@link EngineClient} starts the Worker that builds and owns the native
  * engine, and sends it steps. `step()` returns a promise and leaves the event
  * loop free while the engine computes; the `*Sync` calls block (they serve the

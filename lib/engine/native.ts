@@ -98,7 +98,7 @@ export class NativeBackend {
     const have = loaded.get(backend);
     if (have) return have;
     const path = libraryPath(backend);
-    // missing after an install whose build was blocked or skipped: build it now (lib/build.ts)
+    // missing after an install whose build was blocked or skipped: build it now (lib/engine/build.ts)
     ensureLibrary(backend, path);
     let lib: Lib;
     try {

@@ -1,7 +1,7 @@
 /**
  * Builds a native engine from a model folder: creates it for the model's
  * shape, copies every tensor in (converting dtypes as asked) and finalizes.
- * Runs on the engine thread (lib/engine_worker.ts), so loading a large
+ * Runs on the engine thread (lib/engine/worker.ts), so loading a large
  * checkpoint never blocks the caller's event loop (docs/DESIGN.md, "Threads").
  */
 import type { ModelSpec } from "../checkpoint/config.ts";

@@ -1,7 +1,7 @@
 /**
  * The engine thread: a Worker that owns one native engine. It builds the
  * engine from the model folder (so loading never blocks the caller), then
- * serves requests from lib/engine_client.ts until "free": a native step, a
+ * serves requests from lib/engine/client.ts until "free": a native step, a
  * slot reset, a slot query. Requests and replies travel over a MessagePort
  * read with receiveMessageOnPort, and two counters in a SharedArrayBuffer wake
  * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there); two
@@ -38,7 +38,7 @@ function run(d: EngineWorkerData): void {
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0) } });
   let handled = 0;
   for (;;) {
-    // idle: wake now and then to show this thread is alive (lib/engine_client.ts waits on it)
+    // idle: wake now and then to show this thread is alive (lib/engine/client.ts waits on it)
     Atomics.wait(ctrl, REQ, handled, BEAT_MS);
     Atomics.add(ctrl, BEAT, 1);
     while (handled < Atomics.load(ctrl, REQ)) {

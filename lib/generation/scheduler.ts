@@ -10,13 +10,13 @@
  * many prompt rows of waiting sequences as fit in `maxBatchTokens` (chunked
  * prefill) — while sequences decode, only as many as keep the step within
  * `decodeSlowdown` × a decode-only step (#prefillBudget). Sampling happens in the native step; only token ids come back.
- * A step runs on the engine thread (lib/engine_client.ts) while this thread
+ * A step runs on the engine thread (lib/engine/client.ts) while this thread
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
  * gives its KV slot back at once (the reset is queued behind the running step)
  * and the token the step sampled for it is dropped.
  *
  * One sequence never fails another. Its options are checked before it is
- * queued with the native step's own rules (lib/generate.ts), and should a
+ * queued with the native step's own rules (lib/generation/generate.ts), and should a
  * step still be refused, the refusal names the row (cuda/common/plan.h checks
  * every row before anything changes, so the engine is as it was): that row's
  * sequence fails alone, the others' prompt progress is put back, and the step

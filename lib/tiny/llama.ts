@@ -1,9 +1,9 @@
 /**
  * A random LLaMA-family checkpoint (the family's tiny-model writer,
- * lib/tiny.ts): Hugging Face's LlamaForCausalLM tensor names, RMSNorm, rotary
+ * lib/tiny/model.ts): Hugging Face's LlamaForCausalLM tensor names, RMSNorm, rotary
  * positions (optional scaling), grouped-query attention, SwiGLU, Qwen2's
  * q/k/v biases, and a real tokenizer in the model type's style
- * (lib/checkpoint/tiny-tokenizers.ts: Llama 3 for llama, SentencePiece for
+ * (lib/tiny/tokenizers.ts: Llama 3 for llama, SentencePiece for
  * mistral, Qwen2 for qwen2) with its chat template and
  * generation_config.json's EOS list.
  */

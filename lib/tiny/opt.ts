@@ -1,5 +1,5 @@
 /**
- * A random OPT checkpoint (the OPT family's tiny-model writer, lib/tiny.ts):
+ * A random OPT checkpoint (the OPT family's tiny-model writer, lib/tiny/model.ts):
  * Hugging Face's OPTForCausalLM tensor names under `model.decoder.` (or
  * `decoder.`), pre- or post-LN, optional project_in/out, and a real
  * byte-level BPE tokenizer with `</s>` prepended, trained on a small corpus.

@@ -1,5 +1,5 @@
 /**
- * The options of writeTinyModel (lib/tiny.ts), their defaults, and the shared
+ * The options of writeTinyModel (lib/tiny/model.ts), their defaults, and the shared
  * ones validated, as each family's writer (lib/tiny/opt.ts, lib/tiny/llama.ts)
  * receives them.
  */

@@ -1,5 +1,5 @@
 /**
- * Seeded randomness for the tiny checkpoints (lib/tiny.ts and each family's
+ * Seeded randomness for the tiny checkpoints (lib/tiny/model.ts and each family's
  * writer): the same seed always gives the same numbers, so the same options
  * always write the same bytes.
  */

@@ -1,6 +1,6 @@
 /**
  * Tiny, deterministic, real tokenizers in the three styles the LLaMA family
- * ships, for tiny test checkpoints (lib/tiny.ts) and the tokenizer tests. Each
+ * ships, for tiny test checkpoints (lib/tiny/model.ts) and the tokenizer tests. Each
  * is a Hugging Face `tokenizer.json` plus the `tokenizer_config.json` that
  * goes with it, trained (BPE merges) on {@link TINY_CORPUS}:
  *
