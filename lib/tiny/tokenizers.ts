@@ -17,15 +17,8 @@
  * Each tokenizer_config.json carries a chat template of its style
  * ({@link CHAT_TEMPLATES}: Llama 3 headers, Mistral's [INST], ChatML).
  */
-import {
-  type AddedTokenJson,
-  addedToken,
-  BYTE_TO_UNICODE,
-  bpeModel,
-  prependBosTemplate,
-  TINY_CORPUS,
-  trainWordMerges,
-} from "../checkpoint/tokenizer.ts";
+import { type AddedTokenJson, addedToken, BYTE_TO_UNICODE, bpeModel, prependBosTemplate } from "../checkpoint/tokenizer_json.ts";
+import { TINY_CORPUS, trainWordMerges } from "./bpe.ts";
 
 /** A tokenizer style of the LLaMA family. */
 export type TokenizerStyle = "llama3" | "sentencepiece" | "qwen2";
