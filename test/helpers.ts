@@ -2,7 +2,8 @@
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SafetensorsFile, writeSafetensors } from "../lib/checkpoint/safetensors.ts";
+import { SafetensorsFile } from "../lib/checkpoint/safetensors.ts";
+import { writeSafetensors } from "../lib/checkpoint/safetensors_write.ts";
 import { writeTinyModel, type TinyModelOptions } from "../lib/tiny/model.ts";
 
 const made: string[] = [];

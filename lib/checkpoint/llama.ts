@@ -26,7 +26,8 @@ import { LLAMA_TINY_OPTIONS, writeTinyLlama } from "../tiny/llama.ts";
 import type { Family, ModelSpec, RopeSpec } from "./spec.ts";
 import { lmHead, readWeight, type WeightTensor } from "./weight.ts";
 import { boolField, type Config, configFail, idsField, intField, posField } from "./fields.ts";
-import { type CheckpointTensors, fromFloat32 } from "./safetensors.ts";
+import { type CheckpointTensors } from "./safetensors.ts";
+import { fromFloat32 } from "./half.ts";
 
 const MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 type LlamaType = (typeof MODEL_TYPES)[number];

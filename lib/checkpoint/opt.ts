@@ -11,7 +11,8 @@ import { OPT_TINY_OPTIONS, writeTinyOpt } from "../tiny/opt.ts";
 import type { Family, ModelSpec } from "./spec.ts";
 import { lmHead, readWeight, type WeightTensor } from "./weight.ts";
 import { boolField, type Config, configFail, idsField, intField } from "./fields.ts";
-import { type CheckpointTensors, fromFloat32 } from "./safetensors.ts";
+import { type CheckpointTensors } from "./safetensors.ts";
+import { fromFloat32 } from "./half.ts";
 
 /** config.json of an OPT model → spec. */
 export function optSpec(cfg: Config, dir: string, generation: Config | null): ModelSpec {

@@ -7,7 +7,8 @@
 import type { ModelSpec } from "../checkpoint/config.ts";
 import { familyWeights, modelConfig } from "../checkpoint/family.ts";
 import { findNonFinite } from "../checkpoint/finite.ts";
-import { CheckpointTensors, fromFloat32, toFloat32 } from "../checkpoint/safetensors.ts";
+import { CheckpointTensors } from "../checkpoint/safetensors.ts";
+import { fromFloat32, toFloat32 } from "../checkpoint/half.ts";
 import { type BackendName, chooseBackend, type NativeEngine } from "./native.ts";
 import { Cfg, DType, type DTypeCode } from "./abi.ts";
 

@@ -9,7 +9,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeSafetensors, type WriteTensor } from "../checkpoint/safetensors.ts";
+import { writeSafetensors, type WriteTensor } from "../checkpoint/safetensors_write.ts";
 import { buildStyledTokenizer } from "./tokenizers.ts";
 import { intOpt } from "../options.ts";
 import type { TinyCommon, TinyModelOptions } from "./options.ts";

@@ -6,7 +6,7 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { writeSafetensors, type WriteTensor } from "../checkpoint/safetensors.ts";
+import { writeSafetensors, type WriteTensor } from "../checkpoint/safetensors_write.ts";
 import { buildTinyTokenizerJson } from "./bpe.ts";
 import { choiceOpt, intOpt } from "../options.ts";
 import { TINY_DEFAULTS, type TinyCommon, type TinyModelOptions } from "./options.ts";

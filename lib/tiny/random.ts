@@ -3,7 +3,8 @@
  * writer): the same seed always gives the same numbers, so the same options
  * always write the same bytes.
  */
-import { fromFloat32, type WriteTensor } from "../checkpoint/safetensors.ts";
+import { type WriteTensor } from "../checkpoint/safetensors_write.ts";
+import { fromFloat32 } from "../checkpoint/half.ts";
 
 /** safetensors dtype names of writeTinyModel's `dtype` option. */
 export const SAFETENSORS_DTYPE = { float32: "F32", float16: "F16", bfloat16: "BF16" } as const;
