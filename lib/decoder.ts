@@ -14,7 +14,8 @@ import { Row, ROW_WANT_LOGITS } from "./engine/abi.ts";
 import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, chatLimits, checkChatSize, checkMessages } from "./text/chat.ts";
 import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
 import type { SkipPolicy } from "./generation/policy.ts";
-import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./generation/scheduler.ts";
+import type { GenerateResult, StreamEvent } from "./generation/results.ts";
+import { Group, Scheduler } from "./generation/scheduler.ts";
 import { maxStepRows, type WeightDType } from "./engine/weights.ts";
 
 export type { WeightDType } from "./engine/weights.ts";

@@ -13,7 +13,7 @@ export { SkipPolicy, type DecaySettings, type PowerSettings, type SpeedupSetting
 export { GENERATE_DEFAULTS, type GenerateOptions, type Prompt } from "./generation/generate.ts";
 export { chatLimits, type ChatLimits, type ChatMessage, type ChatTemplateOptions } from "./text/chat.ts";
 export { TemplateLimitError, type TemplateLimit } from "./text/bounded_template.ts";
-export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent, TokenLogprob } from "./generation/scheduler.ts";
+export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent, TokenLogprob } from "./generation/results.ts";
 export { readModelSpec } from "./checkpoint/config.ts";
 export { NativeError, type BackendName } from "./engine/native.ts";
 export { EMBEDDED_MODEL } from "./embedded.ts";

@@ -27,7 +27,8 @@ import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import { checkIds, checkKeys, intOpt, numOpt, show } from "../options.ts";
 import { MAX_TOP_LOGPROBS } from "../engine/abi.ts";
 import { SkipPolicy } from "./policy.ts";
-import type { SequenceSpec, StreamEvent } from "./scheduler.ts";
+import type { StreamEvent } from "./results.ts";
+import type { SequenceSpec } from "./scheduler.ts";
 
 /** Options of generate, generateBatch and stream; defaults in {@link GENERATE_DEFAULTS}. */
 export interface GenerateOptions {
