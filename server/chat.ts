@@ -19,7 +19,9 @@
  */
 import { type ChatLimits, type ChatMessage, chatLimits, checkChatSize } from "../lib/text/chat.ts";
 import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
-import { checkModel, type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
+import type { CompletionDeps } from "./completions.ts";
+import type { ResponseFormat } from "./format.ts";
+import { checkModel, type Prepared, prepare } from "./prepare.ts";
 import { ApiError } from "./errors.ts";
 import type { ChatCompletionRequest } from "./schema.ts";
 
