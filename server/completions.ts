@@ -100,7 +100,8 @@ export function complete(
     deps.admission.release(p.prompts.length, ac);
   };
   if (p.stream) accessEntry(c).hold(); // logged when the stream ends
-  return p.stream ? streamed(c, deps, p, ac, t0, head, release) : whole(c, deps, p, ac, t0, head, release);
+  const run: Run = { c, deps, p, ac, t0, head, release };
+  return p.stream ? streamed(run) : whole(run);
 }
 
 /** What every response and chunk of a request starts with. */
@@ -116,15 +117,18 @@ function counts(p: Prepared, results: (GenerateResult | undefined)[]): { prompt:
   return { prompt: p.prompts.reduce((a, x) => a + x.length, 0), completion: results.reduce((a, r) => a + (r?.tokens.length ?? 0), 0) };
 }
 
-async function whole(
-  c: Context,
-  deps: CompletionDeps,
-  p: Prepared,
-  ac: AbortController,
-  t0: number,
-  head: Head,
-  release: () => void,
-): Promise<Response> {
+/** One request being answered: its context, the app's parts, the prepared request, its abort controller, start time, head and admission release. */
+interface Run {
+  c: Context;
+  deps: CompletionDeps;
+  p: Prepared;
+  ac: AbortController;
+  t0: number;
+  head: Head;
+  release: () => void;
+}
+
+async function whole({ c, deps, p, ac, t0, head, release }: Run): Promise<Response> {
   let results: GenerateResult[];
   try {
     results = await Promise.all(p.prompts.map((ids, i) => runSequence(deps, ids, { ...p.opts, sequence: i }, ac.signal, t0, () => {})));
@@ -151,15 +155,7 @@ async function whole(
   });
 }
 
-function streamed(
-  c: Context,
-  deps: CompletionDeps,
-  p: Prepared,
-  ac: AbortController,
-  t0: number,
-  head: Head,
-  release: () => void,
-): Response {
+function streamed({ c, deps, p, ac, t0, head, release }: Run): Response {
   return streamSSE(c, async (stream) => {
     // the client leaving aborts the generation silently; a shutdown deadline ends it with finish_reason "abort"
     let clientGone = c.req.raw.signal.aborted;
