@@ -19,8 +19,10 @@
  */
 import { type ChatLimits, type ChatMessage, chatLimits, checkChatSize } from "../lib/text/chat.ts";
 import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
+import { contextRoom, leastTokens } from "../lib/generation/context.ts";
 import type { CompletionDeps } from "./completions.ts";
 import type { ResponseFormat } from "./format.ts";
+import { overContext } from "./json_body.ts";
 import { checkModel, type Prepared, prepare } from "./prepare.ts";
 import { ApiError } from "./errors.ts";
 import type { ChatCompletionRequest } from "./schema.ts";
@@ -116,15 +118,10 @@ export async function prepareChat(
     });
   }
   // far over the context: refused without tokenising (as completions do)
-  const least = Math.ceil(Buffer.byteLength(text) / dec.tokenizer.maxTokenBytes);
-  if (least > ctxLen) {
-    throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but the messages (as the chat template renders them) have at least ${least} tokens.`, {
-      param: "messages",
-      code: "context_length_exceeded",
-    });
-  }
+  const least = leastTokens(text, dec.tokenizer.maxTokenBytes);
+  if (least > ctxLen) throw overContext(ctxLen, "the messages (as the chat template renders them) have", `at least ${least}`, "messages");
   const ids = await encode(text); // the template wrote the BOS: none added; long texts off the event loop
-  const left = ctxLen - ids.length;
+  const left = contextRoom(ids.length, ctxLen);
   const { messages: _m, max_completion_tokens, logprobs, top_logprobs, response_format: _r, ...rest } = body;
   try {
     return await prepare(dec, modelName, {

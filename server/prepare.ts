@@ -8,12 +8,27 @@
  */
 import type { GenerateOptions, SkipDecoder } from "../lib/index.ts";
 import { SkipPolicy } from "../lib/index.ts";
+import { type ContextProblem, fitContext, leastTokens } from "../lib/generation/context.ts";
 import { ApiError } from "./errors.ts";
 import { overContext } from "./json_body.ts";
 import type { CompletionRequest } from "./schema.ts";
 
 /** OpenAI's default `max_tokens` for completions. */
 export const DEFAULT_MAX_TOKENS = 16;
+
+/** OpenAI's words (as vLLM gives them) for a request that breaks the context rule (lib/generation/context.ts). */
+function contextError(p: ContextProblem, context: number, prompt: string, param: string): ApiError {
+  const max = `This model's maximum context length is ${context} tokens`;
+  const code = "context_length_exceeded";
+  if (p.kind === "prompt") return overContext(context, `${prompt} has`, `${p.atLeast ? "at least " : ""}${p.promptTokens}`, param);
+  if (p.kind === "full") return new ApiError(400, `${max}, and ${prompt}'s ${p.promptTokens} tokens leave no room for a completion.`, { param, code });
+  return new ApiError(
+    400,
+    `${max}. However, you requested ${p.promptTokens + p.maxNewTokens} tokens (${p.promptTokens} in ${prompt}, ${p.maxNewTokens} for the completion). ` +
+      `Please reduce the prompt or max_tokens (max_tokens <= ${p.room} here).`,
+    { param: "max_tokens", code },
+  );
+}
 
 /** A request's `model` must be the one this server serves (absent: it is); else a 404 in OpenAI's words. */
 export function checkModel(model: string | null | undefined, modelName: string): void {
@@ -70,38 +85,30 @@ export async function prepare(
   const L = dec.spec.numLayers;
   const V = dec.spec.vocabSize;
   const ctxLen = dec.options.maxSeqLen;
-  const maxTokens = body.max_tokens ?? DEFAULT_MAX_TOKENS;
-
   // prompts: text (tokenised once, BOS added) or token ids (fed as given)
   const raw = body.prompt;
   const list: (string | number[])[] =
     typeof raw === "string" ? [raw] : typeof raw[0] === "number" ? [raw as number[]] : (raw as (string | number[])[]);
+  const which = (i: number) => (list.length > 1 ? `prompt ${i}` : "the prompt");
   const prompts = await Promise.all(list.map(async (p, i) => {
     const param = list.length > 1 ? `prompt[${i}]` : "prompt";
     if (typeof p === "string") {
       if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer: send prompts as token ids", { param });
       // far over the context: refused without tokenising (a 3 MB prompt would hold the event loop for a second)
-      const least = Math.ceil(Buffer.byteLength(p) / dec.tokenizer.maxTokenBytes);
-      if (least > ctxLen) throw overContext(ctxLen, list.length > 1 ? `prompt ${i} has` : "the prompt has", `at least ${least}`, param);
+      const least = leastTokens(p, dec.tokenizer.maxTokenBytes);
+      if (least > ctxLen) throw contextError({ kind: "prompt", promptTokens: least, atLeast: true }, ctxLen, which(i), param);
       return encode(p); // long texts off the event loop
     }
     const bad = p.findIndex((t) => t >= V);
     if (bad >= 0) throw new ApiError(400, `token id ${p[bad]} is outside the vocabulary (0..${V - 1})`, { param });
     return p;
   }));
+  // the context rule (lib/generation/context.ts): a given max_tokens must fit after every prompt; the default is capped to what fits
+  let maxTokens = Infinity;
   prompts.forEach((ids, i) => {
-    const param = list.length > 1 ? `prompt[${i}]` : "prompt";
-    const which = list.length > 1 ? `prompt ${i} has` : "the prompt has";
-    if (ids.length > ctxLen) throw overContext(ctxLen, which, String(ids.length), param);
-    if (ids.length + maxTokens > ctxLen) {
-      throw new ApiError(
-        400,
-        `This model's maximum context length is ${ctxLen} tokens. However, you requested ${ids.length + maxTokens} tokens ` +
-          `(${ids.length} in ${list.length > 1 ? `prompt ${i}` : "the prompt"}, ${maxTokens} for the completion). ` +
-          `Please reduce the prompt or max_tokens (max_tokens <= ${ctxLen - ids.length} here).`,
-        { param: "max_tokens", code: "context_length_exceeded" },
-      );
-    }
+    const fit = fitContext(ids.length, DEFAULT_MAX_TOKENS, body.max_tokens ?? undefined, ctxLen);
+    if (!fit.ok) throw contextError(fit.problem, ctxLen, which(i), list.length > 1 ? `prompt[${i}]` : "prompt");
+    maxTokens = Math.min(maxTokens, fit.maxNewTokens);
   });
 
   // the budget policy: speedup, skip, or the full model

@@ -162,8 +162,8 @@ describe("a dead engine thread is a visible failure, never a hang", () => {
     const d = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 2, threads: 1 });
     const heard: Error[] = [];
     d.onEngineFailure((e) => heard.push(e));
-    const long = d.generate([2, 5, 6], { maxNewTokens: 5000, ignoreEos: true }).catch((e: Error) => e);
-    const it = d.stream([2, 7], { maxNewTokens: 5000, ignoreEos: true });
+    const long = d.generate([2, 5, 6], { maxNewTokens: 5000, stopAtContext: true, ignoreEos: true }).catch((e: Error) => e);
+    const it = d.stream([2, 7], { maxNewTokens: 5000, stopAtContext: true, ignoreEos: true });
     await it.next(); // streaming
     const queued = d.generate([2, 8], { maxNewTokens: 4 }).catch((e: Error) => e); // waits for a slot
     const t0 = performance.now();
