@@ -16,6 +16,7 @@ import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from ".
 import type { SkipPolicy } from "./generation/policy.ts";
 import type { GenerateResult, StreamEvent } from "./generation/results.ts";
 import { Group, Scheduler } from "./generation/scheduler.ts";
+import { SlotPool } from "./generation/slots.ts";
 import { maxStepRows, type WeightDType } from "./engine/weights.ts";
 
 export type { WeightDType } from "./engine/weights.ts";
@@ -115,7 +116,8 @@ export class SkipDecoder {
   /** The model's tokenizer, or null when the folder has none (then prompts must be token ids). */
   readonly tokenizer: SkipTokenizer | null;
   readonly #engine: EngineClient;
-  readonly #freeSlots: number[];
+  /** The engine's KV slots: taken by the scheduler's sequences, forward() and the tests' raw steps, all through here. */
+  readonly #slots: SlotPool;
   readonly #scheduler: Scheduler;
   /** The tokenizer's chat template, parsed on first use (it never changes). */
   #template: ChatTemplate | null = null;
@@ -133,15 +135,13 @@ export class SkipDecoder {
     this.backend = engine.backend;
     this.options = options;
     this.tokenizer = tokenizer;
-    this.#freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+    this.#slots = new SlotPool(options.maxBatch, engine);
     this.#scheduler = new Scheduler(
       {
         numLayers: spec.numLayers,
         maxSeqLen: options.maxSeqLen,
         tokenizer,
-        acquireSlot: () => this.acquireSlot(),
-        releaseSlot: (s) => this.releaseSlot(s),
-        freeSlots: () => this.#freeSlots.length,
+        slots: this.#slots,
         step: (rows, n, params, tokens, lp) => this.#live("generate").step(rows, n, params, null, tokens, lp),
       },
       maxStepRows(options),
@@ -237,16 +237,13 @@ export class SkipDecoder {
 
   /** @internal takes a free KV slot. */
   acquireSlot(): number {
-    const s = this.#freeSlots.pop();
-    if (s === undefined) throw new Error(`SkipDecoder: all ${this.options.maxBatch} sequence slots are busy (raise maxBatch)`);
-    this.#live("acquireSlot").resetSlot(s);
-    return s;
+    this.#live("acquireSlot");
+    return this.#slots.acquire();
   }
 
   /** @internal returns a slot taken with acquireSlot. */
   releaseSlot(slot: number): void {
-    if (!this.#engine.freed) this.#engine.resetSlot(slot);
-    this.#freeSlots.push(slot);
+    this.#slots.release(slot);
   }
 
   /**

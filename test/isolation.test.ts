@@ -85,12 +85,13 @@ describe("a refused row fails its own sequence only", () => {
         numLayers: dec.spec.numLayers,
         maxSeqLen: dec.options.maxSeqLen,
         tokenizer: dec.tokenizer,
-        acquireSlot: () => {
-          const s = free.pop()!;
-          return s;
+        slots: {
+          acquire: () => free.pop()!,
+          release: (s) => void free.push(s),
+          get free() {
+            return free.length;
+          },
         },
-        releaseSlot: (s) => void free.push(s),
-        freeSlots: () => free.length,
         step: async (rows, n, params, tokens) => dec.stepRows(rows, n, null, params, tokens),
       },
       64,

@@ -30,6 +30,7 @@ import { NativeError } from "../engine/native.ts";
 import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/abi.ts";
 import type { SkipPolicy } from "./policy.ts";
 import type { FinishReason, GenerateResult, StreamEvent, TokenLogprob } from "./results.ts";
+import type { SlotPool } from "./slots.ts";
 
 /** Everything the scheduler needs to run one sequence. */
 export interface SequenceSpec {
@@ -56,9 +57,8 @@ export interface StepTarget {
   readonly numLayers: number;
   readonly maxSeqLen: number;
   readonly tokenizer: SkipTokenizer | null;
-  acquireSlot(): number;
-  releaseSlot(slot: number): void;
-  freeSlots(): number;
+  /** The engine's KV slots (slots.ts), shared with the decoder's other users. */
+  readonly slots: Pick<SlotPool, "acquire" | "release" | "free">;
   /** One native step on the engine thread; the buffers are SharedArrayBuffer views, untouched until it settles. */
   step(
     rows: Int32Array,
@@ -352,9 +352,9 @@ export class Scheduler {
       return true;
     };
     for (const s of this.#running) if (!s.prefilled && !seqs.has(s)) admit(s);
-    while (this.#waiting.length && n < limit && this.#t.freeSlots() > 0) {
+    while (this.#waiting.length && n < limit && this.#t.slots.free > 0) {
       const s = this.#waiting.shift()!;
-      s.slot = this.#t.acquireSlot();
+      s.slot = this.#t.slots.acquire();
       this.#running.push(s);
       admit(s);
     }
@@ -443,7 +443,7 @@ export class Scheduler {
     if (w >= 0) this.#waiting.splice(w, 1);
     const r = this.#running.indexOf(s);
     if (r >= 0) this.#running.splice(r, 1);
-    if (s.slot >= 0) this.#t.releaseSlot(s.slot);
+    if (s.slot >= 0) this.#t.slots.release(s.slot);
     s.slot = -1;
     this.#leavePrefill(s);
   }
