@@ -7,8 +7,8 @@
  *
  *   bun scripts/check-imports.ts [DIR]     (default: lib/ of this checkout)
  *
- * docs/DESIGN.md ("Layers of the code") says what the folders of lib/ are
- * and which may import which.
+ * test/layers.test.ts runs it; docs/DESIGN.md ("Layers of the code") says
+ * what the folders of lib/ are.
  */
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
