@@ -435,16 +435,8 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
 SKD_API int skd_engine_finalize(skd_engine *e) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     const skd_shape *s = &e->s;
-    for (int layer = -1; layer < s->n_layers; layer++) {
-        for (int role = 0; role < SKD_GPU_N_ROLES; role++) {
-            int64_t r, c;
-            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
-            if (!skd_tensor_shape(s, role, &r, &c)) continue;
-            if (e->have[(size_t)(layer + 1) * SKD_GPU_N_ROLES + role]) continue;
-            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
-            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
-        }
-    }
+    const int missing = skd_check_all_set(s, e->have);
+    if (missing) return missing;
     /* Bytes one full step reads, as the CPU backend counts them: the matrices
      * (project_in/out, LM head, per layer q, k, v, o, gate, up, down) in the compute dtype. */
     const int64_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, qd = s->q_dim, kd = s->kv_dim;
