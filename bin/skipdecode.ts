@@ -2,7 +2,7 @@
 /**
  * The `skipdecode` command.
  *
- *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--variant pre|post]
+ *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2 (every family's model_type)] [--seed N] [--variant pre|post]
  *                             [--dtype float32|float16|bfloat16] [--layers N] [--hidden N] [--heads N] [--ffn N] ...
  *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
  *                     [--dtype auto|float32|float16|bfloat16]
@@ -20,10 +20,15 @@ import { evaluateQuality } from "../lib/generation/eval.ts";
 import type { GenerateOptions } from "../lib/generation/generate.ts";
 import { ABI_VERSION } from "../lib/engine/abi.ts";
 import { SkipPolicy } from "../lib/generation/policy.ts";
-import { writeTinyModel } from "../lib/tiny/model.ts";
+import { readModelSpec } from "../lib/checkpoint/config.ts";
+import { allFamilies, familyOf } from "../lib/checkpoint/family.ts";
+import { type TinyModelOptions, writeTinyModel } from "../lib/tiny/model.ts";
+
+/** Every model_type a family reads: "opt|llama|mistral|qwen2". */
+const MODEL_TYPES = allFamilies().flatMap((f) => f.modelTypes).join("|");
 
 const USAGE = `usage:
-  skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--dtype float32|float16|bfloat16]
+  skipdecode tiny-model DIR [--family ${MODEL_TYPES}] [--seed N] [--dtype float32|float16|bfloat16]
                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--vocab N] [--max-positions N] [--tied]
                             OPT: [--variant pre|post] [--embed-dim N]
                             LLaMA family: [--kv-heads N] [--head-dim N] [--rope-theta X] [--sliding-window N]
@@ -169,7 +174,7 @@ async function tinyModel(args: string[]): Promise<void> {
   );
   const dir = positionals[0]!;
   const opts = {
-    family: values.family as "opt" | "llama" | "mistral" | "qwen2" | undefined,
+    family: values.family as TinyModelOptions["family"],
     kvHeads: int("kv-heads", values["kv-heads"]),
     headDim: int("head-dim", values["head-dim"]),
     ropeTheta: num("rope-theta", values["rope-theta"]),
@@ -188,22 +193,18 @@ async function tinyModel(args: string[]): Promise<void> {
   };
   // drop unset keys so the library's defaults apply
   const clean = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
-  let cfg;
   try {
-    cfg = writeTinyModel(dir, clean);
+    writeTinyModel(dir, clean);
   } catch (e) {
     // option errors from the library are usage errors here
     const msg = (e as Error).message;
     if (msg.startsWith("tiny-model: ")) throw new UsageError(msg.slice("tiny-model: ".length));
     throw e;
   }
-  const kind =
-    cfg.model_type === "opt"
-      ? `OPT ${cfg.do_layer_norm_before ? "pre" : "post"}-LN`
-      : `${cfg.model_type}, ${cfg.num_key_value_heads} KV heads`;
+  const spec = readModelSpec(dir);
   console.log(
-    `wrote ${dir}: ${kind}, ${cfg.num_hidden_layers} layers, ` +
-      `hidden ${cfg.hidden_size}, ${cfg.num_attention_heads} heads, vocab ${cfg.vocab_size}, ${cfg.torch_dtype}`,
+    `wrote ${dir}: ${familyOf(spec.arch, dir).describe(spec)}, ${spec.numLayers} layers, ` +
+      `hidden ${spec.hiddenSize}, ${spec.numHeads} heads, vocab ${spec.vocabSize}, ${spec.torchDtype}`,
   );
 }
 
