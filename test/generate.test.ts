@@ -375,7 +375,7 @@ describe("abort and errors", () => {
       [["x".repeat(200)], /more than the context of 16/],
     ];
     for (const [args, re] of cases) await expect(dec.generate(...args)).rejects.toThrow(re);
-    // the context rule (generation/context.ts), as the server applies it: prompt + maxNewTokens <= maxSeqLen
+    // the context rule (lib/generation/context.ts), as the server applies it: prompt + maxNewTokens <= maxSeqLen
     const n = dec.tokenize("Hello").length;
     await expect(dec.generate("Hello", { maxNewTokens: 100 })).rejects.toThrow(
       new RegExp(`the prompt's ${n} tokens and maxNewTokens 100 exceed the context of 16 \\(maxSeqLen\\): at most ${16 - n} new tokens fit`),

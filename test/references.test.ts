@@ -96,7 +96,8 @@ describe("references in docs and code", () => {
 
   test("every path mentioned in docs, comments and code exists (or is a git-ignored output)", () => {
     const missing: { at: string; mention: string; rel: string }[] = [];
-    for (const f of FILES) {
+    // test/layers.test.ts builds a made-up tree to check the import checker with
+    for (const f of FILES.filter((x) => x !== "test/layers.test.ts")) {
       const lines = readFileSync(join(ROOT, f), "utf8").split("\n");
       lines.forEach((line, i) => {
         for (const m of line.matchAll(PATH)) {

@@ -37,7 +37,7 @@ export interface GenerateOptions {
    * Most tokens to generate. The prompt plus these must fit in the context
    * (maxSeqLen): one given that does not fit throws, naming what fits (as the
    * server answers 400); absent, the default is capped to what fits
-   * (generation/context.ts).
+   * (context.ts).
    */
   maxNewTokens?: number;
   /**
@@ -117,7 +117,7 @@ export function samplingParams(
 /** A prompt: text (tokenised with BOS) or token ids (fed as given). */
 export type Prompt = string | number[];
 
-/** The library's words for a request that breaks the context rule (generation/context.ts). */
+/** The library's words for a request that breaks the context rule (context.ts). */
 function contextError(where: string, p: ContextProblem, context: number): Error {
   const ctx = `the context of ${context} (maxSeqLen)`;
   if (p.kind === "prompt") return new Error(`${where}: the prompt has ${p.atLeast ? "at least " : ""}${p.promptTokens} tokens, more than ${ctx}`);

@@ -401,7 +401,7 @@ export class Scheduler {
       if (lp) s.logprobs.push(lp);
       const stopped = this.#appendText(s, tok, layers, idx, lp);
       if (stopped) return this.#finish(s, "stop");
-      // the context is full only with stopAtContext: otherwise prompt + maxNewTokens fit (generation/context.ts)
+      // the context is full only with stopAtContext: otherwise prompt + maxNewTokens fit (context.ts)
       if (s.tokens.length >= s.spec.maxNewTokens || s.spec.prompt.length + s.tokens.length >= this.#t.maxSeqLen) {
         this.#finish(s, "length");
       }
