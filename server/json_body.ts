@@ -20,7 +20,8 @@ import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
 import type { MiddlewareHandler } from "hono";
 import type { z } from "zod";
-import { type ChatLimits, checkChatSize } from "../lib/chat.ts";
+import { leastTokens } from "../lib/generation/context.ts";
+import { type ChatLimits, checkChatSize } from "../lib/text/chat.ts";
 import { ApiError } from "./errors.ts";
 import { ChatCompletionSchema, CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
 
@@ -42,7 +43,7 @@ export type BodyKind = keyof typeof SCHEMAS;
 
 /** What {@link precheck} bounds, from the loaded model. */
 export interface BodyLimits {
-  /** lib/chat.ts `chatLimits`: most messages (content parts may number 4 × that) and characters. */
+  /** lib/text/chat.ts `chatLimits`: most messages (content parts may number 4 × that) and characters. */
   chat: ChatLimits;
   /** The context: a prompt of more token ids, or of more bytes than this × maxTokenBytes, is refused early. */
   maxSeqLen: number;
@@ -98,7 +99,7 @@ export function nestsDeeper(text: string, max: number): boolean {
 /**
  * Sizes the schema would otherwise walk element by element, or that are
  * refused whatever else the body says, are checked first: a chat's message,
- * part and character counts (lib/chat.ts `checkChatSize`), a prompt's ids
+ * part and character counts (lib/text/chat.ts `checkChatSize`), a prompt's ids
  * beyond the context, a text prompt over it by the cheap estimate. On the
  * body thread this also means a refused megabyte never reaches the event loop.
  */
@@ -139,7 +140,7 @@ export function precheck(kind: BodyKind, value: unknown, limits: BodyLimits): vo
       const param = list.length > 1 ? `prompt[${i}]` : "prompt";
       if (Array.isArray(one) && one.length > limits.maxSeqLen) throw overContext(limits.maxSeqLen, which, String(one.length), param);
       if (typeof one === "string" && limits.maxTokenBytes > 0) {
-        const least = Math.ceil(Buffer.byteLength(one) / limits.maxTokenBytes);
+        const least = leastTokens(one, limits.maxTokenBytes);
         if (least > limits.maxSeqLen) throw overContext(limits.maxSeqLen, which, `at least ${least}`, param);
       }
     });

@@ -1,6 +1,6 @@
 /**
  * `skipdecode serve`: loads a model, builds the app and listens with
- * `Bun.serve`. The CLI (lib/cli.ts) parses flags and calls {@link serve}.
+ * `Bun.serve`. The CLI (bin/skipdecode.ts) parses flags and calls {@link serve}.
  *
  * If the engine thread dies, the server does not try to carry on or to
  * restart the thread: a reload costs what a restart costs, the thread's KV

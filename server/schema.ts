@@ -11,7 +11,7 @@
  * (context, vocabulary, layers) are checked by the handler.
  *
  * Sampling fields reach the engine as float32, and the library
- * (lib/generate.ts `samplingParams`) applies its one rule to values float32
+ * (lib/generation/generate.ts `samplingParams`) applies its one rule to values float32
  * cannot carry, so no request can hand the native step a row it refuses (which
  * would fail its batch-mates) or one it samples wrongly: a `temperature` in
  * (0, 2^-126) — its reciprocal overflows float32 — and a `top_p` that rounds
@@ -19,7 +19,7 @@
  * `top_k` must be an integer (400 otherwise) and at most the vocabulary size.
  */
 import { z } from "zod";
-import { MAX_TOP_LOGPROBS } from "../lib/native.ts";
+import { MAX_TOP_LOGPROBS } from "../lib/engine/abi.ts";
 
 /**
  * OpenAI fields that are accepted and have no effect here: `user` (an

@@ -7,9 +7,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
-import { MIN_TEMPERATURE, samplingParams } from "../lib/generate.ts";
-import { Scheduler, type SequenceSpec } from "../lib/scheduler.ts";
-import { STALL_MS } from "../lib/engine_client.ts";
+import { MIN_TEMPERATURE, samplingParams } from "../lib/generation/generate.ts";
+import { Scheduler, type SequenceSpec } from "../lib/generation/scheduler.ts";
+import { STALL_MS } from "../lib/engine/client.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
 import { serve } from "../server/main.ts";
 import { cleanupTemp, tinyModel } from "./helpers.ts";
@@ -85,12 +85,13 @@ describe("a refused row fails its own sequence only", () => {
         numLayers: dec.spec.numLayers,
         maxSeqLen: dec.options.maxSeqLen,
         tokenizer: dec.tokenizer,
-        acquireSlot: () => {
-          const s = free.pop()!;
-          return s;
+        slots: {
+          acquire: () => free.pop()!,
+          release: (s) => void free.push(s),
+          get free() {
+            return free.length;
+          },
         },
-        releaseSlot: (s) => void free.push(s),
-        freeSlots: () => free.length,
         step: async (rows, n, params, tokens) => dec.stepRows(rows, n, null, params, tokens),
       },
       64,
@@ -162,8 +163,8 @@ describe("a dead engine thread is a visible failure, never a hang", () => {
     const d = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 2, threads: 1 });
     const heard: Error[] = [];
     d.onEngineFailure((e) => heard.push(e));
-    const long = d.generate([2, 5, 6], { maxNewTokens: 5000, ignoreEos: true }).catch((e: Error) => e);
-    const it = d.stream([2, 7], { maxNewTokens: 5000, ignoreEos: true });
+    const long = d.generate([2, 5, 6], { maxNewTokens: 5000, stopAtContext: true, ignoreEos: true }).catch((e: Error) => e);
+    const it = d.stream([2, 7], { maxNewTokens: 5000, stopAtContext: true, ignoreEos: true });
     await it.next(); // streaming
     const queued = d.generate([2, 8], { maxNewTokens: 4 }).catch((e: Error) => e); // waits for a slot
     const t0 = performance.now();

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
-import { buildStyledTokenizer } from "../lib/checkpoint/tiny-tokenizers.ts";
+import { buildStyledTokenizer } from "../lib/tiny/tokenizers.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 

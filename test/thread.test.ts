@@ -1,12 +1,12 @@
 /**
- * The engine thread (lib/engine_client.ts, lib/engine_worker.ts): native
+ * The engine thread (lib/engine/client.ts, lib/engine/worker.ts): native
  * steps run off the event loop, errors keep their type and message, concurrent
  * calls still share steps, and a process that never closes its decoder exits.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { NativeError, SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
-import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/tokenizer_client.ts";
+import { Row, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
+import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/text/tokenizer_client.ts";
 import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { cleanupTemp, tempDir, tinyModel, timerProbe } from "./helpers.ts";

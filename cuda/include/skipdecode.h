@@ -4,7 +4,7 @@
  *   build/libskipdecode_cpu.so   cuda/cpu/  (gcc, fp32 arithmetic, threads)
  *   build/libskipdecode_cuda.so  cuda/gpu/  (nvcc, fp16/bf16, fp32 accumulation)
  *
- * Callers (lib/native.ts through bun:ffi) pass only integers, floats and
+ * Callers (lib/engine/native.ts through bun:ffi) pass only integers, floats and
  * pointers: no struct is passed by value. Every function that can fail returns
  * an `int` status (SKD_OK = 0) and leaves a message for skd_last_error(). The
  * library never calls exit() or abort().

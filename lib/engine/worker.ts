@@ -1,7 +1,7 @@
 /**
  * The engine thread: a Worker that owns one native engine. It builds the
  * engine from the model folder (so loading never blocks the caller), then
- * serves requests from lib/engine_client.ts until "free": a native step, a
+ * serves requests from lib/engine/client.ts until "free": a native step, a
  * slot reset, a slot query. Requests and replies travel over a MessagePort
  * read with receiveMessageOnPort, and two counters in a SharedArrayBuffer wake
  * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there); two
@@ -11,7 +11,7 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./engine_protocol.ts";
+import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine } from "./weights.ts";
 
@@ -38,7 +38,7 @@ function run(d: EngineWorkerData): void {
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0) } });
   let handled = 0;
   for (;;) {
-    // idle: wake now and then to show this thread is alive (lib/engine_client.ts waits on it)
+    // idle: wake now and then to show this thread is alive (lib/engine/client.ts waits on it)
     Atomics.wait(ctrl, REQ, handled, BEAT_MS);
     Atomics.add(ctrl, BEAT, 1);
     while (handled < Atomics.load(ctrl, REQ)) {

@@ -1,9 +1,9 @@
 /**
- * The caller's side of the tokenizer thread (lib/tokenizer_worker.ts): long
+ * The caller's side of the tokenizer thread (lib/text/tokenizer_worker.ts): long
  * texts are encoded and long id lists decoded there, short ones in place
  * (below {@link OFF_THREAD_BYTES} / {@link OFF_THREAD_IDS} the round trip
  * costs more than the work), and chat templates always render there, under
- * their limits (lib/chat.ts). A render still running {@link WATCHDOG_GRACE_MS}
+ * their limits (lib/text/chat.ts). A render still running {@link WATCHDOG_GRACE_MS}
  * after its time limit (a single step of the interpreter that runs long)
  * ends the thread: that request fails with the time limit, the others are
  * sent again to a fresh thread. The thread starts on first use (or `warm()`)
@@ -12,7 +12,7 @@
 import { Worker } from "node:worker_threads";
 import { type TemplateLimit, TemplateLimitError, type TemplateLimits } from "./bounded_template.ts";
 import type { ChatMessage } from "./chat.ts";
-import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import type { TokenizeReply, TokenizeRequest } from "./tokenizer_worker.ts";
 
 /** Texts at least this long (UTF-8 bytes) go to the thread: ~15 ms of encoding. */

@@ -22,17 +22,30 @@
  * Everything else out of range throws.
  */
 import { randomBytes } from "node:crypto";
-import type { ModelSpec } from "./checkpoint/config.ts";
-import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
-import { checkIds, checkKeys, intOpt, numOpt, show } from "./options.ts";
-import { MAX_TOP_LOGPROBS } from "./native.ts";
+import type { ModelSpec } from "../checkpoint/spec.ts";
+import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
+import { MAX_TOP_LOGPROBS } from "../engine/abi.ts";
+import { boolOpt, checkIds, checkKeys, intOpt, numOpt, show } from "../options.ts";
+import { type ContextProblem, fitContext, leastTokens } from "./context.ts";
 import { SkipPolicy } from "./policy.ts";
-import type { SequenceSpec, StreamEvent } from "./scheduler.ts";
+import type { StreamEvent } from "./results.ts";
+import type { SequenceSpec } from "./scheduler.ts";
 
 /** Options of generate, generateBatch and stream; defaults in {@link GENERATE_DEFAULTS}. */
 export interface GenerateOptions {
-  /** Most tokens to generate. */
+  /**
+   * Most tokens to generate. The prompt plus these must fit in the context
+   * (maxSeqLen): one given that does not fit throws, naming what fits (as the
+   * server answers 400); absent, the default is capped to what fits
+   * (context.ts).
+   */
   maxNewTokens?: number;
+  /**
+   * Instead of throwing when the prompt plus `maxNewTokens` exceed the
+   * context, generate until the context is full and end with finishReason
+   * "length" (default false).
+   */
+  stopAtContext?: boolean;
   /** Budget schedule; its numLayers must be the model's. Excludes `speedup`. */
   policy?: SkipPolicy;
   /** Target speedup: SkipPolicy.forSpeedup(speedup, { span: maxNewTokens }). Excludes `policy`. */
@@ -70,9 +83,10 @@ export const GENERATE_DEFAULTS = {
   topK: 0,
   topP: 1,
   ignoreEos: false,
+  stopAtContext: false,
 } as const;
 
-const KEYS = ["maxNewTokens", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal", "sequence", "logprobs"];
+const KEYS = ["maxNewTokens", "stopAtContext", "policy", "speedup", "warmupLayers", "temperature", "topK", "topP", "seed", "stop", "ignoreEos", "signal", "sequence", "logprobs"];
 
 /**
  * The smallest positive temperature the engine samples with: 2^-126, the
@@ -103,6 +117,17 @@ export function samplingParams(
 /** A prompt: text (tokenised with BOS) or token ids (fed as given). */
 export type Prompt = string | number[];
 
+/** The library's words for a request that breaks the context rule (context.ts). */
+function contextError(where: string, p: ContextProblem, context: number): Error {
+  const ctx = `the context of ${context} (maxSeqLen)`;
+  if (p.kind === "prompt") return new Error(`${where}: the prompt has ${p.atLeast ? "at least " : ""}${p.promptTokens} tokens, more than ${ctx}`);
+  if (p.kind === "full") return new Error(`${where}: the prompt's ${p.promptTokens} tokens fill ${ctx}: no new token fits`);
+  return new Error(
+    `${where}: the prompt's ${p.promptTokens} tokens and maxNewTokens ${p.maxNewTokens} exceed ${ctx}: at most ${p.room} new tokens fit ` +
+      `(lower maxNewTokens, or pass stopAtContext: true to stop when the context is full)`,
+  );
+}
+
 /** Validates options and a prompt into a scheduler spec. */
 export function sequenceSpec(
   where: string,
@@ -116,19 +141,18 @@ export function sequenceSpec(
   if (typeof prompt === "string") {
     if (!ctx.tokenizer) throw new Error(`${where}: this model folder has no tokenizer; pass the prompt as token ids`);
     // a text far over the context is refused before tokenising it (megabytes take seconds)
-    const least = Math.ceil(Buffer.byteLength(prompt) / ctx.tokenizer.maxTokenBytes);
-    if (least > ctx.maxSeqLen) {
-      throw new Error(`${where}: the prompt has at least ${least} tokens, more than the context of ${ctx.maxSeqLen} (maxSeqLen)`);
-    }
+    const least = leastTokens(prompt, ctx.tokenizer.maxTokenBytes);
+    if (least > ctx.maxSeqLen) throw contextError(where, { kind: "prompt", promptTokens: least, atLeast: true }, ctx.maxSeqLen);
     ids = ctx.tokenizer.encode(prompt, { addBos: true });
   } else {
     ids = checkIds(where, "prompt", prompt, ctx.spec.vocabSize);
   }
   if (ids.length === 0) throw new Error(`${where}: the prompt is empty`);
-  if (ids.length > ctx.maxSeqLen) {
-    throw new Error(`${where}: the prompt has ${ids.length} tokens, more than the context of ${ctx.maxSeqLen} (maxSeqLen)`);
-  }
-  const maxNewTokens = intOpt(where, "maxNewTokens", o.maxNewTokens, 1, 1 << 24, GENERATE_DEFAULTS.maxNewTokens);
+  const given = o.maxNewTokens === undefined ? undefined : intOpt(where, "maxNewTokens", o.maxNewTokens, 1, 1 << 24);
+  const stopAtContext = boolOpt(where, "stopAtContext", o.stopAtContext, GENERATE_DEFAULTS.stopAtContext);
+  const fit = fitContext(ids.length, GENERATE_DEFAULTS.maxNewTokens, given, ctx.maxSeqLen, stopAtContext);
+  if (!fit.ok) throw contextError(where, fit.problem, ctx.maxSeqLen);
+  const maxNewTokens = fit.maxNewTokens;
   let policy: SkipPolicy;
   if (o.policy !== undefined && o.speedup !== undefined) throw new Error(`${where}: give policy or speedup, not both`);
   if (o.policy !== undefined) {

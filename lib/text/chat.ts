@@ -8,7 +8,7 @@
  * tokenized without adding another (as `apply_chat_template` does).
  *
  * A template is a file from the model folder fed by request messages, so it
- * is bounded (lib/bounded_template.ts): one that does not parse is refused
+ * is bounded (lib/text/bounded_template.ts): one that does not parse is refused
  * when the tokenizer loads, with the parser's own error, and every render
  * runs under {@link chatLimits}:
  * - before rendering, at most `maxMessages` messages (half the context: any
@@ -23,7 +23,7 @@
  * Where it renders: the library's `applyChatTemplate` / `chat` render on the
  * caller's thread, synchronously, under these limits — at most about a
  * second of the caller's time. The server renders on its tokenizer thread
- * (lib/tokenizer_client.ts), which a watchdog ends and restarts if a render
+ * (lib/text/tokenizer_client.ts), which a watchdog ends and restarts if a render
  * outlives the time limit by a second, so its event loop never waits on a
  * template.
  */

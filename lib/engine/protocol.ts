@@ -1,6 +1,6 @@
-/** The messages between lib/engine_client.ts and the engine thread (lib/engine_worker.ts). */
+/** The messages between lib/engine/client.ts and the engine thread (lib/engine/worker.ts). */
 import type { MessagePort } from "node:worker_threads";
-import type { ModelSpec } from "./checkpoint/config.ts";
+import type { ModelSpec } from "../checkpoint/config.ts";
 import type { EngineOptions } from "./weights.ts";
 
 /** A request from the client; `id` orders replies. */

@@ -4,7 +4,7 @@
  * KV cache a token attends to always exists; docs/DESIGN.md, "The method") and stays within
  * [max(1, warmupLayers), numLayers].
  */
-import { show } from "./options.ts";
+import { show } from "../options.ts";
 
 /** Settings shared by the decaying policies. */
 export interface DecaySettings {

@@ -3,13 +3,13 @@
  * tokenizer, so work whose cost a request controls runs without holding the
  * caller's event loop: encoding long texts (tokenising runs at ~2 MB/s),
  * decoding long id lists, and rendering chat templates under their limits
- * (lib/chat.ts). Used by lib/tokenizer_client.ts, which ends and restarts the
+ * (lib/text/chat.ts). Used by lib/text/tokenizer_client.ts, which ends and restarts the
  * thread if a render outlives its time limit.
  */
 import { parentPort, workerData } from "node:worker_threads";
 import type { TemplateLimits } from "./bounded_template.ts";
 import { type ChatMessage, ChatTemplate } from "./chat.ts";
-import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
+import { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 
 /** A request: encode `text` (BOS first when `bos`), decode `ids`, or render a chat. */
 export type TokenizeRequest =

@@ -1,5 +1,5 @@
 /**
- * The caller's side of the engine thread (lib/engine_worker.ts): a
+ * The caller's side of the engine thread (lib/engine/worker.ts): a
  * {@link EngineClient} starts the Worker that builds and owns the native
  * engine, and sends it steps. `step()` returns a promise and leaves the event
  * loop free while the engine computes; the `*Sync` calls block (they serve the
@@ -17,7 +17,7 @@
  * {@link FREE_WAIT_MS} for a call in flight.
  */
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from "node:worker_threads";
-import type { ModelSpec } from "./checkpoint/config.ts";
+import type { ModelSpec } from "../checkpoint/config.ts";
 import {
   BEAT,
   BUSY,
@@ -29,7 +29,7 @@ import {
   ENDED,
   REQ,
   type WireError,
-} from "./engine_protocol.ts";
+} from "./protocol.ts";
 import { type BackendName, NativeError } from "./native.ts";
 import type { EngineOptions } from "./weights.ts";
 
@@ -153,7 +153,7 @@ export class EngineClient {
     const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_SLOTS * 4));
     const { port1, port2 } = new MessageChannel();
     const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, port: port2 };
-    const worker = new Worker(new URL("./engine_worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
+    const worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
     let exited: number | null = null;
     worker.once("exit", (code) => (exited = code));
     let reply: EngineReply | undefined;

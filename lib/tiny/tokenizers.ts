@@ -1,6 +1,6 @@
 /**
  * Tiny, deterministic, real tokenizers in the three styles the LLaMA family
- * ships, for tiny test checkpoints (lib/tiny.ts) and the tokenizer tests. Each
+ * ships, for tiny test checkpoints (lib/tiny/model.ts) and the tokenizer tests. Each
  * is a Hugging Face `tokenizer.json` plus the `tokenizer_config.json` that
  * goes with it, trained (BPE merges) on {@link TINY_CORPUS}:
  *
@@ -17,15 +17,8 @@
  * Each tokenizer_config.json carries a chat template of its style
  * ({@link CHAT_TEMPLATES}: Llama 3 headers, Mistral's [INST], ChatML).
  */
-import {
-  type AddedTokenJson,
-  addedToken,
-  BYTE_TO_UNICODE,
-  bpeModel,
-  prependBosTemplate,
-  TINY_CORPUS,
-  trainWordMerges,
-} from "./tokenizer.ts";
+import { type AddedTokenJson, addedToken, BYTE_TO_UNICODE, bpeModel, prependBosTemplate } from "../checkpoint/tokenizer_json.ts";
+import { TINY_CORPUS, trainWordMerges } from "./bpe.ts";
 
 /** A tokenizer style of the LLaMA family. */
 export type TokenizerStyle = "llama3" | "sentencepiece" | "qwen2";

@@ -2,7 +2,7 @@
 /**
  * The `skipdecode` command.
  *
- *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--variant pre|post]
+ *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2 (every family's model_type)] [--seed N] [--variant pre|post]
  *                             [--dtype float32|float16|bfloat16] [--layers N] [--hidden N] [--heads N] [--ffn N] ...
  *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
  *                     [--dtype auto|float32|float16|bfloat16]
@@ -15,14 +15,20 @@
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
-import { SkipDecoder } from "./decoder.ts";
-import { evaluateQuality } from "./eval.ts";
-import type { GenerateOptions } from "./generate.ts";
-import { SkipPolicy } from "./policy.ts";
-import { writeTinyModel } from "./tiny.ts";
+import { SkipDecoder } from "../lib/decoder.ts";
+import { evaluateQuality } from "../lib/generation/eval.ts";
+import type { GenerateOptions } from "../lib/generation/generate.ts";
+import { ABI_VERSION } from "../lib/engine/abi.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
+import { readModelSpec } from "../lib/checkpoint/config.ts";
+import { allFamilies, familyOf } from "../lib/checkpoint/family.ts";
+import { type TinyModelOptions, writeTinyModel } from "../lib/tiny/model.ts";
+
+/** Every model_type a family reads: "opt|llama|mistral|qwen2". */
+const MODEL_TYPES = allFamilies().flatMap((f) => f.modelTypes).join("|");
 
 const USAGE = `usage:
-  skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2] [--seed N] [--dtype float32|float16|bfloat16]
+  skipdecode tiny-model DIR [--family ${MODEL_TYPES}] [--seed N] [--dtype float32|float16|bfloat16]
                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--vocab N] [--max-positions N] [--tied]
                             OPT: [--variant pre|post] [--embed-dim N]
                             LLaMA family: [--kv-heads N] [--head-dim N] [--rope-theta X] [--sliding-window N]
@@ -48,9 +54,12 @@ const USAGE = `usage:
       seconds, then it exits 0 (a second signal stops at once, cut requests answered 503); one
       access-log line per request on stdout (method, path, status, prompt+completion tokens, ms) unless
       --quiet. If the engine thread dies, requests in flight and new ones get 503 and it exits 1.
-  skipdecode build [--cpu-only]
+  skipdecode build [--cpu-only | --cuda]
       build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
-      installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build
+      installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build;
+      --cuda builds just the CUDA library (the install leaves it out where no GPU driver is loaded)
+  skipdecode --version
+      print the package version and the native ABI version
   skipdecode help
       this text`;
 
@@ -102,6 +111,7 @@ type Flags = Record<string, string | undefined> & {
   "ignore-eos"?: boolean;
   quiet?: boolean;
   "cpu-only"?: boolean;
+  cuda?: boolean;
   stop?: string[];
 };
 
@@ -164,7 +174,7 @@ async function tinyModel(args: string[]): Promise<void> {
   );
   const dir = positionals[0]!;
   const opts = {
-    family: values.family as "opt" | "llama" | "mistral" | "qwen2" | undefined,
+    family: values.family as TinyModelOptions["family"],
     kvHeads: int("kv-heads", values["kv-heads"]),
     headDim: int("head-dim", values["head-dim"]),
     ropeTheta: num("rope-theta", values["rope-theta"]),
@@ -183,22 +193,18 @@ async function tinyModel(args: string[]): Promise<void> {
   };
   // drop unset keys so the library's defaults apply
   const clean = Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined));
-  let cfg;
   try {
-    cfg = writeTinyModel(dir, clean);
+    writeTinyModel(dir, clean);
   } catch (e) {
     // option errors from the library are usage errors here
     const msg = (e as Error).message;
     if (msg.startsWith("tiny-model: ")) throw new UsageError(msg.slice("tiny-model: ".length));
     throw e;
   }
-  const kind =
-    cfg.model_type === "opt"
-      ? `OPT ${cfg.do_layer_norm_before ? "pre" : "post"}-LN`
-      : `${cfg.model_type}, ${cfg.num_key_value_heads} KV heads`;
+  const spec = readModelSpec(dir);
   console.log(
-    `wrote ${dir}: ${kind}, ${cfg.num_hidden_layers} layers, ` +
-      `hidden ${cfg.hidden_size}, ${cfg.num_attention_heads} heads, vocab ${cfg.vocab_size}, ${cfg.torch_dtype}`,
+    `wrote ${dir}: ${familyOf(spec.arch, dir).describe(spec)}, ${spec.numLayers} layers, ` +
+      `hidden ${spec.hiddenSize}, ${spec.numHeads} heads, vocab ${spec.vocabSize}, ${spec.torchDtype}`,
   );
 }
 
@@ -520,9 +526,11 @@ async function serveCmd(args: string[]): Promise<void> {
 }
 
 async function buildCmd(args: string[]): Promise<void> {
-  const { values } = parse(args, { "cpu-only": { type: "boolean" } }, 0);
+  const { values } = parse(args, { "cpu-only": { type: "boolean" }, cuda: { type: "boolean" } }, 0);
+  if (values["cpu-only"] && values.cuda) throw new UsageError("--cpu-only and --cuda exclude each other");
   const script = new URL("../scripts/build.ts", import.meta.url).pathname;
-  const p = Bun.spawnSync([process.execPath, script, ...(values["cpu-only"] ? ["--cpu-only"] : [])], { stdout: "inherit", stderr: "inherit" });
+  const flag = values["cpu-only"] ? ["--cpu-only"] : values.cuda ? ["--cuda-only"] : [];
+  const p = Bun.spawnSync([process.execPath, script, ...flag], { stdout: "inherit", stderr: "inherit" });
   if (p.exitCode !== 0) throw new Error(`the build failed (exit ${p.exitCode}); the compiler's output is above`);
 }
 
@@ -535,6 +543,12 @@ const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   serve: serveCmd,
 };
 
+/** `skipdecode --version`: the package's version (package.json) and the C ABI version the bindings expect. */
+function versionLine(): string {
+  const pkg = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+  return `skipdecode ${pkg.version} (native ABI ${ABI_VERSION})`;
+}
+
 /** One command's part of USAGE (its usage lines and description), or null. */
 function commandUsage(cmd: string): string | null {
   const blocks = USAGE.split(/\n(?=  skipdecode )/);
@@ -544,6 +558,10 @@ function commandUsage(cmd: string): string | null {
 
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === "--version" || cmd === "-v" || cmd === "version") {
+    console.log(versionLine());
+    return 0;
+  }
   if (cmd === undefined || cmd === "help" || cmd === "--help" || cmd === "-h") {
     const topic = cmd === "help" && rest[0] ? commandUsage(rest[0]) : null;
     (cmd === undefined ? console.error : console.log)(topic ?? USAGE);

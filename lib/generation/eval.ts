@@ -10,7 +10,7 @@
  * context-1 .. window-2; the first of them is the full model's in every
  * setting, as in generation).
  */
-import type { SkipDecoder } from "./decoder.ts";
+import type { SkipDecoder } from "../decoder.ts";
 import { SkipPolicy } from "./policy.ts";
 
 /** One row of the quality table. */

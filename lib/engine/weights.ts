@@ -1,14 +1,16 @@
 /**
  * Builds a native engine from a model folder: creates it for the model's
  * shape, copies every tensor in (converting dtypes as asked) and finalizes.
- * Runs on the engine thread (lib/engine_worker.ts), so loading a large
+ * Runs on the engine thread (lib/engine/worker.ts), so loading a large
  * checkpoint never blocks the caller's event loop (docs/DESIGN.md, "Threads").
  */
-import type { ModelSpec } from "./checkpoint/config.ts";
-import { familyWeights, modelConfig } from "./checkpoint/family.ts";
-import { findNonFinite } from "./checkpoint/finite.ts";
-import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
-import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, type NativeEngine } from "./native.ts";
+import type { ModelSpec } from "../checkpoint/config.ts";
+import { familyWeights, modelConfig } from "../checkpoint/family.ts";
+import { findNonFinite } from "../checkpoint/finite.ts";
+import { CheckpointTensors } from "../checkpoint/safetensors.ts";
+import { fromFloat32, toFloat32 } from "../checkpoint/half.ts";
+import { type BackendName, chooseBackend, type NativeEngine } from "./native.ts";
+import { Cfg, DType, type DTypeCode } from "./abi.ts";
 
 /** Weight dtype the engine keeps: "auto" = the checkpoint's own. */
 export type WeightDType = "auto" | "float32" | "float16" | "bfloat16";

@@ -14,7 +14,13 @@ import { dirname, join, resolve } from "node:path";
 /** The one command that builds the libraries from an app that depends on this package. */
 export const BUILD_COMMAND = "bunx skipdecode build";
 
-/** Whether an NVIDIA driver is loaded (a CUDA library could run here). */
+/**
+ * Whether an NVIDIA driver is loaded, so a CUDA library could run here: the
+ * kernel module's /proc/driver/nvidia/version exists (also inside containers
+ * run with the NVIDIA runtime, which mounts it). The one rule for the install
+ * (scripts/build.ts), the first-use build and `backend: "auto"`; an installed
+ * nvidia-smi alone does not count, since without the module nothing runs.
+ */
 export function gpuDriver(): boolean {
   return existsSync("/proc/driver/nvidia/version");
 }
@@ -94,7 +100,7 @@ export function ensureLibrary(backend: "cpu" | "cuda", path: string): void {
     if (existsSync(path)) return; // built while we waited for the lock
     const what = backend === "cpu" ? "the CPU library (gcc, ~5 s)" : "the CUDA library (nvcc, ~25 s)";
     say(`skipdecode: first use: building ${what} into ${dir} ...`);
-    const script = resolve(import.meta.dir, "..", "scripts", "build.ts");
+    const script = resolve(import.meta.dir, "..", "..", "scripts", "build.ts");
     const p = Bun.spawnSync([process.execPath, script, backend === "cpu" ? "--cpu-only" : "--cuda-only"], {
       env: { ...process.env, SKIPDECODE_LIB_DIR: dir },
       stdout: "pipe",

@@ -10,13 +10,13 @@
  * many prompt rows of waiting sequences as fit in `maxBatchTokens` (chunked
  * prefill) — while sequences decode, only as many as keep the step within
  * `decodeSlowdown` × a decode-only step (#prefillBudget). Sampling happens in the native step; only token ids come back.
- * A step runs on the engine thread (lib/engine_client.ts) while this thread
+ * A step runs on the engine thread (lib/engine/client.ts) while this thread
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
  * gives its KV slot back at once (the reset is queued behind the running step)
  * and the token the step sampled for it is dropped.
  *
  * One sequence never fails another. Its options are checked before it is
- * queued with the native step's own rules (lib/generate.ts), and should a
+ * queued with the native step's own rules (lib/generation/generate.ts), and should a
  * step still be refused, the refusal names the row (cuda/common/plan.h checks
  * every row before anything changes, so the engine is as it was): that row's
  * sequence fails alone, the others' prompt progress is put back, and the step
@@ -24,106 +24,13 @@
  * after the checks (out of memory, a device fault, a dead engine thread),
  * fails every sequence of the step.
  */
-import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
-import { StreamDecoder } from "./checkpoint/tokenizer.ts";
-import { MAX_TOP_LOGPROBS, NativeError, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "./native.ts";
+import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
+import { StreamDecoder } from "../checkpoint/tokenizer.ts";
+import { NativeError } from "../engine/native.ts";
+import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/abi.ts";
 import type { SkipPolicy } from "./policy.ts";
-
-export type FinishReason = "stop" | "length" | "abort";
-
-/** What a generation reports besides its tokens. */
-export interface GenerationStats {
-  /**
-   * numLayers / avgLayers: the speedup of the decode passes that ran if time
-   * were proportional to layers (1 when none ran: maxNewTokens 1, or EOS first).
-   */
-  idealSpeedup: number;
-  /** Mean of `budgets`; numLayers when it is empty (the only pass was the full-model prefill). */
-  avgLayers: number;
-  /** From submission to the first generated token (prompt processing, queueing included). */
-  prefillMs: number;
-  /** From the first generated token to the last. */
-  decodeMs: number;
-  /** Generated tokens after the first, per second of decodeMs. */
-  tokensPerSecond: number;
-  promptTokens: number;
-  generatedTokens: number;
-  /** The RNG seed used (given or drawn). */
-  seed: number;
-  /** The budget policy, described. */
-  policy: string;
-}
-
-/** A token's log-probability under the model (before temperature, top-k, top-p) and the most likely alternatives. */
-export interface TokenLogprob {
-  /** log p of the token chosen. */
-  logprob: number;
-  /** The `logprobs` most likely tokens, most likely first (ties: lower id first). */
-  top: { token: number; logprob: number }[];
-}
-
-/** The result of one generation (docs/DESIGN.md, "The method"). */
-export interface GenerateResult {
-  text: string;
-  /** Generated ids (EOS excluded). */
-  tokens: number[];
-  /** Prompt ids as fed, BOS included. */
-  promptTokens: number[];
-  finishReason: FinishReason;
-  /** With the `logprobs` option: logprobs[i] belongs to tokens[i]. */
-  logprobs?: TokenLogprob[];
-  /**
-   * budgets[i]: layers generated token i was processed with (policy.layersAt(i)),
-   * for the passes that ran: every generated token but the last, whose pass
-   * would only predict a token nobody asked for — and the last too when that
-   * pass predicted EOS. So `budgets.length` is `tokens.length - 1`, or
-   * `tokens.length` after EOS (0 when nothing was generated).
-   */
-  budgets: number[];
-  stats: GenerationStats;
-}
-
-/** One generated token, with the text it completed (possibly "", when it ends inside a character or may begin a stop string). */
-export interface TokenEvent {
-  type: "token";
-  token: number;
-  text: string;
-  /** The token's scheduled budget (policy.layersAt(index)). */
-  layers: number;
-  /** Index of the token among the generated ones. */
-  index: number;
-  /** With the `logprobs` option: the token's log-probability and the top alternatives. */
-  logprob?: TokenLogprob;
-}
-
-/**
- * The last event of every stream: why it ended, and any text held back until
- * then (an unfinished character, a stop string's prefix that never completed).
- * It carries no token, so a loop collecting `ev.token` cannot take it for one:
- * narrow on `ev.type`.
- */
-export interface FinalEvent {
-  type: "final";
-  text: string;
-  finishReason: FinishReason;
-  /** Number of tokens generated. */
-  index: number;
-  token?: undefined;
-  layers?: undefined;
-}
-
-/**
- * What `SkipDecoder.stream` yields: a {@link TokenEvent} per generated token,
- * then one {@link FinalEvent}.
- *
- * @example
- * for await (const ev of dec.stream("Hi", { maxNewTokens: 8 })) {
- *   if (ev.type === "token") ids.push(ev.token);
- *   else console.log(ev.finishReason);
- *   process.stdout.write(ev.text);
- * }
- */
-export type StreamEvent = TokenEvent | FinalEvent;
+import type { FinishReason, GenerateResult, StreamEvent, TokenLogprob } from "./results.ts";
+import type { SlotPool } from "./slots.ts";
 
 /** Everything the scheduler needs to run one sequence. */
 export interface SequenceSpec {
@@ -150,9 +57,8 @@ export interface StepTarget {
   readonly numLayers: number;
   readonly maxSeqLen: number;
   readonly tokenizer: SkipTokenizer | null;
-  acquireSlot(): number;
-  releaseSlot(slot: number): void;
-  freeSlots(): number;
+  /** The engine's KV slots (slots.ts), shared with the decoder's other users. */
+  readonly slots: Pick<SlotPool, "acquire" | "release" | "free">;
   /** One native step on the engine thread; the buffers are SharedArrayBuffer views, untouched until it settles. */
   step(
     rows: Int32Array,
@@ -446,9 +352,9 @@ export class Scheduler {
       return true;
     };
     for (const s of this.#running) if (!s.prefilled && !seqs.has(s)) admit(s);
-    while (this.#waiting.length && n < limit && this.#t.freeSlots() > 0) {
+    while (this.#waiting.length && n < limit && this.#t.slots.free > 0) {
       const s = this.#waiting.shift()!;
-      s.slot = this.#t.acquireSlot();
+      s.slot = this.#t.slots.acquire();
       this.#running.push(s);
       admit(s);
     }
@@ -495,7 +401,8 @@ export class Scheduler {
       if (lp) s.logprobs.push(lp);
       const stopped = this.#appendText(s, tok, layers, idx, lp);
       if (stopped) return this.#finish(s, "stop");
-      if (s.tokens.length >= s.spec.maxNewTokens || s.spec.prompt.length + idx >= this.#t.maxSeqLen) {
+      // the context is full only with stopAtContext: otherwise prompt + maxNewTokens fit (context.ts)
+      if (s.tokens.length >= s.spec.maxNewTokens || s.spec.prompt.length + s.tokens.length >= this.#t.maxSeqLen) {
         this.#finish(s, "length");
       }
     });
@@ -536,7 +443,7 @@ export class Scheduler {
     if (w >= 0) this.#waiting.splice(w, 1);
     const r = this.#running.indexOf(s);
     if (r >= 0) this.#running.splice(r, 1);
-    if (s.slot >= 0) this.#t.releaseSlot(s.slot);
+    if (s.slot >= 0) this.#t.slots.release(s.slot);
     s.slot = -1;
     this.#leavePrefill(s);
   }
