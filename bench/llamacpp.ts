@@ -34,8 +34,8 @@ import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { CONVERT_TYPES, type ConvertType } from "../lib/checkpoint/gguf-convert.ts";
 import { GgufFile } from "../lib/checkpoint/gguf.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { NativeBackend } from "../lib/native.ts";
-import { Rng } from "../lib/tiny.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
+import { Rng } from "../lib/tiny/model.ts";
 import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, writeJson } from "./common.ts";
 import { benchGguf } from "./gguf.ts";
 

@@ -13,12 +13,14 @@ import { ggufSpec, openGgufModel } from "../lib/checkpoint/gguf-model.ts";
 import { type GgufWriteValue, writeGgufFile } from "../lib/checkpoint/gguf-writer.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { planTensor, STORAGE_DTYPE } from "../lib/checkpoint/quant-plan.ts";
-import { fromFloat32, SafetensorsFile, toFloat32 } from "../lib/checkpoint/safetensors.ts";
-import { NativeBackend, Role } from "../lib/native.ts";
+import { fromFloat32, toFloat32 } from "../lib/checkpoint/half.ts";
+import { SafetensorsFile } from "../lib/checkpoint/safetensors.ts";
+import { Role } from "../lib/engine/abi.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { main } from "../lib/cli.ts";
-import { Rng, type TinyModelOptions } from "../lib/tiny.ts";
+import { main } from "../bin/skipdecode.ts";
+import { Rng, type TinyModelOptions } from "../lib/tiny/model.ts";
 import { createApp } from "../server/app.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
@@ -663,7 +665,7 @@ describe("convert and the CLI", () => {
 
   test("generate --model FILE.gguf streams text; the server names the model by the file and chats", async () => {
     const { gguf } = await converted({ ...LLAMA, seed: 72 }, "f16");
-    const cliPath = join(import.meta.dir, "..", "lib", "cli.ts");
+    const cliPath = join(import.meta.dir, "..", "bin", "skipdecode.ts");
     const g = Bun.spawnSync([process.execPath, cliPath, "generate", "--model", gguf, "--prompt", "The quick brown", "--max-new-tokens", "4", "--ignore-eos", "--backend", "cpu", "--json"]);
     expect(g.exitCode).toBe(0);
     expect(JSON.parse(g.stdout.toString()).tokens.length).toBe(4);

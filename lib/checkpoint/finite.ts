@@ -7,7 +7,7 @@
  * (README, "Checkpoints"). Quantized tensors (ggml block types) are checked
  * by their fp16 scales, the only fields that can hold a non-finite value.
  */
-import { DType, type DTypeCode } from "../native.ts";
+import { DType, type DTypeCode } from "../engine/abi.ts";
 
 /** The first non-finite value of a tensor and how many there are. */
 export interface NonFinite {

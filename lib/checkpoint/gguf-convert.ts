@@ -32,9 +32,11 @@ import { tokenizerToGguf } from "./gguf-tokenizer.ts";
 import { type GgufWriteTensor, type GgufWriteValue, writeGgufFile } from "./gguf-writer.ts";
 import { ggmlTypeOf } from "./gguf-model.ts";
 import { planTensor, STORAGE_DTYPE } from "./quant-plan.ts";
-import { CheckpointTensors, fromFloat32, type SafetensorsDtype, toFloat32 } from "./safetensors.ts";
+import { fromFloat32, toFloat32 } from "./half.ts";
+import { CheckpointTensors, type SafetensorsDtype } from "./safetensors.ts";
 import { SkipTokenizer } from "./tokenizer.ts";
-import { NativeBackend, Role } from "../native.ts";
+import { Role } from "../engine/abi.ts";
+import { NativeBackend } from "../engine/native.ts";
 
 /** File types `convert` writes. */
 export const CONVERT_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k_m"] as const;

@@ -30,12 +30,12 @@
  * @module
  */
 import { existsSync, statSync } from "node:fs";
-import { DType, type DTypeCode, isQuantized, Role } from "../native.ts";
+import { DType, type DTypeCode, isQuantized, Role } from "../engine/abi.ts";
 import type { ModelSpec, RopeSpec } from "./config.ts";
 import { GgmlType, ggmlRowBytes, ggmlTypeName, GgufFile, type GgufOpenOptions, GgufType, type GgufTensorInfo } from "./gguf.ts";
 import { ggufHasTokenizer, ggufSpecialIds, type GgufTokenizer, tokenizerFromGguf } from "./gguf-tokenizer.ts";
 import { ropeInvFreq } from "./llama.ts";
-import { fromFloat32, toFloat32 } from "./safetensors.ts";
+import { fromFloat32, toFloat32 } from "./half.ts";
 import type { WeightTensor } from "./weight.ts";
 
 /** Architectures read, and whether llama.cpp's converter permuted their q/k rows. */

@@ -46,7 +46,8 @@
  */
 import { type GgufFile, GgufType } from "./gguf.ts";
 import type { GgufWriteValue } from "./gguf-writer.ts";
-import { addedToken as specialToken, bpeModel, SkipTokenizer } from "./tokenizer.ts";
+import { SkipTokenizer } from "./tokenizer.ts";
+import { addedToken as specialToken, bpeModel } from "./tokenizer_json.ts";
 
 /** `tokenizer.ggml.token_type` values (llama.h `llama_token_type`). */
 export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;

@@ -1,6 +1,6 @@
 /**
  * The one rule that picks how each tensor is stored when a model is
- * quantized: on load (`SkipDecoder.load(dir, { dtype: "q4_k" })`, lib/weights.ts)
+ * quantized: on load (`SkipDecoder.load(dir, { dtype: "q4_k" })`, lib/engine/weights.ts)
  * and by `skipdecode convert` (`--type q4_k_m`). It follows llama.cpp's
  * `llama-quantize` (src/llama-quant.cpp) so a model quantized here holds the
  * same types as the file llama.cpp would write:
@@ -28,7 +28,7 @@
  * planTensor("q4_k", { role: Role.FC1_W, layer: 0, numLayers: 12, shape: [512, 128], tied: true });
  * // { type: "q8_0", chosen: "q4_k", fallback: "cols 128 is not a multiple of 256 (Q4_K's block)" }
  */
-import { DType, type DTypeCode, Role } from "../native.ts";
+import { DType, type DTypeCode, Role } from "../engine/abi.ts";
 
 /** A requested quantization of a whole model. */
 export type Quantization = "q8_0" | "q4_0" | "q4_k" | "q4_k_m";

@@ -1,7 +1,7 @@
 /**
  * Where a model's tensors come from: a Hugging Face folder (safetensors,
  * through its family module) or a GGUF file (gguf-model.ts). The engine
- * builder (lib/weights.ts) reads either through this one seam; a path is a
+ * builder (lib/engine/weights.ts) reads either through this one seam; a path is a
  * file or a folder, and that decides (docs/gguf.md).
  */
 import type { ModelSpec } from "./config.ts";
