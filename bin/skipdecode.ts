@@ -101,10 +101,14 @@ function dtypeFlag(v: string | undefined): WeightDType {
   return d;
 }
 
-/** After a load that holds quantized weights: the stored types, the fallbacks and the backend's note, on stderr. */
+/**
+ * After a load that holds quantized weights: the stored types and the
+ * fallbacks, on stderr (the backend's note, CUDA's dequantize-on-load, the
+ * library has printed already).
+ */
 function reportLoad(dec: SkipDecoder): void {
   if (!Object.keys(dec.loadSummary.byType).some((t) => t.startsWith("Q"))) return;
-  for (const line of describeLoad(dec.loadSummary)) console.error(`skipdecode: ${line}`);
+  for (const line of describeLoad({ ...dec.loadSummary, note: null })) console.error(`skipdecode: ${line}`);
 }
 
 /** Library option errors are the user's flags being wrong: report them as usage errors. */
@@ -528,6 +532,7 @@ async function serveCmd(args: string[]): Promise<void> {
     `skipdecode serve: ${srv.url} — model ${d.dir} (${d.spec.numLayers} layers) on ${d.backend} (${d.deviceName}); ` +
       `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
   );
+  reportLoad(d);
   await new Promise<void>((resolveStop, fail) => {
     // the engine thread died and the server has stopped (server/main.ts): exit 1 with the reason
     if (died) fail(died);

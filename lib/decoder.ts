@@ -205,6 +205,8 @@ export class SkipDecoder {
           `check its output against backend: "cpu" before relying on it`,
       );
     }
+    // the CUDA engine runs quantized weights dequantized to fp16 (no quantized CUDA kernel): say so at load
+    if (engine.loadSummary.note) console.warn(`skipdecode: ${engine.loadSummary.note}`);
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 

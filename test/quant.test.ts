@@ -33,7 +33,7 @@ import { writeSafetensors } from "../lib/checkpoint/safetensors_write.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { Cfg, DType, type DTypeCode, DTYPE_NAMES, Role, Row, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
 import { NativeBackend } from "../lib/engine/native.ts";
-import { describeLoad } from "../lib/engine/weights.ts";
+import { backendNote, describeLoad } from "../lib/engine/weights.ts";
 import { Rng, type TinyModelOptions } from "../lib/tiny/model.ts";
 import { cleanupTemp, decaying, maxDiff, tempDir, tinyModel } from "./helpers.ts";
 import { dequantizeTs, FORMATS, type FormatName, halfToNumber } from "./quant-formats.ts";
@@ -461,4 +461,16 @@ describe("every quantized kernel of this CPU", () => {
     expect(out).toMatch(/ 0 fail/);
     expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBe(MODELS.length * 3);
   }, 600_000); // a child test run
+});
+
+describe("the load's note on quantized weights", () => {
+  test("none on the CPU; the CUDA engine's says it dequantized them to fp16 on load", async () => {
+    using dec = await SkipDecoder.load(tinyModel(MODELS[0]![1]), { backend: "cpu", dtype: "q8_0" });
+    expect(dec.loadSummary.note).toBeNull();
+    expect(backendNote("cpu", dec.loadSummary)).toBeNull();
+    expect(backendNote("cuda", dec.loadSummary)).toMatch(/^CUDA: quantized tensors were dequantized to fp16 in host code on load/);
+    // nothing to say on CUDA when no tensor is quantized
+    using plain = await SkipDecoder.load(tinyModel(MODELS[0]![1]), { backend: "cpu" });
+    expect(backendNote("cuda", plain.loadSummary)).toBeNull();
+  });
 });

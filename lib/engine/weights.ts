@@ -140,7 +140,7 @@ function quantizeTensor(
 }
 
 /** The backend's note on quantized weights (the CUDA engine dequantizes them on load). */
-function backendNote(backend: BackendName, summary: LoadSummary): string | null {
+export function backendNote(backend: BackendName, summary: LoadSummary): string | null {
   const quant = summary.tensors.some((t) => t.type.startsWith("Q"));
   if (backend !== "cuda" || !quant) return null;
   return "CUDA: quantized tensors were dequantized to fp16 in host code on load (no quantized CUDA kernels yet): the GPU holds and reads 2 bytes per weight";
