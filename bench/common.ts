@@ -61,6 +61,8 @@ export const SHAPES: Record<string, TinyModelOptions> = {
   "llama-110m": { family: "llama", layers: 12, hidden: 768, heads: 12, kvHeads: 4, ffn: 2048, vocab: 32000, maxPositions: 2048 },
   "llama-400m": { family: "llama", layers: 24, hidden: 1024, heads: 16, kvHeads: 4, ffn: 3584, vocab: 32000, maxPositions: 2048 },
   tiny: { layers: 4, hidden: 64, heads: 4 },
+  // smoke runs of the quantized and llama.cpp benches: rows whole K-quant blocks, seconds to write and convert
+  "llama-tiny": { family: "llama", layers: 4, hidden: 256, heads: 4, kvHeads: 2, ffn: 512, merges: 300, maxPositions: 512 },
 };
 
 /** The roofline the runs compare with: median of 3 read-bandwidth passes over 512 MiB (GB/s). */
