@@ -3,7 +3,9 @@
  * markdown tables, JSON output and the cached random models they run on.
  */
 import type { ModelSpec } from "../lib/checkpoint/config.ts";
+import { Role } from "../lib/engine/abi.ts";
 import type { NativeBackend } from "../lib/engine/native.ts";
+import type { LoadSummary } from "../lib/engine/weights.ts";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -59,6 +61,8 @@ export const SHAPES: Record<string, TinyModelOptions> = {
   "llama-110m": { family: "llama", layers: 12, hidden: 768, heads: 12, kvHeads: 4, ffn: 2048, vocab: 32000, maxPositions: 2048 },
   "llama-400m": { family: "llama", layers: 24, hidden: 1024, heads: 16, kvHeads: 4, ffn: 3584, vocab: 32000, maxPositions: 2048 },
   tiny: { layers: 4, hidden: 64, heads: 4 },
+  // smoke runs of the quantized and llama.cpp benches: rows whole K-quant blocks, seconds to write and convert
+  "llama-tiny": { family: "llama", layers: 4, hidden: 256, heads: 4, kvHeads: 2, ffn: 512, merges: 300, maxPositions: 512 },
 };
 
 /** The roofline the runs compare with: median of 3 read-bandwidth passes over 512 MiB (GB/s). */
@@ -75,6 +79,23 @@ export function weightBytes(s: ModelSpec, elemBytes: number): { layer: number; s
     layer: (qd * d + 2 * kd * d + d * qd + mlp) * elemBytes,
     step: (s.vocabSize * e + (e !== d ? 2 * d * e : 0)) * elemBytes,
   };
+}
+
+/**
+ * The same split from what a load actually stored (dec.loadSummary), so each
+ * format's block sizes count: the mean bytes of a layer's matrices, and the
+ * LM head and project_in/out.
+ */
+export function storedBytes(summary: LoadSummary, numLayers: number): { layer: number; step: number } {
+  const layerRoles: number[] = [Role.Q_W, Role.K_W, Role.V_W, Role.O_W, Role.FC1_W, Role.FC2_W, Role.GATE_W];
+  const stepRoles: number[] = [Role.LM_HEAD, Role.PROJECT_IN, Role.PROJECT_OUT];
+  let layer = 0;
+  let step = 0;
+  for (const t of summary.tensors) {
+    if (layerRoles.includes(t.role)) layer += t.bytes;
+    else if (stepRoles.includes(t.role)) step += t.bytes;
+  }
+  return { layer: layer / numLayers, step };
 }
 
 /** Folder of a cached random model of a named shape (writes it on first use). */

@@ -15,16 +15,28 @@
  * bytes bound" is the speedup those bytes allow (full steps' bytes over these
  * steps'): ideal speedup counts layers only, so with a large LM head (OPT-125m:
  * a third of the bytes) the bound sits well below the ideal.
+ *
+ * --types runs each model once per weight type: the 16-bit and fp32 files as
+ * they are, and q8_0 / q4_0 / q4_k quantized on load from the float16 file
+ * (lib/checkpoint/quant-plan.ts decides each tensor's type). Bytes are counted
+ * from what the engine stored (dec.loadSummary), so every format's block
+ * sizes (34 bytes per 32 weights for Q8_0, ...) are in the "of membw" column.
+ * A last table sums up each model and type at batch 1: full-depth decode
+ * tokens/s and its share of the bandwidth, and SkipDecode's measured speedup
+ * over its weight-bytes bound at each speedup.
  */
 import { join } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
 import { NativeBackend } from "../lib/engine/native.ts";
 import { Rng } from "../lib/tiny/model.ts";
-import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
+import type { WeightDType } from "../lib/engine/weights.ts";
+import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, storedBytes, table, weightBytes, writeJson } from "./common.ts";
 
 const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m,opt-1.3b,llama-110m,llama-400m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
                               [--prompt 32] [--new-tokens 64] [--reps 5] [--dtype bfloat16|float16|float32]
-                              [--threads 0] [--backend auto|cpu|cuda] [--out bench/results/decode.json]`;
+                              [--types bf16,f16,f32,q8_0,q4_0,q4_k] [--threads 0] [--backend auto|cpu|cuda]
+                              [--out bench/results/decode.json]
+  --types: one run per weight type (default: the --dtype file as it is); q8_0, q4_0, q4_k quantize the float16 file on load`;
 const f = flags(USAGE, {
   models: { type: "string", default: "opt-125m,opt-350m" },
   batches: { type: "string", default: "1,4,16" },
@@ -33,6 +45,7 @@ const f = flags(USAGE, {
   "new-tokens": { type: "string", default: "64" },
   reps: { type: "string", default: "5" },
   dtype: { type: "string", default: "bfloat16" },
+  types: { type: "string" },
   threads: { type: "string", default: "0" },
   backend: { type: "string", default: "auto" },
   out: { type: "string", default: join(ROOT, "bench/results/decode.json") },
@@ -58,35 +71,62 @@ if (!["bfloat16", "float16", "float32"].includes(f.dtype)) {
   console.error(`--dtype must be bfloat16, float16 or float32\n\n${USAGE}`);
   process.exit(2);
 }
+/** A --types entry: the file to load and the load dtype. */
+interface RunType {
+  label: string;
+  file: "bfloat16" | "float16" | "float32";
+  load: WeightDType;
+}
+const TYPE_NAMES: Record<string, RunType> = {
+  bf16: { label: "bf16", file: "bfloat16", load: "auto" },
+  f16: { label: "f16", file: "float16", load: "auto" },
+  f32: { label: "f32", file: "float32", load: "float32" },
+  q8_0: { label: "q8_0", file: "float16", load: "q8_0" },
+  q4_0: { label: "q4_0", file: "float16", load: "q4_0" },
+  q4_k: { label: "q4_k", file: "float16", load: "q4_k" },
+};
+const ALIASES: Record<string, string> = { bfloat16: "bf16", float16: "f16", float32: "f32" };
+const types: RunType[] = (f.types ?? f.dtype).split(",").map((t) => {
+  const r = TYPE_NAMES[ALIASES[t.trim()] ?? t.trim()];
+  if (!r) {
+    console.error(`--types: unknown type "${t}" (expected ${Object.keys(TYPE_NAMES).join(", ")})\n\n${USAGE}`);
+    process.exit(2);
+  }
+  return r;
+});
 if (!["auto", "cpu", "cuda"].includes(f.backend)) {
   console.error(`--backend must be auto, cpu or cuda\n\n${USAGE}`);
   process.exit(2);
 }
-const dtype = f.dtype as "bfloat16" | "float16" | "float32";
 
 const results: Record<string, unknown>[] = [];
 let membw = 0;
 const membwSeen: number[] = [];
-for (const name of f.models.split(",")) {
-  const dir = shapeModel(name.trim(), dtype);
+const summary: (string | number)[][] = [];
+for (const name of f.models.split(",")) for (const type of types) {
+  const dir = shapeModel(name.trim(), type.file);
   const maxBatch = Math.max(...batches);
   const dec = await SkipDecoder.load(dir, {
     backend: f.backend as "auto" | "cpu" | "cuda",
+    dtype: type.load,
     maxBatch,
     maxSeqLen: P + N + 8,
     threads,
     maxBatchTokens: Math.max(512, maxBatch * P),
   });
+  const dtype = type.label;
   // The roofline, measured just before this model's runs and again just after;
   // the higher of the two is used (a VM's bandwidth can drift during a run).
   const native = NativeBackend.get(dec.backend);
   const measureBw = () => readBandwidth(native, threads);
   const bwBefore = measureBw();
   const s = dec.spec;
-  const size = dtype === "float32" ? 4 : 2;
-  const { layer: layerBytes, step: stepBytes } = weightBytes(s, size);
+  // bytes as stored: each format's blocks, the quantization plan's per-tensor types (the CUDA
+  // engine holds every weight in 16 bits, quantized files included: it dequantizes on load)
+  const { layer: layerBytes, step: stepBytes } = dec.backend === "cuda" ? weightBytes(s, 2) : storedBytes(dec.loadSummary, s.numLayers);
+  const stored = Object.entries(dec.loadSummary.byType).map(([t, v]) => `${t} ${(v.bytes / 2 ** 20).toFixed(0)} MiB`).join(", ");
   console.log(
-    `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}, ` +
+    `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}: ${stored}; ` +
       `${(dec.weightBytes / 2 ** 20).toFixed(0)} MiB read by a full step)\n` +
       `${machine()}; backend ${dec.backend} (${dec.deviceName}); membw ${bwBefore.toFixed(1)} GB/s before the runs; ` +
       `prompt ${P}, ${N} new tokens, ${reps} reps after a warm-up, median ± std\n`,
@@ -159,11 +199,33 @@ for (const name of f.models.split(",")) {
     p.row.push(`${((p.gbs / membw) * 100).toFixed(0)}%`);
     results.push({ ...p.result, membwGBs: membw, membwBefore: bwBefore, membwAfter: bwAfter });
   }
+  // batch 1 at a glance: full-depth speed and bandwidth share, each speedup against its bound
+  const one = pending.filter((p) => p.result.batch === Math.min(...batches));
+  const full = one.find((p) => p.result.speedup === 1);
+  if (full) {
+    summary.push([
+      name,
+      dtype,
+      (full.result.decodeTokS as number).toFixed(1),
+      `${((full.gbs / membw) * 100).toFixed(0)}%`,
+      ...one
+        .filter((p) => p.result.speedup !== 1)
+        .map((p) => {
+          const r = p.result;
+          const share = (r.measuredSpeedup as number) / (r.attainableSpeedup as number);
+          return `${(r.measuredSpeedup as number).toFixed(2)}x of ${(r.attainableSpeedup as number).toFixed(2)}x (${(share * 100).toFixed(0)}%)`;
+        }),
+    ]);
+  }
   console.log(`membw (read) measured ${bwBefore.toFixed(1)} GB/s before and ${bwAfter.toFixed(1)} GB/s after these runs; shares use the higher\n`);
   table(
     ["batch", "decoding", "mean layers", "prefill tok/s", "decode tok/s", "ideal", "measured", "measured/ideal", "weight-bytes bound", "weights GB/s", "of membw"],
     rows,
   );
   dec.close();
+}
+if (summary.length > 1 || types.length > 1) {
+  console.log(`\n## Summary, batch ${Math.min(...batches)}: full-depth decode and SkipDecode's measured speedup against its weight-bytes bound\n`);
+  table(["model", "type", "decode tok/s", "of membw", ...speedups.filter((x) => x !== 1).map((x) => `${x}x: measured of bound`)], summary);
 }
 writeJson(f.out, { bench: "decode", date: new Date().toISOString(), machine: machine(), membwGBs: Math.max(...membwSeen), results });

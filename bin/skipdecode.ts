@@ -4,18 +4,23 @@
  *
  *   skipdecode tiny-model DIR [--family opt|llama|mistral|qwen2 (every family's model_type)] [--seed N] [--variant pre|post]
  *                             [--dtype float32|float16|bfloat16] [--layers N] [--hidden N] [--heads N] [--ffn N] ...
- *   skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
- *                     [--dtype auto|float32|float16|bfloat16]
- *   skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
- *   skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
- *   skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
+ *   skipdecode logits --model PATH --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
+ *                     [--dtype auto|float32|float16|bfloat16|q8_0|q4_0|q4_k]
+ *   skipdecode generate --model PATH --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]] ...
+ *   skipdecode eval --model PATH --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N]
+ *   skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] ...
+ *   skipdecode convert DIR OUT.gguf [--type f16|q8_0|q4_0|q4_k_m]
+ *
+ * --model takes a model folder or a GGUF file (lib/checkpoint/gguf-model.ts).
  *
  * Bad flags, missing values and bad numbers print a usage error and exit 2;
  * failures of the work itself print the error and exit 1.
  */
 import { parseArgs } from "node:util";
 import { readFileSync } from "node:fs";
+import { CONVERT_TYPES, type ConvertType, convertToGguf } from "../lib/checkpoint/gguf-convert.ts";
 import { SkipDecoder } from "../lib/decoder.ts";
+import { describeLoad, WEIGHT_DTYPES, type WeightDType } from "../lib/engine/weights.ts";
 import { evaluateQuality } from "../lib/generation/eval.ts";
 import type { GenerateOptions } from "../lib/generation/generate.ts";
 import { ABI_VERSION } from "../lib/engine/abi.ts";
@@ -27,25 +32,26 @@ import { type TinyModelOptions, writeTinyModel } from "../lib/tiny/model.ts";
 /** Every model_type a family reads: "opt|llama|mistral|qwen2". */
 const MODEL_TYPES = allFamilies().flatMap((f) => f.modelTypes).join("|");
 
-const USAGE = `usage:
+const USAGE = `usage:  (PATH: a model folder, config.json + safetensors, or a GGUF file)
   skipdecode tiny-model DIR [--family ${MODEL_TYPES}] [--seed N] [--dtype float32|float16|bfloat16]
                             [--layers N] [--hidden N] [--heads N] [--ffn N] [--vocab N] [--max-positions N] [--tied]
                             OPT: [--variant pre|post] [--embed-dim N]
                             LLaMA family: [--kv-heads N] [--head-dim N] [--rope-theta X] [--sliding-window N]
       write a deterministic random checkpoint (config.json, model.safetensors, tokenizer.json)
-  skipdecode logits --model DIR --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
-                    [--dtype auto|float32|float16|bfloat16]
+  skipdecode logits --model PATH --ids 2,5,9 [--budgets 6,6,3] [--warmup 1] [--backend auto|cpu|cuda]
+                    [--dtype auto|float32|float16|bfloat16|q8_0|q4_0|q4_k]
       print {"logits": [[...], ...]}: one row per position; ids are fed as given (no BOS added);
-      --dtype float32 keeps F32 weights at full precision (auto stores them in 16 bits on the CPU)
-  skipdecode generate --model DIR --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
+      --dtype float32 keeps F32 weights at full precision (auto stores them in 16 bits on the CPU);
+      q8_0, q4_0, q4_k quantize the matrices on load (the types chosen and any fallbacks go to stderr)
+  skipdecode generate --model PATH --prompt TEXT [--speedup S | --min-layers A --max-layers B [--span N]]
                      [--warmup W] [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed N]
-                     [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--json]
+                     [--stop TEXT]... [--ignore-eos] [--backend auto|cpu|cuda] [--threads N] [--dtype D] [--json]
       stream the continuation to stdout and a stats line to stderr (--json: print the result object)
-  skipdecode eval --model DIR --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
-                  [--warmup W] [--backend auto|cpu|cuda] [--threads N]
+  skipdecode eval --model PATH --text FILE [--speedups 1,2,3,4,5] [--context N] [--window N] [--max-windows N]
+                  [--warmup W] [--backend auto|cpu|cuda] [--threads N] [--dtype D]
       teacher-forced perplexity and next-token agreement with the full model at each speedup
       (a markdown table on stdout; progress on stderr)
-  skipdecode serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
+  skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
                    [--grace-s 30] [--quiet]
       an OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions, /tokenize, /detokenize; GET /v1/models,
@@ -54,6 +60,9 @@ const USAGE = `usage:
       seconds, then it exits 0 (a second signal stops at once, cut requests answered 503); one
       access-log line per request on stdout (method, path, status, prompt+completion tokens, ms) unless
       --quiet. If the engine thread dies, requests in flight and new ones get 503 and it exits 1.
+  skipdecode convert DIR OUT.gguf [--type f16|q8_0|q4_0|q4_k_m] [--name NAME]
+      write a LLaMA-family model folder (llama, mistral, qwen2) as one GGUF file that llama.cpp opens
+      and --model reads (default type f16; also f32, bf16); OPT has no llama.cpp architecture
   skipdecode build [--cpu-only | --cuda]
       build the native libraries (build/libskipdecode_cpu.so, and _cuda.so where nvcc exists) in the
       installed package, e.g. from an app whose install did not run skipdecode's build: bunx skipdecode build;
@@ -83,6 +92,23 @@ function backendFlag(v: string | undefined): "auto" | "cpu" | "cuda" {
   const b = v ?? "auto";
   if (b !== "auto" && b !== "cpu" && b !== "cuda") throw new UsageError(`--backend must be auto, cpu or cuda, got "${b}"`);
   return b;
+}
+
+/** --dtype: a WeightDType (default auto). */
+function dtypeFlag(v: string | undefined): WeightDType {
+  const d = (v ?? "auto") as WeightDType;
+  if (!WEIGHT_DTYPES.includes(d)) throw new UsageError(`--dtype must be one of ${WEIGHT_DTYPES.join(", ")}, got "${v}"`);
+  return d;
+}
+
+/**
+ * After a load that holds quantized weights: the stored types and the
+ * fallbacks, on stderr (the backend's note, CUDA's dequantize-on-load, the
+ * library has printed already).
+ */
+function reportLoad(dec: SkipDecoder): void {
+  if (!Object.keys(dec.loadSummary.byType).some((t) => t.startsWith("Q"))) return;
+  for (const line of describeLoad({ ...dec.loadSummary, note: null })) console.error(`skipdecode: ${line}`);
 }
 
 /** Library option errors are the user's flags being wrong: report them as usage errors. */
@@ -223,9 +249,7 @@ async function logits(args: string[]): Promise<void> {
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
-  const dtypes = ["auto", "float32", "float16", "bfloat16"] as const;
-  const dtype = (values.dtype ?? "auto") as (typeof dtypes)[number];
-  if (!dtypes.includes(dtype)) throw new UsageError(`--dtype must be one of ${dtypes.join(", ")}, got "${values.dtype}"`);
+  const dtype = dtypeFlag(values.dtype);
   const ids = intList("ids", values.ids);
   if (!ids) throw new UsageError("--ids is required (comma-separated token ids)");
   const budgets = intList("budgets", values.budgets);
@@ -238,6 +262,7 @@ async function logits(args: string[]): Promise<void> {
     maxBatch: 1,
     ...(threads !== undefined ? { threads } : {}),
   });
+  reportLoad(dec);
   // ids outside the vocabulary, budgets out of range: the flags are wrong (exit 2)
   const out = await asUsage(() => dec.forward(ids, { budgets, warmupLayers }), /^SkipDecoder\.forward: (ids\[\d+\]|budgets|warmupLayers)/);
   const V = dec.spec.vocabSize;
@@ -266,6 +291,7 @@ async function generate(args: string[]): Promise<void> {
       "ignore-eos": { type: "boolean" },
       backend: { type: "string" },
       threads: { type: "string" },
+      dtype: { type: "string" },
       json: { type: "boolean" },
     },
     0,
@@ -284,7 +310,9 @@ async function generate(args: string[]): Promise<void> {
   const maxNewTokens = int("max-new-tokens", values["max-new-tokens"]);
   const warmupLayers = int("warmup", values.warmup);
   const threads = int("threads", values.threads);
-  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  const dtype = dtypeFlag(values.dtype);
+  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), dtype, maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  reportLoad(dec);
   const opts: GenerateOptions = {
     maxNewTokens,
     temperature: num("temperature", values.temperature),
@@ -355,11 +383,13 @@ async function evalCmd(args: string[]): Promise<void> {
       warmup: { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      dtype: { type: "string" },
     },
     0,
   );
   if (!values.model) throw new UsageError("--model DIR is required");
   if (!values.text) throw new UsageError("--text FILE is required");
+  const dtype = dtypeFlag(values.dtype);
   let speedups: number[] | undefined;
   if (values.speedups !== undefined) {
     speedups = values.speedups.split(",").map((x) => num("speedups", x)!);
@@ -375,7 +405,8 @@ async function evalCmd(args: string[]): Promise<void> {
   const context = int("context", values.context);
   const window = int("window", values.window);
   const warmupLayers = int("warmup", values.warmup);
-  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  using dec = await SkipDecoder.load(values.model, { backend: backendFlag(values.backend), dtype, maxBatch: 1, ...(threads !== undefined ? { threads } : {}) });
+  reportLoad(dec);
   const t0 = performance.now();
   const progress = evalProgress(t0);
   const rows = await asUsage(
@@ -394,7 +425,7 @@ async function evalCmd(args: string[]): Promise<void> {
     );
   }
   console.error(
-    `[${rows[0]!.tokens} scored tokens per speedup; model ${dec.dir}, ${dec.spec.numLayers} layers, ${dec.backend}; ` +
+    `[${rows[0]!.tokens} scored tokens per speedup; model ${dec.dir}, ${dec.spec.numLayers} layers, ${dec.backend}, dtype ${dtype}; ` +
       `${((performance.now() - t0) / 1000).toFixed(1)} s]`,
   );
 }
@@ -501,6 +532,7 @@ async function serveCmd(args: string[]): Promise<void> {
     `skipdecode serve: ${srv.url} — model ${d.dir} (${d.spec.numLayers} layers) on ${d.backend} (${d.deviceName}); ` +
       `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
   );
+  reportLoad(d);
   await new Promise<void>((resolveStop, fail) => {
     // the engine thread died and the server has stopped (server/main.ts): exit 1 with the reason
     if (died) fail(died);
@@ -534,8 +566,26 @@ async function buildCmd(args: string[]): Promise<void> {
   if (p.exitCode !== 0) throw new Error(`the build failed (exit ${p.exitCode}); the compiler's output is above`);
 }
 
+async function convertCmd(args: string[]): Promise<void> {
+  const { values, positionals } = parse(args, { type: { type: "string" }, name: { type: "string" } }, 2);
+  const type = (values.type ?? "f16") as ConvertType;
+  if (!(CONVERT_TYPES as readonly string[]).includes(type)) throw new UsageError(`--type must be one of ${CONVERT_TYPES.join(", ")}, got "${values.type}"`);
+  const [dir, out] = positionals as [string, string];
+  if (!/\.gguf$/i.test(out)) throw new UsageError(`the output file must end in .gguf, got "${out}"`);
+  const t0 = performance.now();
+  const r = await convertToGguf(dir, out, { type, ...(values.name !== undefined && { name: values.name }) });
+  const counts = new Map<string, number>();
+  for (const t of r.tensors) counts.set(t.type, (counts.get(t.type) ?? 0) + 1);
+  console.log(
+    `wrote ${out}: ${r.arch}, ${r.tensors.length} tensors (${[...counts].map(([k, n]) => `${n} ${k}`).join(", ")}), ` +
+      `${(r.bytes / 2 ** 20).toFixed(1)} MiB in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+  );
+  for (const f of r.fellBack) console.log(`  ${f.name}: ${f.type} (${f.why})`);
+}
+
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
   build: buildCmd,
+  convert: convertCmd,
   "tiny-model": tinyModel,
   logits,
   generate,

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { familyOf } from "./checkpoint/family.ts";
+import { isModelFile, openGgufModel } from "./checkpoint/gguf-model.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 import { EngineClient } from "./engine/client.ts";
 import { type GenerateOptions, type Prompt, sequenceSpec } from "./generation/generate.ts";
@@ -17,9 +18,9 @@ import type { SkipPolicy } from "./generation/policy.ts";
 import type { GenerateResult, StreamEvent } from "./generation/results.ts";
 import { Group, Scheduler } from "./generation/scheduler.ts";
 import { SlotPool } from "./generation/slots.ts";
-import { maxStepRows, type WeightDType } from "./engine/weights.ts";
+import { type LoadSummary, maxStepRows, WEIGHT_DTYPES, type WeightDType } from "./engine/weights.ts";
 
-export type { WeightDType } from "./engine/weights.ts";
+export type { LoadSummary, WeightDType } from "./engine/weights.ts";
 
 /** Options of {@link SkipDecoder.load}; defaults in {@link LOAD_DEFAULTS}. */
 export interface LoadOptions {
@@ -30,6 +31,9 @@ export interface LoadOptions {
    * stores F32 matrices as float16 (bfloat16 if a value exceeds float16's
    * range), computing in fp32; CUDA computes in fp16 (bf16 when asked).
    * "float32" keeps full precision on the CPU at twice the memory traffic.
+   * "q8_0", "q4_0", "q4_k" quantize the matrices as they load (ggml's block
+   * formats; the rule, its fallbacks for rows K-quants cannot take, and which
+   * tensors fell back: {@link SkipDecoder.loadSummary}, docs/quantization.md).
    */
   dtype?: WeightDType;
   /** Sequences that can be in flight at once (KV-cache slots). */
@@ -109,7 +113,7 @@ export class SkipDecoder {
   readonly spec: ModelSpec;
   /** The backend actually used. */
   readonly backend: BackendName;
-  /** The model folder. */
+  /** The model folder, or the GGUF file. */
   readonly dir: string;
   /** Effective load options. */
   readonly options: Required<LoadOptions>;
@@ -152,19 +156,22 @@ export class SkipDecoder {
   }
 
   /**
-   * Loads a Hugging Face model folder (config.json + safetensors).
+   * Loads a Hugging Face model folder (config.json + safetensors) or a GGUF
+   * file (docs/gguf.md): a path to a file is read as GGUF.
    *
    * @example
    * const dec = await SkipDecoder.load("models/opt-125m", { backend: "cpu", threads: 4 });
+   * const q = await SkipDecoder.load("models/llama-q4_k_m.gguf");
    */
   static async load(dir: string, opts?: LoadOptions): Promise<SkipDecoder> {
     const where = "SkipDecoder.load";
-    if (typeof dir !== "string" || dir === "") throw new Error(`${where}: dir must be a model folder path`);
+    if (typeof dir !== "string" || dir === "") throw new Error(`${where}: dir must be a model folder or GGUF file path`);
     const o = checkKeys(where, opts, LOAD_KEYS);
-    const spec = readModelSpec(dir);
+    const gguf = isModelFile(dir) ? openGgufModel(dir) : null;
+    const spec = gguf ? gguf.spec : readModelSpec(dir);
     const options: Required<LoadOptions> = {
       backend: choiceOpt(where, "backend", o.backend, ["auto", "cpu", "cuda"] as const, LOAD_DEFAULTS.backend),
-      dtype: choiceOpt(where, "dtype", o.dtype, ["auto", "float32", "float16", "bfloat16"] as const, LOAD_DEFAULTS.dtype),
+      dtype: choiceOpt(where, "dtype", o.dtype, WEIGHT_DTYPES, LOAD_DEFAULTS.dtype),
       maxBatch: intOpt(where, "maxBatch", o.maxBatch, 1, 4096, LOAD_DEFAULTS.maxBatch),
       maxSeqLen: maxSeqLenOpt(where, o.maxSeqLen, spec),
       threads: intOpt(where, "threads", o.threads, 0, 1024, LOAD_DEFAULTS.threads),
@@ -173,16 +180,24 @@ export class SkipDecoder {
         o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
       checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
     };
-    const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
-    const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
-    if (tokenizer && tokenizer.vocabSize > spec.vocabSize) {
-      throw new Error(
-        `${where}: the tokenizer in ${dir} has ids up to ${tokenizer.vocabSize - 1}, beyond the model's vocabulary of ` +
-          `${spec.vocabSize} (config.json vocab_size): those ids have no embedding`,
-      );
+    // the engine thread builds the engine: reading and converting weights never blocks this thread,
+    // which meanwhile builds the tokenizer
+    const starting = EngineClient.start(dir, spec, options);
+    let tokenizer: SkipTokenizer | null;
+    try {
+      const hasTokenizer = !gguf && ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
+      tokenizer = gguf ? (gguf.tokenizer()?.tokenizer ?? null) : hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
+      if (tokenizer && tokenizer.vocabSize > spec.vocabSize) {
+        throw new Error(
+          `${where}: the tokenizer in ${dir} has ids up to ${tokenizer.vocabSize - 1}, beyond the model's vocabulary of ` +
+            `${spec.vocabSize} (${gguf ? "the token embedding's rows" : "config.json vocab_size"}): those ids have no embedding`,
+        );
+      }
+    } catch (e) {
+      starting.then((engine) => engine.free(), () => {}); // the tokenizer's error is the one reported
+      throw e;
     }
-    // the engine thread builds the engine: reading and converting weights never blocks this thread
-    const engine = await EngineClient.start(dir, spec, options);
+    const engine = await starting;
     const family = familyOf(spec.arch, dir);
     if (engine.backend === "cuda" && !family.cudaVerified) {
       console.warn(
@@ -190,6 +205,8 @@ export class SkipDecoder {
           `check its output against backend: "cpu" before relying on it`,
       );
     }
+    // the CUDA engine runs quantized weights dequantized to fp16 (no quantized CUDA kernel): say so at load
+    if (engine.loadSummary.note) console.warn(`skipdecode: ${engine.loadSummary.note}`);
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 
@@ -228,6 +245,16 @@ export class SkipDecoder {
   /** Bytes of weights one full step reads (linear layers and LM head). */
   get weightBytes(): number {
     return this.#live("weightBytes").weightBytes;
+  }
+
+  /**
+   * What the load stored: each tensor's type and bytes, totals per type, the
+   * tensors whose quantized type fell back (quant-plan.ts), and the backend's
+   * note (the CUDA engine dequantizes quantized weights on load).
+   * `describeLoad(dec.loadSummary)` renders it as text.
+   */
+  get loadSummary(): LoadSummary {
+    return this.#live("loadSummary").loadSummary;
   }
 
   /** Description of the device ("AMD EPYC, 2 threads", "NVIDIA H200, …"). */

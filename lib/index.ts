@@ -7,6 +7,7 @@
  * const r = await dec.generate("The committee met on Tuesday", { maxNewTokens: 16, speedup: 2 });
  */
 export { SkipDecoder, LOAD_DEFAULTS, type LoadOptions, type ForwardOptions, type WeightDType } from "./decoder.ts";
+export { describeLoad, type LoadSummary, type StoredTensor } from "./engine/weights.ts";
 export type { ModelSpec } from "./checkpoint/config.ts";
 export { SkipTokenizer, StreamDecoder } from "./checkpoint/tokenizer.ts";
 export { SkipPolicy, type DecaySettings, type PowerSettings, type SpeedupSettings } from "./generation/policy.ts";

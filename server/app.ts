@@ -23,7 +23,7 @@ import { ServerMetrics } from "./observe.ts";
 
 /** Options of {@link createApp}; defaults in {@link APP_DEFAULTS}. */
 export interface AppOptions {
-  /** The id clients name in `model` (default: the model folder's basename). */
+  /** The id clients name in `model` (default: the model folder's basename, or the GGUF file's without `.gguf`). */
   modelName?: string;
   /** Most sequences that may wait for a KV slot; more → 429. */
   maxQueue?: number;
@@ -71,7 +71,7 @@ export interface SkipApp {
  * });
  */
 export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
-  const modelName = opts.modelName ?? basename(resolve(dec.dir));
+  const modelName = opts.modelName ?? basename(resolve(dec.dir)).replace(/\.gguf$/i, "");
   const maxQueue = opts.maxQueue ?? APP_DEFAULTS.maxQueue;
   if (!Number.isInteger(maxQueue) || maxQueue < 0) throw new Error(`createApp: maxQueue must be an integer >= 0, got ${maxQueue}`);
   const log = opts.log ?? ((msg: string, err?: unknown) => console.error(`skipdecode server: ${msg}`, err ?? ""));

@@ -55,7 +55,19 @@ describe("skipdecode CLI", () => {
     let scale = 0;
     want.forEach((row, t) => row.forEach((v, i) => ((diff = Math.max(diff, Math.abs(v - got[t]![i]!))), (scale = Math.max(scale, Math.abs(v))))));
     expect(diff).toBeLessThanOrEqual(1e-4 * scale);
-    expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, got "f8"/);
+    expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, q8_0, q4_0, q4_k, got "f8"/);
+  });
+
+  test("logits --dtype q4_k quantizes on load, prints the stored types and fallbacks on stderr, and equals the library", async () => {
+    const dir = tempDir();
+    run("tiny-model", dir, "--family", "llama", "--layers", "2", "--hidden", "64", "--ffn", "256");
+    const r = run("logits", "--model", dir, "--ids", "2,5,9", "--dtype", "q4_k", "--backend", "cpu");
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/skipdecode: weights \(dtype q4_k\): .*Q4_K 2 tensors/);
+    expect(r.stderr).toMatch(/skipdecode:   \d+ -> Q8_0: cols 64 is not a multiple of 256 \(Q4_K's block\): model\.embed_tokens\.weight \[384, 64\], model\.layers\.0\.self_attn\.q_proj\.weight/);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", dtype: "q4_k", maxBatch: 1 });
+    const want = await dec.forward([2, 5, 9]);
+    expect((JSON.parse(r.stdout) as { logits: number[][] }).logits.flat()).toEqual(Array.from(want));
   });
 
   test("usage errors exit 2 with a message; failures exit 1", () => {

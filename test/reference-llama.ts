@@ -36,6 +36,7 @@ export function referenceInvFreq(spec: ModelSpec): number[] {
     const s = rope.scaling;
     if (!s) out.push(base);
     else if (s.type === "linear") out.push(base / s.factor);
+    else if (s.type === "factors") out.push(base / s.factors[j / 2]!);
     else {
       // llama3: wavelengths longer than original/low are slowed by factor, shorter than
       // original/high kept, and those between blended by smooth = (original/wavelen − low)/(high − low)

@@ -252,6 +252,41 @@ static inline int skd_tensor_shape(const skd_shape *s, int role, int64_t *rows, 
 
 static inline int skd_role_is_layer(int role) { return role >= SKD_T_ATTN_LN_W && role <= SKD_T_GATE_B; }
 
+static inline int skd_dtype_is_quant(int dtype) { return dtype >= SKD_DTYPE_Q8_0 && dtype <= SKD_DTYPE_Q6_K; }
+
+/* Elements per block of a dtype (1 for the float types), 0 for an unknown one. */
+static inline int64_t skd_dtype_block(int dtype) {
+    switch (dtype) {
+    case SKD_DTYPE_F32: case SKD_DTYPE_F16: case SKD_DTYPE_BF16: return 1;
+    case SKD_DTYPE_Q8_0: case SKD_DTYPE_Q4_0: return 32;
+    case SKD_DTYPE_Q4_K: case SKD_DTYPE_Q6_K: return 256;
+    default: return 0;
+    }
+}
+
+static inline const char *skd_dtype_name(int dtype) {
+    switch (dtype) {
+    case SKD_DTYPE_F32: return "F32";
+    case SKD_DTYPE_F16: return "F16";
+    case SKD_DTYPE_BF16: return "BF16";
+    case SKD_DTYPE_Q8_0: return "Q8_0";
+    case SKD_DTYPE_Q4_0: return "Q4_0";
+    case SKD_DTYPE_Q4_K: return "Q4_K";
+    case SKD_DTYPE_Q6_K: return "Q6_K";
+    default: return "unknown dtype";
+    }
+}
+
+/* Roles that may hold a quantized dtype: the matrices and the token embedding. */
+static inline int skd_role_quantizable(int role) {
+    switch (role) {
+    case SKD_T_EMBED_TOKENS: case SKD_T_PROJECT_IN: case SKD_T_PROJECT_OUT: case SKD_T_LM_HEAD:
+    case SKD_T_Q_W: case SKD_T_K_W: case SKD_T_V_W: case SKD_T_O_W:
+    case SKD_T_FC1_W: case SKD_T_FC2_W: case SKD_T_GATE_W: return 1;
+    default: return 0;
+    }
+}
+
 /* Checks a set_tensor call's role/layer/dtype/numel against the shape. */
 static inline int skd_check_tensor(const skd_shape *s, int role, int layer, int dtype, const void *data, int64_t numel) {
     int64_t r, c;
@@ -266,12 +301,19 @@ static inline int skd_check_tensor(const skd_shape *s, int role, int layer, int 
     } else if (layer != -1) {
         return skd_fail(SKD_ERR_INVALID_ARG, "%s is not a per-layer tensor: pass layer -1, got %d", name, layer);
     }
-    if (dtype != SKD_DTYPE_F32 && dtype != SKD_DTYPE_F16 && dtype != SKD_DTYPE_BF16)
-        return skd_fail(SKD_ERR_INVALID_ARG, "%s: unknown dtype %d", name, dtype);
+    if (!skd_dtype_block(dtype)) return skd_fail(SKD_ERR_INVALID_ARG, "%s: unknown dtype %d", name, dtype);
     if (!data) return skd_fail(SKD_ERR_INVALID_ARG, "%s: data pointer is NULL", name);
     if (numel != r * c)
         return skd_fail(SKD_ERR_INVALID_ARG, "%s (layer %d): expected %lld x %lld = %lld elements, got %lld", name, layer,
                         (long long)r, (long long)c, (long long)(r * c), (long long)numel);
+    if (skd_dtype_is_quant(dtype) && !skd_role_quantizable(role))
+        return skd_fail(SKD_ERR_INVALID_ARG, "%s (layer %d, shape [%lld, %lld]): %s is a vector or position table, which "
+                        "stays F32/F16/BF16 (only matrices and the token embedding may be quantized)",
+                        name, layer, (long long)r, (long long)c, skd_dtype_name(dtype));
+    if (c % skd_dtype_block(dtype))
+        return skd_fail(SKD_ERR_INVALID_ARG, "%s (layer %d, shape [%lld, %lld]): %s needs a row length (cols) that is a "
+                        "multiple of %lld", name, layer, (long long)r, (long long)c, skd_dtype_name(dtype),
+                        (long long)skd_dtype_block(dtype));
     return SKD_OK;
 }
 

@@ -3,7 +3,9 @@
  * SkipDecode budgets and a per-slot KV cache. Implements skipdecode.h.
  *
  * Memory layout
- *   weights      as loaded (F32/F16/BF16), [out, in] row-major; norm params and biases fp32
+ *   weights      as loaded (F32/F16/BF16 packed in panels, ops.h; Q8_0/Q4_0/Q4_K/Q6_K
+ *                as ggml's row-major blocks, Q8_0/Q4_0 regrouped for the AVX2 kernels,
+ *                quant.h); norm params and biases fp32
  *   k, v cache   fp32 [slot][layer][pos][kd]   (kd = KV heads × head_dim)
  *   x            fp32 [max_rows, d]: each row's hidden state through the layers
  *
@@ -25,6 +27,7 @@
 #include "ops.h"
 #include "plan.h"
 #include "pool.h"
+#include "quant.h"
 #include "sample.h"
 #include "skipdecode.h"
 
@@ -40,7 +43,9 @@ struct skd_engine {
     skd_shape s;
     skd_pool *pool;
     int nth;
-    int kernel; /* SKD_KERNEL_PORTABLE or SKD_KERNEL_AVX2 */
+    int kernel; /* SKD_KERNEL_* of the 16-bit matmul */
+    int qkernel; /* SKD_QKERNEL_* of the quantized matmul (quant.h) */
+    void *qscratch; /* quantized activations of max_rows rows (finalize: only with quantized matrices) */
 
     skd_mat embed_tokens, embed_positions, project_in, project_out, lm_head;
     float *final_ln_w, *final_ln_b;
@@ -149,7 +154,7 @@ SKD_API void skd_engine_free(skd_engine *e) {
     }
     void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
                      e->t, e->q, e->k, e->v, e->att, e->h, e->g, e->e, e->rope, e->act, e->att_scratch,
-                     e->head, e->sample_f, e->sample_i };
+                     e->head, e->sample_f, e->sample_i, e->qscratch };
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
     free(e);
 }
@@ -206,6 +211,7 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     }
     e->nth = skd_pool_size(e->pool);
     e->kernel = cpu_kernel();
+    e->qkernel = skd_qkernel_for(e->kernel);
     e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &failed, "attention scores (per thread)");
     if (failed.what) {
         skd_engine_free(e);
@@ -241,24 +247,26 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     if (st) return st;
     int64_t r = 0, c = 0;
     skd_tensor_shape(&e->s, role, &r, &c);
+    /* matmul weights: 16-bit ones in panels; quantized ones in the layout the quantized kernel reads */
+    const int pk = !skd_dtype_is_quant(dtype) || skd_qkernel_packs(e->qkernel);
     layer_weights *w = layer >= 0 ? &e->layers[layer] : NULL;
     switch (role) {
     case SKD_T_EMBED_TOKENS: st = copy_mat(&e->embed_tokens, dtype, data, r, c, 0); break;
     case SKD_T_EMBED_POSITIONS: st = copy_mat(&e->embed_positions, dtype, data, r, c, 0); break;
-    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c, 1); break;
-    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c, 1); break;
-    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, 1); break;
+    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c, pk); break;
+    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c, pk); break;
+    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, pk); break;
     case SKD_T_FINAL_LN_W: st = copy_vec(&e->final_ln_w, dtype, data, r); break;
     case SKD_T_FINAL_LN_B: st = copy_vec(&e->final_ln_b, dtype, data, r); break;
     case SKD_T_ROPE_INV_FREQ: st = copy_vec(&e->rope_inv_freq, dtype, data, r); break;
-    case SKD_T_GATE_W: st = copy_mat(&w->gate, dtype, data, r, c, 1); break;
+    case SKD_T_GATE_W: st = copy_mat(&w->gate, dtype, data, r, c, pk); break;
     case SKD_T_GATE_B: st = copy_vec(&w->gate_b, dtype, data, r); break;
-    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, 1); break;
-    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, 1); break;
-    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, 1); break;
-    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c, 1); break;
-    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c, 1); break;
-    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c, 1); break;
+    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, pk); break;
+    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, pk); break;
+    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, pk); break;
+    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c, pk); break;
+    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c, pk); break;
+    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c, pk); break;
     case SKD_T_Q_B: st = copy_vec(&w->q_b, dtype, data, r); break;
     case SKD_T_K_B: st = copy_vec(&w->k_b, dtype, data, r); break;
     case SKD_T_V_B: st = copy_vec(&w->v_b, dtype, data, r); break;
@@ -281,16 +289,28 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     const int missing = skd_check_all_set(&e->s, e->have);
     if (missing) return missing;
     /* Bytes one full step reads: the matrices as stored (the embedding rows and
-     * the small vectors are negligible, but the LM head is counted). */
-    int64_t bytes = 0;
-    const skd_mat *globals[] = { &e->project_in, &e->project_out, &e->lm_head };
-    for (size_t i = 0; i < 3; i++)
-        if (globals[i]->data) bytes += globals[i]->rows * globals[i]->cols * (int64_t)skd_dtype_size(globals[i]->dtype);
-    for (int l = 0; l < e->s.n_layers; l++) {
-        const layer_weights *w = &e->layers[l];
-        const skd_mat *m[] = { &w->q, &w->k, &w->v, &w->o, &w->fc1, &w->fc2, &w->gate };
-        for (size_t i = 0; i < 7; i++)
-            if (m[i]->data) bytes += m[i]->rows * m[i]->cols * (int64_t)skd_dtype_size(m[i]->dtype);
+     * the small vectors are negligible, but the LM head is counted); and the
+     * widest quantized matrix, for the activation scratch. */
+    int64_t bytes = 0, qcols = 0;
+    for (int l = -1; l < e->s.n_layers; l++) {
+        const skd_mat *m[7] = { &e->project_in, &e->project_out, &e->lm_head };
+        int n = 3;
+        if (l >= 0) {
+            const layer_weights *w = &e->layers[l];
+            const skd_mat *g[] = { &w->q, &w->k, &w->v, &w->o, &w->fc1, &w->fc2, &w->gate };
+            memcpy(m, g, sizeof g);
+            n = 7;
+        }
+        for (int i = 0; i < n; i++) {
+            bytes += skd_mat_bytes(m[i]);
+            if (m[i]->data && skd_dtype_is_quant(m[i]->dtype) && m[i]->cols > qcols) qcols = m[i]->cols;
+        }
+    }
+    if (qcols && !e->qscratch) {
+        e->qscratch = aligned_alloc(64, skd_qact_bytes(e->s.max_rows, qcols));
+        if (!e->qscratch)
+            return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory for the quantized activations of %d rows",
+                            e->s.max_rows);
     }
     e->weight_bytes = bytes;
     e->finalized = 1;
@@ -354,6 +374,12 @@ static void attn_task(void *ctx, int ith, int nth) {
 
 /* ---- the step ------------------------------------------------------------------ */
 
+/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) with the matmul W's dtype takes. */
+static void mm(skd_engine *e, float *out, const float *x, int m, const skd_mat *w, const float *bias, int relu) {
+    if (skd_dtype_is_quant(w->dtype)) skd_qmatmul(e->pool, e->qkernel, e->qscratch, out, x, m, w, bias, relu);
+    else skd_matmul(e->pool, e->kernel, out, x, m, w, bias, relu);
+}
+
 static void add_inplace(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -396,9 +422,9 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         norm_rows(e, e->t, e->xa, m, w->attn_ln_w, w->attn_ln_b);
         in = e->t;
     }
-    skd_matmul(e->pool, e->kernel, e->q, in, m, &w->q, w->q_b, 0);
-    skd_matmul(e->pool, e->kernel, e->k, in, m, &w->k, w->k_b, 0);
-    skd_matmul(e->pool, e->kernel, e->v, in, m, &w->v, w->v_b, 0);
+    mm(e, e->q, in, m, &w->q, w->q_b, 0);
+    mm(e, e->k, in, m, &w->k, w->k_b, 0);
+    mm(e, e->v, in, m, &w->v, w->v_b, 0);
     if (s->positions == SKD_POS_ROTARY) {
         rotate(e, e->q, m, s->n_heads);
         rotate(e, e->k, m, s->n_kv_heads);
@@ -413,7 +439,7 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     }
     attn_args aa = { e, rows, m, l };
     skd_pool_run(e->pool, attn_task, &aa);
-    skd_matmul(e->pool, e->kernel, e->t, e->att, m, &w->o, w->o_b, 0);
+    mm(e, e->t, e->att, m, &w->o, w->o_b, 0);
     add_inplace(e->xa, e->t, md);
     if (!s->pre_ln) norm_rows(e, e->xa, e->xa, m, w->attn_ln_w, w->attn_ln_b);
 
@@ -424,13 +450,13 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         in = e->t;
     }
     if (s->mlp == SKD_MLP_SWIGLU) { /* h = silu(gate) ⊙ up */
-        skd_matmul(e->pool, e->kernel, e->g, in, m, &w->gate, w->gate_b, 0);
-        skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 0);
+        mm(e, e->g, in, m, &w->gate, w->gate_b, 0);
+        mm(e, e->h, in, m, &w->fc1, w->fc1_b, 0);
         for (size_t i = 0; i < (size_t)m * s->ffn; i++) e->h[i] *= e->g[i] / (1.0f + expf(-e->g[i]));
     } else {
-        skd_matmul(e->pool, e->kernel, e->h, in, m, &w->fc1, w->fc1_b, 1);
+        mm(e, e->h, in, m, &w->fc1, w->fc1_b, 1);
     }
-    skd_matmul(e->pool, e->kernel, e->t, e->h, m, &w->fc2, w->fc2_b, 0);
+    mm(e, e->t, e->h, m, &w->fc2, w->fc2_b, 0);
     add_inplace(e->xa, e->t, md);
     if (!s->pre_ln) norm_rows(e, e->xa, e->xa, m, w->mlp_ln_w, w->mlp_ln_b);
 }
@@ -443,10 +469,10 @@ static void run_head(skd_engine *e, const int32_t *idx, int m, float *out) {
     if (s->final_ln) norm_rows(e, e->xa, e->xa, m, e->final_ln_w, e->final_ln_b);
     const float *hin = e->xa;
     if (s->embed_dim != d) {
-        skd_matmul(e->pool, e->kernel, e->e, e->xa, m, &e->project_out, NULL, 0);
+        mm(e, e->e, e->xa, m, &e->project_out, NULL, 0);
         hin = e->e;
     }
-    skd_matmul(e->pool, e->kernel, out, hin, m, &e->lm_head, NULL, 0);
+    mm(e, out, hin, m, &e->lm_head, NULL, 0);
 }
 
 static int32_t sample_row(skd_engine *e, const int32_t *r, const float *prm, const float *logits) {
@@ -474,7 +500,7 @@ static int step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float 
     for (int i = 0; i < n_rows; i++)
         skd_mat_row_f32(&e->embed_tokens, rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_TOKEN], e->e + (size_t)i * de);
     if (de != d)
-        skd_matmul(e->pool, e->kernel, e->x, e->e, n_rows, &e->project_in, NULL, 0);
+        mm(e, e->x, e->e, n_rows, &e->project_in, NULL, 0);
     else
         memcpy(e->x, e->e, sizeof(float) * (size_t)n_rows * d);
     for (int i = 0; i < n_rows && s->positions == SKD_POS_LEARNED; i++) {

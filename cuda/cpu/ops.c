@@ -5,27 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "quant_ref.h"
 #include "skipdecode.h"
 
-float skd_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-    if (exp == 0x1f) {
-        bits = sign | 0x7f800000u | (man << 13); /* inf / nan */
-    } else if (exp == 0) {
-        if (man == 0) {
-            bits = sign; /* ±0 */
-        } else {         /* subnormal: renormalise */
-            int e = -1;
-            do { man <<= 1; e++; } while (!(man & 0x400));
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-        }
-    } else {
-        bits = sign | ((exp + 112) << 23) | (man << 13);
-    }
-    union { uint32_t u; float f; } v = { bits };
-    return v.f;
-}
+float skd_f16_to_f32(uint16_t h) { return skd_half_to_f32(h); }
 
 static inline float widen(const void *data, int dtype, int64_t i) {
     if (dtype == SKD_DTYPE_F32) return ((const float *)data)[i];
@@ -33,9 +16,13 @@ static inline float widen(const void *data, int dtype, int64_t i) {
     return skd_f16_to_f32(((const uint16_t *)data)[i]);
 }
 
+int64_t skd_mat_bytes(const skd_mat *m) { return m->data ? m->rows * skd_row_bytes(m->dtype, m->cols) : 0; }
+
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     const int64_t k = m->cols;
-    if (m->packed) {
+    if (skd_dtype_is_quant(m->dtype)) {
+        skd_qmat_row_f32(m, r, dst);
+    } else if (m->packed) {
         const int64_t base = (r / SKD_PANEL) * k * SKD_PANEL + r % SKD_PANEL;
         for (int64_t i = 0; i < k; i++) dst[i] = widen(m->data, m->dtype, base + i * SKD_PANEL);
     } else if (m->dtype == SKD_DTYPE_F32) {
@@ -50,6 +37,7 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
 }
 
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
+    if (skd_dtype_is_quant(dtype)) return skd_qmat_set(m, dtype, src, rows, cols, packed);
     const size_t es = skd_dtype_size(dtype);
     const int64_t padded = packed ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
     const size_t bytes = (size_t)(padded * cols) * es;

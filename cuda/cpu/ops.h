@@ -1,7 +1,8 @@
 /* ops.h — the CPU engine's numerical kernels. fp32 arithmetic throughout;
  * weights stay in the dtype they were loaded in (F32, F16 or BF16) and are
  * widened to fp32 in registers while multiplying, so 16-bit checkpoints take
- * half the memory and half the memory traffic of fp32 ones. */
+ * half the memory and half the memory traffic of fp32 ones. Quantized
+ * matrices (Q8_0, Q4_0, Q4_K, Q6_K) have their own matmul: quant.h. */
 #ifndef SKD_OPS_H
 #define SKD_OPS_H
 
@@ -18,7 +19,9 @@
  * weights): panel p holds rows 16p..16p+15 column by column, so element
  * (r, c) sits at ((r / 16) × cols + c) × 16 + r % 16 and rows past the end
  * are zero. A panel is read front to back by the kernels: one contiguous
- * stream per thread, and 16 outputs per loaded column. */
+ * stream per thread, and 16 outputs per loaded column.
+ * A quantized matrix (SKD_DTYPE_Q8_0..Q6_K) is never packed: ggml's blocks,
+ * row-major, as given (quant_ref.h). */
 typedef struct {
     void *data;
     int dtype;
@@ -31,6 +34,9 @@ static inline int64_t skd_panels(const skd_mat *m) { return (m->rows + SKD_PANEL
 
 static inline size_t skd_dtype_size(int dtype) { return dtype == 1 ? 4 : 2; }
 
+/* Bytes the matrix holds (its rows, not the panel padding). */
+int64_t skd_mat_bytes(const skd_mat *m);
+
 /* Widen one 16-bit value. */
 float skd_f16_to_f32(uint16_t h);
 static inline float skd_bf16_to_f32(uint16_t b) {
@@ -40,9 +46,14 @@ static inline float skd_bf16_to_f32(uint16_t b) {
 /* dst[0..cols) = row r of m as fp32 (either layout). */
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
-/* Copies row-major src [rows, cols] of `dtype` into m, packed when `packed`.
- * Returns 0, or -1 when out of memory. */
+/* Copies row-major src [rows, cols] of `dtype` into m, packed when `packed`
+ * (a quantized dtype: quant.h's packed layout, for Q8_0/Q4_0 only). Returns 0,
+ * or -1 when out of memory. */
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed);
+
+/* The quantized cases of skd_mat_set and skd_mat_row_f32 (quant.c). */
+int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed);
+void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
 /* Matmul kernels. The portable one is the reference; at run time the engine
  * picks AVX-512 where the CPU has AVX-512F, else AVX2 where it has AVX2 + FMA

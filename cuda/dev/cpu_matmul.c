@@ -2,7 +2,8 @@
  * are validated against the portable reference, then timed).
  *
  *   gcc -O3 -pthread -fopenmp-simd -I cuda/include -I cuda/common cuda/dev/cpu_matmul.c \
- *       cuda/cpu/ops.c cuda/cpu/matmul_avx2.c cuda/cpu/matmul_avx512.c cuda/cpu/pool.c cuda/cpu/errors.c -o build/cpu_matmul -lm
+ *       cuda/cpu/ops.c cuda/cpu/matmul_avx2.c cuda/cpu/matmul_avx512.c cuda/cpu/pool.c cuda/cpu/errors.c \
+ *       cuda/cpu/quant.c cuda/cpu/quant_avx2.c cuda/cpu/quant_avx512.c -o build/cpu_matmul -lm
  *   build/cpu_matmul [threads]
  *
  * Decode napkin math: a model's worth of bf16 weights (~240 MB, the size of

@@ -6,7 +6,11 @@
  * Compute dtype: cfg[SKD_CFG_COMPUTE_DTYPE] = SKD_DTYPE_F16 or SKD_DTYPE_BF16;
  * 0 picks F16 (OPT checkpoints are fp16; weights of any dtype are converted at
  * upload, rounding to nearest even). The choice is made at create because
- * every buffer is allocated there.
+ * every buffer is allocated there. Quantized tensors (Q8_0, Q4_0, Q4_K, Q6_K)
+ * are dequantized to fp32 in host code by the shared reference (quant_ref.h,
+ * which the CPU tests check against an independent decoder) and then uploaded
+ * as fp32 tensors are: there are no quantized CUDA kernels yet, so the device
+ * holds and reads 2 bytes per weight whatever the file (the load summary says so).
  *
  * Device memory (all allocated at create, so a step never allocates):
  *   weights   one arena, compute dtype; q/k/v fused into qkv_w [3d, d] per layer
@@ -39,6 +43,7 @@
 #include "convert.cuh"
 #include "engine.cuh"
 #include "attention.cuh"
+#include "quant_ref.h"
 
 #define STAGE_BYTES ((size_t)32 << 20) /* device staging for dtype conversion */
 #define LOGIT_CHUNK 256                /* rows of logits computed per LM-head GEMM */
@@ -364,24 +369,7 @@ static char *tensor_dst(skd_engine *e, int role, int layer) {
 static int upload_f32(skd_engine *e, char *dst, int dtype, const void *data, size_t numel) {
     float *tmp = (float *)malloc(numel * sizeof(float));
     if (!tmp) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
-    for (size_t i = 0; i < numel; i++) {
-        uint32_t u;
-        if (dtype == SKD_DTYPE_F32) memcpy(&u, (const char *)data + 4 * i, 4);
-        else {
-            const uint16_t h = ((const uint16_t *)data)[i];
-            if (dtype == SKD_DTYPE_BF16) u = (uint32_t)h << 16;
-            else { /* fp16 -> fp32 */
-                const uint32_t sign = (uint32_t)(h & 0x8000) << 16, ex = (h >> 10) & 0x1f, man = h & 0x3ff;
-                if (ex == 0) {
-                    float v = ldexpf((float)man, -24);
-                    memcpy(&u, &v, 4);
-                    u |= sign;
-                } else if (ex == 31) u = sign | 0x7f800000u | (man << 13);
-                else u = sign | ((ex + 112) << 23) | (man << 13);
-            }
-        }
-        memcpy(tmp + i, &u, 4);
-    }
+    skd_dequantize_row(dtype, data, tmp, (int64_t)numel); /* F32, F16 or BF16 → fp32 (quant_ref.h) */
     const cudaError_t err = cudaMemcpy(dst, tmp, numel * sizeof(float), cudaMemcpyHostToDevice);
     free(tmp);
     if (err != cudaSuccess) return skd_cuda_fail(err, "cudaMemcpy (rotary frequencies)", __FILE__, __LINE__);
@@ -416,6 +404,27 @@ static int upload(skd_engine *e, char *dst, int dtype, const void *data, size_t 
     return SKD_OK;
 }
 
+/* Quantized tensors (Q8_0, Q4_0, Q4_K, Q6_K) are dequantized on the host by
+ * the shared reference (quant_ref.h, the code the CPU tests check) to fp32,
+ * 8 Mi values at a time, and uploaded as fp32 tensors are: the CUDA engine
+ * computes in fp16/bf16 from dequantized weights (no quantized CUDA kernels
+ * yet), so its weights take 2 bytes each on the device whatever the file. */
+#define DEQUANT_CHUNK ((int64_t)8 << 20)
+static int upload_quant(skd_engine *e, char *dst, int dtype, const void *data, int64_t rows, int64_t cols) {
+    const int64_t per = cols >= DEQUANT_CHUNK ? 1 : DEQUANT_CHUNK / cols, rb = skd_row_bytes(dtype, cols);
+    const int64_t n = (rows < per ? rows : per) * cols;
+    float *tmp = (float *)malloc((size_t)n * sizeof(float));
+    if (!tmp) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory dequantizing a %s tensor", skd_dtype_name(dtype));
+    int st = SKD_OK;
+    for (int64_t r = 0; r < rows && !st; r += per) {
+        const int64_t nr = rows - r < per ? rows - r : per;
+        for (int64_t i = 0; i < nr; i++) skd_dequantize_row(dtype, (const char *)data + (r + i) * rb, tmp + i * cols, cols);
+        st = upload(e, dst + (size_t)(r * cols) * 2, SKD_DTYPE_F32, tmp, (size_t)(nr * cols));
+    }
+    free(tmp);
+    return st;
+}
+
 SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, int32_t dtype, const void *data,
                                   int64_t numel) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
@@ -425,7 +434,10 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     char *dst = tensor_dst(e, role, layer);
     if (!dst) return skd_fail(SKD_ERR_INVALID_ARG, "unknown tensor role %d", role);
     SKD_CUDA_TRY(cudaSetDevice(e->device));
+    int64_t rows = 0, cols = 0;
+    skd_tensor_shape(&e->s, role, &rows, &cols);
     if (role == SKD_T_ROPE_INV_FREQ) st = upload_f32(e, dst, dtype, data, (size_t)numel);
+    else if (skd_dtype_is_quant(dtype)) st = upload_quant(e, dst, dtype, data, rows, cols);
     else st = upload(e, dst, dtype, data, (size_t)numel);
     if (st) return st;
     e->have[(size_t)(layer + 1) * SKD_GPU_N_ROLES + role] = 1;

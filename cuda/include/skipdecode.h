@@ -39,7 +39,8 @@ extern "C" {
 
 /* ABI version: bumped on any change to a signature, a row field or a config slot
  * (3: the model-family descriptor slots and roles; skd_engine_step_logprobs and SKD_ROW_LOGPROBS;
- *  4: a sampling row's temperature must be 0 or at least FLT_MIN). */
+ *  4: a sampling row's temperature must be 0 or at least FLT_MIN; the quantized element types
+ *     SKD_DTYPE_Q8_0..Q6_K, skd_dtype_row_bytes, skd_quantize, skd_dequantize). */
 #define SKD_ABI_VERSION 4
 
 /* ---- status codes ------------------------------------------------------- */
@@ -138,12 +139,49 @@ typedef enum { SKD_MLP_RELU = 1, SKD_MLP_SWIGLU = 2 } skd_mlp_kind;
 #define SKD_BIAS_MLP 4  /* GATE_B, FC1_B, FC2_B */
 #define SKD_BIAS_NORM 8 /* the *_LN_B of LayerNorm (RMSNorm never has one) */
 
-/* Element types of tensors handed to skd_engine_set_tensor. */
+/* Element types of tensors handed to skd_engine_set_tensor. The quantized
+ * ones are ggml's block formats bit for bit (ggml-common.h; cuda/common/quant_ref.h
+ * documents each): a [rows, cols] tensor is rows × (cols / block) blocks,
+ * row-major, each row's blocks contiguous; cols must be a multiple of the block.
+ *
+ *   type   elements/block  bytes/block
+ *   Q8_0        32             34       x = d·q, d fp16, q int8
+ *   Q4_0        32             18       x = d·(q − 8), q 4 bits
+ *   Q4_K       256            144       8 sub-blocks of 32, 6-bit scale and min each
+ *   Q6_K       256            210       16 sub-blocks of 16, int8 scale each, q 6 bits
+ *
+ * Matrices (SKD_T_*_W of linear layers, LM_HEAD, PROJECT_IN/OUT) and
+ * EMBED_TOKENS may be quantized; vectors (norms, biases, ROPE_INV_FREQ) and
+ * EMBED_POSITIONS may not. */
 typedef enum {
     SKD_DTYPE_F32 = 1,
     SKD_DTYPE_F16 = 2,
-    SKD_DTYPE_BF16 = 3
+    SKD_DTYPE_BF16 = 3,
+    SKD_DTYPE_Q8_0 = 4,
+    SKD_DTYPE_Q4_0 = 5,
+    SKD_DTYPE_Q4_K = 6,
+    SKD_DTYPE_Q6_K = 7
 } skd_dtype;
+
+/* Bytes of one row of `cols` elements of `dtype` (any skd_dtype) into *out.
+ * SKD_ERR_INVALID_ARG for an unknown dtype or a cols that is not a positive
+ * multiple of the dtype's block (the message names both). */
+SKD_API int skd_dtype_row_bytes(int32_t dtype, int64_t cols, int64_t *out_bytes);
+
+/* Encodes src, fp32 [rows, cols] row-major, as `dtype` into dst, which holds
+ * at least rows × skd_dtype_row_bytes(dtype, cols) bytes (dst_bytes says how
+ * many). Quantized types: per block, round to nearest against the scale as
+ * stored (Q4_K and Q6_K choose their sub-block scales by a small least-squares
+ * search); F16 and BF16 round to nearest even; F32 copies. Deterministic: the
+ * same input gives the same bytes on every backend and thread count.
+ * SKD_ERR_INVALID_ARG names the first value that is not finite, or a block whose
+ * fp16 scale (the value itself for F16) would overflow. */
+SKD_API int skd_quantize(int32_t dtype, const float *src, int64_t rows, int64_t cols, void *dst, int64_t dst_bytes);
+
+/* Decodes rows × skd_dtype_row_bytes(dtype, cols) bytes of `dtype` at src into
+ * fp32 dst [rows, cols]: exactly ggml's dequantization (the same fp32 value for
+ * every element). */
+SKD_API int skd_dequantize(int32_t dtype, const void *src, int64_t rows, int64_t cols, float *dst);
 
 /* Tensors, by role. Shapes are row-major, [out, in] for linear weights
  * (PyTorch's nn.Linear layout), with d = HIDDEN, e = EMBED_DIM, f = FFN,
@@ -192,9 +230,16 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
 SKD_API void skd_engine_free(skd_engine *e);
 
 /* Copies one tensor into engine memory (the pointer is not kept). numel must
- * equal the role's element count for this model; dtype is the element type of
- * `data`. The engine keeps weights in a 16-bit or 32-bit form of its own choosing
- * (CPU: the file's dtype, converted to fp32 while multiplying). */
+ * equal the role's element count for this model (rows × cols, also for the
+ * quantized types, whose `data` then holds rows × skd_dtype_row_bytes(dtype,
+ * cols) bytes); dtype is the element type of `data`. A quantized dtype on a
+ * role that may not be quantized, or a cols that is not a multiple of its
+ * block, is SKD_ERR_INVALID_ARG naming the tensor and its shape.
+ * The engine keeps weights in a form of its own choosing: the CPU keeps the
+ * given dtype (16-bit weights widened to fp32 while multiplying; quantized
+ * matrices stay quantized and multiply quantized activations, cuda/cpu/quant.h);
+ * CUDA converts everything to its compute dtype, dequantizing quantized
+ * tensors to fp16/bf16 in host code on load. */
 SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, int32_t dtype,
                                   const void *data, int64_t numel);
 

@@ -4,7 +4,8 @@
  * bits are all ones, so the scan tests masks on the integer words, two 16-bit
  * values per 32-bit word (SWAR), and only looks closer at a word that fails.
  * On this project's 2-core VM it reads ~1-2 GB/s; the load measures it
- * (README, "Checkpoints").
+ * (README, "Checkpoints"). Quantized tensors (ggml block types) are checked
+ * by their fp16 scales, the only fields that can hold a non-finite value.
  */
 import { DType, type DTypeCode } from "../engine/abi.ts";
 
@@ -20,6 +21,33 @@ export interface NonFinite {
 /** Exponent masks of one element. */
 const EXP = { [DType.F32]: 0x7f800000, [DType.F16]: 0x7c00, [DType.BF16]: 0x7f80 } as const;
 const MANT = { [DType.F32]: 0x007fffff, [DType.F16]: 0x03ff, [DType.BF16]: 0x007f } as const;
+type FloatCode = keyof typeof EXP;
+
+/** Quantized types: [block bytes, elements per block, byte offsets of the fp16 scales in a block]. */
+const SCALES: Record<number, [number, number, number[]]> = {
+  [DType.Q8_0]: [34, 32, [0]],
+  [DType.Q4_0]: [18, 32, [0]],
+  [DType.Q4_K]: [144, 256, [0, 2]],
+  [DType.Q6_K]: [210, 256, [208]],
+};
+
+/** The quantized tensor's blocks whose fp16 scale is not finite. */
+function quantNonFinite(data: Uint8Array, [bytes, elems, offsets]: [number, number, number[]]): NonFinite | null {
+  let count = 0;
+  let first = -1;
+  let value = "";
+  for (let b = 0; b + bytes <= data.byteLength; b += bytes) {
+    for (const o of offsets) {
+      const h = data[b + o]! | (data[b + o + 1]! << 8);
+      if ((h & 0x7c00) !== 0x7c00) continue;
+      if (count++ === 0) {
+        first = (b / bytes) * elems;
+        value = describe(h, DType.F16);
+      }
+    }
+  }
+  return count ? { count, first, value } : null;
+}
 
 /** A 32-bit-aligned Uint32Array over `data` (copied when it is not aligned). */
 function words(data: Uint8Array): Uint32Array {
@@ -28,7 +56,7 @@ function words(data: Uint8Array): Uint32Array {
   return new Uint32Array(data.slice(0, n * 4).buffer);
 }
 
-function describe(bits: number, dtype: DTypeCode): string {
+function describe(bits: number, dtype: FloatCode): string {
   if ((bits & MANT[dtype]) !== 0) return "NaN";
   const sign = dtype === DType.F32 ? bits >>> 31 : (bits >>> 15) & 1;
   return sign ? "-Infinity" : "Infinity";
@@ -36,12 +64,19 @@ function describe(bits: number, dtype: DTypeCode): string {
 
 /**
  * Scans `data` (little-endian elements of `dtype`); null when every value is
- * finite.
+ * finite. For a quantized dtype, `count` counts non-finite scales and `first`
+ * is the first element of the first such block.
  *
  * @example
  * findNonFinite(new Uint8Array(new Float32Array([1, NaN]).buffer), DType.F32); // { count: 1, first: 1, value: "NaN" }
  */
 export function findNonFinite(data: Uint8Array, dtype: DTypeCode): NonFinite | null {
+  const q = SCALES[dtype];
+  if (q) return quantNonFinite(data, q);
+  return floatNonFinite(data, dtype as FloatCode);
+}
+
+function floatNonFinite(data: Uint8Array, dtype: FloatCode): NonFinite | null {
   const w = words(data);
   const n = w.length;
   let count = 0;

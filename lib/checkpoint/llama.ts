@@ -82,6 +82,7 @@ export function ropeInvFreq(headDim: number, rope: RopeSpec): Float32Array {
     let f = 1 / rope.theta ** ((2 * i) / headDim);
     const s = rope.scaling;
     if (s?.type === "linear") f /= s.factor;
+    else if (s?.type === "factors") f /= s.factors[i]!;
     else if (s?.type === "llama3") {
       const lowWavelen = s.originalMaxPositions / s.lowFreqFactor;
       const highWavelen = s.originalMaxPositions / s.highFreqFactor;

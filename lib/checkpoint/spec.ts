@@ -13,11 +13,15 @@ import type { WeightTensor } from "./weight.ts";
 export interface RopeSpec {
   /** `rope_theta`: base of the frequencies theta^(-2i/head_dim). */
   theta: number;
-  /** `rope_scaling`, when present: "linear" divides positions by factor; "llama3" rescales low frequencies. */
+  /**
+   * `rope_scaling`, when present: "linear" divides positions by factor; "llama3" rescales low frequencies;
+   * "factors" divides frequency i by factors[i] (a GGUF file's `rope_freqs` tensor, llama.cpp's form of "llama3").
+   */
   scaling:
     | null
     | { type: "linear"; factor: number }
-    | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number };
+    | { type: "llama3"; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositions: number }
+    | { type: "factors"; factors: number[] };
 }
 
 /** The shape and options of a model, as the engine and the library see it. */

@@ -274,6 +274,35 @@ export class SkipTokenizer {
         `tokenizer: no tokenizer in ${dir}: looked for tokenizer.json, or vocab.json + merges.txt`,
       );
     }
+    const template = await readChatTemplate(dir, config, configPath);
+    return SkipTokenizer.#build(json, config, specialMap, { source, dir, configPath, mapPath, rule: opts.bos ?? "always", template });
+  }
+
+  /**
+   * A tokenizer from objects already in memory: `json` a tokenizer.json,
+   * `config` a tokenizer_config.json (its `chat_template`, when a string, is
+   * the chat template). `source` names them in errors. Used for GGUF files,
+   * whose tokenizer is rebuilt from their metadata (gguf-tokenizer.ts).
+   *
+   * @example
+   * ```ts
+   * const tok = SkipTokenizer.fromJson(json, { bos_token: "<s>", eos_token: "</s>", add_bos_token: true }, { bos: "config", source: "model.gguf" });
+   * ```
+   */
+  static fromJson(json: JsonObject, config: JsonObject, opts: TokenizerLoadOptions & { source?: string } = {}): SkipTokenizer {
+    const source = opts.source ?? "tokenizer.json";
+    const template = typeof config.chat_template === "string" ? config.chat_template : null;
+    const full = { added_tokens: [], normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...json };
+    return SkipTokenizer.#build(full, config, {}, { source, dir: source, configPath: source, mapPath: source, rule: opts.bos ?? "always", template });
+  }
+
+  static #build(
+    json: JsonObject,
+    config: JsonObject,
+    specialMap: JsonObject,
+    w: { source: string; dir: string; configPath: string; mapPath: string; rule: "always" | "config"; template: string | null },
+  ): SkipTokenizer {
+    const { source, dir, configPath, mapPath, rule, template } = w;
     // ids, types and tokens checked before the library sees them (tokenizer_check.ts)
     const { vocabSize, maxTokenBytes } = checkTokenizerJson(json, source);
 
@@ -303,8 +332,6 @@ export class SkipTokenizer {
       }
       throw new Error(`tokenizer: ${dir}: no ${key} configured and neither </s> nor <|endoftext|> in the vocabulary`);
     };
-    const rule = opts.bos ?? "always";
-    const template = await readChatTemplate(dir, config, configPath);
     if (rule === "always") return new SkipTokenizer(tok, rule, pick("bos_token"), pick("eos_token"), vocabSize, true, template, maxTokenBytes);
     // "config": a BOS only where bos_token names one; added per add_bos_token, else the post-processor
     let bosId: number | null = null;

@@ -31,7 +31,7 @@ import {
   type WireError,
 } from "./protocol.ts";
 import { type BackendName, NativeError } from "./native.ts";
-import type { EngineOptions } from "./weights.ts";
+import type { EngineOptions, LoadSummary } from "./weights.ts";
 
 type Body = EngineRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
 
@@ -72,6 +72,14 @@ const registry = new FinalizationRegistry<{ port: MessagePort; ctrl: Int32Array;
   Atomics.notify(h.ctrl, REQ);
 });
 
+/** What the engine thread answers a load with. */
+interface LoadInfo {
+  backend: BackendName;
+  weightBytes: number;
+  deviceName: string;
+  loadSummary: LoadSummary;
+}
+
 /** A native engine running on its own thread. */
 export class EngineClient {
   /** The backend the worker picked. */
@@ -80,6 +88,8 @@ export class EngineClient {
   readonly weightBytes: number;
   /** Description of the device. */
   readonly deviceName: string;
+  /** What the load stored (types, fallbacks, backend note). */
+  readonly loadSummary: LoadSummary;
   readonly #worker: Worker;
   readonly #port: MessagePort;
   readonly #ctrl: Int32Array;
@@ -93,13 +103,14 @@ export class EngineClient {
   #listeners: ((e: Error) => void)[] = [];
   readonly #token = {};
 
-  private constructor(worker: Worker, port: MessagePort, ctrl: Int32Array, info: { backend: BackendName; weightBytes: number; deviceName: string }) {
+  private constructor(worker: Worker, port: MessagePort, ctrl: Int32Array, info: LoadInfo) {
     this.#worker = worker;
     this.#port = port;
     this.#ctrl = ctrl;
     this.backend = info.backend;
     this.weightBytes = info.weightBytes;
     this.deviceName = info.deviceName;
+    this.loadSummary = info.loadSummary;
     registry.register(this, { port, ctrl, worker }, this.#token);
     // weakly: a running worker must not keep an unreachable client (and the registry's backstop) from being collected
     const self = new WeakRef(this);
@@ -175,7 +186,7 @@ export class EngineClient {
       throw revive((reply as { error: WireError }).error);
     }
     worker.unref();
-    return new EngineClient(worker, port1, ctrl, reply.value as { backend: BackendName; weightBytes: number; deviceName: string });
+    return new EngineClient(worker, port1, ctrl, reply.value as LoadInfo);
   }
 
   get freed(): boolean {

@@ -9,11 +9,27 @@
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ABI_VERSION, Cfg, DType, type DTypeCode, MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS, Status } from "./abi.ts";
+import { ABI_VERSION, Cfg, DType, DTYPE_BLOCK, DTYPE_NAMES, type DTypeCode, MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS, Status } from "./abi.ts";
 import { BUILD_COMMAND, ensureLibrary, gpuDriver } from "./build.ts";
 
 /** Backends the library can run on. */
 export type BackendName = "cpu" | "cuda";
+
+function checkDType(where: string, dtype: unknown): asserts dtype is DTypeCode {
+  if (typeof dtype !== "number" || !(dtype in DTYPE_NAMES)) {
+    throw new Error(`${where}: unknown dtype ${String(dtype)} (expected one of ${Object.entries(DTYPE_NAMES).map(([k, v]) => `${v} ${k}`).join(", ")})`);
+  }
+}
+
+/** Throws unless [rows, cols] is a valid shape for `dtype` (cols a multiple of its block). */
+function checkShape(where: string, dtype: DTypeCode, rows: number, cols: number): void {
+  if (!Number.isSafeInteger(rows) || rows < 0 || !Number.isSafeInteger(cols) || cols < 1) {
+    throw new Error(`${where}: shape [${rows}, ${cols}] must be integers with rows >= 0 and cols >= 1`);
+  }
+  if (cols % DTYPE_BLOCK[dtype] !== 0) {
+    throw new Error(`${where}: shape [${rows}, ${cols}]: ${DTYPE_NAMES[dtype]} needs a row length (cols) that is a multiple of ${DTYPE_BLOCK[dtype]}`);
+  }
+}
 
 const STATUS_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(Status).map(([k, v]) => [v, `SKD_${k === "OK" ? "OK" : "ERR_" + k}`]),
@@ -46,6 +62,12 @@ const SYMBOLS = {
   skd_device_count: { args: [FFIType.ptr], returns: FFIType.i32 },
   skd_device_name: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
   skd_membw: { args: [FFIType.i64_fast, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  skd_dtype_row_bytes: { args: [FFIType.i32, FFIType.i64_fast, FFIType.ptr], returns: FFIType.i32 },
+  skd_quantize: {
+    args: [FFIType.i32, FFIType.ptr, FFIType.i64_fast, FFIType.i64_fast, FFIType.ptr, FFIType.i64_fast],
+    returns: FFIType.i32,
+  },
+  skd_dequantize: { args: [FFIType.i32, FFIType.ptr, FFIType.i64_fast, FFIType.i64_fast, FFIType.ptr], returns: FFIType.i32 },
   skd_engine_create: { args: [FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   skd_engine_free: { args: [FFIType.ptr], returns: FFIType.void },
   skd_engine_set_tensor: {
@@ -158,6 +180,57 @@ export class NativeBackend {
     return String(this.#lib.skd_status_str(code));
   }
 
+  /**
+   * Bytes of one row of `cols` elements of `dtype` (skd_dtype_row_bytes);
+   * throws naming the dtype's block when cols is not a multiple of it.
+   *
+   * @example
+   * NativeBackend.get("cpu").rowBytes(DType.Q4_K, 4096); // 2304: 16 blocks of 144 bytes
+   */
+  rowBytes(dtype: DTypeCode, cols: number): number {
+    checkDType("rowBytes", dtype);
+    checkShape("rowBytes", dtype, 1, cols);
+    const out = new BigInt64Array(1);
+    this.check(`rowBytes(${DTYPE_NAMES[dtype]}, ${cols})`, this.#lib.skd_dtype_row_bytes(dtype, cols, out));
+    return Number(out[0]);
+  }
+
+  /**
+   * Encodes fp32 `f32` [rows, cols] (row-major) as `dtype` (skd_quantize):
+   * rows × rowBytes(dtype, cols) bytes, ggml's block layout for the quantized
+   * types. Throws naming a non-finite value or a block whose scale overflows.
+   *
+   * @example
+   * const q = backend.quantize(DType.Q8_0, weights, 768, 768);
+   * const back = backend.dequantize(DType.Q8_0, q, 768, 768); // ≈ weights
+   */
+  quantize(dtype: DTypeCode, f32: Float32Array, rows: number, cols: number): Uint8Array {
+    checkDType("quantize", dtype);
+    checkShape("quantize", dtype, rows, cols);
+    if (f32.length !== rows * cols) throw new Error(`quantize: ${f32.length} values given for shape [${rows}, ${cols}] (${rows * cols} expected)`);
+    const out = new Uint8Array(rows * this.rowBytes(dtype, cols));
+    const src = f32.length <= 1024 ? new Float32Array(f32) : f32; // small arrays: storage that cannot move during the call
+    this.check(`quantize [${rows}, ${cols}] to ${DTYPE_NAMES[dtype]}`, this.#lib.skd_quantize(dtype, src, rows, cols, out, out.byteLength));
+    return out;
+  }
+
+  /**
+   * Decodes rows × rowBytes(dtype, cols) bytes of `dtype` to fp32
+   * (skd_dequantize): exactly ggml's values for the quantized types.
+   */
+  dequantize(dtype: DTypeCode, bytes: Uint8Array, rows: number, cols: number): Float32Array {
+    checkDType("dequantize", dtype);
+    checkShape("dequantize", dtype, rows, cols);
+    const need = rows * this.rowBytes(dtype, cols);
+    if (bytes.byteLength !== need) {
+      throw new Error(`dequantize: ${bytes.byteLength} bytes given for [${rows}, ${cols}] of ${DTYPE_NAMES[dtype]} (${need} expected)`);
+    }
+    const out = new Float32Array(rows * cols);
+    const src = bytes.byteLength <= 4096 ? new Uint8Array(bytes) : bytes;
+    this.check(`dequantize [${rows}, ${cols}] of ${DTYPE_NAMES[dtype]}`, this.#lib.skd_dequantize(dtype, src, rows, cols, out));
+    return out;
+  }
+
   /** Creates an engine; `cfg` is indexed by {@link Cfg}. */
   createEngine(cfg: ArrayLike<number>): NativeEngine {
     if (cfg.length !== Cfg.COUNT) throw new Error(`engine config needs ${Cfg.COUNT} slots, got ${cfg.length}`);
@@ -202,11 +275,20 @@ export class NativeEngine {
     return this.#handle;
   }
 
-  /** Copies one tensor in; `data` holds `numel` elements of `dtype`. */
+  /**
+   * Copies one tensor in; `data` holds `numel` elements of `dtype` (for a
+   * quantized dtype, rows × rowBytes(dtype, cols) bytes). A numel that is not
+   * a multiple of the dtype's block goes to the engine, which refuses it
+   * naming the tensor's shape.
+   */
   setTensor(role: number, layer: number, dtype: DTypeCode, data: Uint8Array, numel: number): void {
-    const bytes = numel * (dtype === DType.F32 ? 4 : 2);
-    if (data.byteLength !== bytes) {
-      throw new Error(`setTensor: ${data.byteLength} bytes given for ${numel} elements (${bytes} bytes expected)`);
+    checkDType("setTensor", dtype);
+    if (!Number.isSafeInteger(numel) || numel < 1) throw new Error(`setTensor: numel must be a positive integer, got ${numel}`);
+    if (numel % DTYPE_BLOCK[dtype] === 0) {
+      const bytes = this.backend.rowBytes(dtype, numel); // numel / block whole blocks
+      if (data.byteLength !== bytes) {
+        throw new Error(`setTensor: ${data.byteLength} bytes given for ${numel} elements of ${DTYPE_NAMES[dtype]} (${bytes} bytes expected)`);
+      }
     }
     // Copy small buffers onto a fresh ArrayBuffer so their storage cannot move during the call.
     const buf = data.byteLength <= 4096 ? new Uint8Array(data) : data;

@@ -13,7 +13,7 @@
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
 import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
-import { buildEngine } from "./weights.ts";
+import { buildEngine, type LoadSummary } from "./weights.ts";
 
 function wire(e: unknown): WireError {
   if (e instanceof NativeError) return { name: e.name, message: e.message, status: e.status, code: e.code };
@@ -29,13 +29,14 @@ function run(d: EngineWorkerData): void {
     Atomics.notify(ctrl, DONE);
   };
   let engine: NativeEngine;
+  const loadSummary = {} as LoadSummary;
   try {
-    engine = buildEngine(d.dir, d.spec, d.options);
+    engine = buildEngine(d.dir, d.spec, d.options, loadSummary);
   } catch (e) {
     reply({ id: 0, ok: false, error: wire(e) });
     return;
   }
-  reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0) } });
+  reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0), loadSummary } });
   let handled = 0;
   for (;;) {
     // idle: wake now and then to show this thread is alive (lib/engine/client.ts waits on it)

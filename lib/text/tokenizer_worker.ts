@@ -1,6 +1,6 @@
 /**
- * The tokenizer thread: a Worker holding a second copy of a model folder's
- * tokenizer, so work whose cost a request controls runs without holding the
+ * The tokenizer thread: a Worker holding a second copy of a model's tokenizer
+ * (a folder's, or a GGUF file's), so work whose cost a request controls runs without holding the
  * caller's event loop: encoding long texts (tokenising runs at ~2 MB/s),
  * decoding long id lists, and rendering chat templates under their limits
  * (lib/text/chat.ts). Used by lib/text/tokenizer_client.ts, which ends and restarts the
@@ -9,6 +9,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import type { TemplateLimits } from "./bounded_template.ts";
 import { type ChatMessage, ChatTemplate } from "./chat.ts";
+import { isModelFile, openGgufModel } from "../checkpoint/gguf-model.ts";
 import { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 
 /** A request: encode `text` (BOS first when `bos`), decode `ids`, or render a chat. */
@@ -41,7 +42,9 @@ let template: ChatTemplate | null = null;
 let loadError = "";
 try {
   const { dir, bos } = workerData as { dir: string; bos: "always" | "config" };
-  tok = await SkipTokenizer.load(dir, { bos }); // the family's BOS rule, as the caller's copy
+  // a GGUF file's tokenizer is rebuilt from its metadata; a folder's with the family's BOS rule, as the caller's copy
+  tok = isModelFile(dir) ? (openGgufModel(dir).tokenizer()?.tokenizer ?? null) : await SkipTokenizer.load(dir, { bos });
+  if (!tok) throw new Error(`${dir} has no tokenizer`);
   if (tok.chatTemplate !== null) template = new ChatTemplate(tok.chatTemplate, "");
 } catch (e) {
   loadError = (e as Error).message;

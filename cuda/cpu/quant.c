@@ -1,0 +1,465 @@
+/* quant.c — the CPU engine's quantized matmul (quant.h): activation
+ * quantization, the portable reference row kernels, kernel choice, and the
+ * threaded driver; and the backend's quantization entry points
+ * (skd_dtype_row_bytes, skd_quantize, skd_dequantize: cuda/common/quant_ref.h
+ * does the work; skd_quantize splits large tensors by rows across the cores,
+ * which gives the same bytes as one thread: every row is encoded on its own).
+ *
+ * The reference row kernels define each dot product: per block an exact
+ * integer sum of weight × activation codes, then, in block order,
+ *   Q8_0, Q4_0   s += (float)isum · (d_w · d_x)
+ *   Q4_K         s += d_x · (d_w · Σ_j sc_j·isum_j − dmin_w · Σ_j m_j·xsum_j)   (j: 8 sub-blocks of 32)
+ *   Q6_K         s += d_x · (d_w · Σ_j sc_j·isum_j)                           (j: 16 sub-blocks of 16,
+ *                                                                   isum_j over q − 32)
+ * The SIMD kernels compute the same integer sums exactly and add the float
+ * terms in another order (lanes), so they agree with these to rounding.
+ *
+ * Napkin math, decode at batch 1 on a llama-400m shape (~390 M weights):
+ * Q8_0 415 MB, Q4_0 220 MB, Q4_K ~230 MB per token; at 27 GB/s (this VM's
+ * read bandwidth) that is 15 ms / 8 ms per token, i.e. ~7 / 3.5 bytes per
+ * cycle per core at 2 cores × ~3 GHz: a Q4_0 block (18 bytes, 32 weights) must
+ * cost at most ~5 cycles of one core, which only integer dot products reach.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "quant.h"
+#include "quant_ref.h"
+
+/* ---- activation quantization (every kernel uses these: bit-identical rows) ---- */
+
+/* q = rne(x · id) with id = 127 / max|x| over the block (0 for an all-zero
+ * block); d = max|x| / 127. Rounding to nearest even by adding and taking
+ * away 1.5·2^23 (exact for |v| <= 127, and what vcvtps2dq does): the SIMD
+ * quantizers (skd_quantize_act_avx2) give the same bytes. */
+static void quantize_act_block(const float *x, int n, int8_t *q, float *d) {
+    float amax = 0.f;
+    for (int j = 0; j < n; j++) {
+        const float a = fabsf(x[j]);
+        amax = a > amax ? a : amax;
+    }
+    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    for (int j = 0; j < n; j++) {
+        const float v = x[j] * id + 12582912.f; /* IEEE arithmetic: no compiler may fold the pair away */
+        q[j] = (int8_t)(int)(v - 12582912.f);
+    }
+    *d = amax / 127.f;
+}
+
+/* sums[g] = Σ qs[g·n .. g·n + n) */
+static void code_sums(const int8_t *qs, int64_t k, int n, int16_t *sums) {
+    for (int64_t g = 0; g < k / n; g++) {
+        int s = 0;
+        for (int j = 0; j < n; j++) s += qs[g * n + j];
+        sums[g] = (int16_t)s;
+    }
+}
+
+void skd_quantize_act32(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums) {
+    for (int64_t b = 0; b < k / SKD_QK; b++) quantize_act_block(x + b * SKD_QK, SKD_QK, qs + b * SKD_QK, d + b);
+    code_sums(qs, k, SKD_QK, bsums);
+}
+
+void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_t *bsums) {
+    for (int64_t b = 0; b < k / SKD_QK_K; b++) quantize_act_block(x + b * SKD_QK_K, SKD_QK_K, qs + b * SKD_QK_K, d + b);
+    code_sums(qs, k, 16, bsums);
+}
+
+/* ---- the packed layout of Q8_0 / Q4_0 (quant.h) ---------------------------------------- */
+
+int skd_qkernel_packs(int qk) { return qk == SKD_QKERNEL_AVX2 || qk == SKD_QKERNEL_AVX2_VNNI; }
+
+/* Converts one row between ggml's blocks and the packed groups (pack = 1: ggml → packed). A full
+ * group (8 blocks) holds the 8 scales, then the blocks' code bytes transposed by 4-byte words:
+ * word i of vector v is word v of block i (Q8_0: 8 vectors of 32 bytes; Q4_0: 4). A short last
+ * group holds its t scales, then its blocks' code bytes in order. */
+static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
+    const int64_t nb = k / SKD_QK, bb = dtype == SKD_DTYPE_Q8_0 ? 34 : 18, qb = bb - 2, words = qb / 4;
+    for (int64_t g0 = 0; g0 < nb; g0 += 8) {
+        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8;
+        const uint8_t *gs = src + g0 * bb; /* the group in ggml's layout (pack) or packed (unpack) */
+        uint8_t *gd = dst + g0 * bb;
+        for (int j = 0; j < t; j++) { /* block j: its scale, then its code bytes (word v at packed word v·8 + j) */
+            const uint8_t *gp = pack ? gd : gs; /* the packed side */
+            uint8_t *blk = (uint8_t *)(pack ? gs : gd) + j * bb;
+            uint8_t *sp = (uint8_t *)gp + 2 * j;
+            if (pack) memcpy(sp, blk, 2);
+            else memcpy(blk, sp, 2);
+            for (int64_t v = 0; v < words; v++) {
+                uint8_t *pw = (uint8_t *)gp + 2 * t + (t == 8 ? (v * 8 + j) * 4 : j * qb + v * 4);
+                if (pack) memcpy(pw, blk + 2 + v * 4, 4);
+                else memcpy(blk + 2 + v * 4, pw, 4);
+            }
+        }
+    }
+}
+
+void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 1); }
+void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 0); }
+
+int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
+    packed = packed && (dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0);
+    const int64_t rb = skd_row_bytes(dtype, cols);
+    void *p = aligned_alloc(64, ((size_t)(rows * rb) + 63) / 64 * 64);
+    if (!p) return -1;
+    if (packed)
+        for (int64_t r = 0; r < rows; r++) skd_quant_pack_row(dtype, (const char *)src + r * rb, (char *)p + r * rb, cols);
+    else
+        memcpy(p, src, (size_t)(rows * rb));
+    free(m->data);
+    *m = (skd_mat){ p, dtype, packed, rows, cols };
+    return 0;
+}
+
+void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst) {
+    const int64_t rb = skd_row_bytes(m->dtype, m->cols);
+    const char *row = (const char *)m->data + r * rb;
+    if (m->packed) { /* not on a hot path: embeddings are never packed */
+        void *tmp = malloc((size_t)rb);
+        if (!tmp) return;
+        skd_quant_unpack_row(m->dtype, row, tmp, m->cols);
+        skd_dequantize_row(m->dtype, tmp, dst, m->cols);
+        free(tmp);
+        return;
+    }
+    skd_dequantize_row(m->dtype, row, dst, m->cols);
+}
+
+/* ---- the reference row kernels ------------------------------------------------------ */
+
+static float dot_q8_0(const void *wrow, int64_t k, const int8_t *xq, const float *xd) {
+    const skd_block_q8_0 *b = wrow;
+    float s = 0.f;
+    for (int64_t i = 0; i < k / SKD_QK; i++) {
+        int isum = 0;
+        for (int j = 0; j < SKD_QK; j++) isum += b[i].qs[j] * xq[i * SKD_QK + j];
+        s += (float)isum * (skd_half_to_f32(b[i].d) * xd[i]);
+    }
+    return s;
+}
+
+static float dot_q4_0(const void *wrow, int64_t k, const int8_t *xq, const float *xd) {
+    const skd_block_q4_0 *b = wrow;
+    float s = 0.f;
+    for (int64_t i = 0; i < k / SKD_QK; i++) {
+        const int8_t *x = xq + i * SKD_QK;
+        int isum = 0;
+        for (int j = 0; j < SKD_QK / 2; j++)
+            isum += ((b[i].qs[j] & 0x0f) - 8) * x[j] + ((b[i].qs[j] >> 4) - 8) * x[j + SKD_QK / 2];
+        s += (float)isum * (skd_half_to_f32(b[i].d) * xd[i]);
+    }
+    return s;
+}
+
+static float dot_q4_k(const void *wrow, int64_t k, const int8_t *xq, const float *xd, const int16_t *bsums) {
+    const skd_block_q4_k *b = wrow;
+    float s = 0.f;
+    for (int64_t i = 0; i < k / SKD_QK_K; i++) {
+        const int8_t *x = xq + i * SKD_QK_K;
+        const int16_t *bs = bsums + i * 16;
+        int sumi = 0, summ = 0;
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            skd_q4k_scale_min(j, b[i].scales, &sc, &m);
+            const uint8_t *q = b[i].qs + 32 * (j / 2);
+            const int shift = 4 * (j & 1); /* even sub-blocks: low nibbles; odd: high */
+            int isum = 0;
+            for (int l = 0; l < 32; l++) isum += ((q[l] >> shift) & 0x0f) * x[32 * j + l];
+            sumi += sc * isum;
+            summ += m * (bs[2 * j] + bs[2 * j + 1]);
+        }
+        s += xd[i] * (skd_half_to_f32(b[i].d) * (float)sumi - skd_half_to_f32(b[i].dmin) * (float)summ);
+    }
+    return s;
+}
+
+static float dot_q6_k(const void *wrow, int64_t k, const int8_t *xq, const float *xd) {
+    const skd_block_q6_k *b = wrow;
+    float s = 0.f;
+    for (int64_t i = 0; i < k / SKD_QK_K; i++) {
+        const int8_t *x = xq + i * SKD_QK_K;
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) { /* sub-block j: values 16j..16j+15 (quant_ref.h for the bits) */
+            int isum = 0;
+            for (int t = 0; t < 16; t++) {
+                const int v = 16 * j + t, h = v / 128, l = v % 32, r = (v % 128) / 32;
+                const uint8_t lo = b[i].ql[64 * h + l + 32 * (r & 1)];
+                const int q = ((r < 2 ? lo & 0x0f : lo >> 4) | (((b[i].qh[32 * h + l] >> (2 * r)) & 3) << 4)) - 32;
+                isum += q * x[v];
+            }
+            sumi += b[i].scales[j] * isum;
+        }
+        s += xd[i] * (skd_half_to_f32(b[i].d) * (float)sumi);
+    }
+    return s;
+}
+
+/* One output: bias and ReLU applied. */
+static inline void put(float *o, float v, const float *bias, long r, int relu) {
+    if (bias) v += bias[r];
+    *o = relu && v < 0.f ? 0.f : v;
+}
+
+/* A packed matrix's rows are unpacked to ggml's blocks first (the reference reads only those). */
+#define PORTABLE_ROWS(T, CALL)                                                                                  \
+    static void rows_##T(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out, long n,     \
+                         const float *bias, int relu) {                                                         \
+        const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                            \
+        void *tmp = w->packed ? malloc((size_t)rb) : NULL;                                                      \
+        if (w->packed && !tmp) return;                                                                          \
+        for (long r = r0; r < r1; r++) {                                                                        \
+            const void *wr = (const char *)w->data + r * rb;                                                    \
+            if (tmp) skd_quant_unpack_row(w->dtype, wr, tmp, k), wr = tmp;                                     \
+            for (int i = 0; i < m; i++) put(out + (size_t)i * n + r, CALL, bias, r, relu);                     \
+        }                                                                                                       \
+        free(tmp);                                                                                              \
+    }
+
+PORTABLE_ROWS(q8_0, dot_q8_0(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK)))
+PORTABLE_ROWS(q4_0, dot_q4_0(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK)))
+PORTABLE_ROWS(q4_k, dot_q4_k(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK_K), a->bsums + (size_t)i * (k / 16)))
+PORTABLE_ROWS(q6_k, dot_q6_k(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK_K)))
+
+skd_qrows_fn *skd_qrows_portable(int dtype) {
+    switch (dtype) {
+    case SKD_DTYPE_Q8_0: return rows_q8_0;
+    case SKD_DTYPE_Q4_0: return rows_q4_0;
+    case SKD_DTYPE_Q4_K: return rows_q4_k;
+    default: return rows_q6_k;
+    }
+}
+
+/* ---- the ABI's quantization entry points -------------------------------------------- */
+
+SKD_API int skd_dtype_row_bytes(int32_t dtype, int64_t cols, int64_t *out) {
+    return skd_dtype_row_bytes_impl(dtype, cols, out);
+}
+
+SKD_API int skd_dequantize(int32_t dtype, const void *src, int64_t rows, int64_t cols, float *dst) {
+    return skd_dequantize_impl(dtype, src, rows, cols, dst);
+}
+
+typedef struct {
+    int dtype;
+    const float *src;
+    int64_t rows, cols;
+    void *dst;
+    int64_t bad_row[64]; /* per thread: first row that failed, or -1 */
+} quantize_args;
+
+static void encode_task(void *ctx, int ith, int nth) {
+    quantize_args *a = ctx;
+    long r0, r1;
+    skd_split((long)a->rows, ith, nth, &r0, &r1);
+    a->bad_row[ith] = -1;
+    for (long r = r0; r < r1; r++) {
+        if (skd_quantize_rows(a->dtype, a->src, a->cols, a->dst, r, r + 1)) {
+            a->bad_row[ith] = r;
+            return;
+        }
+    }
+}
+
+SKD_API int skd_quantize(int32_t dtype, const float *src, int64_t rows, int64_t cols, void *dst, int64_t dst_bytes) {
+    int st = skd_quantize_check(dtype, src, rows, cols, dst, dst_bytes);
+    if (st) return st;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nth = cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
+    if (rows * cols < (1 << 16) || rows < nth) nth = 1;
+    if (nth == 1) return skd_quantize_rows(dtype, src, cols, dst, 0, rows);
+    skd_pool *pool = skd_pool_create(nth);
+    if (!pool) return skd_quantize_rows(dtype, src, cols, dst, 0, rows);
+    quantize_args a = { dtype, src, rows, cols, dst, { 0 } };
+    skd_pool_run(pool, encode_task, &a);
+    skd_pool_free(pool);
+    for (int i = 0; i < nth; i++) /* the message is thread-local: redo the failing row here */
+        if (a.bad_row[i] >= 0) return skd_quantize_rows(dtype, src, cols, dst, a.bad_row[i], a.bad_row[i] + 1);
+    return SKD_OK;
+}
+
+/* ---- kernel choice ------------------------------------------------------------- */
+
+const char *skd_qkernel_name(int qk) {
+    switch (qk) {
+    case SKD_QKERNEL_PORTABLE: return "portable";
+    case SKD_QKERNEL_AVX2: return "avx2";
+    case SKD_QKERNEL_AVX2_VNNI: return "avx2-vnni";
+    case SKD_QKERNEL_AVX512: return "avx512";
+    case SKD_QKERNEL_AVX512_VNNI: return "avx512-vnni";
+    case SKD_QKERNEL_F32: return "f32-activations";
+    default: return "unknown";
+    }
+}
+
+int skd_qkernel_supported(int qk) {
+    if (qk == SKD_QKERNEL_PORTABLE || qk == SKD_QKERNEL_F32) return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    const int avx2 = skd_kernel_supported(SKD_KERNEL_AVX2);
+    const int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                       __builtin_cpu_supports("avx512vl") && avx2;
+    switch (qk) {
+    case SKD_QKERNEL_AVX2: return avx2;
+    case SKD_QKERNEL_AVX2_VNNI: return avx2 && __builtin_cpu_supports("avxvnni");
+    case SKD_QKERNEL_AVX512: return avx512;
+    case SKD_QKERNEL_AVX512_VNNI: return avx512 && __builtin_cpu_supports("avx512vnni");
+    default: return 0;
+    }
+#else
+    return 0;
+#endif
+}
+
+static int env_on(const char *name) {
+    const char *v = getenv(name);
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+int skd_qkernel_for(int kernel) {
+    const char *act = getenv("SKIPDECODE_CPU_QUANT_ACT");
+    if (act && !strcmp(act, "f32")) return SKD_QKERNEL_F32;
+    if (kernel == SKD_KERNEL_PORTABLE) return SKD_QKERNEL_PORTABLE;
+    /* kernels no machine of ours has run stay opt-in (quant.h) */
+    const int unverified = env_on("SKIPDECODE_CPU_QUANT_AVX512");
+    if (kernel == SKD_KERNEL_AVX512 && unverified) {
+        if (skd_qkernel_supported(SKD_QKERNEL_AVX512_VNNI)) return SKD_QKERNEL_AVX512_VNNI;
+        if (skd_qkernel_supported(SKD_QKERNEL_AVX512)) return SKD_QKERNEL_AVX512;
+    }
+    if (unverified && skd_qkernel_supported(SKD_QKERNEL_AVX2_VNNI)) return SKD_QKERNEL_AVX2_VNNI;
+    if (skd_qkernel_supported(SKD_QKERNEL_AVX2)) return SKD_QKERNEL_AVX2;
+    return SKD_QKERNEL_PORTABLE;
+}
+
+/* The row kernel of qk for w; a matrix in the other layout than qk reads (packed or not) goes to
+ * the portable reference, which reads both. */
+static skd_qrows_fn *rows_fn(int qk, const skd_mat *w) {
+#if defined(__x86_64__) || defined(__i386__)
+    const int kquant = w->dtype == SKD_DTYPE_Q4_K || w->dtype == SKD_DTYPE_Q6_K;
+    if (kquant || w->packed == skd_qkernel_packs(qk)) {
+        switch (qk) {
+        case SKD_QKERNEL_AVX2: return skd_qrows_avx2(w->dtype, 0);
+        case SKD_QKERNEL_AVX2_VNNI: return skd_qrows_avx2(w->dtype, 1);
+        case SKD_QKERNEL_AVX512: return skd_qrows_avx512(w->dtype, 0);
+        case SKD_QKERNEL_AVX512_VNNI: return skd_qrows_avx512(w->dtype, 1);
+        default: break;
+        }
+    }
+#endif
+    return skd_qrows_portable(w->dtype);
+}
+
+/* ---- the matmul ------------------------------------------------------------------- */
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+size_t skd_qact_bytes(int m, int64_t k) {
+    return align64((size_t)m * (size_t)k) + align64(sizeof(float) * (size_t)m * (size_t)(k / 32)) +
+           align64(sizeof(int16_t) * (size_t)m * (size_t)(k / 16));
+}
+
+typedef struct {
+    int qkernel;
+    skd_qact act;
+    float *out;
+    const float *x;
+    int m;
+    const skd_mat *w;
+    const float *bias;
+    int relu;
+    int kform; /* activations in K form (256-blocks) */
+} qmm_args;
+
+/* Activation row i of a (block-32 or K form). */
+static void quantize_act_row(const qmm_args *a, int i) {
+    const int64_t k = a->w->cols;
+#if defined(__x86_64__) || defined(__i386__)
+    if (a->qkernel != SKD_QKERNEL_PORTABLE && a->qkernel != SKD_QKERNEL_F32) { /* the same bytes, faster */
+        const int form = a->kform ? SKD_ACT_K : skd_qkernel_packs(a->qkernel) && a->w->packed ? SKD_ACT_32_WORDS : SKD_ACT_32;
+        skd_quantize_act_avx2(a->x + (size_t)i * k, k, form, a->act.qs + (size_t)i * k,
+                              a->act.d + (size_t)i * (a->kform ? k / SKD_QK_K : k / SKD_QK), a->act.bsums + (size_t)i * (k / 16));
+        return;
+    }
+#endif
+    if (a->kform)
+        skd_quantize_act256(a->x + (size_t)i * k, k, a->act.qs + (size_t)i * k, a->act.d + (size_t)i * (k / SKD_QK_K),
+                            a->act.bsums + (size_t)i * (k / 16));
+    else
+        skd_quantize_act32(a->x + (size_t)i * k, k, a->act.qs + (size_t)i * k, a->act.d + (size_t)i * (k / SKD_QK),
+                           a->act.bsums + (size_t)i * (k / 16));
+}
+
+static void quantize_task(void *ctx, int ith, int nth) {
+    const qmm_args *a = ctx;
+    long i0, i1;
+    skd_split(a->m, ith, nth, &i0, &i1);
+    for (long i = i0; i < i1; i++) quantize_act_row(a, (int)i);
+}
+
+/* The f32-activation path: each weight row dequantized, then dotted with x in fp32. */
+static void rows_f32act(const qmm_args *a, long r0, long r1) {
+    const int64_t k = a->w->cols, rb = skd_row_bytes(a->w->dtype, k), n = a->w->rows;
+    float *row = malloc(sizeof(float) * (size_t)k);
+    if (!row) return; /* out of memory for one row: leaves out unchanged */
+    void *tmp = a->w->packed ? malloc((size_t)rb) : NULL;
+    for (long r = r0; r < r1; r++) {
+        const void *wr = (const char *)a->w->data + r * rb;
+        if (tmp) skd_quant_unpack_row(a->w->dtype, wr, tmp, k), wr = tmp;
+        skd_dequantize_row(a->w->dtype, wr, row, k);
+        for (int i = 0; i < a->m; i++) {
+            const float *x = a->x + (size_t)i * k;
+            float s = 0.f;
+            for (int64_t j = 0; j < k; j++) s += row[j] * x[j];
+            if (a->bias) s += a->bias[r];
+            a->out[(size_t)i * n + r] = a->relu && s < 0.f ? 0.f : s;
+        }
+    }
+    free(tmp);
+    free(row);
+}
+
+/* x tiles of this many rows share one pass over a thread's weight rows (kept in L2). */
+static int act_tile(int64_t k) {
+    int t = (int)((128 * 1024) / k);
+    return t < 4 ? 4 : t / 4 * 4;
+}
+
+static void rows_task(void *ctx, int ith, int nth) {
+    const qmm_args *a = ctx;
+    const skd_mat *w = a->w;
+    long r0, r1;
+    skd_split((long)w->rows, ith, nth, &r0, &r1);
+    if (r0 >= r1) return;
+    if (a->qkernel == SKD_QKERNEL_F32) {
+        rows_f32act(a, r0, r1);
+        return;
+    }
+    skd_qrows_fn *fn = rows_fn(a->qkernel, w);
+    const int64_t k = w->cols, nd = a->kform ? k / SKD_QK_K : k / SKD_QK;
+    const int tile = act_tile(k);
+    for (int t0 = 0; t0 < a->m; t0 += tile) {
+        const int mt = a->m - t0 < tile ? a->m - t0 : tile;
+        const skd_qact at = { a->act.qs + (size_t)t0 * k, a->act.d + (size_t)t0 * nd, a->act.bsums + (size_t)t0 * (k / 16) };
+        fn(w, r0, r1, &at, mt, a->out + (size_t)t0 * w->rows, (long)w->rows, a->bias, a->relu);
+    }
+}
+
+void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,
+                 const float *bias, int relu) {
+    if (m <= 0) return;
+    const int64_t k = w->cols;
+    char *s = scratch;
+    qmm_args a = { qkernel, { 0 }, out, x, m, w, bias, relu, w->dtype == SKD_DTYPE_Q4_K || w->dtype == SKD_DTYPE_Q6_K };
+    if (qkernel != SKD_QKERNEL_F32) {
+        a.act.qs = (int8_t *)s;
+        a.act.d = (float *)(s + align64((size_t)m * (size_t)k));
+        a.act.bsums = (int16_t *)(s + align64((size_t)m * (size_t)k) + align64(sizeof(float) * (size_t)m * (size_t)(k / 32)));
+        if (m < 4) /* decode: one row is quicker here than a round trip through the pool */
+            for (int i = 0; i < m; i++) quantize_act_row(&a, i);
+        else
+            skd_pool_run(pool, quantize_task, &a);
+    }
+    skd_pool_run(pool, rows_task, &a);
+}

@@ -1,0 +1,328 @@
+/* quant_avx2.c — the AVX2 kernels of the quantized matmul (quant.h): the
+ * activation quantizer, and per weight type one dot product of a weight row
+ * with one quantized activation row; rows_* runs them over rows × activations.
+ * Compiled twice: plain AVX2 (+FMA, F16C) and with AVX-VNNI.
+ *
+ * Every output is one call of its type's dot function on its own weight row
+ * and activation row, so results do not depend on the batch (or on how rows
+ * are split across threads). A weight row (a few KiB) stays in L1 while the
+ * activation rows of a tile pass over it (quant.c tiles them for L2).
+ *
+ * Integer core: 32 unsigned × 32 signed bytes → 8 int32 lanes,
+ *   AVX2: vpmaddubsw (pairs → int16), vpmaddwd by ones (→ int32); AVX-VNNI: vpdpbusd.
+ * No int16 sum saturates: |w| <= 128 (Q8_0, via |w| and x·sign(w)) or <= 63
+ * (unsigned Q4 / Q6 codes), |x| <= 127, so a pair is at most 2·128·127 = 32512.
+ *
+ * Q8_0, Q4_0 (packed layout, quant.h): a group of 8 blocks is 8 fp16 scales,
+ *   converted in one vcvtph2ps, and the blocks' codes transposed by 4-byte
+ *   words, as the activations are (SKD_ACT_32_WORDS): int32 lane i of every
+ *   integer product belongs to block i, so the 8 or 16 products of a group
+ *   add up to the 8 blocks' exact sums with no horizontal reduction, and one
+ *   FMA adds Σ_b isum_b · d_w,b · d_x,b. Q4_0 codes are the unsigned nibbles
+ *   (a 32-byte load holds codes 4v.. in its low nibbles and 16+4v.. in its
+ *   high ones): isum = Σ q·x − 8 Σ x (Σ x from the activations' block sums),
+ *   which spares the sign trick. A row's short last group goes block by block.
+ *   Q4_0, one Zen 3 core, weights in L2: 20.6 GB/s, ~2.6 cycles a block.
+ * Q4_K: per 256 values: 4 loads of 64 codes, vpmaddubsw against the
+ *   activations, vpmaddwd by the sub-block's 6-bit scale (the 8 scale vectors
+ *   come from one vector by vpshufb), int32 sums; the mins through the
+ *   activations' sums of 16 (Σ m_j · xsum_j); two FMAs per 256 values.
+ * Q6_K: per 128 values: the 6-bit codes from ql and qh (shifts, masks),
+ *   vpmaddubsw, vpmaddwd by the int8 scales (vpshufb again); the −32 offset
+ *   as 32 · Σ sc_j · xsum_j; one FMA per 256 values.
+ * The float order differs from the reference (lanes, then a fixed horizontal
+ * sum); the integer sums are exact. cuda/dev/quant_check.c compares.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "quant.h"
+#include "quant_ref.h"
+
+#define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define TARGET_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define AI static inline __attribute__((always_inline))
+
+static inline void put(float *o, float v, const float *bias, long r, int relu) {
+    if (bias) v += bias[r];
+    *o = relu && v < 0.f ? 0.f : v;
+}
+
+/* vpshufb masks: Q4K_PICK[j] broadcasts int16 element j of a 128-bit lane; Q6K_PICK[t] takes
+ * element 2t in the low lane and 2t + 1 in the high lane. */
+#define P2(a) a, a + 1
+#define P8(a) P2(a), P2(a), P2(a), P2(a), P2(a), P2(a), P2(a), P2(a)
+static const int8_t Q4K_PICK[8][32] = {
+    { P8(0), P8(0) }, { P8(2), P8(2) }, { P8(4), P8(4) }, { P8(6), P8(6) },
+    { P8(8), P8(8) }, { P8(10), P8(10) }, { P8(12), P8(12) }, { P8(14), P8(14) },
+};
+static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8(8), P8(10) }, { P8(12), P8(14) } };
+
+#define KERNELS(SUF, TGT, DOT_U8S8, DOTACC)                                                                     \
+    AI TGT float hsum_##SUF(__m256 v) {                                                                        \
+        const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                   \
+        const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                   \
+        return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));                                               \
+    }                                                                                                          \
+    AI TGT int hsumi_##SUF(__m256i v) {                                                                        \
+        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));                  \
+        s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));                                                        \
+        return _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 1)));                                   \
+    }                                                                                                          \
+    AI TGT __m256i dot_s8s8_##SUF(__m256i w, __m256i x) {                                                      \
+        return DOT_U8S8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));                                       \
+    }                                                                                                          \
+    AI TGT float half_##SUF(const uint8_t *p) {                                                                \
+        uint16_t h;                                                                                            \
+        memcpy(&h, p, 2);                                                                                      \
+        return _cvtsh_ss(h);                                                                                   \
+    }                                                                                                          \
+                                                                                                               \
+    /* Q8_0 (q4 = 0) or Q4_0 (q4 = 1), packed row · one block-32 activation row whose full groups are  \
+     * word-transposed (SKD_ACT_32_WORDS): lane i of each integer product sums block i */                   \
+    AI TGT float dot32_##SUF(const uint8_t *wr, long nb, int q4, const int8_t *xq, const float *xd,            \
+                             const int16_t *xs) {                                                              \
+        const long gb = q4 ? 144 : 272; /* bytes of a group of 8 blocks */                                      \
+        const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
+        __m256 acc = _mm256_setzero_ps();                                                                      \
+        long b = 0;                                                                                            \
+        for (; b + 8 <= nb; b += 8) {                                                                          \
+            const uint8_t *g = wr + (b / 8) * gb;                                                              \
+            _mm_prefetch((const char *)g + 4 * gb, _MM_HINT_T0);                                               \
+            _mm_prefetch((const char *)g + 4 * gb + 64, _MM_HINT_T0);                                          \
+            if (!q4) _mm_prefetch((const char *)g + 4 * gb + 128, _MM_HINT_T0), _mm_prefetch((const char *)g + 4 * gb + 192, _MM_HINT_T0); \
+            const int8_t *x = xq + b * 32;                                                                     \
+            __m256i isum = _mm256_setzero_si256();                                                             \
+            if (q4) {                                                                                          \
+                for (int p = 0; p < 4; p++) { /* low nibbles: codes 4p.. (act vector p); high: 16+4p.. (p+4) */ \
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * p));                  \
+                    isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * p))); \
+                    isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                        \
+                                  _mm256_loadu_si256((const __m256i *)(x + 32 * p + 128)));                    \
+                }                                                                                              \
+                /* − 8 Σx of each block */                                                                     \
+                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3)); \
+            } else {                                                                                           \
+                for (int v = 0; v < 8; v++) {                                                                  \
+                    const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * v));                  \
+                    const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + 32 * v));                      \
+                    isum = DOTACC(isum, _mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));                      \
+                }                                                                                              \
+            }                                                                                                  \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)g));                            \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_loadu_ps(xd + b)), acc);  \
+        }                                                                                                      \
+        float tail = 0.f; /* a short last group (t < 8 blocks, ggml's byte order), a block at a time */        \
+        const int t = (int)(nb - b);                                                                           \
+        const uint8_t *g = wr + (b / 8) * gb;                                                                  \
+        for (int j = 0; j < t; j++) {                                                                          \
+            __m256i w;                                                                                         \
+            if (q4) {                                                                                          \
+                const __m128i q = _mm_loadu_si128((const __m128i *)(g + 2 * t + 16 * j));                      \
+                w = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4), _mm256_set1_epi8(8)); \
+            } else {                                                                                           \
+                w = _mm256_loadu_si256((const __m256i *)(g + 2 * t + 32 * j));                                 \
+            }                                                                                                  \
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (b + j) * 32));                        \
+            const int isum = hsumi_##SUF(dot_s8s8_##SUF(w, x));                                                \
+            tail += (float)isum * (half_##SUF(g + 2 * j) * xd[b + j]);                                         \
+        }                                                                                                      \
+        return hsum_##SUF(acc) + tail;                                                                         \
+    }                                                                                                          \
+                                                                                                               \
+    /* Q4_K row · one K-form activation row */                                                                 \
+    AI TGT float dot_q4k_##SUF(const skd_block_q4_k *wb, long nb, const int8_t *xq, const float *xd,           \
+                               const int16_t *bsums) {                                                         \
+        const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();                                         \
+        for (long b = 0; b < nb; b++) {                                                                        \
+            const skd_block_q4_k *blk = wb + b;                                                                \
+            _mm_prefetch((const char *)(blk + 3), _MM_HINT_T0);                                                \
+            _mm_prefetch((const char *)(blk + 3) + 64, _MM_HINT_T0);                                           \
+            _mm_prefetch((const char *)(blk + 3) + 128, _MM_HINT_T0);                                          \
+            uint32_t u[3];                                                                                     \
+            memcpy(u, blk->scales, 12);                                                                        \
+            /* the 6-bit scales and mins (skd_q4k_scale_min), four at a time */                                \
+            const uint64_t sc = (uint64_t)(u[0] & 0x3f3f3f3fu) |                                              \
+                                (uint64_t)((u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4)) << 32;   \
+            const uint64_t mn = (uint64_t)(u[1] & 0x3f3f3f3fu) |                                              \
+                                (uint64_t)(((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4)) << 32; \
+            const __m256i scb = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc))); \
+            const __m128i m8 = _mm_cvtsi64_si128((long long)mn);                                               \
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m0 m0 m1 m1 .. m7 m7 */   \
+            const int8_t *x = xq + b * 256;                                                                    \
+            __m256i sumi = _mm256_setzero_si256();                                                             \
+            for (int c = 0; c < 4; c++) {                                                                      \
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * c));                     \
+                const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), _mm256_loadu_si256((const __m256i *)(x + 64 * c))); \
+                const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),         \
+                                                        _mm256_loadu_si256((const __m256i *)(x + 64 * c + 32))); \
+                const __m256i s0 = _mm256_shuffle_epi8(scb, _mm256_loadu_si256((const __m256i *)Q4K_PICK[2 * c])); \
+                const __m256i s1 = _mm256_shuffle_epi8(scb, _mm256_loadu_si256((const __m256i *)Q4K_PICK[2 * c + 1])); \
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1))); \
+            }                                                                                                  \
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
+            const float dx = xd[b];                                                                            \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(blk->d) * dx), acc);      \
+            accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins)), _mm256_set1_ps(_cvtsh_ss(blk->dmin) * dx), accm); \
+        }                                                                                                      \
+        return hsum_##SUF(_mm256_sub_ps(acc, accm));                                                           \
+    }                                                                                                          \
+                                                                                                               \
+    /* Q6_K row · one K-form activation row */                                                                 \
+    AI TGT float dot_q6k_##SUF(const skd_block_q6_k *wb, long nb, const int8_t *xq, const float *xd,           \
+                               const int16_t *bsums) {                                                         \
+        const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);                              \
+        __m256 acc = _mm256_setzero_ps();                                                                      \
+        for (long b = 0; b < nb; b++) {                                                                        \
+            const skd_block_q6_k *blk = wb + b;                                                                \
+            _mm_prefetch((const char *)(blk + 2), _MM_HINT_T0);                                                \
+            _mm_prefetch((const char *)(blk + 2) + 64, _MM_HINT_T0);                                           \
+            _mm_prefetch((const char *)(blk + 2) + 128, _MM_HINT_T0);                                          \
+            _mm_prefetch((const char *)(blk + 2) + 192, _MM_HINT_T0);                                          \
+            const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));         \
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
+            /* −32 · Σ_j sc_j · xsum_j: the codes' offset */                                                   \
+            __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(_mm256_madd_epi16(bs, sc16), 5)); \
+            const int8_t *x = xq + b * 256;                                                                    \
+            for (int h = 0; h < 2; h++) {                                                                      \
+                const __m256i ql0 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h));                   \
+                const __m256i ql1 = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32));              \
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));                    \
+                const __m256i sch = h ? _mm256_permute4x64_epi64(sc16, 0xee) : _mm256_permute4x64_epi64(sc16, 0x44); /* sc 8h..8h+7, both lanes */ \
+                __m256i q[4];                                                                                  \
+                q[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)); \
+                q[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)); \
+                q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_and_si256(qh, m30)); \
+                q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),                       \
+                                       _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));                       \
+                for (int t = 0; t < 4; t++) { /* values 128h + 32t..: scales 8h + 2t (first 16), 8h + 2t + 1 */ \
+                    const __m256i sv = _mm256_shuffle_epi8(sch, _mm256_loadu_si256((const __m256i *)Q6K_PICK[t])); \
+                    const __m256i p = _mm256_maddubs_epi16(q[t], _mm256_loadu_si256((const __m256i *)(x + 128 * h + 32 * t))); \
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, sv));                                   \
+                }                                                                                              \
+            }                                                                                                  \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(blk->d) * xd[b]), acc);   \
+        }                                                                                                      \
+        return hsum_##SUF(acc);                                                                                \
+    }                                                                                                          \
+                                                                                                               \
+    /* One function per type, so each gets its registers to itself. */                                       \
+    TGT static void rows_q8_0_##SUF(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out,  \
+                                    long n, const float *bias, int relu) {                                     \
+        const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
+        for (long r = r0; r < r1; r++)                                                                         \
+            for (int i = 0; i < m; i++)                                                                        \
+                put(out + (size_t)i * n + r, dot32_##SUF((const uint8_t *)w->data + r * rb, k / 32, 0, a->qs + (size_t)i * k, \
+                                                         a->d + (size_t)i * (k / 32), a->bsums + (size_t)i * (k / 16)), bias, r, relu); \
+    }                                                                                                          \
+    TGT static void rows_q4_0_##SUF(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out,  \
+                                    long n, const float *bias, int relu) {                                     \
+        const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
+        for (long r = r0; r < r1; r++)                                                                         \
+            for (int i = 0; i < m; i++)                                                                        \
+                put(out + (size_t)i * n + r, dot32_##SUF((const uint8_t *)w->data + r * rb, k / 32, 1, a->qs + (size_t)i * k, \
+                                                         a->d + (size_t)i * (k / 32), a->bsums + (size_t)i * (k / 16)), bias, r, relu); \
+    }                                                                                                          \
+    TGT static void rows_q4_k_##SUF(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out,  \
+                                    long n, const float *bias, int relu) {                                     \
+        const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
+        for (long r = r0; r < r1; r++)                                                                         \
+            for (int i = 0; i < m; i++)                                                                        \
+                put(out + (size_t)i * n + r, dot_q4k_##SUF((const skd_block_q4_k *)((const char *)w->data + r * rb), k / 256, \
+                                                           a->qs + (size_t)i * k, a->d + (size_t)i * (k / 256),   \
+                                                           a->bsums + (size_t)i * (k / 16)), bias, r, relu);     \
+    }                                                                                                          \
+    TGT static void rows_q6_k_##SUF(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out,  \
+                                    long n, const float *bias, int relu) {                                     \
+        const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
+        for (long r = r0; r < r1; r++)                                                                         \
+            for (int i = 0; i < m; i++)                                                                        \
+                put(out + (size_t)i * n + r, dot_q6k_##SUF((const skd_block_q6_k *)((const char *)w->data + r * rb), k / 256, \
+                                                           a->qs + (size_t)i * k, a->d + (size_t)i * (k / 256),   \
+                                                           a->bsums + (size_t)i * (k / 16)), bias, r, relu);     \
+    }
+
+#define DOT_AVX2(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
+#define DOT_VNNI(u, s) _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), (u), (s))
+/* acc + the 8 int32 lanes of u · s */
+#define DOTACC_AVX2(acc, u, s) _mm256_add_epi32((acc), DOT_AVX2(u, s))
+#define DOTACC_VNNI(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
+
+KERNELS(avx2, TARGET_AVX2, DOT_AVX2, DOTACC_AVX2)
+KERNELS(vnni, TARGET_VNNI, DOT_VNNI, DOTACC_VNNI)
+
+skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni) {
+    switch (dtype) {
+    case SKD_DTYPE_Q8_0: return vnni ? rows_q8_0_vnni : rows_q8_0_avx2;
+    case SKD_DTYPE_Q4_0: return vnni ? rows_q4_0_vnni : rows_q4_0_avx2;
+    case SKD_DTYPE_Q4_K: return vnni ? rows_q4_k_vnni : rows_q4_k_avx2;
+    default: return vnni ? rows_q6_k_vnni : rows_q6_k_avx2;
+    }
+}
+
+/* ---- activation quantization, the bytes of quant.c's quantize_act_block ---------- */
+
+/* Block `xb` of n values (32 or 256) → codes (n/32 vectors, stored unless q_out is given), scale, sums. */
+static inline __attribute__((always_inline)) TARGET_AVX2 void act_block(const float *xb, int n, int kform, int8_t *qs,
+                                                                        float *d, int16_t *sums, __m256i *q_out) {
+    const __m256 sign = _mm256_set1_ps(-0.f);
+    __m256 m = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + j)));
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    const float amax = _mm_cvtss_f32(h);
+    const float id = amax > 0.f ? 127.f / amax : 0.f;
+    *d = amax / 127.f;
+    const __m256 vid = _mm256_set1_ps(id);
+    for (int j = 0; j < n; j += 32) { /* rne(x · id), as the portable code rounds */
+        const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j), vid));
+        const __m256i bq = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8), vid));
+        const __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 16), vid));
+        const __m256i e = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 24), vid));
+        /* packs interleave the 128-bit lanes: put them back in order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, bq), _mm256_packs_epi32(c, e));
+        const __m256i q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        if (q_out) *q_out = q;
+        else _mm256_storeu_si256((__m256i *)(qs + j), q);
+        /* sums of each 16 codes (K form) or of the 32 (block-32 form) */
+        const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+        const __m256i s2 = _mm256_hadd_epi32(s4, s4), s1 = _mm256_hadd_epi32(s2, s2);
+        const int lo = _mm256_extract_epi32(s1, 0), hi = _mm256_extract_epi32(s1, 4);
+        if (kform) {
+            sums[j / 16] = (int16_t)lo;
+            sums[j / 16 + 1] = (int16_t)hi;
+        } else {
+            sums[0] = (int16_t)(lo + hi);
+        }
+    }
+}
+
+TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums) {
+    if (form == SKD_ACT_K) {
+        for (int64_t b = 0; b < k / 256; b++) act_block(x + b * 256, 256, 1, qs + b * 256, d + b, bsums + b * 16, NULL);
+        return;
+    }
+    const int64_t nb = k / 32;
+    int64_t b = 0;
+    if (form == SKD_ACT_32_WORDS) {
+        for (; b + 8 <= nb; b += 8) { /* 8 blocks' codes, transposed by 4-byte words */
+            __m256i r[8];
+            for (int i = 0; i < 8; i++) act_block(x + (b + i) * 32, 32, 0, NULL, d + b + i, bsums + b + i, &r[i]);
+            __m256i t[8], u[8];
+            for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+            for (int i = 0; i < 8; i += 4) {
+                u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]), u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+                u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]), u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+            }
+            int8_t *o = qs + b * 32; /* vector v: word v of each block */
+            for (int v = 0; v < 4; v++) {
+                _mm256_storeu_si256((__m256i *)(o + 32 * v), _mm256_permute2x128_si256(u[v], u[v + 4], 0x20));
+                _mm256_storeu_si256((__m256i *)(o + 32 * (v + 4)), _mm256_permute2x128_si256(u[v], u[v + 4], 0x31));
+            }
+        }
+    }
+    for (; b < nb; b++) act_block(x + b * 32, 32, 0, qs + b * 32, d + b, bsums + b, NULL);
+}

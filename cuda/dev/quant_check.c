@@ -1,0 +1,289 @@
+/* quant_check.c — dev harness for the quantized CPU matmul kernels (quant.h):
+ * every kernel this CPU runs (including the opt-in AVX-512 and VNNI ones,
+ * whatever SKIPDECODE_CPU_QUANT_AVX512 says) against the portable reference,
+ * for every weight type, then optionally timed (STYLE.md: validate, then time).
+ *
+ *   gcc -O3 -std=c11 -pthread -fopenmp-simd -fno-math-errno -fno-trapping-math -I cuda/include -I cuda/common cuda/dev/quant_check.c cuda/cpu/quant.c \
+ *       cuda/cpu/quant_avx2.c cuda/cpu/quant_avx512.c cuda/cpu/ops.c cuda/cpu/matmul_avx2.c \
+ *       cuda/cpu/matmul_avx512.c cuda/cpu/pool.c cuda/cpu/errors.c cuda/cpu/membw.c -o build/quant_check -lm
+ *   build/quant_check            validate (exit 1 on a mismatch); test/quant.test.ts runs this
+ *   build/quant_check time [th]  validate, then time decode (m = 1) of every type, 16-bit included,
+ *                                as a share of the read bandwidth measured in the same round
+ *   build/quant_check compute [th]  the same on one small matrix that stays in L2: what the
+ *                                kernel costs without DRAM (it must reach about twice a core's
+ *                                share of the bandwidth to keep up; "of membw" is then moot)
+ *
+ * Checks, per type and kernel, on awkward shapes (n = 37 rows, k = 3 blocks of
+ * 256 or 7 of 32, m = 1..9 activation rows):
+ *   - each output against the reference: |got − ref| <= 1e-5 · Σ|terms| + 1e-30
+ *     (the integer block sums are exact in every kernel; only the order of
+ *     the fp32 additions differs);
+ *   - batch invariance: row i's outputs are bit-identical for m = 1 and m = 9,
+ *     and for every tile split (the rows of one call are also split across
+ *     2 threads differently than alone).
+ * Timing napkin math: GB/s = weight bytes / time at m = 1; compare with
+ * `bun run bench membw` (this VM: ~27 GB/s read with 2 threads).
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../cpu/ops.h"
+#include "../cpu/pool.h"
+#include "../cpu/quant.h"
+#include "quant_ref.h"
+#include "skipdecode.h"
+
+static uint64_t rng = 88172645463325252ull;
+static double urand(void) { /* xorshift64 → [0, 1) */
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (double)(rng >> 11) * (1.0 / 9007199254740992.0);
+}
+static float grand(void) { return (float)(sqrt(-2.0 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand())); }
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static const int TYPES[] = { SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
+static const int KERNELS[] = { SKD_QKERNEL_AVX2, SKD_QKERNEL_AVX2_VNNI, SKD_QKERNEL_AVX512, SKD_QKERNEL_AVX512_VNNI };
+
+/* A random [n, k] matrix of `dtype`: Gaussian weights with rows of very different scales;
+ * packed = the layout of the kernels that pack (quant.h). */
+static skd_mat make_mat_as(int dtype, long n, long k, int packed) {
+    float *f = malloc(sizeof(float) * (size_t)(n * k));
+    for (long r = 0; r < n; r++) {
+        const float s = (float)pow(10.0, -3.0 + 4.0 * urand());
+        for (long c = 0; c < k; c++) f[r * k + c] = grand() * s;
+    }
+    const int64_t rb = skd_row_bytes(dtype, k);
+    void *q = malloc((size_t)(n * rb));
+    if (skd_quantize_rows(dtype, f, k, q, 0, n)) {
+        fprintf(stderr, "quantize failed\n");
+        exit(2);
+    }
+    skd_mat m = { 0 };
+    skd_mat_set(&m, dtype, q, n, k, packed);
+    if (m.packed) { /* the packed layout holds the same bytes: unpacking gives ggml's row back */
+        void *back = malloc((size_t)rb);
+        for (long r = 0; r < n; r++) {
+            skd_quant_unpack_row(dtype, (const char *)m.data + r * rb, back, k);
+            if (memcmp(back, (const char *)q + r * rb, (size_t)rb)) {
+                fprintf(stderr, "%s: pack/unpack changed row %ld\n", skd_dtype_name(dtype), r);
+                exit(1);
+            }
+        }
+        free(back);
+    }
+    free(f);
+    free(q);
+    return m;
+}
+static skd_mat make_mat(int dtype, long n, long k) { return make_mat_as(dtype, n, k, 0); }
+
+/* Σ|w·x| of output (i, r), the scale of its rounding error. */
+static double abs_sum(const skd_mat *w, long r, const float *x) {
+    float *row = malloc(sizeof(float) * (size_t)w->cols);
+    skd_dequantize_row(w->dtype, (const char *)w->data + r * skd_row_bytes(w->dtype, w->cols), row, w->cols);
+    double s = 0;
+    for (long c = 0; c < w->cols; c++) s += fabs((double)row[c] * x[c]);
+    free(row);
+    return s;
+}
+
+/* The SIMD activation quantizer writes the portable one's bytes (rows of every scale, zeros, ties). */
+static int check_act(void) {
+#if defined(__x86_64__)
+    if (!skd_qkernel_supported(SKD_QKERNEL_AVX2)) return 0;
+    const int64_t k = 1024;
+    float *x = malloc(sizeof(float) * k);
+    int8_t q1[1024], q2[1024];
+    float d1[32], d2[32];
+    int16_t s1[64], s2[64];
+    int bad = 0;
+    for (int trial = 0; trial < 200; trial++) {
+        const float scale = (float)pow(10.0, -30.0 + 60.0 * urand());
+        for (int64_t i = 0; i < k; i++) x[i] = trial % 10 == 0 ? 0.f : grand() * scale;
+        if (trial % 10 == 1) /* exact ties of x·id at .5 */
+            for (int64_t i = 0; i < k; i++) x[i] = (float)((int)(urand() * 255) - 127) * 0.5f;
+        for (int kform = 0; kform < 2; kform++) {
+            if (kform) skd_quantize_act256(x, k, q1, d1, s1);
+            else skd_quantize_act32(x, k, q1, d1, s1);
+            skd_quantize_act_avx2(x, k, kform, q2, d2, s2);
+            const int nd = kform ? 4 : 32;
+            if (memcmp(q1, q2, k) || memcmp(d1, d2, sizeof(float) * nd) || memcmp(s1, s2, sizeof(int16_t) * (kform ? 64 : 32))) bad = 1;
+        }
+    }
+    free(x);
+    printf("activation quantizer: avx2 %s the portable bytes\n", bad ? "DIFFERS FROM" : "equals");
+    return bad;
+#else
+    return 0;
+#endif
+}
+
+static int validate(skd_pool *pool1, skd_pool *pool2) {
+    int bad = check_act();
+    for (size_t ti = 0; ti < sizeof TYPES / sizeof *TYPES; ti++) {
+        const int dt = TYPES[ti];
+        /* k: Q8_0/Q4_0 13 blocks (a group of 8, then an odd tail of 5); K-quants 3 super-blocks */
+        const long n = 37, k = skd_dtype_block(dt) == 256 ? 3 * 256 : 13 * 32;
+        const int M = 9;
+        const uint64_t seed = rng;
+        skd_mat w = make_mat(dt, n, k);
+        rng = seed; /* the same matrix again, in the packed layout */
+        skd_mat wp = make_mat_as(dt, n, k, 1);
+        float *x = malloc(sizeof(float) * (size_t)(M * k)), *bias = malloc(sizeof(float) * (size_t)n);
+        for (long i = 0; i < M * k; i++) x[i] = grand() * (i % 5 == 0 ? 30.f : 1.f);
+        for (long i = 0; i < k; i++) x[3 * k + i] = 0.f; /* an all-zero row */
+        for (long r = 0; r < n; r++) bias[r] = grand();
+        float *ref = malloc(sizeof(float) * (size_t)(M * n)), *got = malloc(sizeof(float) * (size_t)(M * n)),
+              *one = malloc(sizeof(float) * (size_t)n);
+        void *scratch = aligned_alloc(64, (skd_qact_bytes(M, k) + 63) / 64 * 64);
+        skd_qmatmul(pool1, SKD_QKERNEL_PORTABLE, scratch, ref, x, M, &w, bias, 0);
+        for (size_t ki = 0; ki <= sizeof KERNELS / sizeof *KERNELS; ki++) {
+            const int qk = ki == 0 ? SKD_QKERNEL_PORTABLE : KERNELS[ki - 1];
+            if (!skd_qkernel_supported(qk)) {
+                printf("%-5s %-12s not on this CPU\n", skd_dtype_name(dt), skd_qkernel_name(qk));
+                continue;
+            }
+            const skd_mat *wk = skd_qkernel_packs(qk) ? &wp : &w;
+            skd_qmatmul(pool2, qk, scratch, got, x, M, wk, bias, 0);
+            double worst = 0;
+            int mism = 0, variant = 0;
+            for (int i = 0; i < M; i++) {
+                for (long r = 0; r < n; r++) {
+                    const double tol = 1e-5 * (abs_sum(&w, r, x + i * k) + fabs(bias[r])) + 1e-30;
+                    const double e = fabs((double)got[i * n + r] - ref[i * n + r]);
+                    if (e / tol > worst) worst = e / tol;
+                    if (!(e <= tol) && mism++ < 3)
+                        printf("  %s %s: row %d out %ld: got %.9g, reference %.9g\n", skd_dtype_name(dt),
+                               skd_qkernel_name(qk), i, r, got[i * n + r], ref[i * n + r]);
+                }
+                skd_qmatmul(pool1, qk, scratch, one, x + i * k, 1, wk, bias, 0); /* alone, one thread */
+                if (memcmp(one, got + i * n, sizeof(float) * (size_t)n)) variant++;
+            }
+            printf("%-5s %-12s worst error %.3f of the bound; %s\n", skd_dtype_name(dt), skd_qkernel_name(qk), worst,
+                   variant ? "BATCH-VARIANT" : "rows batch-invariant");
+            if (mism || variant) bad = 1;
+        }
+        free(x), free(bias), free(ref), free(got), free(one), free(scratch), free(w.data), free(wp.data);
+    }
+    return bad;
+}
+
+/* Decode (m = 1) over ~128 MiB of weights per type, llama-400m-like [3584, 1024] matrices, for
+ * the 16-bit kernels (ops.h) and each quantized kernel, in rounds: each round first measures the
+ * read bandwidth (skd_membw, the roofline bench membw reports), then every kernel once (best of 3
+ * passes); a kernel's line is the median over rounds of its share of that round's bandwidth, so
+ * a noisy neighbour hits both sides of each ratio. */
+#define ROUNDS 5
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void timing(skd_pool *pool, int nth, int cached) {
+    const int types[] = { SKD_DTYPE_F16, SKD_DTYPE_BF16, SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
+    enum { NT = 6, NK = 1 + sizeof KERNELS / sizeof *KERNELS };
+    const long n = cached ? 256 : 3584, k = 1024;
+    skd_mat *ws[NT], *wsp[NT];
+    int nm[NT];
+    size_t bytes[NT];
+    float *x = malloc(sizeof(float) * (size_t)k), *out = malloc(sizeof(float) * (size_t)n);
+    for (long i = 0; i < k; i++) x[i] = grand();
+    void *scratch = aligned_alloc(64, (skd_qact_bytes(1, k) + 63) / 64 * 64);
+    for (int t = 0; t < NT; t++) {
+        const int dt = types[t];
+        const size_t per = (size_t)n * (size_t)skd_row_bytes(dt, k);
+        nm[t] = cached ? 1 : (int)((128u << 20) / per);
+        bytes[t] = per * (size_t)nm[t];
+        ws[t] = malloc(sizeof(skd_mat) * (size_t)nm[t]);
+        wsp[t] = malloc(sizeof(skd_mat) * (size_t)nm[t]);
+        for (int i = 0; i < nm[t]; i++) {
+            wsp[t][i] = (skd_mat){ 0 };
+            if (skd_dtype_is_quant(dt)) {
+                const uint64_t seed = rng;
+                ws[t][i] = make_mat(dt, n, k);
+                rng = seed;
+                wsp[t][i] = make_mat_as(dt, n, k, 1);
+            } else {
+                uint16_t *h = malloc(2 * (size_t)(n * k));
+                for (long j = 0; j < n * k; j++) h[j] = dt == SKD_DTYPE_F16 ? skd_f32_to_half(grand() * 0.05f) : skd_f32_to_bfloat(grand() * 0.05f);
+                ws[t][i] = (skd_mat){ 0 };
+                skd_mat_set(&ws[t][i], dt, h, n, k, 1);
+                free(h);
+            }
+        }
+    }
+    double share[NT][NK][ROUNDS], gbs[NT][NK][ROUNDS], bw[ROUNDS];
+    for (int round = 0; round < ROUNDS; round++) {
+        double rd = 0, cp = 0;
+        skd_membw((int64_t)256 << 20, nth, 3, &rd, &cp);
+        bw[round] = rd;
+        for (int t = 0; t < NT; t++) {
+            for (int ki = 0; ki < NK; ki++) {
+                const int qk = ki == 0 ? SKD_QKERNEL_PORTABLE : KERNELS[ki - 1];
+                share[t][ki][round] = -1;
+                if (!skd_qkernel_supported(qk)) continue;
+                if (!skd_dtype_is_quant(types[t]) && ki > 1) continue; /* 16-bit: portable and the best SIMD */
+                double best = 1e30;
+                for (int rep = 0; rep < (cached ? 300 : 3); rep++) {
+                    const double t0 = now();
+                    for (int i = 0; i < nm[t]; i++) {
+                        if (skd_dtype_is_quant(types[t]))
+                            skd_qmatmul(pool, qk, scratch, out, x, 1, skd_qkernel_packs(qk) ? &wsp[t][i] : &ws[t][i], NULL, 0);
+                        else skd_matmul(pool, ki == 0 ? SKD_KERNEL_PORTABLE : skd_kernel_best(), out, x, 1, &ws[t][i], NULL, 0);
+                    }
+                    const double dt = now() - t0;
+                    if (dt < best) best = dt;
+                }
+                gbs[t][ki][round] = (double)bytes[t] / best / 1e9;
+                share[t][ki][round] = gbs[t][ki][round] / rd;
+            }
+        }
+    }
+    qsort(bw, ROUNDS, sizeof(double), cmp_double);
+    if (cached)
+        printf("\ncompute only: m = 1, %d threads, one [%ld, %ld] matrix per type (in L2), best of 300\n", nth, n, k);
+    else
+        printf("\ndecode (m = 1), %d threads, [%ld, %ld] matrices, ~128 MiB per type; read bandwidth %.1f GB/s (median of %d rounds)\n",
+               nth, n, k, bw[ROUNDS / 2], ROUNDS);
+    printf("| type | kernel | GB/s (median) | of membw (median of per-round shares) |\n|---|---|---:|---:|\n");
+    for (int t = 0; t < NT; t++) {
+        for (int ki = 0; ki < NK; ki++) {
+            if (share[t][ki][0] < 0) continue;
+            qsort(share[t][ki], ROUNDS, sizeof(double), cmp_double);
+            qsort(gbs[t][ki], ROUNDS, sizeof(double), cmp_double);
+            const char *kn = skd_dtype_is_quant(types[t]) ? skd_qkernel_name(ki == 0 ? SKD_QKERNEL_PORTABLE : KERNELS[ki - 1])
+                                                          : skd_kernel_name(ki == 0 ? SKD_KERNEL_PORTABLE : skd_kernel_best());
+            printf("| %s | %s | %.1f | %.0f%% |\n", skd_dtype_name(types[t]), kn, gbs[t][ki][ROUNDS / 2],
+                   100 * share[t][ki][ROUNDS / 2]);
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        for (int i = 0; i < nm[t]; i++) free(ws[t][i].data), free(wsp[t][i].data);
+        free(ws[t]), free(wsp[t]);
+    }
+    free(x), free(out), free(scratch);
+}
+
+int main(int argc, char **argv) {
+    skd_pool *pool1 = skd_pool_create(1), *pool2 = skd_pool_create(2);
+    const int bad = validate(pool1, pool2);
+    printf(bad ? "FAIL\n" : "OK\n");
+    if (!bad && argc > 1 && (!strcmp(argv[1], "time") || !strcmp(argv[1], "compute"))) {
+        const int nth = argc > 2 ? atoi(argv[2]) : 2;
+        skd_pool *p = skd_pool_create(nth);
+        timing(p, nth, !strcmp(argv[1], "compute"));
+        skd_pool_free(p);
+    }
+    skd_pool_free(pool1);
+    skd_pool_free(pool2);
+    return bad;
+}
