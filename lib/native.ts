@@ -14,7 +14,7 @@ import { BUILD_COMMAND, ensureLibrary, gpuDriver } from "./build.ts";
 export type BackendName = "cpu" | "cuda";
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 4;
 
 /** Status codes of skipdecode.h. */
 export const Status = {
@@ -26,6 +26,7 @@ export const Status = {
   STATE: 5,
   DEVICE: 6,
   UNSUPPORTED: 7,
+  KV_FULL: 8,
 } as const;
 
 /** Config slots of skd_engine_create (skd_cfg_slot). */
@@ -53,7 +54,10 @@ export const Cfg = {
   HEAD_DIM: 20,
   NO_BIAS: 21,
   NORM_EPS_E12: 22,
-  COUNT: 23,
+  KV_DTYPE: 23,
+  KV_BLOCKS: 24,
+  KV_BLOCK_SIZE: 25,
+  COUNT: 26,
 } as const;
 
 export const ARCH_OPT = 1;
@@ -175,6 +179,10 @@ const SYMBOLS = {
     args: [FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr],
     returns: FFIType.i32,
   },
+  skd_engine_kv_reserve: { args: [FFIType.ptr, FFIType.i32, FFIType.i64_fast], returns: FFIType.i32 },
+  skd_engine_kv_stats: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_engine_kv_slot_stats: { args: [FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_engine_kv_check: { args: [FFIType.ptr], returns: FFIType.i32 },
 } as const;
 
 type Lib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
@@ -279,6 +287,28 @@ export class NativeBackend {
     this.check("skd_engine_create", this.#lib.skd_engine_create(c, Cfg.COUNT, out));
     return new NativeEngine(this, this.#lib, Number(out[0]) as Pointer, cfg[Cfg.VOCAB]!);
   }
+}
+
+const KV_STATS_COUNT = 10;
+
+/** The KV pool (skd_kv_stat of skipdecode.h): bytes, and blocks of `blockSize` positions. */
+export interface KvPoolStats {
+  poolBytes: number;
+  /** Bytes of the blocks sequences own. */
+  usedBytes: number;
+  /** Bytes promised to sequences: per slot the larger of its reservation and what it owns. */
+  reservedBytes: number;
+  /** Positions per block. */
+  blockSize: number;
+  blockBytes: number;
+  blocks: number;
+  /** Blocks no sequence owns. */
+  blocksFree: number;
+  /** Blocks neither owned nor promised: the most a new reservation can take. */
+  blocksAvailable: number;
+  dtype: DTypeCode;
+  /** false for a contiguous cache allocated whole at create (CUDA). */
+  paged: boolean;
 }
 
 const registry = new FinalizationRegistry<{ free: () => void }>((h) => h.free());
@@ -393,6 +423,43 @@ export class NativeEngine {
     const b = new Int32Array(1);
     this.backend.check("slot_info", this.#lib.skd_engine_slot_info(this.#h("slotInfo"), slot, layer, a, b));
     return { len: a[0]!, kvLen: b[0]! };
+  }
+
+  /** Sets a slot's KV reservation to `blocks` (skd_engine_kv_reserve); throws NativeError(KV_FULL) when the pool cannot promise them. */
+  kvReserve(slot: number, blocks: number): void {
+    if (!Number.isSafeInteger(blocks) || blocks < 0) throw new Error(`kvReserve: blocks must be a non-negative integer, got ${blocks}`);
+    this.backend.check("kv_reserve", this.#lib.skd_engine_kv_reserve(this.#h("kvReserve"), slot, blocks));
+  }
+
+  /** The KV pool's numbers (skd_engine_kv_stats). */
+  kvStats(): KvPoolStats {
+    const o = new BigInt64Array(KV_STATS_COUNT);
+    this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), o, KV_STATS_COUNT));
+    const n = (i: number) => Number(o[i]);
+    return {
+      poolBytes: n(0),
+      usedBytes: n(1),
+      reservedBytes: n(2),
+      blockSize: n(3),
+      blockBytes: n(4),
+      blocks: n(5),
+      blocksFree: n(6),
+      blocksAvailable: n(7),
+      dtype: n(8) as DTypeCode,
+      paged: n(9) === 1,
+    };
+  }
+
+  /** One slot's KV blocks: owned now, peak since its last reset, reserved (skd_engine_kv_slot_stats). */
+  kvSlotStats(slot: number): { owned: number; peak: number; reserved: number } {
+    const o = new BigInt64Array(3);
+    this.backend.check("kv_slot_stats", this.#lib.skd_engine_kv_slot_stats(this.#h("kvSlotStats"), slot, o, 3));
+    return { owned: Number(o[0]), peak: Number(o[1]), reserved: Number(o[2]) };
+  }
+
+  /** Verifies the KV pool's invariants (skd_engine_kv_check); throws NativeError(STATE) naming the first violation. */
+  kvCheck(): void {
+    this.backend.check("kv_check", this.#lib.skd_engine_kv_check(this.#h("kvCheck")));
   }
 
   get freed(): boolean {

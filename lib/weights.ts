@@ -7,6 +7,7 @@
 import type { ModelSpec } from "./checkpoint/config.ts";
 import { familyWeights, modelConfig } from "./checkpoint/family.ts";
 import { findNonFinite } from "./checkpoint/finite.ts";
+import { KV_DTYPE_CODES, type KvDType } from "./kv.ts";
 import { CheckpointTensors, fromFloat32, toFloat32 } from "./checkpoint/safetensors.ts";
 import { type BackendName, Cfg, chooseBackend, DType, type DTypeCode, type NativeEngine } from "./native.ts";
 
@@ -23,6 +24,12 @@ export interface EngineOptions {
   maxBatchTokens: number;
   /** Scan every tensor for NaN/Inf before it is copied in. */
   checkWeights: boolean;
+  /** KV storage (default: the backend's, float16 on the CPU); lib/kv.ts. */
+  kvDtype?: KvDType;
+  /** Blocks in the KV pool (default 0: every slot at full depth and length). */
+  kvBlocks?: number;
+  /** Positions per KV block (default 0: the engine's, 16). */
+  kvBlockSize?: number;
 }
 
 /** Whether every F32 value in `data` is finite and within float16's range. */
@@ -60,6 +67,9 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
   cfg[Cfg.MAX_ROWS] = maxStepRows(options);
   cfg[Cfg.THREADS] = options.threads;
   cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
+  cfg[Cfg.KV_DTYPE] = options.kvDtype ? KV_DTYPE_CODES[options.kvDtype] : 0;
+  cfg[Cfg.KV_BLOCKS] = options.kvBlocks ?? 0;
+  cfg[Cfg.KV_BLOCK_SIZE] = options.kvBlockSize ?? 0;
   const ckpt = CheckpointTensors.open(dir);
   let engine: NativeEngine | null = null;
   try {

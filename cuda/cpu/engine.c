@@ -4,15 +4,18 @@
  *
  * Memory layout
  *   weights      as loaded (F32/F16/BF16), [out, in] row-major; norm params and biases fp32
- *   k, v cache   fp32 [slot][layer][pos][kd]   (kd = KV heads × head_dim)
+ *   KV cache     a pool of blocks, each the keys and values of B positions of
+ *                one layer (kd = KV heads × head_dim), f16 by default; a block
+ *                table per (slot, layer) (kv.h, docs/kv-cache.md)
  *   x            fp32 [max_rows, d]: each row's hidden state through the layers
  *
  * A step (skd_engine_step):
- *   plan     validate rows and KV bookkeeping (plan.h); refuse before any math
+ *   plan     validate rows and KV bookkeeping (plan.h), take the blocks the new
+ *            positions need (kv.h); refuse before any math
  *   embed    x[r] = project_in(embed_tokens[tok]) (+ embed_positions[pos + offset])
  *   rotary   cos/sin of every row's position, once per step
  *   layer l  gather the rows whose range contains l, run the block on them,
- *            write their K/V at (slot, l, pos), scatter the results back
+ *            write their K/V at (slot, l, pos) in its block, scatter the results back
  *   head     for rows that want logits: final norm, project_out, LM head
  */
 #define _GNU_SOURCE
@@ -21,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kv.h"
 #include "ops.h"
 #include "plan.h"
 #include "pool.h"
@@ -49,7 +53,7 @@ struct skd_engine {
     int finalized;
     int64_t weight_bytes;
 
-    float *k_cache, *v_cache;
+    skd_kv_cache kv;
     skd_slot *slots;
     int32_t *kv_len; /* [max_slots × L] */
     int32_t *plan_scratch;
@@ -136,7 +140,8 @@ SKD_API void skd_engine_free(skd_engine *e) {
             for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
         }
     }
-    void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
+    skd_kv_destroy(&e->kv);
+    void *rest[] = { e->layers, e->have, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
                      e->t, e->q, e->k, e->v, e->att, e->h, e->g, e->e, e->rope, e->act, e->att_scratch,
                      e->head, e->sample_f, e->sample_i };
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
@@ -153,12 +158,9 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory");
     e->s = s;
     const int L = s.n_layers, d = s.d, R = s.max_rows;
-    const size_t kv = (size_t)s.max_slots * L * s.max_seq * s.kv_dim;
     int ok = 1;
     e->layers = xcalloc((size_t)L, sizeof(layer_weights), &ok);
     e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &ok);
-    e->k_cache = xcalloc(kv, sizeof(float), &ok);
-    e->v_cache = xcalloc(kv, sizeof(float), &ok);
     e->slots = xcalloc((size_t)s.max_slots, sizeof(skd_slot), &ok);
     e->kv_len = xcalloc((size_t)s.max_slots * L, sizeof(int32_t), &ok);
     e->plan_scratch = xcalloc((size_t)s.max_slots * (L + 2), sizeof(int32_t), &ok);
@@ -180,9 +182,12 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     e->sample_i = xcalloc(SKD_SAMPLE_SCRATCH_I(s.vocab), sizeof(int32_t), &ok);
     if (!ok) {
         skd_engine_free(e);
-        return skd_fail(SKD_ERR_OUT_OF_MEMORY,
-                        "engine: out of memory allocating the KV cache (%zu MiB for %d slots × %d positions) and scratch",
-                        kv * 2 * sizeof(float) >> 20, s.max_slots, s.max_seq);
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating scratch for %d rows and %d slots", R,
+                        s.max_slots);
+    }
+    if ((st = skd_kv_init(&e->kv, &s, s.kv_dtype ? s.kv_dtype : SKD_DTYPE_F16))) {
+        skd_engine_free(e);
+        return st;
     }
     for (int i = 0; i < s.max_slots; i++) e->slots[i].kv_len = e->kv_len + (size_t)i * L;
     e->pool = skd_pool_create(cpu_threads(s.threads));
@@ -300,6 +305,7 @@ SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
 
 SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (slot >= 0 && slot < e->s.max_slots) skd_kv_reset(&e->kv, &e->s, slot, e->slots[slot].kv_len);
     return skd_slot_reset(&e->s, e->slots, slot);
 }
 
@@ -307,6 +313,28 @@ SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t laye
                                  int32_t *out_kv_len) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
+}
+
+/* ---- the KV pool (kv.h) ---------------------------------------------------- */
+
+SKD_API int skd_engine_kv_reserve(skd_engine *e, int32_t slot, int64_t blocks) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_reserve(&e->kv.ledger, &e->s, slot, blocks);
+}
+
+SKD_API int skd_engine_kv_stats(const skd_engine *e, int64_t *out, int32_t n) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_stats(&e->kv.ledger, e->kv.dtype, 1, e->kv.n_free, out, n);
+}
+
+SKD_API int skd_engine_kv_slot_stats(const skd_engine *e, int32_t slot, int64_t *out, int32_t n) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_slot_stats(&e->kv.ledger, &e->s, slot, out, n);
+}
+
+SKD_API int skd_engine_kv_check(const skd_engine *e) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_verify(&e->kv, &e->s, e->slots);
 }
 
 /* ---- attention ---------------------------------------------------------------- */
@@ -320,44 +348,22 @@ typedef struct {
 
 /* att[i, head] = softmax(q·K[0..pos]ᵀ) · V[0..pos] for each (active row i, head),
  * q already scaled by head_dim^-1/2; query head `head` reads KV head
- * head / (n_heads / n_kv_heads). Work items (i, head) split across threads. */
+ * head / (n_heads / n_kv_heads) from the row's blocks (skd_kv_attend). Work
+ * items (i, head) split across threads. */
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_args *a = ctx;
     skd_engine *e = a->e;
     const skd_shape *s = &e->s;
-    const int kd = s->kv_dim, qd = s->q_dim, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
+    const int qd = s->q_dim, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
     float *sc = e->att_scratch + (size_t)ith * s->max_seq;
     long w0, w1;
     skd_split((long)a->m * s->n_heads, ith, nth, &w0, &w1);
     for (long w = w0; w < w1; w++) {
         const int i = (int)(w / s->n_heads), head = (int)(w % s->n_heads);
         const int32_t *r = a->rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
-        const int pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
-        const size_t base = ((size_t)slot * s->n_layers + a->layer) * s->max_seq * kd + (size_t)(head / group) * hd;
-        const float *q = e->q + (size_t)i * qd + (size_t)head * hd;
-        float mx = -INFINITY;
-        for (int p = 0; p <= pos; p++) {
-            const float *k = e->k_cache + base + (size_t)p * kd;
-            float dotv = 0.f;
-#pragma omp simd reduction(+ : dotv)
-            for (int j = 0; j < hd; j++) dotv += q[j] * k[j];
-            sc[p] = dotv;
-            if (dotv > mx) mx = dotv;
-        }
-        float sum = 0.f;
-        for (int p = 0; p <= pos; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        const float inv = 1.0f / sum;
-        float *o = e->att + (size_t)i * qd + (size_t)head * hd;
-        for (int j = 0; j < hd; j++) o[j] = 0.f;
-        for (int p = 0; p <= pos; p++) {
-            const float *v = e->v_cache + base + (size_t)p * kd;
-            const float pw = sc[p] * inv;
-#pragma omp simd
-            for (int j = 0; j < hd; j++) o[j] += pw * v[j];
-        }
+        const size_t at = (size_t)i * qd + (size_t)head * hd;
+        skd_kv_attend(&e->kv, e->kernel, r[SKD_ROW_SLOT], a->layer, head / group, hd, r[SKD_ROW_POS] + 1, e->q + at, sc,
+                      e->att + at);
     }
 }
 
@@ -416,9 +422,7 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     for (size_t i = 0; i < (size_t)m * s->q_dim; i++) e->q[i] *= scale;
     for (int i = 0; i < m; i++) { /* write this layer's K/V for the active rows */
         const int32_t *r = rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
-        const size_t off = (((size_t)r[SKD_ROW_SLOT] * s->n_layers + l) * s->max_seq + r[SKD_ROW_POS]) * kd;
-        memcpy(e->k_cache + off, e->k + (size_t)i * kd, sizeof(float) * kd);
-        memcpy(e->v_cache + off, e->v + (size_t)i * kd, sizeof(float) * kd);
+        skd_kv_write(&e->kv, r[SKD_ROW_SLOT], l, r[SKD_ROW_POS], e->k + (size_t)i * kd, e->v + (size_t)i * kd);
     }
     attn_args aa = { e, rows, m, l };
     skd_pool_run(e->pool, attn_task, &aa);
@@ -473,9 +477,11 @@ static int step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float 
     int32_t n_logits = 0, n_sample = 0, n_lp = 0;
     int st = allow_lp ? skd_plan_logprobs(rows, n_rows, n_top, lp_values != NULL, lp_ids != NULL, &n_lp) : SKD_OK;
     if (st) return st;
-    st = skd_plan_rows_ex(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, allow_lp, e->plan_scratch,
-                          &n_logits, &n_sample);
+    st = skd_plan_check(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, allow_lp, e->plan_scratch,
+                        &n_logits, &n_sample);
     if (st) return st;
+    if ((st = skd_kv_step(&e->kv, s, e->slots, e->plan_scratch))) return st; /* the blocks, or SKD_ERR_KV_FULL */
+    skd_plan_apply(s, e->slots, e->plan_scratch);
     if (n_rows == 0) return SKD_OK;
     const int d = s->d, de = s->embed_dim, L = s->n_layers, V = s->vocab;
 
