@@ -127,6 +127,22 @@ export const MAX_TOP_LOGPROBS = 20;
 /** Per-row float parameters (skd_param_field). */
 export const Param = { TEMPERATURE: 0, TOP_P: 1, FIELDS: 2 } as const;
 
+/** Fields of skd_engine_kv_stats (skd_kv_stat) and skd_engine_kv_slot_stats (skd_kv_slot_stat), SKD_KV_-prefixed in the header. */
+export const KvStat = {
+  POOL_BYTES: 0,
+  USED_BYTES: 1,
+  RESERVED_BYTES: 2,
+  BLOCK_SIZE: 3,
+  BLOCK_BYTES: 4,
+  BLOCKS: 5,
+  BLOCKS_FREE: 6,
+  BLOCKS_AVAILABLE: 7,
+  DTYPE: 8,
+  PAGED: 9,
+  STATS_COUNT: 10,
+} as const;
+export const KvSlotStat = { SLOT_OWNED: 0, SLOT_PEAK: 1, SLOT_RESERVED: 2, SLOT_STATS_COUNT: 3 } as const;
+
 const STATUS_NAMES: Record<number, string> = Object.fromEntries(
   Object.entries(Status).map(([k, v]) => [v, `SKD_${k === "OK" ? "OK" : "ERR_" + k}`]),
 );
@@ -289,8 +305,6 @@ export class NativeBackend {
   }
 }
 
-const KV_STATS_COUNT = 10;
-
 /** The KV pool (skd_kv_stat of skipdecode.h): bytes, and blocks of `blockSize` positions. */
 export interface KvPoolStats {
   poolBytes: number;
@@ -433,28 +447,28 @@ export class NativeEngine {
 
   /** The KV pool's numbers (skd_engine_kv_stats). */
   kvStats(): KvPoolStats {
-    const o = new BigInt64Array(KV_STATS_COUNT);
-    this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), o, KV_STATS_COUNT));
+    const o = new BigInt64Array(KvStat.STATS_COUNT);
+    this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), o, KvStat.STATS_COUNT));
     const n = (i: number) => Number(o[i]);
     return {
-      poolBytes: n(0),
-      usedBytes: n(1),
-      reservedBytes: n(2),
-      blockSize: n(3),
-      blockBytes: n(4),
-      blocks: n(5),
-      blocksFree: n(6),
-      blocksAvailable: n(7),
-      dtype: n(8) as DTypeCode,
-      paged: n(9) === 1,
+      poolBytes: n(KvStat.POOL_BYTES),
+      usedBytes: n(KvStat.USED_BYTES),
+      reservedBytes: n(KvStat.RESERVED_BYTES),
+      blockSize: n(KvStat.BLOCK_SIZE),
+      blockBytes: n(KvStat.BLOCK_BYTES),
+      blocks: n(KvStat.BLOCKS),
+      blocksFree: n(KvStat.BLOCKS_FREE),
+      blocksAvailable: n(KvStat.BLOCKS_AVAILABLE),
+      dtype: n(KvStat.DTYPE) as DTypeCode,
+      paged: n(KvStat.PAGED) === 1,
     };
   }
 
   /** One slot's KV blocks: owned now, peak since its last reset, reserved (skd_engine_kv_slot_stats). */
   kvSlotStats(slot: number): { owned: number; peak: number; reserved: number } {
-    const o = new BigInt64Array(3);
-    this.backend.check("kv_slot_stats", this.#lib.skd_engine_kv_slot_stats(this.#h("kvSlotStats"), slot, o, 3));
-    return { owned: Number(o[0]), peak: Number(o[1]), reserved: Number(o[2]) };
+    const o = new BigInt64Array(KvSlotStat.SLOT_STATS_COUNT);
+    this.backend.check("kv_slot_stats", this.#lib.skd_engine_kv_slot_stats(this.#h("kvSlotStats"), slot, o, o.length));
+    return { owned: Number(o[KvSlotStat.SLOT_OWNED]), peak: Number(o[KvSlotStat.SLOT_PEAK]), reserved: Number(o[KvSlotStat.SLOT_RESERVED]) };
   }
 
   /** Verifies the KV pool's invariants (skd_engine_kv_check); throws NativeError(STATE) naming the first violation. */

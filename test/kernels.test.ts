@@ -1,6 +1,7 @@
 /**
- * Every CPU matmul kernel this machine runs passes the engine and generation
- * suites: the default run uses the best kernel; this file re-runs those
+ * Every CPU matmul kernel this machine runs passes the engine, generation
+ * and KV-cache suites (the attention over the KV cache follows the kernel
+ * choice too): the default run uses the best kernel; this file re-runs those
  * suites in child processes with SKIPDECODE_CPU_KERNEL forcing each other
  * kernel (the portable reference always; AVX2 where AVX-512 is the default).
  */
@@ -26,7 +27,7 @@ describe("CPU kernels", () => {
         stdout: "pipe",
       });
       expect(name.stdout.toString().trim()).toEndWith(`${kernel} kernels`);
-      const p = Bun.spawnSync(["bun", "test", "--timeout", "120000", "test/engine.test.ts", "test/generate.test.ts"], {
+      const p = Bun.spawnSync(["bun", "test", "--timeout", "120000", "test/engine.test.ts", "test/generate.test.ts", "test/kv.test.ts"], {
         cwd: root,
         env,
         stdout: "pipe",

@@ -62,7 +62,7 @@ struct skd_engine {
     float *x, *xa, *t, *q, *k, *v, *att, *h, *g, *e;
     float *rope;         /* [max_rows][head_dim]: cos of the pairs, then sin, for each step row */
     int32_t *act;        /* active row indices of the current layer */
-    float *att_scratch;  /* per-thread scores, max_seq each */
+    float *att_scratch;  /* per-thread scores, (n_heads / n_kv_heads) × max_seq each */
     float *head;         /* [head_rows, vocab] logits of rows that sample but want no logits out */
     int head_rows;
     float *sample_f;     /* sampling scratch */
@@ -197,7 +197,7 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     }
     e->nth = skd_pool_size(e->pool);
     e->kernel = cpu_kernel();
-    e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &ok);
+    e->att_scratch = xcalloc((size_t)e->nth * (s.n_heads / s.n_kv_heads) * s.max_seq, sizeof(float), &ok);
     if (!ok) {
         skd_engine_free(e);
         return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating thread scratch");
@@ -348,22 +348,26 @@ typedef struct {
 
 /* att[i, head] = softmax(q·K[0..pos]ᵀ) · V[0..pos] for each (active row i, head),
  * q already scaled by head_dim^-1/2; query head `head` reads KV head
- * head / (n_heads / n_kv_heads) from the row's blocks (skd_kv_attend). Work
- * items (i, head) split across threads. */
+ * head / group (group = n_heads / n_kv_heads) from the row's blocks
+ * (skd_kv_attend). A work item is a row's KV head with the `group` query heads
+ * that read it, so its keys and values are read once for all of them; with
+ * fewer such items than threads, one query head per item. Items split across
+ * threads; a head's numbers are the same either way. */
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_args *a = ctx;
     skd_engine *e = a->e;
     const skd_shape *s = &e->s;
     const int qd = s->q_dim, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
-    float *sc = e->att_scratch + (size_t)ith * s->max_seq;
+    const int per = (long)a->m * s->n_kv_heads >= nth ? group : 1, items = s->n_heads / per; /* heads per item, items per row */
+    float *sc = e->att_scratch + (size_t)ith * group * s->max_seq;
     long w0, w1;
-    skd_split((long)a->m * s->n_heads, ith, nth, &w0, &w1);
+    skd_split((long)a->m * items, ith, nth, &w0, &w1);
     for (long w = w0; w < w1; w++) {
-        const int i = (int)(w / s->n_heads), head = (int)(w % s->n_heads);
+        const int i = (int)(w / items), head = (int)(w % items) * per;
         const int32_t *r = a->rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
         const size_t at = (size_t)i * qd + (size_t)head * hd;
-        skd_kv_attend(&e->kv, e->kernel, r[SKD_ROW_SLOT], a->layer, head / group, hd, r[SKD_ROW_POS] + 1, e->q + at, sc,
-                      e->att + at);
+        skd_kv_attend(&e->kv, e->kernel, r[SKD_ROW_SLOT], a->layer, head / group, per, hd, r[SKD_ROW_POS] + 1, e->q + at,
+                      sc, e->att + at);
     }
 }
 

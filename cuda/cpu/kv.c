@@ -17,11 +17,13 @@ int skd_kv_init(skd_kv_cache *c, const skd_shape *s, int dtype) {
     c->n_layers = s->n_layers;
     c->max_slots = s->max_slots;
     c->per_table = (int32_t)skd_kv_blocks_for(s->max_seq, s->kv_block_size);
+    const double pool_bytes = 2.0 * s->kv_block_size * s->kv_dim * (double)c->esize * (double)s->kv_blocks;
+    if (pool_bytes > 0x1p50) /* no machine has a petabyte: refuse before any arithmetic can overflow */
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "the KV pool would take %.3g bytes (%lld blocks of %d positions × %d × 2)",
+                        pool_bytes, (long long)s->kv_blocks, s->kv_block_size, s->kv_dim);
     const int64_t block_bytes = 2 * (int64_t)s->kv_block_size * s->kv_dim * (int64_t)c->esize;
     int st = skd_kv_ledger_init(&c->ledger, s, block_bytes);
     if (st) return st;
-    if (s->kv_blocks > 2147483647)
-        return skd_fail(SKD_ERR_INVALID_ARG, "KV_BLOCKS = %lld exceeds 2^31 - 1", (long long)s->kv_blocks);
     const size_t n_tables = (size_t)s->max_slots * s->n_layers * (size_t)c->per_table;
     /* calloc of a large pool maps zero pages: memory is committed only as blocks are first written */
     c->data = calloc((size_t)s->kv_blocks, (size_t)block_bytes);
@@ -142,66 +144,91 @@ void skd_kv_write(const skd_kv_cache *c, int slot, int layer, int pos, const flo
     store_row(blk + (size_t)(B + pos % B) * row, c->dtype, v, c->kd);
 }
 
-static inline float widen(const void *p, int dtype, int j) {
-    if (dtype == SKD_DTYPE_F32) return ((const float *)p)[j];
-    if (dtype == SKD_DTYPE_BF16) return skd_bf16_to_f32(((const uint16_t *)p)[j]);
-    return skd_f16_to_f32(((const uint16_t *)p)[j]);
+/* dst[0..n) = n stored 16-bit elements as fp32. float16: the bits of exponent and
+ * mantissa placed in a float32 and scaled by 2^112 rebias normals and
+ * subnormals exactly; exponent 31 is infinity or NaN. Branch-free, so the
+ * compiler vectorises it. */
+static void widen_row(float *dst, const void *src, int dtype, int n) {
+    const uint16_t *h = src;
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        if (dtype == SKD_DTYPE_BF16) {
+            u = (uint32_t)h[i] << 16;
+        } else {
+            const uint32_t em = (uint32_t)(h[i] & 0x7fffu) << 13;
+            float f;
+            memcpy(&f, &em, 4);
+            f *= 0x1p112f;
+            memcpy(&u, &f, 4);
+            u = (h[i] & 0x7c00u) == 0x7c00u ? em | 0x7f800000u : u;
+            u |= (uint32_t)(h[i] & 0x8000u) << 16;
+        }
+        memcpy(dst + i, &u, 4);
+    }
 }
 
-/* The reference: scores, max-subtracted softmax, weighted sum of values, in
- * fp32, block by block in position order. */
-static void attend_portable(const skd_kv_cache *c, int slot, int layer, int kvh, int hd, int n, const float *q,
+/* n stored elements at src as fp32: src itself for float32, else widened into buf. */
+static const float *row_f32(float *buf, const void *src, int dtype, int n) {
+    if (dtype == SKD_DTYPE_F32) return src;
+    widen_row(buf, src, dtype, n);
+    return buf;
+}
+
+/* The reference, one head at a time: scores, max-subtracted softmax,
+ * weighted sum of values, in fp32, block by block in position order. */
+static void attend_portable(const skd_kv_cache *c, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
                             float *sc, float *out) {
     const int B = c->block_size, dt = c->dtype;
     const size_t row = (size_t)c->kd * c->esize, head = (size_t)kvh * hd * c->esize;
-    float mx = -INFINITY;
-    for (int p0 = 0; p0 < n; p0 += B) {
-        const unsigned char *kb = skd_kv_block(c, slot, layer, p0 / B) + head;
-        const int m = n - p0 < B ? n - p0 : B;
-        for (int t = 0; t < m; t++) {
-            const void *k = kb + (size_t)t * row;
-            float dotv = 0.f;
-            if (dt == SKD_DTYPE_F32) {
-                const float *kf = k;
+    float kv[512]; /* one widened row of a head: head_dim <= 512 here, else in pieces */
+    for (int i = 0; i < g; i++) {
+        const float *qi = q + (size_t)i * hd;
+        float *o = out + (size_t)i * hd;
+        float mx = -INFINITY;
+        for (int p0 = 0; p0 < n; p0 += B) {
+            const unsigned char *kb = skd_kv_block(c, slot, layer, p0 / B) + head;
+            const int m = n - p0 < B ? n - p0 : B;
+            for (int t = 0; t < m; t++) {
+                float dotv = 0.f;
+                for (int j0 = 0; j0 < hd; j0 += 512) {
+                    const int w = hd - j0 < 512 ? hd - j0 : 512;
+                    const float *k = row_f32(kv, kb + (size_t)t * row + (size_t)j0 * c->esize, dt, w);
 #pragma omp simd reduction(+ : dotv)
-                for (int j = 0; j < hd; j++) dotv += q[j] * kf[j];
-            } else {
-                for (int j = 0; j < hd; j++) dotv += q[j] * widen(k, dt, j);
+                    for (int j = 0; j < w; j++) dotv += qi[j0 + j] * k[j];
+                }
+                sc[p0 + t] = dotv;
+                if (dotv > mx) mx = dotv;
             }
-            sc[p0 + t] = dotv;
-            if (dotv > mx) mx = dotv;
         }
-    }
-    float sum = 0.f;
-    for (int p = 0; p < n; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
-    const float inv = 1.0f / sum;
-    for (int j = 0; j < hd; j++) out[j] = 0.f;
-    for (int p0 = 0; p0 < n; p0 += B) {
-        const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
-        const int m = n - p0 < B ? n - p0 : B;
-        for (int t = 0; t < m; t++) {
-            const void *v = vb + (size_t)t * row;
-            const float pw = sc[p0 + t] * inv;
-            if (dt == SKD_DTYPE_F32) {
-                const float *vf = v;
+        float sum = 0.f;
+        for (int p = 0; p < n; p++) {
+            sc[p] = expf(sc[p] - mx);
+            sum += sc[p];
+        }
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < hd; j++) o[j] = 0.f;
+        for (int p0 = 0; p0 < n; p0 += B) {
+            const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
+            const int m = n - p0 < B ? n - p0 : B;
+            for (int t = 0; t < m; t++) {
+                const float pw = sc[p0 + t] * inv;
+                for (int j0 = 0; j0 < hd; j0 += 512) {
+                    const int w = hd - j0 < 512 ? hd - j0 : 512;
+                    const float *v = row_f32(kv, vb + (size_t)t * row + (size_t)j0 * c->esize, dt, w);
 #pragma omp simd
-                for (int j = 0; j < hd; j++) out[j] += pw * vf[j];
-            } else {
-                for (int j = 0; j < hd; j++) out[j] += pw * widen(v, dt, j);
+                    for (int j = 0; j < w; j++) o[j0 + j] += pw * v[j];
+                }
             }
         }
     }
 }
 
-void skd_kv_attend(const skd_kv_cache *c, int kernel, int slot, int layer, int kvh, int hd, int n, const float *q,
+void skd_kv_attend(const skd_kv_cache *c, int kernel, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
                    float *sc, float *out) {
     if (kernel == SKD_KERNEL_AVX2 || kernel == SKD_KERNEL_AVX512)
-        skd_kv_attend_avx2(c, slot, layer, kvh, hd, n, q, sc, out);
+        skd_kv_attend_avx2(c, slot, layer, kvh, g, hd, n, q, sc, out);
     else
-        attend_portable(c, slot, layer, kvh, hd, n, q, sc, out);
+        attend_portable(c, slot, layer, kvh, g, hd, n, q, sc, out);
 }
 
 int skd_kv_verify(const skd_kv_cache *c, const skd_shape *s, const skd_slot *slots) {

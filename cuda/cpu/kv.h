@@ -55,11 +55,14 @@ void skd_kv_reset(skd_kv_cache *c, const skd_shape *s, int slot, const int32_t *
  * the step owns a block for. */
 void skd_kv_write(const skd_kv_cache *c, int slot, int layer, int pos, const float *k, const float *v);
 
-/* out[hd] = softmax(q · K[0..n)ᵀ) · V[0..n) over KV head `kvh` of (slot,
- * layer) for its first n positions; q[hd] already scaled; sc: n floats of
- * scratch. fp32 arithmetic whatever the storage. `kernel`: SKD_KERNEL_*
- * (ops.h); AVX2 and AVX-512 CPUs take kv_avx2.c's path. */
-void skd_kv_attend(const skd_kv_cache *c, int kernel, int slot, int layer, int kvh, int hd, int n, const float *q,
+/* For the g query heads i = 0..g-1 that read KV head `kvh` of (slot, layer):
+ *   out[i·hd ..] = softmax(q_i · K[0..n)ᵀ) · V[0..n)   over its first n positions,
+ * q [g, hd] already scaled, out [g, hd]; sc: g × n floats of scratch. fp32
+ * arithmetic whatever the storage; every head's numbers are the same whether
+ * it comes alone (g = 1) or in a group. `kernel`: SKD_KERNEL_* (ops.h); AVX2
+ * and AVX-512 CPUs take kv_avx2.c's path, which reads each key and value
+ * once for the whole group. */
+void skd_kv_attend(const skd_kv_cache *c, int kernel, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
                    float *sc, float *out);
 
 /* skd_engine_kv_check's work: every block free or owned by exactly one
@@ -74,7 +77,7 @@ static inline const unsigned char *skd_kv_block(const skd_kv_cache *c, int slot,
     return c->data + (size_t)id * (size_t)c->ledger.block_bytes;
 }
 
-void skd_kv_attend_avx2(const skd_kv_cache *c, int slot, int layer, int kvh, int hd, int n, const float *q, float *sc,
-                        float *out);
+void skd_kv_attend_avx2(const skd_kv_cache *c, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
+                        float *sc, float *out);
 
 #endif

@@ -3,10 +3,12 @@
  * path when the CPU runs the AVX2 or AVX-512 matmul kernels (which imply
  * F16C).
  *
- * Per (row, head): scores q·k for every position (8 lanes of the head at a
- * time; f16 keys widened by vcvtph2ps, bf16 by a shift), a max-subtracted
- * softmax whose exponentials are 8 at a time (exp8 below), then the weighted
- * sum of values accumulated in registers.
+ * Per (row, KV head), for the query heads that share it (grouped-query
+ * attention reads each key and value once for the group): scores q·k for
+ * every position (8 lanes of the head at a time; f16 keys widened by
+ * vcvtph2ps, bf16 by a shift), a max-subtracted softmax whose exponentials
+ * are 8 at a time (exp8 below), then the weighted sum of values accumulated
+ * in registers, 16 lanes at a time.
  *
  * Napkin math, OPT-350m shape (24 layers, kd = 1024) at 2048 context: one
  * token reads 2 × 24 × 2048 × 1024 elements of K and V: 403 MB in fp32,
@@ -77,27 +79,35 @@ INLINE __m256 exp8(__m256 x) {
     return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
-INLINE void attend(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int hd, int n, const float *q, float *sc,
-                   float *out) {
+/* Scores of GC query heads (q [GC, hd]) against every position: each key row is
+ * loaded and widened once for the GC heads; sc[i·n + p]; mx[i] their maxima. */
+INLINE void scores(const skd_kv_cache *c, int dt, int slot, int layer, size_t head, int hd, int n, const float *q,
+                   int GC, float *sc, float *mx) {
     const int B = c->block_size, h8 = hd & ~7;
-    const size_t row = (size_t)c->kd * c->esize, head = (size_t)kvh * hd * c->esize;
-    /* scores */
-    float mx = -INFINITY;
+    const size_t row = (size_t)c->kd * c->esize;
+    for (int i = 0; i < GC; i++) mx[i] = -INFINITY;
     for (int p0 = 0; p0 < n; p0 += B) {
         const unsigned char *kb = skd_kv_block(c, slot, layer, p0 / B) + head;
         const int m = n - p0 < B ? n - p0 : B;
         for (int t = 0; t < m; t++) {
             const void *k = kb + (size_t)t * row;
-            __m256 acc = _mm256_setzero_ps();
-            int j = 0;
-            for (; j < h8; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), load8(k, dt, j), acc);
-            float dotv = hsum(acc);
-            for (; j < hd; j++) dotv += q[j] * load1(k, dt, j);
-            sc[p0 + t] = dotv;
-            if (dotv > mx) mx = dotv;
+            __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
+            for (int j = 0; j < h8; j += 8) {
+                const __m256 kv = load8(k, dt, j);
+                for (int i = 0; i < GC; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)i * hd + j), kv, acc[i]);
+            }
+            for (int i = 0; i < GC; i++) {
+                float dotv = hsum(acc[i]);
+                for (int j = h8; j < hd; j++) dotv += q[(size_t)i * hd + j] * load1(k, dt, j);
+                sc[(size_t)i * n + p0 + t] = dotv;
+                if (dotv > mx[i]) mx[i] = dotv;
+            }
         }
     }
-    /* softmax weights, unnormalised */
+}
+
+/* sc[0..n) = exp(sc − mx), 8 at a time; returns 1 / their sum. */
+INLINE float softmax_weights(float *sc, int n, float mx) {
     const __m256 vmx = _mm256_set1_ps(mx);
     __m256 vsum = _mm256_setzero_ps();
     int p = 0;
@@ -111,39 +121,79 @@ INLINE void attend(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, 
         sc[p] = expf(sc[p] - mx);
         sum += sc[p];
     }
-    const float inv = 1.0f / sum;
-    /* weighted values, 64 lanes of the head in registers at a time */
-    for (int j0 = 0; j0 < h8; j0 += 64) {
-        const int w8 = h8 - j0 < 64 ? (h8 - j0) / 8 : 8;
-        __m256 o[8];
-        for (int u = 0; u < 8; u++) o[u] = _mm256_setzero_ps();
+    return 1.0f / sum;
+}
+
+/* out [GC, hd] = Σ_p sc[i·n + p] · V[p] · inv[i]: 16 lanes of the head at a
+ * time for the GC heads (2·GC accumulators), each value widened once. */
+INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, size_t head, int hd, int n,
+                            const float *sc, const float *inv, int GC, float *out) {
+    const int B = c->block_size, h8 = hd & ~7;
+    const size_t row = (size_t)c->kd * c->esize;
+    for (int j0 = 0; j0 < h8; j0 += 16) {
+        const int two = h8 - j0 >= 16;
+        __m256 o[4][2];
+        for (int i = 0; i < 4; i++) o[i][0] = o[i][1] = _mm256_setzero_ps();
         for (int p0 = 0; p0 < n; p0 += B) {
             const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
             const int m = n - p0 < B ? n - p0 : B;
             for (int t = 0; t < m; t++) {
                 const void *v = vb + (size_t)t * row;
-                const __m256 pw = _mm256_set1_ps(sc[p0 + t]);
-                for (int u = 0; u < w8; u++) o[u] = _mm256_fmadd_ps(pw, load8(v, dt, j0 + 8 * u), o[u]);
+                const __m256 v0 = load8(v, dt, j0), v1 = two ? load8(v, dt, j0 + 8) : _mm256_setzero_ps();
+                for (int i = 0; i < GC; i++) {
+                    const __m256 w = _mm256_set1_ps(sc[(size_t)i * n + p0 + t]);
+                    o[i][0] = _mm256_fmadd_ps(w, v0, o[i][0]);
+                    o[i][1] = _mm256_fmadd_ps(w, v1, o[i][1]);
+                }
             }
         }
-        const __m256 vinv = _mm256_set1_ps(inv);
-        for (int u = 0; u < w8; u++) _mm256_storeu_ps(out + j0 + 8 * u, _mm256_mul_ps(o[u], vinv));
+        for (int i = 0; i < GC; i++) {
+            const __m256 s = _mm256_set1_ps(inv[i]);
+            _mm256_storeu_ps(out + (size_t)i * hd + j0, _mm256_mul_ps(o[i][0], s));
+            if (two) _mm256_storeu_ps(out + (size_t)i * hd + j0 + 8, _mm256_mul_ps(o[i][1], s));
+        }
     }
     for (int j = h8; j < hd; j++) { /* a head size that is not a multiple of 8 */
-        float acc = 0.f;
-        for (int p0 = 0; p0 < n; p0 += B) {
-            const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
-            const int m = n - p0 < B ? n - p0 : B;
-            for (int t = 0; t < m; t++) acc += sc[p0 + t] * load1(vb + (size_t)t * row, dt, j);
+        for (int i = 0; i < GC; i++) {
+            float acc = 0.f;
+            for (int p0 = 0; p0 < n; p0 += B) {
+                const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
+                const int m = n - p0 < B ? n - p0 : B;
+                for (int t = 0; t < m; t++) acc += sc[(size_t)i * n + p0 + t] * load1(vb + (size_t)t * row, dt, j);
+            }
+            out[(size_t)i * hd + j] = acc * inv[i];
         }
-        out[j] = acc * inv;
+    }
+}
+
+/* GC (1..4, a constant after inlining) query heads of one KV head. */
+INLINE void attend(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int hd, int n, const float *q, int GC,
+                   float *sc, float *out) {
+    const size_t head = (size_t)kvh * hd * c->esize;
+    float mx[4], inv[4];
+    scores(c, dt, slot, layer, head, hd, n, q, GC, sc, mx);
+    for (int i = 0; i < GC; i++) inv[i] = softmax_weights(sc + (size_t)i * n, n, mx[i]);
+    weighted_values(c, dt, slot, layer, head, hd, n, sc, inv, GC, out);
+}
+
+INLINE void attend_dt(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
+                      float *sc, float *out) {
+    for (int h0 = 0; h0 < g; h0 += 4) { /* heads in chunks of 4: the accumulators stay in registers */
+        const float *qh = q + (size_t)h0 * hd;
+        float *oh = out + (size_t)h0 * hd;
+        switch (g - h0 < 4 ? g - h0 : 4) {
+        case 1: attend(c, dt, slot, layer, kvh, hd, n, qh, 1, sc, oh); break;
+        case 2: attend(c, dt, slot, layer, kvh, hd, n, qh, 2, sc, oh); break;
+        case 3: attend(c, dt, slot, layer, kvh, hd, n, qh, 3, sc, oh); break;
+        default: attend(c, dt, slot, layer, kvh, hd, n, qh, 4, sc, oh); break;
+        }
     }
 }
 
 /* One specialisation per storage type, so the inner loops carry no branch. */
-TARGET void skd_kv_attend_avx2(const skd_kv_cache *c, int slot, int layer, int kvh, int hd, int n, const float *q,
+TARGET void skd_kv_attend_avx2(const skd_kv_cache *c, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
                                float *sc, float *out) {
-    if (c->dtype == SKD_DTYPE_F16) attend(c, SKD_DTYPE_F16, slot, layer, kvh, hd, n, q, sc, out);
-    else if (c->dtype == SKD_DTYPE_BF16) attend(c, SKD_DTYPE_BF16, slot, layer, kvh, hd, n, q, sc, out);
-    else attend(c, SKD_DTYPE_F32, slot, layer, kvh, hd, n, q, sc, out);
+    if (c->dtype == SKD_DTYPE_F16) attend_dt(c, SKD_DTYPE_F16, slot, layer, kvh, g, hd, n, q, sc, out);
+    else if (c->dtype == SKD_DTYPE_BF16) attend_dt(c, SKD_DTYPE_BF16, slot, layer, kvh, g, hd, n, q, sc, out);
+    else attend_dt(c, SKD_DTYPE_F32, slot, layer, kvh, g, hd, n, q, sc, out);
 }
