@@ -17,7 +17,7 @@ import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { computesLayer, kvBlockBytes, kvBlocksNeeded, type KvDType } from "../lib/kv.ts";
 import { DType, type NativeEngine, NativeError, Row, ROW_WANT_LOGITS } from "../lib/native.ts";
 import { SkipPolicy } from "../lib/policy.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
+import { Rng, type TinyModelOptions } from "../lib/tiny.ts";
 import { buildEngine } from "../lib/weights.ts";
 import { cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
 import { ReferenceOpt } from "./reference.ts";
@@ -69,16 +69,10 @@ function forward(b: Built, ids: number[], budgets: number[], w: number, slot = 0
   return step(b, ids.map((t, i) => [t, i, slot, budgets[i]!, w]));
 }
 
-/** A seeded generator (mulberry32). */
+/** A seeded uniform generator in [0, 1). */
 function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const g = new Rng(seed);
+  return () => g.next();
 }
 
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44, 7, 190];
