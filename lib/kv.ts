@@ -44,3 +44,77 @@ export function kvBlocksNeeded(numLayers: number, blockSize: number, promptLen: 
   }
   return blocks;
 }
+
+/**
+ * Positions of a generation fed to the engine after its prompt: generated
+ * token i is fed back (with budget policy.layersAt(i)) unless it is the last
+ * one asked for or the context is full.
+ */
+export function fedDecodeTokens(promptLen: number, maxNewTokens: number, maxSeqLen: number): number {
+  return Math.max(0, Math.min(maxNewTokens - 1, maxSeqLen - promptLen));
+}
+
+/**
+ * Blocks a generation owns at its peak, known before it starts: the prompt at
+ * full depth, then every generated token that is fed back with its budget.
+ *
+ * @example
+ * sequenceKvBlocks({ numLayers: 24, blockSize: 16, promptLen: 32, maxNewTokens: 256, maxSeqLen: 2048,
+ *                    layersAt: (i) => policy.layersAt(i), warmupLayers: 1 });
+ */
+export function sequenceKvBlocks(o: {
+  numLayers: number;
+  blockSize: number;
+  promptLen: number;
+  maxNewTokens: number;
+  maxSeqLen: number;
+  layersAt: (i: number) => number;
+  warmupLayers: number;
+}): number {
+  const n = fedDecodeTokens(o.promptLen, o.maxNewTokens, o.maxSeqLen);
+  const budgets = Array.from({ length: n }, (_, i) => o.layersAt(i));
+  return kvBlocksNeeded(o.numLayers, o.blockSize, o.promptLen, budgets, o.warmupLayers);
+}
+
+/**
+ * The decoder's ledger of the blocks it has promised (its reservations, made
+ * with skd_engine_kv_reserve as sequences start): what admission asks before a
+ * sequence may start. It mirrors the engine's own count exactly, because both
+ * reserve the same numbers; the engine still refuses anything past its pool.
+ */
+export class KvBudget {
+  /** Blocks in the engine's pool. */
+  readonly blocks: number;
+  readonly blockSize: number;
+  readonly blockBytes: number;
+  #promised = 0;
+
+  constructor(blocks: number, blockSize: number, blockBytes: number) {
+    this.blocks = blocks;
+    this.blockSize = blockSize;
+    this.blockBytes = blockBytes;
+  }
+
+  /** Blocks not promised to any sequence. */
+  get available(): number {
+    return this.blocks - this.#promised;
+  }
+
+  /** Promises `n` blocks if that many are available. */
+  tryReserve(n: number): boolean {
+    if (n > this.available) return false;
+    this.#promised += n;
+    return true;
+  }
+
+  /** Gives back `n` promised blocks (a sequence ended). */
+  release(n: number): void {
+    if (n > this.#promised) throw new Error(`KvBudget: ${n} blocks released, ${this.#promised} were promised`);
+    this.#promised -= n;
+  }
+
+  /** `blocks` as MiB, for messages. */
+  mib(blocks: number): string {
+    return ((blocks * this.blockBytes) / 2 ** 20).toFixed(1);
+  }
+}
