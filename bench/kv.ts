@@ -26,10 +26,11 @@
 import { join } from "node:path";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
-import { kvBlockBytes, kvBlocksNeeded, type KvDType } from "../lib/kv.ts";
-import { type NativeEngine, NativeError, Param, Row, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/native.ts";
-import { SkipPolicy } from "../lib/policy.ts";
-import { buildEngine } from "../lib/weights.ts";
+import { kvBlockBytes, kvBlocksNeeded, type KvDType } from "../lib/engine/kv.ts";
+import { Param, Row, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
+import { type NativeEngine, NativeError } from "../lib/engine/native.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
+import { buildEngine } from "../lib/engine/weights.ts";
 import { flags, machine, median, numList, pm, ROOT, shapeModel, stddev, table, writeJson } from "./common.ts";
 
 const SECTIONS = ["bytes", "concurrency", "decode", "logits"];
@@ -195,7 +196,7 @@ if (sections.includes("bytes")) {
 
 if (sections.includes("concurrency")) {
   console.log(`## Requests admitted at once by a ${poolMb} MiB pool (${P}-token prompt, ${N} new tokens each, float16)\n`);
-  console.log(`Each request reserves its exact need (lib/kv.ts kvBlocksNeeded) with skd_engine_kv_reserve until the engine refuses (SKD_ERR_KV_FULL).\n`);
+  console.log(`Each request reserves its exact need (lib/engine/kv.ts kvBlocksNeeded) with skd_engine_kv_reserve until the engine refuses (SKD_ERR_KV_FULL).\n`);
   const out: Record<string, unknown>[] = [];
   for (const name of f.models.split(",").map((s) => s.trim())) {
     const dir = shapeModel(name, "bfloat16");

@@ -1,6 +1,6 @@
 /**
  * The CPU engine's paged KV cache (skipdecode.h, "the KV cache";
- * docs/kv-cache.md), through the C ABI (lib/native.ts): numerics of each
+ * docs/kv-cache.md), through the C ABI (lib/engine/native.ts): numerics of each
  * storage dtype against the float64 reference, blocks held only where
  * layers compute, the pool's invariants over thousands of random
  * operations (a leak check), reservations equal to actual use on random
@@ -14,11 +14,12 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
-import { computesLayer, kvBlockBytes, kvBlocksNeeded, type KvDType } from "../lib/kv.ts";
-import { DType, type NativeEngine, NativeError, Row, ROW_WANT_LOGITS } from "../lib/native.ts";
-import { SkipPolicy } from "../lib/policy.ts";
-import { Rng, type TinyModelOptions } from "../lib/tiny.ts";
-import { buildEngine } from "../lib/weights.ts";
+import { computesLayer, kvBlockBytes, kvBlocksNeeded, type KvDType } from "../lib/engine/kv.ts";
+import { DType, Row, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
+import { type NativeEngine, NativeError } from "../lib/engine/native.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
+import { Rng, type TinyModelOptions } from "../lib/tiny/model.ts";
+import { buildEngine } from "../lib/engine/weights.ts";
 import { cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
 import { ReferenceOpt } from "./reference.ts";
 import { ReferenceLlama } from "./reference-llama.ts";

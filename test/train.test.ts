@@ -19,8 +19,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
-import { evaluateQuality } from "../lib/eval.ts";
-import { SkipPolicy } from "../lib/policy.ts";
+import { evaluateQuality } from "../lib/generation/eval.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
 
 const root = resolve(import.meta.dir, "..");
 const trainPy = join(root, "train", "train.py");
@@ -182,7 +182,7 @@ suite(`train/ recipe${skipNote}`, () => {
     }
   }, 120_000);
 
-  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/policy.ts)", async () => {
+  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/generation/policy.ts)", async () => {
     const cases: [number, number, number, number][] = [];
     for (const L of [4, 8, 12, 24]) {
       for (const span of [1, 7, 64, 112, 127]) {

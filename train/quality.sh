@@ -17,8 +17,8 @@ done
 [ -f "$text" ] || { echo "quality.sh: no held-out text $text" >&2; exit 1; }
 
 for d in "$skip" "$plain"; do
-  echo "\$ bun lib/cli.ts eval --model $d --text $text --speedups 1,2,3,4,5"
-  bun lib/cli.ts eval --model "$d" --text "$text" --speedups 1,2,3,4,5 --backend cpu 2>&1 | grep -v '^eval: window'
+  echo "\$ bun bin/skipdecode.ts eval --model $d --text $text --speedups 1,2,3,4,5"
+  bun bin/skipdecode.ts eval --model "$d" --text "$text" --speedups 1,2,3,4,5 --backend cpu 2>&1 | grep -v '^eval: window'
   echo
 done
 
@@ -27,8 +27,8 @@ prompts=("The committee met on Tuesday to discuss the new plan for the city's sc
 for p in "${prompts[@]}"; do
   for d in "$skip" "$plain"; do
     for s in 1 2 3; do
-      echo "\$ bun lib/cli.ts generate --model $d --prompt \"$p\" --speedup $s --max-new-tokens 40 --temperature 0.8 --top-k 40 --seed 3 --ignore-eos"
-      bun lib/cli.ts generate --model "$d" --prompt "$p" --speedup "$s" --max-new-tokens 40 \
+      echo "\$ bun bin/skipdecode.ts generate --model $d --prompt \"$p\" --speedup $s --max-new-tokens 40 --temperature 0.8 --top-k 40 --seed 3 --ignore-eos"
+      bun bin/skipdecode.ts generate --model "$d" --prompt "$p" --speedup "$s" --max-new-tokens 40 \
         --temperature 0.8 --top-k 40 --seed 3 --ignore-eos --backend cpu 2>/dev/null | tr '\n' ' '
       echo; echo
     done

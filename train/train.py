@@ -232,7 +232,7 @@ def make_batch(rng, ids, a, num_layers, bos):
 
 
 def heldout_windows(ids, T, bos, n=None):
-    """Windows as lib/eval.ts cuts them: [BOS] + T-1 consecutive tokens."""
+    """Windows as lib/generation/eval.ts cuts them: [BOS] + T-1 consecutive tokens."""
     per = T - 1
     k = len(ids) // per if n is None else min(n, len(ids) // per)
     return [np.concatenate([[bos], ids[i * per:(i + 1) * per]]) for i in range(k)]

@@ -3,7 +3,7 @@
  * C and C++; skipdecode.h, "the KV cache"): how many blocks each slot owns,
  * its reservation and its peak, and the pool-wide totals a step's capacity
  * check and a reservation read. It owns no KV memory: the CPU engine maps
- * blocks to memory (cpu/kv.c); the CUDA engine's contiguous cache has room
+ * blocks to memory (cuda/cpu/kv.c); the CUDA engine's contiguous cache has room
  * for every block the ledger can count.
  *
  *   owned(slot)    = Σ over layers of ceil(kv_len[l] / B)   (B = block size)
