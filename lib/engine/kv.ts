@@ -77,10 +77,16 @@ export function sequenceKvBlocks(o: {
 }
 
 /**
- * The decoder's ledger of the blocks it has promised (its reservations, made
- * with skd_engine_kv_reserve as sequences start): what admission asks before a
- * sequence may start. It mirrors the engine's own count exactly, because both
- * reserve the same numbers; the engine still refuses anything past its pool.
+ * The decoder's ledger of the blocks it has promised: admission asks it
+ * before a sequence may start, and every promise is also made to the engine
+ * (skd_engine_kv_reserve) before the sequence's first step, so the engine's
+ * count and this one agree. A promise is kept until the sequence's slot is
+ * reset (it ended: finished, stopped early, aborted, failed), when the whole
+ * of it comes back. The engine still refuses anything past its pool.
+ *
+ * @example
+ * const budget = new KvBudget(1024, 16, 65536);
+ * if (budget.tryReserve(248)) { ... budget.release(248); }
  */
 export class KvBudget {
   /** Blocks in the engine's pool. */
@@ -88,11 +94,17 @@ export class KvBudget {
   readonly blockSize: number;
   readonly blockBytes: number;
   #promised = 0;
+  #listeners: (() => void)[] = [];
 
   constructor(blocks: number, blockSize: number, blockBytes: number) {
     this.blocks = blocks;
     this.blockSize = blockSize;
     this.blockBytes = blockBytes;
+  }
+
+  /** Blocks promised now. */
+  get promised(): number {
+    return this.#promised;
   }
 
   /** Blocks not promised to any sequence. */
@@ -107,10 +119,20 @@ export class KvBudget {
     return true;
   }
 
-  /** Gives back `n` promised blocks (a sequence ended). */
+  /** Gives back `n` promised blocks (a sequence ended); tells every listener. */
   release(n: number): void {
     if (n > this.#promised) throw new Error(`KvBudget: ${n} blocks released, ${this.#promised} were promised`);
     this.#promised -= n;
+    if (n > 0) for (const f of this.#listeners) f();
+  }
+
+  /** Calls `listener` whenever blocks come back (a queued sequence may fit now). */
+  onRelease(listener: () => void): () => void {
+    this.#listeners.push(listener);
+    return () => {
+      const i = this.#listeners.indexOf(listener);
+      if (i >= 0) this.#listeners.splice(i, 1);
+    };
   }
 
   /** `blocks` as MiB, for messages. */

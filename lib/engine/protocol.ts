@@ -18,6 +18,8 @@ export type EngineRequest =
     }
   | { id: number; op: "reset"; slot: number }
   | { id: number; op: "slotInfo"; slot: number; layer: number }
+  /** Sets a slot's KV reservation (skd_engine_kv_reserve). */
+  | { id: number; op: "kvReserve"; slot: number; blocks: number }
   | { id: number; op: "free" };
 
 /** An error as it crosses threads. */
@@ -38,6 +40,8 @@ export interface EngineWorkerData {
   options: EngineOptions;
   /** Int32Array(CTRL_SLOTS) over a SharedArrayBuffer, indexed by REQ, DONE, ENDED, BEAT, BUSY. */
   ctrl: SharedArrayBuffer;
+  /** Float64Array(KvStat.STATS_COUNT): the KV pool's stats, rewritten by the thread after every request that can change them. */
+  kv: SharedArrayBuffer;
   port: MessagePort;
 }
 

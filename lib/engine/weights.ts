@@ -49,7 +49,7 @@ const DTYPE_CODES: Record<Exclude<WeightDType, "auto">, DTypeCode> = {
 const SAFETENSORS_NAMES = { [DType.F32]: "F32", [DType.F16]: "F16", [DType.BF16]: "BF16" } as const;
 
 /** Most rows one native step carries for these options. */
-export function maxStepRows(o: EngineOptions): number {
+export function maxStepRows(o: Pick<EngineOptions, "maxBatch" | "maxBatchTokens">): number {
   return Math.max(o.maxBatchTokens, o.maxBatch);
 }
 
