@@ -54,7 +54,8 @@ describe("skipdecode CLI", () => {
     let diff = 0;
     let scale = 0;
     want.forEach((row, t) => row.forEach((v, i) => ((diff = Math.max(diff, Math.abs(v - got[t]![i]!))), (scale = Math.max(scale, Math.abs(v))))));
-    expect(diff).toBeLessThanOrEqual(1e-4 * scale);
+    // float32 weights, float16 keys/values (the default KV storage): test/kv.test.ts states 2e-3 (measured at most 7.9e-4)
+    expect(diff).toBeLessThanOrEqual(2e-3 * scale);
     expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, got "f8"/);
   });
 
