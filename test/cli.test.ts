@@ -205,16 +205,20 @@ describe("skipdecode CLI", () => {
   test("serve listens, answers, and stops cleanly on SIGTERM", async () => {
     const dir = tempDir();
     expect(run("tiny-model", dir, "--layers", "2").code).toBe(0);
-    const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", "--backend", "cpu"], { stdout: "pipe", stderr: "pipe" });
+    const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", "--backend", "cpu", "--kv-cache-mb", "0.5", "--kv-dtype", "float32"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     try {
       const reader = p.stderr.getReader();
       let err = "";
-      while (!/http:\/\/\S+/.test(err)) {
+      while (!/KV cache/.test(err)) {
         const { value, done } = await reader.read();
         if (done) break;
         err += new TextDecoder().decode(value);
       }
       reader.releaseLock();
+      expect(err).toMatch(/KV cache 0\.5 MiB float32/);
       const url = err.match(/http:\/\/[^\s—]+/)![0];
       const health = await (await fetch(`${url}/health`)).json();
       expect(health).toMatchObject({ status: "ok", running: 0, waiting: 0 });
@@ -237,5 +241,12 @@ describe("skipdecode CLI", () => {
     const bad = run("serve", "--model", dir, "--port", "70000");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--port must be in 0\.\.65535/);
+    const badKv = run("serve", "--model", dir, "--kv-cache-mb", "0");
+    expect(badKv.code).toBe(2);
+    expect(badKv.stderr).toMatch(/--kv-cache-mb must be > 0, got 0/);
+    const tiny = run("serve", "--model", dir, "--kv-cache-mb", "0.0001", "--backend", "cpu");
+    expect(tiny.code).toBe(2);
+    expect(tiny.stderr).toMatch(/kvCacheBytes 104 cannot hold one block per layer/);
+    expect(run("serve", "--model", dir, "--kv-dtype", "int8").stderr).toMatch(/--kv-dtype must be auto, float16, bfloat16 or float32, got "int8"/);
   });
 });
