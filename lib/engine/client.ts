@@ -27,6 +27,7 @@ import {
   type EngineRequest,
   type EngineWorkerData,
   ENDED,
+  readKvStats,
   REQ,
   type WireError,
 } from "./protocol.ts";
@@ -353,19 +354,7 @@ export class EngineClient {
    * Never blocks: the thread keeps them in shared memory.
    */
   kvStats(): KvPoolStats {
-    const k = this.#kv;
-    return {
-      poolBytes: k[KvStat.POOL_BYTES]!,
-      usedBytes: k[KvStat.USED_BYTES]!,
-      reservedBytes: k[KvStat.RESERVED_BYTES]!,
-      blockSize: k[KvStat.BLOCK_SIZE]!,
-      blockBytes: k[KvStat.BLOCK_BYTES]!,
-      blocks: k[KvStat.BLOCKS]!,
-      blocksFree: k[KvStat.BLOCKS_FREE]!,
-      blocksAvailable: k[KvStat.BLOCKS_AVAILABLE]!,
-      dtype: k[KvStat.DTYPE]! as KvPoolStats["dtype"],
-      paged: k[KvStat.PAGED] === 1,
-    };
+    return readKvStats(this.#kv);
   }
 
   /** Length of a slot's sequence and its KV length at one layer (blocking). */

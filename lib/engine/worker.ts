@@ -13,8 +13,7 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./protocol.ts";
-import { KvStat } from "./abi.ts";
+import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError, writeKvStats } from "./protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine } from "./weights.ts";
 
@@ -40,19 +39,7 @@ function run(d: EngineWorkerData): void {
   }
   // the KV stats live in shared memory, so reading them never waits for a step
   const kv = new Float64Array(d.kv);
-  const publishKv = () => {
-    const s = engine.kvStats();
-    kv[KvStat.POOL_BYTES] = s.poolBytes;
-    kv[KvStat.USED_BYTES] = s.usedBytes;
-    kv[KvStat.RESERVED_BYTES] = s.reservedBytes;
-    kv[KvStat.BLOCK_SIZE] = s.blockSize;
-    kv[KvStat.BLOCK_BYTES] = s.blockBytes;
-    kv[KvStat.BLOCKS] = s.blocks;
-    kv[KvStat.BLOCKS_FREE] = s.blocksFree;
-    kv[KvStat.BLOCKS_AVAILABLE] = s.blocksAvailable;
-    kv[KvStat.DTYPE] = s.dtype;
-    kv[KvStat.PAGED] = s.paged ? 1 : 0;
-  };
+  const publishKv = () => writeKvStats(kv, engine.kvStats());
   publishKv();
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0) } });
   let handled = 0;
