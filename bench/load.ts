@@ -7,11 +7,17 @@
  *
  *   bun bench/load.ts [--model DIR] [--clients 8] [--requests 64] [--max-tokens 32] [--runs 3]
  *                     [--speedup 2] [--max-batch 8] [--backend auto|cpu|cuda] [--threads 0]
- *                     [--timeout 300] [--out bench/results/load.json]
+ *                     [--timeout 300] [--kv-cache-mb MB] [--out bench/results/load.json]
  *
  * Without --model it writes a small random OPT model to a temp folder (and
  * removes it). Every run is bounded by --requests and by --timeout seconds;
  * the script always stops the server and exits by itself. Loopback only.
+ *
+ * --kv-cache-mb gives the server a KV pool smaller than its default (every
+ * slot at full length): requests then wait for their exact KV need
+ * (docs/kv-cache.md) and none may fail. The KV table reports the pool, the
+ * peaks of its gauges sampled from /metrics during the runs, and the server's
+ * resident memory against pool + weights.
  *
  * --long-prompt N adds the interference test: for
  * --phase-s seconds the streaming clients run alone, then as long again while
@@ -30,7 +36,7 @@ import { writeTinyModel } from "../lib/tiny/model.ts";
 const ROOT = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/load.ts [--model DIR] [--clients 8] [--requests 64] [--max-tokens 32] [--runs 3]
                          [--speedup 2] [--max-batch 8] [--backend auto|cpu|cuda] [--threads 0]
-                         [--timeout 300] [--out bench/results/load.json]
+                         [--timeout 300] [--kv-cache-mb MB] [--out bench/results/load.json]
                          [--long-prompt N [--phase-s 10]]`;
 
 /** The random model used without --model: big enough that the model, not HTTP, is most of the time. */
@@ -71,14 +77,17 @@ class ServerChild {
   readonly proc: ReturnType<typeof Bun.spawn<"pipe", "pipe", "inherit">>;
   url = "";
   device = "";
+  weightBytes = 0;
+  kvPoolBytes = 0;
   #lines: string[] = [];
   #wake: (() => void) | null = null;
 
-  constructor(opts: { model: string; maxBatch: number; backend: string; threads: number; maxQueue: number; maxSeqLen?: number }) {
+  constructor(opts: { model: string; maxBatch: number; backend: string; threads: number; maxQueue: number; maxSeqLen?: number; kvCacheBytes?: number }) {
     const code = `
       import { serve } from ${JSON.stringify(join(ROOT, "server", "main.ts"))};
       const s = await serve(${JSON.stringify({ host: "127.0.0.1", port: 0, accessLog: false, ...opts })});
-      console.log(JSON.stringify({ url: s.url, device: s.decoder.backend + " (" + s.decoder.deviceName + ")" }));
+      console.log(JSON.stringify({ url: s.url, device: s.decoder.backend + " (" + s.decoder.deviceName + ")",
+        weightBytes: s.decoder.weightBytes, kvPoolBytes: s.decoder.kvStats().poolBytes }));
       for await (const chunk of Bun.stdin.stream()) {
         for (const line of new TextDecoder().decode(chunk).split("\\n")) if (line === "gc") { Bun.gc(true); console.log("gc"); }
       }
@@ -116,15 +125,28 @@ class ServerChild {
   }
 
   async ready(): Promise<void> {
-    const j = JSON.parse(await this.#line(120_000)) as { url: string; device: string };
+    const j = JSON.parse(await this.#line(120_000)) as { url: string; device: string; weightBytes: number; kvPoolBytes: number };
     this.url = j.url;
     this.device = j.device;
+    this.weightBytes = j.weightBytes;
+    this.kvPoolBytes = j.kvPoolBytes;
   }
 
   async gc(): Promise<void> {
     this.proc.stdin.write("gc\n");
     this.proc.stdin.flush();
     while ((await this.#line(30_000)) !== "gc");
+  }
+
+  /** Gauges of /metrics by name (unlabelled ones). */
+  async gauges(): Promise<Map<string, number>> {
+    const text = await (await fetch(`${this.url}/metrics`, { signal: AbortSignal.timeout(30_000) })).text();
+    const out = new Map<string, number>();
+    for (const l of text.split("\n")) {
+      const m = /^([a-z_]+) (\S+)$/.exec(l);
+      if (m) out.set(m[1]!, Number(m[2]));
+    }
+    return out;
   }
 
   /** Resident memory as the server reports it on /metrics. */
@@ -158,6 +180,8 @@ interface RunResult {
   meanLayers: number;
   rssBeforeMiB: number;
   rssAfterMiB: number;
+  /** Peaks of the server's gauges sampled every 100 ms during the run. */
+  peak: { kvUsedMiB: number; kvReservedMiB: number; running: number; waiting: number; rssMiB: number };
 }
 
 /** One streamed completion: time to first chunk; tokens, layers computed and decode passes from the usage chunk. */
@@ -215,6 +239,19 @@ async function loadRun(
   let tokens = 0;
   let layers = 0;
   let passes = 0;
+  const peak = { kvUsedMiB: 0, kvReservedMiB: 0, running: 0, waiting: 0, rssMiB: 0 };
+  let sampling = true;
+  const sampler = (async () => {
+    while (sampling) {
+      const g = await server.gauges().catch(() => new Map<string, number>());
+      peak.kvUsedMiB = Math.max(peak.kvUsedMiB, mib(g.get("skipdecode_kv_cache_used_bytes") ?? 0));
+      peak.kvReservedMiB = Math.max(peak.kvReservedMiB, mib(g.get("skipdecode_kv_cache_reserved_bytes") ?? 0));
+      peak.running = Math.max(peak.running, g.get("skipdecode_requests_running") ?? 0);
+      peak.waiting = Math.max(peak.waiting, g.get("skipdecode_requests_waiting") ?? 0);
+      peak.rssMiB = Math.max(peak.rssMiB, mib(g.get("process_resident_memory_bytes") ?? 0));
+      await Bun.sleep(100);
+    }
+  })();
   const t0 = performance.now();
   const client = async () => {
     for (let i = next++; i < cfg.requests && !signal.aborted; i = next++) {
@@ -240,6 +277,8 @@ async function loadRun(
   };
   await Promise.all(Array.from({ length: cfg.clients }, client));
   const wallS = (performance.now() - t0) / 1000;
+  sampling = false;
+  await sampler;
   if (errors) console.error(`run ${run}: ${errors} failed request(s); first: ${firstError}`);
   if (signal.aborted) console.error(`run ${run}: stopped at the ${cfg.timeoutS} s limit`);
   const rssAfter = await server.rss();
@@ -256,6 +295,7 @@ async function loadRun(
     meanLayers: passes ? layers / passes : NaN,
     rssBeforeMiB: mib(rssBefore),
     rssAfterMiB: mib(rssAfter),
+    peak,
   };
 }
 
@@ -389,6 +429,7 @@ async function main(): Promise<void> {
         out: { type: "string", default: join(ROOT, "bench", "results", "load.json") },
         "long-prompt": { type: "string", default: "0" },
         "phase-s": { type: "string", default: "10" },
+        "kv-cache-mb": { type: "string", default: "0" },
         help: { type: "boolean" },
       },
       strict: true,
@@ -409,6 +450,8 @@ async function main(): Promise<void> {
   const timeoutS = intFlag("timeout", values.timeout as string, 1);
   const longPrompt = intFlag("long-prompt", values["long-prompt"] as string, 0);
   const phaseS = intFlag("phase-s", values["phase-s"] as string, 1);
+  const kvMb = Number(values["kv-cache-mb"]);
+  if (!Number.isFinite(kvMb) || kvMb < 0) die(`--kv-cache-mb must be a number >= 0 (0: the default pool), got "${values["kv-cache-mb"]}"`);
   const speedup = Number(values.speedup);
   if (!Number.isFinite(speedup) || speedup < 1) die(`--speedup must be a number >= 1, got "${values.speedup}"`);
   const backend = values.backend as string;
@@ -431,6 +474,7 @@ async function main(): Promise<void> {
     threads,
     maxQueue: Math.max(64, clients * 4),
     ...(longPrompt ? { maxSeqLen: Math.min(modelCfg.max_position_embeddings, longPrompt + 64) } : {}),
+    ...(kvMb > 0 ? { kvCacheBytes: Math.floor(kvMb * 2 ** 20) } : {}),
   });
   const results: RunResult[] = [];
   try {
@@ -438,7 +482,7 @@ async function main(): Promise<void> {
     const config =
       `model ${tmp ? `random OPT (${DEFAULT_SHAPE.layers} layers, hidden ${DEFAULT_SHAPE.hidden})` : model}; ${server.device}; ` +
       `max batch ${maxBatch}; ${clients} clients; ${requests} requests/run; ${maxTokens} tokens each (ignore_eos, streamed); ` +
-      `speedup ${speedup}; temperature 0.8`;
+      `speedup ${speedup}; temperature 0.8; KV pool ${mib(server.kvPoolBytes).toFixed(1)} MiB${kvMb > 0 ? " (--kv-cache-mb)" : " (default)"}`;
     console.log(`machine: ${machine}\nconfig:  ${config}\n`);
     // warm-up: JIT, tokenizer, allocator pools (not reported)
     await loadRun(server, 0, { clients, requests: Math.min(requests, clients * 2), maxTokens, speedup, timeoutS });
@@ -454,6 +498,18 @@ async function main(): Promise<void> {
     }
     const growth = results.at(-1)!.rssAfterMiB - results[0]!.rssAfterMiB;
     if (runs > 1) console.log(`\nserver RSS after run ${runs} − after run 1: ${growth >= 0 ? "+" : ""}${growth.toFixed(1)} MiB`);
+    const pool = mib(server.kvPoolBytes);
+    const weights = mib(server.weightBytes);
+    console.log(`\nKV pool ${pool.toFixed(1)} MiB, weights ${weights.toFixed(1)} MiB (gauges sampled every 100 ms from /metrics)`);
+    console.log("| run | errors | KV used peak (MiB) | KV reserved peak (MiB) | running peak | waiting peak | RSS peak (MiB) | RSS − pool − weights (MiB) |");
+    console.log("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (const r of results) {
+      const p = r.peak;
+      console.log(
+        `| ${r.run} | ${r.errors} | ${p.kvUsedMiB.toFixed(1)} | ${p.kvReservedMiB.toFixed(1)} | ${p.running} | ${p.waiting} | ${p.rssMiB.toFixed(1)} | ` +
+          `${(p.rssMiB - pool - weights).toFixed(1)} |`,
+      );
+    }
     let interference: Phase[] | null = null;
     if (longPrompt > 0) {
       const pc = { clients, maxTokens, speedup, longPrompt, vocab: modelCfg.vocab_size, seconds: phaseS };

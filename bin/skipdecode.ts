@@ -53,13 +53,15 @@ const USAGE = `usage:  (PATH: a model folder, config.json + safetensors, or a GG
       (a markdown table on stdout; progress on stderr)
   skipdecode serve --model PATH [--host 127.0.0.1] [--port 8080] [--max-queue 64] [--max-batch N]
                    [--max-seq-len N] [--model-name NAME] [--backend auto|cpu|cuda] [--threads N]
-                   [--grace-s 30] [--quiet]
+                   [--kv-cache-mb MB] [--kv-dtype auto|float16|bfloat16|float32] [--grace-s 30] [--quiet]
       an OpenAI-compatible HTTP server (POST /v1/completions, /v1/chat/completions, /tokenize, /detokenize; GET /v1/models,
       /health, /metrics);
       SIGTERM/SIGINT drains: new requests get 503, running ones finish or are cut after --grace-s
       seconds, then it exits 0 (a second signal stops at once, cut requests answered 503); one
       access-log line per request on stdout (method, path, status, prompt+completion tokens, ms) unless
       --quiet. If the engine thread dies, requests in flight and new ones get 503 and it exits 1.
+      --kv-cache-mb sizes the KV cache pool (default: every slot at full length); a request waits
+      until its exact KV need can be reserved (docs/kv-cache.md).
   skipdecode convert DIR OUT.gguf [--type f16|q8_0|q4_0|q4_k_m] [--name NAME]
       write a LLaMA-family model folder (llama, mistral, qwen2) as one GGUF file that llama.cpp opens
       and --model reads (default type f16; also f32, bf16); OPT has no llama.cpp architecture
@@ -492,6 +494,8 @@ async function serveCmd(args: string[]): Promise<void> {
       "model-name": { type: "string" },
       backend: { type: "string" },
       threads: { type: "string" },
+      "kv-cache-mb": { type: "string" },
+      "kv-dtype": { type: "string" },
       "grace-s": { type: "string" },
       quiet: { type: "boolean" },
     },
@@ -507,6 +511,12 @@ async function serveCmd(args: string[]): Promise<void> {
   const maxBatch = int("max-batch", values["max-batch"]);
   const maxSeqLen = int("max-seq-len", values["max-seq-len"]);
   const threads = int("threads", values.threads);
+  const kvMb = num("kv-cache-mb", values["kv-cache-mb"]);
+  if (kvMb !== undefined && !(kvMb > 0)) throw new UsageError(`--kv-cache-mb must be > 0, got ${kvMb}`);
+  const kvDtype = values["kv-dtype"];
+  if (kvDtype !== undefined && !["auto", "float16", "bfloat16", "float32"].includes(kvDtype)) {
+    throw new UsageError(`--kv-dtype must be auto, float16, bfloat16 or float32, got ${JSON.stringify(kvDtype)}`);
+  }
   const { serve } = await import("../server/main.ts");
   let died: Error | null = null;
   let engineDied: (e: Error) => void = (e) => void (died = e);
@@ -521,16 +531,19 @@ async function serveCmd(args: string[]): Promise<void> {
         ...(maxBatch !== undefined && { maxBatch }),
         ...(maxSeqLen !== undefined && { maxSeqLen }),
         ...(threads !== undefined && { threads }),
+        ...(kvMb !== undefined && { kvCacheBytes: Math.floor(kvMb * 2 ** 20) }),
+        ...(kvDtype !== undefined && { kvDtype: kvDtype as "auto" | "float16" | "bfloat16" | "float32" }),
         ...(values["model-name"] !== undefined && { modelName: values["model-name"] }),
         accessLog: !values.quiet,
         onEngineFailure: (e) => engineDied(e),
       }),
-    /^SkipDecoder\.load: (unknown option|\w+ must be)/,
+    /^SkipDecoder\.load: (unknown option|\w+ must be|kvCacheBytes)/,
   );
   const d = srv.decoder;
   console.error(
     `skipdecode serve: ${srv.url} — model ${d.dir} (${d.spec.numLayers} layers) on ${d.backend} (${d.deviceName}); ` +
-      `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}`,
+      `max batch ${d.options.maxBatch}, context ${d.options.maxSeqLen}, max queue ${maxQueue}, ` +
+      `KV cache ${(d.options.kvCacheBytes / 2 ** 20).toFixed(1)} MiB ${d.options.kvDtype}`,
   );
   reportLoad(d);
   await new Promise<void>((resolveStop, fail) => {

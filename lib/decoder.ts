@@ -19,6 +19,8 @@ import type { GenerateResult, StreamEvent } from "./generation/results.ts";
 import { Group, Scheduler } from "./generation/scheduler.ts";
 import { SlotPool } from "./generation/slots.ts";
 import { type LoadSummary, maxStepRows, WEIGHT_DTYPES, type WeightDType } from "./engine/weights.ts";
+import { KV_BLOCK_SIZE, KvBudget, kvBlockBytes, kvBlocksNeeded, type KvDType } from "./engine/kv.ts";
+import { DType } from "./engine/abi.ts";
 
 export type { LoadSummary, WeightDType } from "./engine/weights.ts";
 
@@ -57,7 +59,45 @@ export interface LoadOptions {
    * the scan for huge models.
    */
   checkWeights?: boolean;
+  /**
+   * Bytes of the KV cache pool (docs/kv-cache.md). Default 0: what maxBatch
+   * sequences of maxSeqLen positions need at full depth, so nothing that fits
+   * the slots is ever queued for KV. Smaller pools admit a request only when
+   * its exact need can be reserved; the rest wait. Rounded down to whole
+   * blocks, at most the default; the CUDA engine takes only the default.
+   */
+  kvCacheBytes?: number;
+  /**
+   * Storage of keys/values. "auto": float16 on the CPU (attention still
+   * accumulates in fp32), the compute dtype on CUDA. "float32" keeps full
+   * precision at twice the bytes; "bfloat16" is offered too.
+   */
+  kvDtype?: "auto" | KvDType;
 }
+
+/** The KV pool as {@link SkipDecoder.kvStats} reports it. */
+export interface KvStats {
+  /** Bytes of the whole pool. */
+  poolBytes: number;
+  /** Bytes of the blocks sequences hold now. */
+  usedBytes: number;
+  /** Bytes promised to sequences (their reservations, or what they hold if more). */
+  reservedBytes: number;
+  /** Positions per block. */
+  blockSize: number;
+  /** Blocks no sequence holds. */
+  blocksFree: number;
+  /** Bytes of one block. */
+  blockBytes: number;
+  /** Blocks in the pool. */
+  blocks: number;
+  /** Storage of keys/values. */
+  dtype: KvDType;
+  /** false for the CUDA engine's contiguous cache, allocated whole at load. */
+  paged: boolean;
+}
+
+const KV_DTYPE_NAMES: Record<number, KvDType> = { [DType.F16]: "float16", [DType.BF16]: "bfloat16", [DType.F32]: "float32" };
 
 /**
  * maxSeqLen: at most the model's positions and, for sliding-window models,
@@ -77,6 +117,27 @@ function maxSeqLenOpt(where: string, v: unknown, spec: ModelSpec): number {
   return intOpt(where, "maxSeqLen", v, 1, most, Math.min(most, LOAD_DEFAULTS.maxSeqLen));
 }
 
+/**
+ * Blocks of the KV pool for `kvCacheBytes` (0: the engine's default, every
+ * slot at full depth and length): whole blocks, at least one per layer, at
+ * most the default (a larger pool could never be used).
+ */
+function kvPoolBlocks(where: string, v: unknown, spec: ModelSpec, o: { maxBatch: number; maxSeqLen: number; kvDtype: "auto" | KvDType }): number {
+  if (v === undefined || v === 0) return 0;
+  const B = Math.min(KV_BLOCK_SIZE, o.maxSeqLen);
+  const blockBytes = kvBlockBytes(spec.numKvHeads * spec.headDim, o.kvDtype === "float32" ? "float32" : "float16", B);
+  const full = o.maxBatch * spec.numLayers * Math.ceil(o.maxSeqLen / B);
+  const bytes = intOpt(where, "kvCacheBytes", v, 0, Number.MAX_SAFE_INTEGER, 0);
+  const least = spec.numLayers * blockBytes;
+  if (bytes < least) {
+    throw new Error(
+      `${where}: kvCacheBytes ${bytes} cannot hold one block per layer (${spec.numLayers} layers × ${blockBytes} bytes = ${least}); ` +
+        `0 gives the default, ${full * blockBytes} bytes`,
+    );
+  }
+  return Math.min(full, Math.floor(bytes / blockBytes));
+}
+
 /** Defaults of {@link LoadOptions}, in one place. */
 export const LOAD_DEFAULTS = {
   backend: "auto",
@@ -87,6 +148,8 @@ export const LOAD_DEFAULTS = {
   maxBatchTokens: 512,
   decodeSlowdown: 1.5,
   checkWeights: true,
+  kvCacheBytes: 0,
+  kvDtype: "auto",
 } as const;
 
 const LOAD_KEYS = Object.keys(LOAD_DEFAULTS);
@@ -123,6 +186,8 @@ export class SkipDecoder {
   /** The engine's KV slots: taken by the scheduler's sequences, forward() and the tests' raw steps, all through here. */
   readonly #slots: SlotPool;
   readonly #scheduler: Scheduler;
+  /** KV blocks promised to sequences (the scheduler's and forward()'s), mirrored in the engine's reservations. */
+  readonly #kv: KvBudget;
   /** The tokenizer's chat template, parsed on first use (it never changes). */
   #template: ChatTemplate | null = null;
 
@@ -140,12 +205,15 @@ export class SkipDecoder {
     this.options = options;
     this.tokenizer = tokenizer;
     this.#slots = new SlotPool(options.maxBatch, engine);
+    const kv = engine.kvStats();
+    this.#kv = new KvBudget(kv.blocks, kv.blockSize, kv.blockBytes);
     this.#scheduler = new Scheduler(
       {
         numLayers: spec.numLayers,
         maxSeqLen: options.maxSeqLen,
         tokenizer,
         slots: this.#slots,
+        kv: { budget: this.#kv, reserve: (slot, blocks) => this.#live("generate").kvReserve(slot, blocks) },
         step: (rows, n, params, tokens, lp) => this.#live("generate").step(rows, n, params, null, tokens, lp),
       },
       maxStepRows(options),
@@ -179,10 +247,14 @@ export class SkipDecoder {
       decodeSlowdown:
         o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
       checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
+      kvCacheBytes: 0, // set below
+      kvDtype: choiceOpt(where, "kvDtype", o.kvDtype, ["auto", "float16", "bfloat16", "float32"] as const, LOAD_DEFAULTS.kvDtype),
     };
+    const kvBlocks = kvPoolBlocks(where, o.kvCacheBytes, spec, options);
     // the engine thread builds the engine: reading and converting weights never blocks this thread,
     // which meanwhile builds the tokenizer
-    const starting = EngineClient.start(dir, spec, options);
+    const { kvDtype, ...engineOptions } = options;
+    const starting = EngineClient.start(dir, spec, { ...engineOptions, ...(kvDtype !== "auto" && { kvDtype }), kvBlocks });
     let tokenizer: SkipTokenizer | null;
     try {
       const hasTokenizer = !gguf && ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
@@ -198,6 +270,9 @@ export class SkipDecoder {
       throw e;
     }
     const engine = await starting;
+    const kv = engine.kvStats();
+    options.kvCacheBytes = kv.poolBytes;
+    options.kvDtype = KV_DTYPE_NAMES[kv.dtype] ?? options.kvDtype;
     const family = familyOf(spec.arch, dir);
     if (engine.backend === "cuda" && !family.cudaVerified) {
       console.warn(
@@ -260,6 +335,30 @@ export class SkipDecoder {
   /** Description of the device ("AMD EPYC, 2 threads", "NVIDIA H200, …"). */
   get deviceName(): string {
     return this.#live("deviceName").deviceName;
+  }
+
+  /**
+   * The KV cache pool now (docs/kv-cache.md): its size, what sequences hold
+   * and what is promised to them. Never waits for a step in flight: the
+   * numbers are as of the last step the engine finished.
+   *
+   * @example
+   * const { usedBytes, poolBytes } = dec.kvStats();
+   * console.log(`KV ${((100 * usedBytes) / poolBytes).toFixed(1)}% used`);
+   */
+  kvStats(): KvStats {
+    const k = this.#live("kvStats").kvStats();
+    return {
+      poolBytes: k.poolBytes,
+      usedBytes: k.usedBytes,
+      reservedBytes: k.reservedBytes,
+      blockSize: k.blockSize,
+      blocksFree: k.blocksFree,
+      blockBytes: k.blockBytes,
+      blocks: k.blocks,
+      dtype: KV_DTYPE_NAMES[k.dtype] ?? "float16",
+      paged: k.paged,
+    };
   }
 
   /** @internal takes a free KV slot. */
@@ -327,8 +426,27 @@ export class SkipDecoder {
     const out = new Float32Array(n * V);
     const chunk = this.options.maxBatchTokens;
     const rows = new Int32Array(Math.min(chunk, n) * Row.FIELDS);
-    const slot = this.acquireSlot();
+    // reserved like a generation's: exact, and waiting (not failing) while the pool is promised to others
+    const need = kvBlocksNeeded(L, this.#kv.blockSize, 0, budgets, w);
+    this.#scheduler.checkKvNeed(where, need, `${n} ids`);
+    while (!this.#kv.tryReserve(need)) {
+      await new Promise<void>((r) => {
+        const off = this.#kv.onRelease(() => {
+          off();
+          r();
+        });
+      });
+      this.#live("forward");
+    }
+    let slot: number;
     try {
+      slot = this.acquireSlot();
+    } catch (e) {
+      this.#kv.release(need);
+      throw e;
+    }
+    try {
+      await engine.kvReserve(slot, need);
       for (let start = 0; start < n; start += chunk) {
         const m = Math.min(chunk, n - start);
         for (let i = 0; i < m; i++) {
@@ -344,6 +462,7 @@ export class SkipDecoder {
       }
     } finally {
       this.releaseSlot(slot);
+      this.#kv.release(need);
     }
     return out;
   }
@@ -361,6 +480,9 @@ export class SkipDecoder {
     if (spec.logprobs !== null && this.backend === "cuda") {
       throw new Error(`SkipDecoder.${where}: logprobs are computed by the CPU engine only so far; the CUDA engine does not compute them yet`);
     }
+    // a need beyond the whole pool could never be admitted: refused now, not queued forever
+    const what = `a prompt of ${spec.prompt.length} tokens with maxNewTokens ${spec.maxNewTokens}`;
+    this.#scheduler.checkKvNeed(`SkipDecoder.${where}`, this.#scheduler.kvNeed(spec), what);
     return spec;
   }
 
@@ -444,6 +566,9 @@ export class SkipDecoder {
       throw new Error(`SkipDecoder.generateBatch: ${prompts.length} prompts exceed maxBatch ${this.options.maxBatch}`);
     }
     const specs = prompts.map((p, i) => this.#spec("generateBatch", p, opts, i));
+    // its members decode together, so together they must fit the pool
+    const need = specs.reduce((a, s) => a + this.#scheduler.kvNeed(s), 0);
+    this.#scheduler.checkKvNeed("SkipDecoder.generateBatch", need, `this batch of ${specs.length} prompts`);
     const group = new Group(specs.length);
     return Promise.all(specs.map((s) => this.#scheduler.submit(s, group).promise));
   }

@@ -6,7 +6,7 @@
  * using dec = await SkipDecoder.load(EMBEDDED_MODEL);
  * const r = await dec.generate("The committee met on Tuesday", { maxNewTokens: 16, speedup: 2 });
  */
-export { SkipDecoder, LOAD_DEFAULTS, type LoadOptions, type ForwardOptions, type WeightDType } from "./decoder.ts";
+export { SkipDecoder, LOAD_DEFAULTS, type LoadOptions, type ForwardOptions, type KvStats, type WeightDType } from "./decoder.ts";
 export { describeLoad, type LoadSummary, type StoredTensor } from "./engine/weights.ts";
 export type { ModelSpec } from "./checkpoint/config.ts";
 export { SkipTokenizer, StreamDecoder } from "./checkpoint/tokenizer.ts";

@@ -31,6 +31,10 @@ export interface ServeOptions {
   threads?: number;
   /** KV capacity per sequence; the library's default when absent. */
   maxSeqLen?: number;
+  /** Bytes of the KV cache pool (LoadOptions.kvCacheBytes); the library's default when absent. */
+  kvCacheBytes?: number;
+  /** Storage of keys/values (LoadOptions.kvDtype); the library's default when absent. */
+  kvDtype?: "auto" | "float16" | "bfloat16" | "float32";
   /** Model id clients send (default: the folder's basename). */
   modelName?: string;
   log?: AppOptions["log"];
@@ -89,6 +93,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     ...(opts.maxBatch !== undefined && { maxBatch: opts.maxBatch }),
     ...(opts.threads !== undefined && { threads: opts.threads }),
     ...(opts.maxSeqLen !== undefined && { maxSeqLen: opts.maxSeqLen }),
+    ...(opts.kvCacheBytes !== undefined && { kvCacheBytes: opts.kvCacheBytes }),
+    ...(opts.kvDtype !== undefined && { kvDtype: opts.kvDtype }),
   });
   let built: ReturnType<typeof createApp>;
   let server: ReturnType<typeof Bun.serve>;

@@ -1,7 +1,7 @@
 /**
  * The server's metrics: what `GET /metrics` shows. Token and layer counters
- * are fed by finished generations; running/waiting are read from the
- * decoder's scheduler at scrape time.
+ * are fed by finished generations; running/waiting and the KV pool's gauges
+ * are read from the decoder at scrape time.
  */
 import type { GenerateResult, SkipDecoder } from "../lib/index.ts";
 import { Counter, E2E_BUCKETS, Gauge, Histogram, ITL_BUCKETS, Registry, TTFT_BUCKETS } from "./metrics.ts";
@@ -47,6 +47,25 @@ export class ServerMetrics {
     );
     r.add(new Gauge("skipdecode_requests_running", "Sequences holding a KV slot (prefilling or decoding).", () => [[{}, load().running]]));
     r.add(new Gauge("skipdecode_requests_waiting", "Sequences queued for a KV slot.", () => [[{}, load().waiting]]));
+    // the KV pool (docs/kv-cache.md); usage_perc is vLLM's gpu_cache_usage_perc: a fraction in 0..1
+    const kv = () => {
+      try {
+        return dec.kvStats();
+      } catch {
+        return { poolBytes: 0, usedBytes: 0, reservedBytes: 0, blockSize: 0, blocksFree: 0 };
+      }
+    };
+    r.add(new Gauge("skipdecode_kv_cache_pool_bytes", "Bytes of the KV cache pool.", () => [[{}, kv().poolBytes]]));
+    r.add(new Gauge("skipdecode_kv_cache_used_bytes", "Bytes of KV cache blocks sequences hold.", () => [[{}, kv().usedBytes]]));
+    r.add(new Gauge("skipdecode_kv_cache_reserved_bytes", "Bytes of KV cache promised to admitted sequences (at least what they hold).", () => [[{}, kv().reservedBytes]]));
+    r.add(new Gauge("skipdecode_kv_cache_block_size", "Positions per KV cache block.", () => [[{}, kv().blockSize]]));
+    r.add(new Gauge("skipdecode_kv_cache_blocks_free", "KV cache blocks no sequence holds.", () => [[{}, kv().blocksFree]]));
+    r.add(
+      new Gauge("skipdecode_kv_cache_usage_perc", "Fraction of the KV cache pool sequences hold, 0..1 (as vLLM's gpu_cache_usage_perc).", () => {
+        const k = kv();
+        return [[{}, k.poolBytes > 0 ? k.usedBytes / k.poolBytes : 0]];
+      }),
+    );
     r.add(new Gauge("skipdecode_sequences_accepted", "Sequences the server accepted and has not finished.", () => [[{}, accepted().inFlight]]));
     this.http = r.add(new Counter("skipdecode_http_requests_total", "HTTP responses by route and status."));
     this.sequences = r.add(new Counter("skipdecode_sequences_finished_total", "Finished sequences by finish reason."));

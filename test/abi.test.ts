@@ -37,6 +37,8 @@ function typescriptConstants(): Map<string, number> {
   group("SKD_T_", abi.Role);
   group("SKD_ROW_", abi.Row);
   group("SKD_PARAM_", abi.Param);
+  group("SKD_KV_", abi.KvStat);
+  group("SKD_KV_", abi.KvSlotStat);
   out.set("SKD_ARCH_OPT", abi.ARCH_OPT);
   out.set("SKD_ARCH_LLAMA", abi.ARCH_LLAMA);
   out.set("SKD_ROW_WANT_LOGITS", abi.ROW_WANT_LOGITS);

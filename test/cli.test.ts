@@ -54,7 +54,8 @@ describe("skipdecode CLI", () => {
     let diff = 0;
     let scale = 0;
     want.forEach((row, t) => row.forEach((v, i) => ((diff = Math.max(diff, Math.abs(v - got[t]![i]!))), (scale = Math.max(scale, Math.abs(v))))));
-    expect(diff).toBeLessThanOrEqual(1e-4 * scale);
+    // float32 weights, float16 keys/values (the default KV storage): test/kv.test.ts states 2e-3 (measured at most 7.9e-4)
+    expect(diff).toBeLessThanOrEqual(2e-3 * scale);
     expect(run("logits", "--model", dir, "--ids", "2", "--dtype", "f8").stderr).toMatch(/--dtype must be one of auto, float32, float16, bfloat16, q8_0, q4_0, q4_k, got "f8"/);
   });
 
@@ -216,16 +217,20 @@ describe("skipdecode CLI", () => {
   test("serve listens, answers, and stops cleanly on SIGTERM", async () => {
     const dir = tempDir();
     expect(run("tiny-model", dir, "--layers", "2").code).toBe(0);
-    const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", "--backend", "cpu"], { stdout: "pipe", stderr: "pipe" });
+    const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", "--backend", "cpu", "--kv-cache-mb", "0.5", "--kv-dtype", "float32"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     try {
       const reader = p.stderr.getReader();
       let err = "";
-      while (!/http:\/\/\S+/.test(err)) {
+      while (!/KV cache/.test(err)) {
         const { value, done } = await reader.read();
         if (done) break;
         err += new TextDecoder().decode(value);
       }
       reader.releaseLock();
+      expect(err).toMatch(/KV cache 0\.5 MiB float32/);
       const url = err.match(/http:\/\/[^\s—]+/)![0];
       const health = await (await fetch(`${url}/health`)).json();
       expect(health).toMatchObject({ status: "ok", running: 0, waiting: 0 });
@@ -248,5 +253,12 @@ describe("skipdecode CLI", () => {
     const bad = run("serve", "--model", dir, "--port", "70000");
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/--port must be in 0\.\.65535/);
+    const badKv = run("serve", "--model", dir, "--kv-cache-mb", "0");
+    expect(badKv.code).toBe(2);
+    expect(badKv.stderr).toMatch(/--kv-cache-mb must be > 0, got 0/);
+    const tiny = run("serve", "--model", dir, "--kv-cache-mb", "0.0001", "--backend", "cpu");
+    expect(tiny.code).toBe(2);
+    expect(tiny.stderr).toMatch(/kvCacheBytes 104 cannot hold one block per layer/);
+    expect(run("serve", "--model", dir, "--kv-dtype", "int8").stderr).toMatch(/--kv-dtype must be auto, float16, bfloat16 or float32, got "int8"/);
   });
 });

@@ -15,8 +15,11 @@ import { sampleReference } from "./reference.ts";
 afterAll(cleanupTemp);
 
 // Tolerance vs the float64 reference: the engine widens 16-bit weights exactly
-// and computes in fp32, so one bound serves F32, F16 and BF16 files.
-const TOL = 1e-4;
+// and computes in fp32, so one bound serves F32, F16 and BF16 files; keys and
+// values are stored in float16 (the KV cache's default: 11 significant bits),
+// which moves these logits by at most 7.9e-4 × max|logit| (the float32 cache
+// stays within 1e-4: test/kv.test.ts).
+const TOL = 2e-3;
 
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44];
 

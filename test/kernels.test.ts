@@ -1,6 +1,7 @@
 /**
- * Every CPU matmul kernel this machine runs passes the engine and generation
- * suites: the default run uses the best kernel; this file re-runs those
+ * Every CPU matmul kernel this machine runs passes the engine, generation
+ * and KV-cache suites (the attention over the KV cache follows the kernel
+ * choice too): the default run uses the best kernel; this file re-runs those
  * suites in child processes with SKIPDECODE_CPU_KERNEL forcing each other
  * kernel (the portable reference always; AVX2 where AVX-512 is the default).
  * The quantized kernels follow the same switch (quant.h); their engine-level
@@ -55,7 +56,7 @@ describe("CPU kernels", () => {
         stdout: "pipe",
       });
       expect(name.stdout.toString().trim()).toEndWith(`${kernel} kernels`);
-      const { code, out } = suite({ SKIPDECODE_CPU_KERNEL: kernel }, ["test/engine.test.ts", "test/generate.test.ts"]);
+      const { code, out } = suite({ SKIPDECODE_CPU_KERNEL: kernel }, ["test/engine.test.ts", "test/generate.test.ts", "test/kv.test.ts"]);
       expect(code).toBe(0);
       expect(out).toMatch(/ 0 fail/);
       expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBeGreaterThan(20);

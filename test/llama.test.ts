@@ -5,10 +5,12 @@
  * tied and untied heads, Qwen2's q/k/v biases, under mixed decaying budgets
  * and warm-ups 0-2; decoding through the KV cache; config errors.
  *
- * Tolerances: F32 weights loaded as F32 within 1e-4 × max|logit| (fp32
- * arithmetic, as for OPT); 16-bit files (F16/BF16 kept as loaded, widened
- * exactly) within the same bound, since the reference reads the same 16-bit
- * values; an F32 file stored in 16 bits (the CPU's "auto") within 1e-2.
+ * Tolerances: F32 weights loaded as F32 within 2e-3 × max|logit| (fp32
+ * arithmetic, as for OPT, with keys/values stored in float16, the KV cache's
+ * default; the float32 cache stays within 1e-4: test/kv.test.ts); 16-bit
+ * files (F16/BF16 kept as loaded, widened exactly) within the same bound,
+ * since the reference reads the same 16-bit values; an F32 file stored in 16
+ * bits (the CPU's "auto") within 1e-2.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
@@ -23,7 +25,7 @@ import { referenceInvFreq } from "./reference-llama.ts";
 
 afterAll(cleanupTemp);
 
-const TOL = 1e-4;
+const TOL = 2e-3;
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44, 7, 190];
 
 const CASES: [string, TinyModelOptions][] = [

@@ -186,7 +186,8 @@ describe("absurd config sizes are refused by name", () => {
     ["ffn_dim", 2e9, /field "ffn_dim" is 2000000000; at most 1073741824 \(2\^30\) is supported/],
     ["hidden_size", 2 ** 31, /field "hidden_size" is 2147483648/],
     ["vocab_size", 1e12, /field "vocab_size" is 1000000000000/],
-    ["num_hidden_layers", 2 ** 30, /out of memory allocating the per-layer weight table \(\d+ MiB/],
+    // the KV pool's block count (8 slots × 2^30 layers × 128 blocks) is refused before any table is allocated
+    ["num_hidden_layers", 2 ** 30, /MAX_SLOTS × NUM_LAYERS × ceil\(MAX_SEQ \/ KV_BLOCK_SIZE\) = \d+ blocks exceeds 2\^31 - 1/],
   ];
   for (const [field, value, pattern] of cases) {
     test(`${field} = ${value}`, async () => {
@@ -197,7 +198,7 @@ describe("absurd config sizes are refused by name", () => {
 
   test("a KV cache beyond memory names the buffer", async () => {
     const dir = variant(OPT, { config: (c) => (c.max_position_embeddings = 2 ** 30) });
-    await refused(dir, /out of memory allocating the KV cache \(keys\) \(\d+ MiB; the KV cache is \d+ MiB for 8 slots × 1073741824 positions\)/, (d) =>
+    await refused(dir, /out of memory allocating the KV pool \(\d+ blocks × \d+ bytes = \d+ MiB\)/, (d) =>
       SkipDecoder.load(d, { backend: "cpu", maxSeqLen: 2 ** 30 }),
     );
   });

@@ -1,15 +1,20 @@
 /*
  * engine_calls.h — the engine calls of the C ABI whose code is the same in
  * both backends because they only touch the host-side bookkeeping: the
- * weight bytes counted at finalize, and the KV slots of plan.h. It defines
- * functions, so each engine includes it once — cuda/cpu/engine.c and
- * cuda/gpu/engine.cu — where `struct skd_engine` is complete. That struct
- * must have the members `skd_shape s`, `skd_slot *slots`, `int finalized`
- * and `int64_t weight_bytes`.
+ * weight bytes counted at finalize, the KV slots of plan.h and the KV pool's
+ * accounting (kv_ledger.h). It defines functions, so each engine includes it
+ * once — cuda/cpu/engine.c and cuda/gpu/engine.cu — where `struct skd_engine`
+ * is complete. That struct must have the members `skd_shape s`,
+ * `skd_slot *slots`, `int finalized` and `int64_t weight_bytes`, and the
+ * engine defines before including it:
+ *   SKD_ENGINE_KV_LEDGER(e)            the address of its skd_kv_ledger
+ *   static void engine_kv_forget(e, slot)  gives a slot's KV back at reset
+ *                                      (its blocks and its reservation)
  */
 #ifndef SKD_COMMON_ENGINE_CALLS_H
 #define SKD_COMMON_ENGINE_CALLS_H
 
+#include "kv_ledger.h"
 #include "plan.h"
 #include "skipdecode.h"
 
@@ -22,6 +27,7 @@ SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
 
 SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    if (slot >= 0 && slot < e->s.max_slots) engine_kv_forget(e, slot);
     return skd_slot_reset(&e->s, e->slots, slot);
 }
 
@@ -29,6 +35,16 @@ SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t laye
                                  int32_t *out_kv_len) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
+}
+
+SKD_API int skd_engine_kv_reserve(skd_engine *e, int32_t slot, int64_t blocks) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_reserve(SKD_ENGINE_KV_LEDGER(e), &e->s, slot, blocks);
+}
+
+SKD_API int skd_engine_kv_slot_stats(const skd_engine *e, int32_t slot, int64_t *out, int32_t n) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_slot_stats(SKD_ENGINE_KV_LEDGER(e), &e->s, slot, out, n);
 }
 
 #endif

@@ -37,6 +37,7 @@ static inline const char *skd_status_name(int status) {
     case SKD_ERR_STATE: return "SKD_ERR_STATE";
     case SKD_ERR_DEVICE: return "SKD_ERR_DEVICE";
     case SKD_ERR_UNSUPPORTED: return "SKD_ERR_UNSUPPORTED";
+    case SKD_ERR_KV_FULL: return "SKD_ERR_KV_FULL";
     default: return "unknown status";
     }
 }
@@ -62,6 +63,10 @@ typedef struct {
     int norm, positions, mlp, n_kv_heads, no_bias; /* the family descriptor, 0s resolved to OPT's */
     int q_dim, kv_dim;                             /* n_heads·head_dim, n_kv_heads·head_dim */
     float norm_eps;
+    int kv_dtype;                                  /* SKD_CFG_KV_DTYPE as given (0 = the backend's default) */
+    int kv_block_size;                             /* positions per KV block, resolved */
+    int64_t kv_blocks;                             /* blocks in the KV pool, resolved */
+    int64_t kv_blocks_full;                        /* blocks of every slot at full depth and length */
 } skd_shape;
 
 /* Does the model have the biases of group `bit` (SKD_BIAS_*)? */
@@ -154,6 +159,19 @@ static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shap
     if (s->max_rows < 1) return skd_fail(SKD_ERR_INVALID_ARG, "MAX_ROWS must be >= 1, got %d", s->max_rows);
     if (s->compute_dtype != 0 && s->compute_dtype != SKD_DTYPE_F16 && s->compute_dtype != SKD_DTYPE_BF16)
         return skd_fail(SKD_ERR_INVALID_ARG, "COMPUTE_DTYPE must be 0, SKD_DTYPE_F16 or SKD_DTYPE_BF16, got %d", s->compute_dtype);
+    /* the KV pool (skipdecode.h, "the KV cache") */
+    s->kv_dtype = (int)cfg[SKD_CFG_KV_DTYPE];
+    if (s->kv_dtype != 0 && s->kv_dtype != SKD_DTYPE_F32 && s->kv_dtype != SKD_DTYPE_F16 && s->kv_dtype != SKD_DTYPE_BF16)
+        return skd_fail(SKD_ERR_INVALID_ARG, "KV_DTYPE must be 0, SKD_DTYPE_F32, SKD_DTYPE_F16 or SKD_DTYPE_BF16, got %d", s->kv_dtype);
+    s->kv_block_size = cfg[SKD_CFG_KV_BLOCK_SIZE] ? (int)cfg[SKD_CFG_KV_BLOCK_SIZE] : (s->max_seq < 16 ? s->max_seq : 16);
+    if (s->kv_block_size > s->max_seq)
+        return skd_fail(SKD_ERR_INVALID_ARG, "KV_BLOCK_SIZE (%d) must be in 1..MAX_SEQ (%d)", s->kv_block_size, s->max_seq);
+    const int64_t per_table = (s->max_seq + s->kv_block_size - 1) / s->kv_block_size;
+    if ((double)s->max_slots * s->n_layers * per_table > 2147483647.0) /* block ids and tables are int32 */
+        return skd_fail(SKD_ERR_INVALID_ARG, "MAX_SLOTS × NUM_LAYERS × ceil(MAX_SEQ / KV_BLOCK_SIZE) = %.0f blocks exceeds 2^31 - 1",
+                        (double)s->max_slots * s->n_layers * per_table);
+    s->kv_blocks_full = (int64_t)s->max_slots * s->n_layers * per_table;
+    s->kv_blocks = cfg[SKD_CFG_KV_BLOCKS] ? cfg[SKD_CFG_KV_BLOCKS] : s->kv_blocks_full;
     return SKD_OK;
 }
 
@@ -391,6 +409,30 @@ static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const in
                                    const float *params, int have_logits, int have_tokens, int allow_logprobs,
                                    int32_t *scratch, int32_t *n_logits, int32_t *n_sample);
 
+/* skd_plan_rows_ex in two halves, so an engine can check more (the KV pool)
+ * between them: skd_plan_check validates and leaves, in `scratch`, each
+ * touched slot's state after the step (skd_plan_shadow) without changing
+ * `slots`; skd_plan_apply then writes that state into `slots`. */
+static inline int skd_plan_check(const skd_shape *s, const skd_slot *slots, const int32_t *rows, int32_t n_rows,
+                                  const float *params, int have_logits, int have_tokens, int allow_logprobs,
+                                  int32_t *scratch, int32_t *n_logits, int32_t *n_sample);
+
+/* A slot's state after the planned step: [len, kv_len[0..L-1]], or NULL
+ * when no row of the step touches the slot. */
+static inline const int32_t *skd_plan_shadow(const skd_shape *s, const int32_t *scratch, int slot) {
+    const int32_t *sh = scratch + (size_t)slot * (s->n_layers + 2);
+    return sh[0] ? sh + 1 : NULL;
+}
+
+static inline void skd_plan_apply(const skd_shape *s, skd_slot *slots, const int32_t *scratch) {
+    for (int i = 0; i < s->max_slots; i++) {
+        const int32_t *sh = skd_plan_shadow(s, scratch, i);
+        if (!sh) continue;
+        slots[i].len = sh[0];
+        memcpy(slots[i].kv_len, sh + 1, sizeof(int32_t) * (size_t)s->n_layers);
+    }
+}
+
 static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
                                 const float *params, int have_logits, int have_tokens, int32_t *scratch,
                                 int32_t *n_logits, int32_t *n_sample) {
@@ -400,6 +442,16 @@ static inline int skd_plan_rows(const skd_shape *s, skd_slot *slots, const int32
 static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const int32_t *rows, int32_t n_rows,
                                    const float *params, int have_logits, int have_tokens, int allow_logprobs,
                                    int32_t *scratch, int32_t *n_logits, int32_t *n_sample) {
+    int st = skd_plan_check(s, slots, rows, n_rows, params, have_logits, have_tokens, allow_logprobs, scratch, n_logits,
+                            n_sample);
+    if (st) return st;
+    skd_plan_apply(s, slots, scratch);
+    return SKD_OK;
+}
+
+static inline int skd_plan_check(const skd_shape *s, const skd_slot *slots, const int32_t *rows, int32_t n_rows,
+                                  const float *params, int have_logits, int have_tokens, int allow_logprobs,
+                                  int32_t *scratch, int32_t *n_logits, int32_t *n_sample) {
     const int L = s->n_layers;
     if (n_rows < 0 || n_rows > s->max_rows)
         return skd_fail(SKD_ERR_INVALID_ARG, "step has %d rows; the engine was created for at most %d", (int)n_rows, s->max_rows);
@@ -462,12 +514,6 @@ static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const in
         }
         sh[1] = pos + 1;
         if (flags & SKD_ROW_WANT_LOGITS) want++;
-    }
-    for (int i = 0; i < s->max_slots; i++) {
-        int32_t *sh = scratch + (size_t)i * stride;
-        if (!sh[0]) continue;
-        slots[i].len = sh[1];
-        memcpy(slots[i].kv_len, sh + 2, sizeof(int32_t) * L);
     }
     *n_logits = want;
     *n_sample = sample;

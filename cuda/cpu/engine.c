@@ -6,15 +6,18 @@
  *   weights      as loaded (F32/F16/BF16 packed in panels, ops.h; Q8_0/Q4_0/Q4_K/Q6_K
  *                as ggml's row-major blocks, Q8_0/Q4_0 regrouped for the AVX2 kernels,
  *                quant.h); norm params and biases fp32
- *   k, v cache   fp32 [slot][layer][pos][kd]   (kd = KV heads × head_dim)
+ *   KV cache     a pool of blocks, each the keys and values of B positions of
+ *                one layer (kd = KV heads × head_dim), f16 by default; a block
+ *                table per (slot, layer) (kv.h, docs/kv-cache.md)
  *   x            fp32 [max_rows, d]: each row's hidden state through the layers
  *
  * A step (skd_engine_step):
- *   plan     validate rows and KV bookkeeping (plan.h); refuse before any math
+ *   plan     validate rows and KV bookkeeping (plan.h), take the blocks the new
+ *            positions need (kv.h); refuse before any math
  *   embed    x[r] = project_in(embed_tokens[tok]) (+ embed_positions[pos + offset])
  *   rotary   cos/sin of every row's position, once per step
  *   layer l  gather the rows whose range contains l, run the block on them,
- *            write their K/V at (slot, l, pos), scatter the results back
+ *            write their K/V at (slot, l, pos) in its block, scatter the results back
  *   head     for rows that want logits: final norm, project_out, LM head
  */
 #define _GNU_SOURCE
@@ -24,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kv.h"
 #include "ops.h"
 #include "plan.h"
 #include "pool.h"
@@ -55,7 +59,7 @@ struct skd_engine {
     int finalized;
     int64_t weight_bytes;
 
-    float *k_cache, *v_cache;
+    skd_kv_cache kv;
     skd_slot *slots;
     int32_t *kv_len; /* [max_slots × L] */
     int32_t *plan_scratch;
@@ -64,7 +68,7 @@ struct skd_engine {
     float *x, *xa, *t, *q, *k, *v, *att, *h, *g, *e;
     float *rope;         /* [max_rows][head_dim]: cos of the pairs, then sin, for each step row */
     int32_t *act;        /* active row indices of the current layer */
-    float *att_scratch;  /* per-thread scores, max_seq each */
+    float *att_scratch;  /* per-thread scores, (n_heads / n_kv_heads) × max_seq each */
     float *head;         /* [head_rows, vocab] logits of rows that sample but want no logits out */
     int head_rows;
     float *sample_f;     /* sampling scratch */
@@ -152,7 +156,8 @@ SKD_API void skd_engine_free(skd_engine *e) {
             for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
         }
     }
-    void *rest[] = { e->layers, e->have, e->k_cache, e->v_cache, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
+    skd_kv_destroy(&e->kv);
+    void *rest[] = { e->layers, e->have, e->slots, e->kv_len, e->plan_scratch, e->x, e->xa,
                      e->t, e->q, e->k, e->v, e->att, e->h, e->g, e->e, e->rope, e->act, e->att_scratch,
                      e->head, e->sample_f, e->sample_i, e->qscratch };
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++) free(rest[i]);
@@ -169,15 +174,9 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory");
     e->s = s;
     const int L = s.n_layers, d = s.d, R = s.max_rows;
-    /* slots × layers × positions × kv_dim floats, saturating: an absurd shape fails to allocate, never wraps */
-    size_t kv = (size_t)s.max_slots * (size_t)L;
-    kv = kv > SIZE_MAX / (size_t)s.max_seq ? SIZE_MAX : kv * (size_t)s.max_seq;
-    kv = kv > SIZE_MAX / (size_t)s.kv_dim ? SIZE_MAX : kv * (size_t)s.kv_dim;
     alloc_failure failed = { NULL, 0 };
     e->layers = xcalloc((size_t)L, sizeof(layer_weights), &failed, "per-layer weight table");
     e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &failed, "tensor table");
-    e->k_cache = xcalloc(kv, sizeof(float), &failed, "KV cache (keys)");
-    e->v_cache = xcalloc(kv, sizeof(float), &failed, "KV cache (values)");
     e->slots = xcalloc((size_t)s.max_slots, sizeof(skd_slot), &failed, "slot table");
     e->kv_len = xcalloc((size_t)s.max_slots * L, sizeof(int32_t), &failed, "KV lengths");
     e->plan_scratch = xcalloc((size_t)s.max_slots * (L + 2), sizeof(int32_t), &failed, "plan scratch");
@@ -199,9 +198,11 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     e->sample_i = xcalloc(SKD_SAMPLE_SCRATCH_I(s.vocab), sizeof(int32_t), &failed, "sampling scratch");
     if (failed.what) {
         skd_engine_free(e);
-        return skd_fail(SKD_ERR_OUT_OF_MEMORY,
-                        "engine: out of memory allocating the %s (%zu MiB; the KV cache is %zu MiB for %d slots × %d positions)",
-                        failed.what, failed.bytes >> 20, (kv > SIZE_MAX / 8 ? SIZE_MAX : kv * 2 * sizeof(float)) >> 20, s.max_slots, s.max_seq);
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating the %s (%zu MiB)", failed.what, failed.bytes >> 20);
+    }
+    if ((st = skd_kv_init(&e->kv, &s, s.kv_dtype ? s.kv_dtype : SKD_DTYPE_F16))) { /* the KV pool names its own size */
+        skd_engine_free(e);
+        return st;
     }
     for (int i = 0; i < s.max_slots; i++) e->slots[i].kv_len = e->kv_len + (size_t)i * L;
     e->pool = skd_pool_create(cpu_threads(s.threads));
@@ -212,7 +213,8 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     e->nth = skd_pool_size(e->pool);
     e->kernel = cpu_kernel();
     e->qkernel = skd_qkernel_for(e->kernel);
-    e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &failed, "attention scores (per thread)");
+    e->att_scratch = xcalloc((size_t)e->nth * (s.n_heads / s.n_kv_heads) * s.max_seq, sizeof(float), &failed,
+                             "attention scores (per thread)");
     if (failed.what) {
         skd_engine_free(e);
         return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating the %s (%zu MiB)", failed.what, failed.bytes >> 20);
@@ -317,8 +319,24 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     return SKD_OK;
 }
 
-/* weight_bytes, reset_slot, slot_info: the same in both engines */
+/* The KV pool's part of the calls engine_calls.h shares with the CUDA engine. */
+#define SKD_ENGINE_KV_LEDGER(e) (&(e)->kv.ledger)
+static void engine_kv_forget(skd_engine *e, int32_t slot) { skd_kv_reset(&e->kv, &e->s, slot, e->slots[slot].kv_len); }
+
+/* weight_bytes, reset_slot, slot_info, kv_reserve, kv_slot_stats: the same in both engines */
 #include "engine_calls.h"
+
+/* ---- the KV pool (kv.h) ---------------------------------------------------- */
+
+SKD_API int skd_engine_kv_stats(const skd_engine *e, int64_t *out, int32_t n) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_stats(&e->kv.ledger, e->kv.dtype, 1, e->kv.n_free, out, n);
+}
+
+SKD_API int skd_engine_kv_check(const skd_engine *e) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_verify(&e->kv, &e->s, e->slots);
+}
 
 /* ---- attention ---------------------------------------------------------------- */
 
@@ -331,44 +349,26 @@ typedef struct {
 
 /* att[i, head] = softmax(q·K[0..pos]ᵀ) · V[0..pos] for each (active row i, head),
  * q already scaled by head_dim^-1/2; query head `head` reads KV head
- * head / (n_heads / n_kv_heads). Work items (i, head) split across threads. */
+ * head / group (group = n_heads / n_kv_heads) from the row's blocks
+ * (skd_kv_attend). A work item is a row's KV head with the `group` query heads
+ * that read it, so its keys and values are read once for all of them; with
+ * fewer such items than threads, one query head per item. Items split across
+ * threads; a head's numbers are the same either way. */
 static void attn_task(void *ctx, int ith, int nth) {
     const attn_args *a = ctx;
     skd_engine *e = a->e;
     const skd_shape *s = &e->s;
-    const int kd = s->kv_dim, qd = s->q_dim, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
-    float *sc = e->att_scratch + (size_t)ith * s->max_seq;
+    const int qd = s->q_dim, hd = s->head_dim, group = s->n_heads / s->n_kv_heads;
+    const int per = (long)a->m * s->n_kv_heads >= nth ? group : 1, items = s->n_heads / per; /* heads per item, items per row */
+    float *sc = e->att_scratch + (size_t)ith * group * s->max_seq;
     long w0, w1;
-    skd_split((long)a->m * s->n_heads, ith, nth, &w0, &w1);
+    skd_split((long)a->m * items, ith, nth, &w0, &w1);
     for (long w = w0; w < w1; w++) {
-        const int i = (int)(w / s->n_heads), head = (int)(w % s->n_heads);
+        const int i = (int)(w / items), head = (int)(w % items) * per;
         const int32_t *r = a->rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
-        const int pos = r[SKD_ROW_POS], slot = r[SKD_ROW_SLOT];
-        const size_t base = ((size_t)slot * s->n_layers + a->layer) * s->max_seq * kd + (size_t)(head / group) * hd;
-        const float *q = e->q + (size_t)i * qd + (size_t)head * hd;
-        float mx = -INFINITY;
-        for (int p = 0; p <= pos; p++) {
-            const float *k = e->k_cache + base + (size_t)p * kd;
-            float dotv = 0.f;
-#pragma omp simd reduction(+ : dotv)
-            for (int j = 0; j < hd; j++) dotv += q[j] * k[j];
-            sc[p] = dotv;
-            if (dotv > mx) mx = dotv;
-        }
-        float sum = 0.f;
-        for (int p = 0; p <= pos; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        const float inv = 1.0f / sum;
-        float *o = e->att + (size_t)i * qd + (size_t)head * hd;
-        for (int j = 0; j < hd; j++) o[j] = 0.f;
-        for (int p = 0; p <= pos; p++) {
-            const float *v = e->v_cache + base + (size_t)p * kd;
-            const float pw = sc[p] * inv;
-#pragma omp simd
-            for (int j = 0; j < hd; j++) o[j] += pw * v[j];
-        }
+        const size_t at = (size_t)i * qd + (size_t)head * hd;
+        skd_kv_attend(&e->kv, e->kernel, r[SKD_ROW_SLOT], a->layer, head / group, per, hd, r[SKD_ROW_POS] + 1, e->q + at,
+                      sc, e->att + at);
     }
 }
 
@@ -433,9 +433,7 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     for (size_t i = 0; i < (size_t)m * s->q_dim; i++) e->q[i] *= scale;
     for (int i = 0; i < m; i++) { /* write this layer's K/V for the active rows */
         const int32_t *r = rows + (size_t)e->act[i] * SKD_ROW_FIELDS;
-        const size_t off = (((size_t)r[SKD_ROW_SLOT] * s->n_layers + l) * s->max_seq + r[SKD_ROW_POS]) * kd;
-        memcpy(e->k_cache + off, e->k + (size_t)i * kd, sizeof(float) * kd);
-        memcpy(e->v_cache + off, e->v + (size_t)i * kd, sizeof(float) * kd);
+        skd_kv_write(&e->kv, r[SKD_ROW_SLOT], l, r[SKD_ROW_POS], e->k + (size_t)i * kd, e->v + (size_t)i * kd);
     }
     attn_args aa = { e, rows, m, l };
     skd_pool_run(e->pool, attn_task, &aa);
@@ -490,9 +488,11 @@ static int step(skd_engine *e, const int32_t *rows, int32_t n_rows, const float 
     int32_t n_logits = 0, n_sample = 0, n_lp = 0;
     int st = allow_lp ? skd_plan_logprobs(rows, n_rows, n_top, lp_values != NULL, lp_ids != NULL, &n_lp) : SKD_OK;
     if (st) return st;
-    st = skd_plan_rows_ex(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, allow_lp, e->plan_scratch,
-                          &n_logits, &n_sample);
+    st = skd_plan_check(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, allow_lp, e->plan_scratch,
+                        &n_logits, &n_sample);
     if (st) return st;
+    if ((st = skd_kv_step(&e->kv, s, e->slots, e->plan_scratch))) return st; /* the blocks, or SKD_ERR_KV_FULL */
+    skd_plan_apply(s, e->slots, e->plan_scratch);
     if (n_rows == 0) return SKD_OK;
     const int d = s->d, de = s->embed_dim, L = s->n_layers, V = s->vocab;
 

@@ -545,6 +545,7 @@ static int run_model(api *const apis[2], const model_cfg *m, int index) {
     setenv("SKIPDECODE_CUDA_LOGIT_CHUNK", index % 2 ? "5" : "", 1); /* read at create */
     for (int b = 0; b < 2; b++) {
         cfg[SKD_CFG_COMPUTE_DTYPE] = b ? m->compute_dtype : 0;
+        cfg[SKD_CFG_KV_DTYPE] = b ? 0 : SKD_DTYPE_F32; /* the CPU reference keeps fp32 keys/values */
         CHECK(apis[b], apis[b]->create(cfg, SKD_CFG_COUNT, &eng[b]));
     }
     const int L = m->L, d = m->d, e = m->embed, f = m->ffn, V = m->vocab;

@@ -288,10 +288,25 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     if (s.head_dim > SKD_ATTN_MAX_HEAD_DIM)
         return skd_fail(SKD_ERR_UNSUPPORTED, "head_dim %d (HIDDEN %d / NUM_HEADS %d) > %d is not supported by the CUDA backend",
                         s.head_dim, s.d, s.n_heads, SKD_ATTN_MAX_HEAD_DIM);
+    const int dtype = s.compute_dtype ? s.compute_dtype : SKD_DTYPE_F16;
+    /* The contiguous cache (the verified path) holds every slot at full length in the compute dtype. */
+    if (s.kv_dtype && s.kv_dtype != dtype)
+        return skd_fail(SKD_ERR_UNSUPPORTED, "the CUDA engine stores keys/values in its compute dtype (%s); KV_DTYPE %d is not supported",
+                        dtype == SKD_DTYPE_BF16 ? "bf16" : "f16", s.kv_dtype);
+    if (s.kv_blocks < s.kv_blocks_full)
+        return skd_fail(SKD_ERR_UNSUPPORTED,
+                        "the CUDA engine's KV cache is contiguous: it holds MAX_SLOTS × MAX_SEQ at full depth "
+                        "(%lld blocks of %d positions); a pool of %lld blocks is not supported (lower MAX_SLOTS or MAX_SEQ instead)",
+                        (long long)s.kv_blocks_full, s.kv_block_size, (long long)s.kv_blocks);
+    s.kv_blocks = s.kv_blocks_full; /* a larger pool could not be used */
     skd_engine *e = (skd_engine *)calloc(1, sizeof *e);
     if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
     e->s = s;
-    e->dtype = s.compute_dtype ? s.compute_dtype : SKD_DTYPE_F16;
+    e->dtype = dtype;
+    if ((st = skd_kv_ledger_init(&e->kv, &e->s, 2 * (int64_t)s.kv_block_size * s.kv_dim * 2))) {
+        skd_engine_free(e);
+        return st;
+    }
     if ((st = create_on_device(e))) {
         skd_engine_free(e);
         return st;
@@ -316,6 +331,7 @@ SKD_API void skd_engine_free(skd_engine *e) {
         if (dev[i]) (void)cudaFree(dev[i]);
     if (e->idx_host) (void)cudaFreeHost(e->idx_host);
     (void)cudaGetLastError();
+    skd_kv_ledger_free(&e->kv);
     free(e->layers);
     free(e->have);
     free(e->slots);
@@ -466,5 +482,21 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     return SKD_OK;
 }
 
-/* weight_bytes, reset_slot, slot_info: the same in both engines */
+/* The KV accounting (kv_ledger.h) over the contiguous cache: the same
+ * reservations and numbers as the CPU's paged pool; the memory behind them
+ * was allocated at create. */
+#define SKD_ENGINE_KV_LEDGER(e) (&(e)->kv)
+static void engine_kv_forget(skd_engine *e, int32_t slot) { skd_kv_ledger_reset(&e->kv, slot); }
+
+/* weight_bytes, reset_slot, slot_info, kv_reserve, kv_slot_stats: the same in both engines */
 #include "engine_calls.h"
+
+SKD_API int skd_engine_kv_stats(const skd_engine *e, int64_t *out, int32_t n) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_stats(&e->kv, e->dtype, 0, e->kv.blocks - e->kv.used, out, n);
+}
+
+SKD_API int skd_engine_kv_check(const skd_engine *e) {
+    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
+    return skd_kv_ledger_verify(&e->kv, &e->s, e->slots);
+}

@@ -6,6 +6,7 @@
 #include "common.cuh"
 #include "gemm.cuh"
 #include "graphs.cuh"
+#include "kv_ledger.h"
 #include "sample.cuh"
 
 /* Device pointers to one layer's weights (compute dtype; NULL where the model
@@ -48,8 +49,11 @@ struct skd_engine {
     void *stage;           /* device staging for dtype conversion at load; freed at finalize */
     size_t stage_bytes;
 
-    /* KV cache, compute dtype, [max_slots][L][max_seq][d] each */
+    /* KV cache, compute dtype, [max_slots][L][max_seq][d] each: contiguous,
+     * allocated whole at create; `kv` counts its blocks as the CPU's paged
+     * pool would (skipdecode.h, "the KV cache") */
     void *k_cache, *v_cache;
+    skd_kv_ledger kv;
 
     /* scratch for max_rows rows: one device arena */
     void *sarena;

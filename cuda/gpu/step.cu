@@ -289,9 +289,12 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
     if (!e->finalized) return skd_fail(SKD_ERR_STATE, "skd_engine_finalize must succeed before the first step");
     const skd_shape *s = &e->s;
     int32_t n_logits = 0, n_sample = 0;
-    int st = skd_plan_rows(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, e->plan_scratch, &n_logits,
-                           &n_sample);
+    int st = skd_plan_check(s, e->slots, rows, n_rows, params, logits != NULL, tokens != NULL, 0, e->plan_scratch, &n_logits,
+                            &n_sample);
     if (st) return st;
+    if ((st = skd_kv_ledger_check_step(&e->kv, s, e->plan_scratch))) return st;
+    skd_kv_ledger_apply_step(&e->kv, s, e->plan_scratch);
+    skd_plan_apply(s, e->slots, e->plan_scratch);
     if (n_rows == 0) return SKD_OK;
     st = forward(e, rows, n_rows, params, n_logits, n_sample, logits, tokens);
     if (st) {
@@ -299,9 +302,11 @@ SKD_API int skd_engine_step(skd_engine *e, const int32_t *rows, int32_t n_rows, 
          * device work did not finish: forget the sequences it touched, so no
          * later step reads a half-written cache. */
         for (int i = 0; i < n_rows; i++) {
-            skd_slot *sl = &e->slots[rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_SLOT]];
+            const int slot = rows[(size_t)i * SKD_ROW_FIELDS + SKD_ROW_SLOT];
+            skd_slot *sl = &e->slots[slot];
             sl->len = 0;
             memset(sl->kv_len, 0, sizeof(int32_t) * (size_t)s->n_layers);
+            skd_kv_ledger_set_owned(&e->kv, slot, 0);
         }
     }
     return st;

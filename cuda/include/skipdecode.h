@@ -40,7 +40,9 @@ extern "C" {
 /* ABI version: bumped on any change to a signature, a row field or a config slot
  * (3: the model-family descriptor slots and roles; skd_engine_step_logprobs and SKD_ROW_LOGPROBS;
  *  4: a sampling row's temperature must be 0 or at least FLT_MIN; the quantized element types
- *     SKD_DTYPE_Q8_0..Q6_K, skd_dtype_row_bytes, skd_quantize, skd_dequantize). */
+ *     SKD_DTYPE_Q8_0..Q6_K, skd_dtype_row_bytes, skd_quantize, skd_dequantize; the paged KV cache:
+ *     SKD_CFG_KV_DTYPE/KV_BLOCKS/KV_BLOCK_SIZE, SKD_ERR_KV_FULL, skd_engine_kv_reserve,
+ *     skd_engine_kv_stats, skd_engine_kv_slot_stats, skd_engine_kv_check). */
 #define SKD_ABI_VERSION 4
 
 /* ---- status codes ------------------------------------------------------- */
@@ -53,7 +55,9 @@ typedef enum {
                                  (its budget computes a layer that an earlier position skipped) */
     SKD_ERR_STATE = 5,        /* call out of order: tensor set after finalize, step before it, ... */
     SKD_ERR_DEVICE = 6,       /* a CUDA runtime call or kernel launch failed; the message says which */
-    SKD_ERR_UNSUPPORTED = 7   /* valid request that this backend does not implement (yet) */
+    SKD_ERR_UNSUPPORTED = 7,  /* valid request that this backend does not implement (yet) */
+    SKD_ERR_KV_FULL = 8       /* the KV pool cannot hold or promise the blocks asked for (a step's new
+                                 positions, or a reservation); nothing was changed */
 } skd_status;
 
 /* Static string naming a status ("SKD_ERR_KV_MISSING", ...); "unknown status" otherwise. */
@@ -126,7 +130,13 @@ typedef enum {
     SKD_CFG_HEAD_DIM = 20,        /* size of a head (0 = HIDDEN / NUM_HEADS); q has NUM_HEADS·HEAD_DIM outputs */
     SKD_CFG_NO_BIAS = 21,         /* SKD_BIAS_* bits of the biases the model does NOT have (0 = all present) */
     SKD_CFG_NORM_EPS_E12 = 22,    /* norm epsilon × 1e12, rounded (0 = 1e-5) */
-    SKD_CFG_COUNT = 23
+    /* The KV cache ("the KV cache" below): */
+    SKD_CFG_KV_DTYPE = 23,        /* storage of keys/values: SKD_DTYPE_F16, SKD_DTYPE_BF16 or SKD_DTYPE_F32;
+                                     0 = the backend's default (CPU: F16; CUDA: its compute dtype, the only one it stores) */
+    SKD_CFG_KV_BLOCKS = 24,       /* blocks in the pool (0 = MAX_SLOTS × L × ceil(MAX_SEQ / KV_BLOCK_SIZE):
+                                     every slot at full depth and full length, never short) */
+    SKD_CFG_KV_BLOCK_SIZE = 25,   /* positions per block, 1..MAX_SEQ (0 = min(16, MAX_SEQ)) */
+    SKD_CFG_COUNT = 26
 } skd_cfg_slot;
 
 typedef enum { SKD_ARCH_OPT = 1, SKD_ARCH_LLAMA = 2 } skd_arch;
@@ -222,8 +232,8 @@ typedef enum {
 typedef struct skd_engine skd_engine;
 
 /* Creates an engine for the model shape in cfg[0..n_cfg). Allocates the KV
- * cache (MAX_SLOTS × L × MAX_SEQ × kd keys and as many values) and scratch for
- * MAX_ROWS rows. On success *out owns the engine; free it with skd_engine_free. */
+ * pool (KV_BLOCKS blocks; "the KV cache" below) and scratch for MAX_ROWS rows.
+ * On success *out owns the engine; free it with skd_engine_free. */
 SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **out);
 
 /* Frees the engine and everything it owns. NULL is a no-op. */
@@ -340,12 +350,102 @@ SKD_API int skd_engine_step_logprobs(skd_engine *e, const int32_t *rows, int32_t
                                      float *logits, int32_t *tokens, int32_t n_top, float *lp_values,
                                      int32_t *lp_ids);
 
-/* Forgets the sequence in `slot` (length 0, no KV written). */
+/* Forgets the sequence in `slot` (length 0, no KV written): its blocks return
+ * to the pool at once, and its reservation and peak drop to 0. */
 SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot);
 
 /* Length of the sequence in `slot` and the KV length of `layer` there. */
 SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer,
                                  int32_t *out_len, int32_t *out_kv_len);
+
+/* ---- the KV cache ---------------------------------------------------------
+ *
+ * Keys and values live in fixed-size blocks from one pool. A block holds the
+ * keys and the values of KV_BLOCK_SIZE consecutive positions of one layer of
+ * one sequence (block bytes = 2 × KV_BLOCK_SIZE × kd × the size of KV_DTYPE).
+ * Each (slot, layer) has its own block table: block j of the table holds
+ * positions j·B .. j·B + B − 1 (B = KV_BLOCK_SIZE). Because budgets never
+ * increase along a sequence, the positions that computed a layer are always
+ * a prefix of the sequence, kv_len[l] long (see skd_engine_step), so
+ *
+ *   (slot, layer) owns exactly ceil(kv_len[l] / B) blocks, and no others.
+ *
+ * A layer that a position skips holds no memory for it. A step takes the
+ * blocks its new positions need; a row that forgets positions (a rewind)
+ * and skd_engine_reset_slot give back the blocks no longer needed at once.
+ *
+ * Invariants, after every call:
+ *   - every block is free or owned by exactly one (slot, layer), never both;
+ *   - used ≤ promised ≤ pool, where used = Σ owned blocks and
+ *     promised = Σ over slots of max(reserved(slot), owned(slot)).
+ *
+ * Reservation. skd_engine_kv_reserve(slot, n) promises slot `n` blocks in
+ * total over all its layers: while the slot owns at most n blocks, no step
+ * fails for lack of KV because of its rows, whatever other slots do. A
+ * caller that knows a sequence's need before it starts (its prompt length,
+ * its most new tokens, its budgets: SkipDecode makes it exact) reserves it
+ * and never sees SKD_ERR_KV_FULL for that sequence. A slot that grows past
+ * its reservation (or never reserved) takes blocks nobody was promised.
+ *
+ * Short pool. A step whose new blocks cannot be taken (the slot's
+ * reservation is used up and the unpromised blocks are too few) is refused
+ * whole with SKD_ERR_KV_FULL before anything is computed or changed, as a
+ * KV_MISSING step is; a reservation that cannot be promised is refused the
+ * same way. Running sequences are never evicted.
+ *
+ * Positions, rewinds and SKD_ERR_KV_MISSING are exactly as skd_engine_step
+ * states; the pool changes only which memory holds a position.
+ *
+ * Storage: KV_DTYPE (CPU default F16: keys/values rounded to float16 when
+ * written, values beyond ±65504 saturated; attention widens them and computes
+ * scores, softmax and the weighted sum in fp32). The CUDA engine keeps its
+ * contiguous cache [MAX_SLOTS][L][MAX_SEQ][kd] in its compute dtype,
+ * allocated at create; it keeps the same accounting (owned/reserved blocks of
+ * KV_BLOCK_SIZE positions) so callers see one model of memory, reports
+ * SKD_KV_PAGED = 0, refuses a KV_BLOCKS below its full size and a KV_DTYPE
+ * other than its compute dtype (SKD_ERR_UNSUPPORTED).
+ */
+
+/* Sets `slot`'s reservation to `blocks` (>= 0, the total over its layers).
+ * Growing fails with SKD_ERR_KV_FULL, changing nothing, when
+ * promised − max(reserved, owned)(slot) + max(blocks, owned(slot)) > pool;
+ * shrinking always succeeds (a sequence that stopped early gives its
+ * promise back). skd_engine_reset_slot sets it to 0. */
+SKD_API int skd_engine_kv_reserve(skd_engine *e, int32_t slot, int64_t blocks);
+
+/* Fields of skd_engine_kv_stats (int64 each). */
+typedef enum {
+    SKD_KV_POOL_BYTES = 0,      /* bytes of the pool: BLOCKS × BLOCK_BYTES */
+    SKD_KV_USED_BYTES = 1,      /* bytes of the blocks (slot, layer) tables own */
+    SKD_KV_RESERVED_BYTES = 2,  /* bytes promised: Σ over slots of max(reserved, owned) × BLOCK_BYTES */
+    SKD_KV_BLOCK_SIZE = 3,      /* positions per block */
+    SKD_KV_BLOCK_BYTES = 4,     /* bytes of one block (keys and values) */
+    SKD_KV_BLOCKS = 5,          /* blocks in the pool */
+    SKD_KV_BLOCKS_FREE = 6,     /* blocks no table owns */
+    SKD_KV_BLOCKS_AVAILABLE = 7,/* blocks neither owned nor promised: the most a new reservation gets */
+    SKD_KV_DTYPE = 8,           /* SKD_DTYPE_* of stored keys/values */
+    SKD_KV_PAGED = 9,           /* 1: blocks are taken as positions need them (CPU); 0: contiguous, allocated at create (CUDA) */
+    SKD_KV_STATS_COUNT = 10
+} skd_kv_stat;
+
+/* Writes min(n, SKD_KV_STATS_COUNT) fields of skd_kv_stat into out[]. */
+SKD_API int skd_engine_kv_stats(const skd_engine *e, int64_t *out, int32_t n);
+
+/* Fields of skd_engine_kv_slot_stats (int64 each, in blocks). */
+typedef enum {
+    SKD_KV_SLOT_OWNED = 0,      /* blocks the slot's tables own now */
+    SKD_KV_SLOT_PEAK = 1,       /* most blocks owned at once since the slot's last reset */
+    SKD_KV_SLOT_RESERVED = 2,   /* its reservation */
+    SKD_KV_SLOT_STATS_COUNT = 3
+} skd_kv_slot_stat;
+
+/* Writes min(n, SKD_KV_SLOT_STATS_COUNT) fields of skd_kv_slot_stat for `slot` into out[]. */
+SKD_API int skd_engine_kv_slot_stats(const skd_engine *e, int32_t slot, int64_t *out, int32_t n);
+
+/* Verifies the invariants above by walking every block table, the free list
+ * and the accounting (O(pool + tables); for tests). SKD_OK, or SKD_ERR_STATE
+ * with the first violation in skd_last_error. */
+SKD_API int skd_engine_kv_check(const skd_engine *e);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 /**
  * The C ABI's numbers (cuda/include/skipdecode.h) as TypeScript constants:
  * the ABI version, status codes, engine config slots, family descriptor
- * values, element types, tensor roles, step-row fields and flags. Plain data
+ * values, element types, tensor roles, step-row fields and flags, the KV
+ * pool's stat fields. Plain data
  * with no imports, so the checkpoint code uses them without loading the FFI
  * layer (native.ts); test/abi.test.ts holds them equal to the header.
  */
@@ -19,6 +20,7 @@ export const Status = {
   STATE: 5,
   DEVICE: 6,
   UNSUPPORTED: 7,
+  KV_FULL: 8,
 } as const;
 
 /** Config slots of skd_engine_create (skd_cfg_slot). */
@@ -46,7 +48,10 @@ export const Cfg = {
   HEAD_DIM: 20,
   NO_BIAS: 21,
   NORM_EPS_E12: 22,
-  COUNT: 23,
+  KV_DTYPE: 23,
+  KV_BLOCKS: 24,
+  KV_BLOCK_SIZE: 25,
+  COUNT: 26,
 } as const;
 
 export const ARCH_OPT = 1;
@@ -130,3 +135,19 @@ export const MAX_TOP_LOGPROBS = 20;
 
 /** Per-row float parameters (skd_param_field). */
 export const Param = { TEMPERATURE: 0, TOP_P: 1, FIELDS: 2 } as const;
+
+/** Fields of skd_engine_kv_stats (skd_kv_stat) and skd_engine_kv_slot_stats (skd_kv_slot_stat), SKD_KV_-prefixed in the header. */
+export const KvStat = {
+  POOL_BYTES: 0,
+  USED_BYTES: 1,
+  RESERVED_BYTES: 2,
+  BLOCK_SIZE: 3,
+  BLOCK_BYTES: 4,
+  BLOCKS: 5,
+  BLOCKS_FREE: 6,
+  BLOCKS_AVAILABLE: 7,
+  DTYPE: 8,
+  PAGED: 9,
+  STATS_COUNT: 10,
+} as const;
+export const KvSlotStat = { SLOT_OWNED: 0, SLOT_PEAK: 1, SLOT_RESERVED: 2, SLOT_STATS_COUNT: 3 } as const;

@@ -27,10 +27,12 @@ import {
   type EngineRequest,
   type EngineWorkerData,
   ENDED,
+  readKvStats,
   REQ,
   type WireError,
 } from "./protocol.ts";
-import { type BackendName, NativeError } from "./native.ts";
+import { KvStat } from "./abi.ts";
+import { type BackendName, type KvPoolStats, NativeError } from "./native.ts";
 import type { EngineOptions, LoadSummary } from "./weights.ts";
 
 type Body = EngineRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
@@ -93,6 +95,8 @@ export class EngineClient {
   readonly #worker: Worker;
   readonly #port: MessagePort;
   readonly #ctrl: Int32Array;
+  /** The KV pool's stats, kept current by the engine thread (protocol.ts). */
+  readonly #kv: Float64Array;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #pumping = false;
@@ -103,10 +107,17 @@ export class EngineClient {
   #listeners: ((e: Error) => void)[] = [];
   readonly #token = {};
 
-  private constructor(worker: Worker, port: MessagePort, ctrl: Int32Array, info: LoadInfo) {
+  private constructor(
+    worker: Worker,
+    port: MessagePort,
+    ctrl: Int32Array,
+    kv: Float64Array,
+    info: LoadInfo,
+  ) {
     this.#worker = worker;
     this.#port = port;
     this.#ctrl = ctrl;
+    this.#kv = kv;
     this.backend = info.backend;
     this.weightBytes = info.weightBytes;
     this.deviceName = info.deviceName;
@@ -162,8 +173,9 @@ export class EngineClient {
    */
   static async start(dir: string, spec: ModelSpec, options: EngineOptions): Promise<EngineClient> {
     const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_SLOTS * 4));
+    const kv = new Float64Array(new SharedArrayBuffer(KvStat.STATS_COUNT * 8));
     const { port1, port2 } = new MessageChannel();
-    const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, port: port2 };
+    const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, kv: kv.buffer as SharedArrayBuffer, port: port2 };
     const worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
     let exited: number | null = null;
     worker.once("exit", (code) => (exited = code));
@@ -186,7 +198,7 @@ export class EngineClient {
       throw revive((reply as { error: WireError }).error);
     }
     worker.unref();
-    return new EngineClient(worker, port1, ctrl, reply.value as LoadInfo);
+    return new EngineClient(worker, port1, ctrl, kv, reply.value as LoadInfo);
   }
 
   get freed(): boolean {
@@ -337,6 +349,23 @@ export class EngineClient {
     const t = this.#track(id);
     t.promise.catch(() => {}); // slots are managed by the decoder: a reset cannot fail
     void this.#pump();
+  }
+
+  /**
+   * Sets a slot's KV reservation to `blocks` (skd_engine_kv_reserve). Queued
+   * like a reset: it takes effect before any later step; the promise rejects
+   * with NativeError(KV_FULL) when the pool cannot promise them.
+   */
+  kvReserve(slot: number, blocks: number): Promise<void> {
+    return this.#call({ op: "kvReserve", slot, blocks }) as Promise<void>;
+  }
+
+  /**
+   * The KV pool's stats as of the last request the engine thread finished.
+   * Never blocks: the thread keeps them in shared memory.
+   */
+  kvStats(): KvPoolStats {
+    return readKvStats(this.#kv);
   }
 
   /** Length of a slot's sequence and its KV length at one layer (blocking). */

@@ -9,7 +9,7 @@
 import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { ABI_VERSION, Cfg, DType, DTYPE_BLOCK, DTYPE_NAMES, type DTypeCode, MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS, Status } from "./abi.ts";
+import { ABI_VERSION, Cfg, DType, DTYPE_BLOCK, DTYPE_NAMES, type DTypeCode, KvSlotStat, KvStat, MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS, Status } from "./abi.ts";
 import { BUILD_COMMAND, ensureLibrary, gpuDriver } from "./build.ts";
 
 /** Backends the library can run on. */
@@ -89,6 +89,10 @@ const SYMBOLS = {
     args: [FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr],
     returns: FFIType.i32,
   },
+  skd_engine_kv_reserve: { args: [FFIType.ptr, FFIType.i32, FFIType.i64_fast], returns: FFIType.i32 },
+  skd_engine_kv_stats: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_engine_kv_slot_stats: { args: [FFIType.ptr, FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  skd_engine_kv_check: { args: [FFIType.ptr], returns: FFIType.i32 },
 } as const;
 
 type Lib = ReturnType<typeof dlopen<typeof SYMBOLS>>["symbols"];
@@ -249,6 +253,26 @@ export class NativeBackend {
   }
 }
 
+/** The KV pool (skd_kv_stat of skipdecode.h): bytes, and blocks of `blockSize` positions. */
+export interface KvPoolStats {
+  poolBytes: number;
+  /** Bytes of the blocks sequences own. */
+  usedBytes: number;
+  /** Bytes promised to sequences: per slot the larger of its reservation and what it owns. */
+  reservedBytes: number;
+  /** Positions per block. */
+  blockSize: number;
+  blockBytes: number;
+  blocks: number;
+  /** Blocks no sequence owns. */
+  blocksFree: number;
+  /** Blocks neither owned nor promised: the most a new reservation can take. */
+  blocksAvailable: number;
+  dtype: DTypeCode;
+  /** false for a contiguous cache allocated whole at create (CUDA). */
+  paged: boolean;
+}
+
 const registry = new FinalizationRegistry<{ free: () => void }>((h) => h.free());
 
 /** An engine handle (skd_engine*). `free()` is idempotent; use after free throws. */
@@ -370,6 +394,43 @@ export class NativeEngine {
     const b = new Int32Array(1);
     this.backend.check("slot_info", this.#lib.skd_engine_slot_info(this.#h("slotInfo"), slot, layer, a, b));
     return { len: a[0]!, kvLen: b[0]! };
+  }
+
+  /** Sets a slot's KV reservation to `blocks` (skd_engine_kv_reserve); throws NativeError(KV_FULL) when the pool cannot promise them. */
+  kvReserve(slot: number, blocks: number): void {
+    if (!Number.isSafeInteger(blocks) || blocks < 0) throw new Error(`kvReserve: blocks must be a non-negative integer, got ${blocks}`);
+    this.backend.check("kv_reserve", this.#lib.skd_engine_kv_reserve(this.#h("kvReserve"), slot, blocks));
+  }
+
+  /** The KV pool's numbers (skd_engine_kv_stats). */
+  kvStats(): KvPoolStats {
+    const o = new BigInt64Array(KvStat.STATS_COUNT);
+    this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), o, KvStat.STATS_COUNT));
+    const n = (i: number) => Number(o[i]);
+    return {
+      poolBytes: n(KvStat.POOL_BYTES),
+      usedBytes: n(KvStat.USED_BYTES),
+      reservedBytes: n(KvStat.RESERVED_BYTES),
+      blockSize: n(KvStat.BLOCK_SIZE),
+      blockBytes: n(KvStat.BLOCK_BYTES),
+      blocks: n(KvStat.BLOCKS),
+      blocksFree: n(KvStat.BLOCKS_FREE),
+      blocksAvailable: n(KvStat.BLOCKS_AVAILABLE),
+      dtype: n(KvStat.DTYPE) as DTypeCode,
+      paged: n(KvStat.PAGED) === 1,
+    };
+  }
+
+  /** One slot's KV blocks: owned now, peak since its last reset, reserved (skd_engine_kv_slot_stats). */
+  kvSlotStats(slot: number): { owned: number; peak: number; reserved: number } {
+    const o = new BigInt64Array(KvSlotStat.SLOT_STATS_COUNT);
+    this.backend.check("kv_slot_stats", this.#lib.skd_engine_kv_slot_stats(this.#h("kvSlotStats"), slot, o, o.length));
+    return { owned: Number(o[KvSlotStat.SLOT_OWNED]), peak: Number(o[KvSlotStat.SLOT_PEAK]), reserved: Number(o[KvSlotStat.SLOT_RESERVED]) };
+  }
+
+  /** Verifies the KV pool's invariants (skd_engine_kv_check); throws NativeError(STATE) naming the first violation. */
+  kvCheck(): void {
+    this.backend.check("kv_check", this.#lib.skd_engine_kv_check(this.#h("kvCheck")));
   }
 
   get freed(): boolean {

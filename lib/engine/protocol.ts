@@ -2,6 +2,8 @@
 import type { MessagePort } from "node:worker_threads";
 import type { ModelSpec } from "../checkpoint/config.ts";
 import type { EngineOptions } from "./weights.ts";
+import { KvStat } from "./abi.ts";
+import type { KvPoolStats } from "./native.ts";
 
 /** A request from the client; `id` orders replies. */
 export type EngineRequest =
@@ -18,6 +20,8 @@ export type EngineRequest =
     }
   | { id: number; op: "reset"; slot: number }
   | { id: number; op: "slotInfo"; slot: number; layer: number }
+  /** Sets a slot's KV reservation (skd_engine_kv_reserve). */
+  | { id: number; op: "kvReserve"; slot: number; blocks: number }
   | { id: number; op: "free" };
 
 /** An error as it crosses threads. */
@@ -38,7 +42,34 @@ export interface EngineWorkerData {
   options: EngineOptions;
   /** Int32Array(CTRL_SLOTS) over a SharedArrayBuffer, indexed by REQ, DONE, ENDED, BEAT, BUSY. */
   ctrl: SharedArrayBuffer;
+  /** Float64Array(KvStat.STATS_COUNT): the KV pool's stats, rewritten by the thread after every request that can change them. */
+  kv: SharedArrayBuffer;
   port: MessagePort;
+}
+
+/** Where each KV stat sits in the shared Float64Array (EngineWorkerData.kv): skipdecode.h's skd_kv_stat order. */
+const KV_FIELDS: [keyof KvPoolStats, number][] = [
+  ["poolBytes", KvStat.POOL_BYTES],
+  ["usedBytes", KvStat.USED_BYTES],
+  ["reservedBytes", KvStat.RESERVED_BYTES],
+  ["blockSize", KvStat.BLOCK_SIZE],
+  ["blockBytes", KvStat.BLOCK_BYTES],
+  ["blocks", KvStat.BLOCKS],
+  ["blocksFree", KvStat.BLOCKS_FREE],
+  ["blocksAvailable", KvStat.BLOCKS_AVAILABLE],
+  ["dtype", KvStat.DTYPE],
+  ["paged", KvStat.PAGED],
+];
+
+/** Writes the KV stats into shared memory (the engine thread, after each request that can change them). */
+export function writeKvStats(kv: Float64Array, s: KvPoolStats): void {
+  for (const [k, i] of KV_FIELDS) kv[i] = Number(s[k]);
+}
+
+/** Reads the KV stats from shared memory (the caller's thread, without waiting). */
+export function readKvStats(kv: Float64Array): KvPoolStats {
+  const o = Object.fromEntries(KV_FIELDS.map(([k, i]) => [k, kv[i]!])) as Record<keyof KvPoolStats, number>;
+  return { ...o, dtype: o.dtype as KvPoolStats["dtype"], paged: o.paged === 1 };
 }
 
 /** Requests posted. */

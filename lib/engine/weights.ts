@@ -14,6 +14,7 @@ import { openTensorSource } from "../checkpoint/source.ts";
 import type { WeightTensor } from "../checkpoint/weight.ts";
 import { type BackendName, chooseBackend, NativeBackend, type NativeEngine } from "./native.ts";
 import { Cfg, DType, type DTypeCode, DTYPE_NAMES, isQuantized } from "./abi.ts";
+import { KV_DTYPE_CODES, type KvDType } from "./kv.ts";
 
 /**
  * Weight dtype the engine keeps: "auto" = the checkpoint's own; "q8_0",
@@ -86,6 +87,12 @@ export interface EngineOptions {
   maxBatchTokens: number;
   /** Scan every tensor for NaN/Inf before it is copied in. */
   checkWeights: boolean;
+  /** KV storage (default: the backend's, float16 on the CPU); lib/engine/kv.ts. */
+  kvDtype?: KvDType;
+  /** Blocks in the KV pool (default 0: every slot at full depth and length). */
+  kvBlocks?: number;
+  /** Positions per KV block (default 0: the engine's, 16). */
+  kvBlockSize?: number;
 }
 
 /** Whether every F32 value in `data` is finite and within float16's range. */
@@ -147,7 +154,7 @@ export function backendNote(backend: BackendName, summary: LoadSummary): string 
 }
 
 /** Most rows one native step carries for these options. */
-export function maxStepRows(o: EngineOptions): number {
+export function maxStepRows(o: Pick<EngineOptions, "maxBatch" | "maxBatchTokens">): number {
   return Math.max(o.maxBatchTokens, o.maxBatch);
 }
 
@@ -174,6 +181,9 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
   cfg[Cfg.MAX_ROWS] = maxStepRows(options);
   cfg[Cfg.THREADS] = options.threads;
   cfg[Cfg.COMPUTE_DTYPE] = want === DType.F16 || want === DType.BF16 ? want : 0;
+  cfg[Cfg.KV_DTYPE] = options.kvDtype ? KV_DTYPE_CODES[options.kvDtype] : 0;
+  cfg[Cfg.KV_BLOCKS] = options.kvBlocks ?? 0;
+  cfg[Cfg.KV_BLOCK_SIZE] = options.kvBlockSize ?? 0;
   const source = openTensorSource(dir);
   const tied = source.tiedHead; // the families take the LM head from the embedding then
   let engine: NativeEngine | null = null;

@@ -2,8 +2,10 @@
  * The engine thread: a Worker that owns one native engine. It builds the
  * engine from the model folder (so loading never blocks the caller), then
  * serves requests from lib/engine/client.ts until "free": a native step, a
- * slot reset, a slot query. Requests and replies travel over a MessagePort
- * read with receiveMessageOnPort, and two counters in a SharedArrayBuffer wake
+ * slot reset, a KV reservation, a slot query. After each request that can
+ * change the KV pool it rewrites the pool's stats in shared memory, before
+ * it replies. Requests and replies travel over a MessagePort read with
+ * receiveMessageOnPort, and two counters in a SharedArrayBuffer wake
  * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there); two
  * more, a heartbeat while idle and a busy flag, let a caller blocked in
  * Atomics.wait tell a dead thread from a busy one.
@@ -11,7 +13,7 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError } from "./protocol.ts";
+import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError, writeKvStats } from "./protocol.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine, type LoadSummary } from "./weights.ts";
 
@@ -36,6 +38,10 @@ function run(d: EngineWorkerData): void {
     reply({ id: 0, ok: false, error: wire(e) });
     return;
   }
+  // the KV stats live in shared memory, so reading them never waits for a step
+  const kv = new Float64Array(d.kv);
+  const publishKv = () => writeKvStats(kv, engine.kvStats());
+  publishKv();
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0), loadSummary } });
   let handled = 0;
   for (;;) {
@@ -56,10 +62,17 @@ function run(d: EngineWorkerData): void {
         switch (q.op) {
           case "step":
             engine.step(q.rows, q.n, q.params, q.logits, q.tokens, q.lp?.nTop ?? 0, q.lp?.values ?? null, q.lp?.ids ?? null);
+            publishKv();
             reply({ id: q.id, ok: true, value: null });
             break;
           case "reset":
             engine.resetSlot(q.slot);
+            publishKv();
+            reply({ id: q.id, ok: true, value: null });
+            break;
+          case "kvReserve":
+            engine.kvReserve(q.slot, q.blocks);
+            publishKv();
             reply({ id: q.id, ok: true, value: null });
             break;
           case "slotInfo":

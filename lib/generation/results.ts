@@ -28,6 +28,12 @@ export interface GenerationStats {
   seed: number;
   /** The budget policy, described. */
   policy: string;
+  /**
+   * Bytes of KV cache the generation held at its peak (its prompt at every
+   * layer, each fed-back token at the layers its budget computed, in whole
+   * blocks; docs/kv-cache.md). Its reservation was this much or more.
+   */
+  kvBytes: number;
 }
 
 /** A token's log-probability under the model (before temperature, top-k, top-p) and the most likely alternatives. */

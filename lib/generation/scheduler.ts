@@ -23,9 +23,24 @@
  * is built again without it. Only an error that names no row, or one from
  * after the checks (out of memory, a device fault, a dead engine thread),
  * fails every sequence of the step.
+ *
+ * KV admission (docs/kv-cache.md, "Reservation"): a policy fixes every
+ * budget before a sequence starts, so its KV need — the blocks it owns at its
+ * peak — is exact in advance (lib/engine/kv.ts sequenceKvBlocks). A waiting
+ * sequence is admitted only when the decoder's ledger (KvBudget) can promise
+ * that need; it is then promised to the engine too (skd_engine_kv_reserve,
+ * queued before the sequence's first step), so no step of a running sequence
+ * is ever refused for lack of KV, whatever else runs. Otherwise it waits,
+ * in order: nothing behind it overtakes it (a large request is never
+ * starved by small ones), and the queue moves again when blocks come back.
+ * The whole promise comes back when the sequence ends — finished, stopped
+ * early by EOS or a stop string, aborted or failed — because its slot is
+ * reset; the engine queues that reset behind a step in flight. A sequence
+ * whose need exceeds the whole pool is refused when it is submitted.
  */
 import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import { StreamDecoder } from "../checkpoint/tokenizer.ts";
+import { type KvBudget, kvBlocksNeeded, sequenceKvBlocks } from "../engine/kv.ts";
 import { NativeError } from "../engine/native.ts";
 import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/abi.ts";
 import type { SkipPolicy } from "./policy.ts";
@@ -59,6 +74,8 @@ export interface StepTarget {
   readonly tokenizer: SkipTokenizer | null;
   /** The engine's KV slots (slots.ts), shared with the decoder's other users. */
   readonly slots: Pick<SlotPool, "acquire" | "release" | "free">;
+  /** The KV pool: the decoder's ledger, and the engine's reservation call (queued behind earlier requests). Absent: no KV admission. */
+  readonly kv?: { budget: KvBudget; reserve(slot: number, blocks: number): Promise<void> };
   /** One native step on the engine thread; the buffers are SharedArrayBuffer views, untouched until it settles. */
   step(
     rows: Int32Array,
@@ -105,6 +122,9 @@ class Sequence {
   hitStop = false;
   /** Counted out of its group's prefilling members. */
   leftPrefill = false;
+  /** KV blocks it needs at its peak (the exact need), and whether they are promised now. */
+  kvNeed = 0;
+  kvPromised = false;
 
   constructor(spec: SequenceSpec, group: Group | null, tokenizer: SkipTokenizer | null) {
     this.spec = spec;
@@ -172,6 +192,9 @@ export class Scheduler {
    */
   constructor(target: StepTarget, maxRows: number, slowdown = Infinity) {
     this.#t = target;
+    target.kv?.budget.onRelease(() => {
+      if (this.#waiting.length) this.#kick();
+    });
     this.#maxRows = maxRows;
     this.#slowdown = slowdown;
     // shared with the engine thread: a step copies nothing
@@ -187,9 +210,45 @@ export class Scheduler {
     return { running: this.#running.length, waiting: this.#waiting.length };
   }
 
+  /**
+   * KV blocks a sequence needs at its peak (0 without KV admission): its
+   * prompt at full depth, then every generated token fed back with its budget.
+   */
+  kvNeed(spec: Pick<SequenceSpec, "prompt" | "maxNewTokens" | "policy">): number {
+    const kv = this.#t.kv;
+    if (!kv) return 0;
+    return sequenceKvBlocks({
+      numLayers: this.#t.numLayers,
+      blockSize: kv.budget.blockSize,
+      promptLen: spec.prompt.length,
+      maxNewTokens: spec.maxNewTokens,
+      maxSeqLen: this.#t.maxSeqLen,
+      layersAt: (i) => spec.policy.layersAt(i),
+      warmupLayers: spec.policy.warmupLayers,
+    });
+  }
+
+  /** Throws when `blocks` could never be promised: more than the whole pool. */
+  checkKvNeed(where: string, blocks: number, what: string): void {
+    const budget = this.#t.kv?.budget;
+    if (!budget || blocks <= budget.blocks) return;
+    throw new Error(
+      `${where}: ${what} needs ${blocks} KV blocks (${budget.mib(blocks)} MiB), more than the whole pool of ${budget.blocks} ` +
+        `(${budget.mib(budget.blocks)} MiB; kvCacheBytes): shorten the prompt or maxNewTokens, or load with a larger kvCacheBytes`,
+    );
+  }
+
   /** Queues a sequence; the promise settles when it finishes. `cancel` ends it early ("abort"). */
   submit(spec: SequenceSpec, group: Group | null = null): { promise: Promise<GenerateResult>; cancel: () => void } {
     const s = new Sequence(spec, group, this.#t.tokenizer);
+    try {
+      s.kvNeed = this.kvNeed(spec);
+      this.checkKvNeed("SkipDecoder.generate", s.kvNeed, `a prompt of ${spec.prompt.length} tokens with maxNewTokens ${spec.maxNewTokens}`);
+    } catch (e) {
+      this.#leavePrefill(s);
+      s.reject(e as Error);
+      return { promise: s.promise, cancel: () => {} };
+    }
     const cancel = () => this.#finish(s, "abort");
     if (spec.signal) {
       if (spec.signal.aborted) {
@@ -224,6 +283,7 @@ export class Scheduler {
     try {
       while (this.#running.length || this.#waiting.length) {
         const n = this.#build();
+        if (n.rows === 0 && n.kvBlocked) break; // the queue waits for KV blocks: a release kicks the loop again
         if (n.rows === 0) {
           // Nothing can move: every waiting sequence needs a slot and none is free,
           // and nothing runs that would free one. Cannot happen with sane sizes.
@@ -298,6 +358,8 @@ export class Scheduler {
     owners: Sequence[];
     /** Prompt tokens fed before this step, of the sequences it feeds prompt rows. */
     fedBefore: Map<Sequence, number>;
+    /** The next waiting sequence had a slot but not its KV blocks. */
+    kvBlocked: boolean;
   } {
     const L = this.#t.numLayers;
     let n = 0;
@@ -352,13 +414,40 @@ export class Scheduler {
       return true;
     };
     for (const s of this.#running) if (!s.prefilled && !seqs.has(s)) admit(s);
+    let kvBlocked = false;
     while (this.#waiting.length && n < limit && this.#t.slots.free > 0) {
-      const s = this.#waiting.shift()!;
+      const s = this.#waiting[0]!;
+      if (!this.#promiseKv(s)) {
+        kvBlocked = true; // in order: nothing behind it overtakes it
+        break;
+      }
+      this.#waiting.shift();
       s.slot = this.#t.slots.acquire();
+      this.#reserveInEngine(s);
       this.#running.push(s);
       admit(s);
     }
-    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore };
+    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore, kvBlocked };
+  }
+
+  /** Promises a waiting sequence its KV need in the decoder's ledger; false when the pool cannot yet. */
+  #promiseKv(s: Sequence): boolean {
+    const kv = this.#t.kv;
+    if (!kv || s.kvPromised) return true;
+    if (!kv.budget.tryReserve(s.kvNeed)) return false;
+    s.kvPromised = true;
+    return true;
+  }
+
+  /** Makes the same promise to the engine, queued before the sequence's first step. */
+  #reserveInEngine(s: Sequence): void {
+    const kv = this.#t.kv;
+    if (!kv) return;
+    const slot = s.slot;
+    kv.reserve(slot, s.kvNeed).catch((e: Error) => {
+      // the ledgers disagree (a raw step took blocks nobody promised): this sequence could be refused mid-run
+      if (s.slot === slot) this.#fail(s, e);
+    });
   }
 
   /** Applies the sampled tokens of the last step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
@@ -443,9 +532,21 @@ export class Scheduler {
     if (w >= 0) this.#waiting.splice(w, 1);
     const r = this.#running.indexOf(s);
     if (r >= 0) this.#running.splice(r, 1);
-    if (s.slot >= 0) this.#t.slots.release(s.slot);
+    if (s.slot >= 0) this.#t.slots.release(s.slot); // the reset drops the engine's reservation and frees its blocks
     s.slot = -1;
     this.#leavePrefill(s);
+    if (s.kvPromised) {
+      s.kvPromised = false;
+      this.#t.kv!.budget.release(s.kvNeed); // may kick the loop for a waiting sequence
+    }
+  }
+
+  /** Bytes of KV the sequence held at its peak: its tables only grow while it runs, so the blocks of all it fed. */
+  #kvBytes(s: Sequence): number {
+    const kv = this.#t.kv;
+    if (!kv) return 0;
+    const fed = s.budgets.slice(0, s.passes);
+    return kvBlocksNeeded(this.#t.numLayers, kv.budget.blockSize, s.fed, fed, s.spec.policy.warmupLayers) * kv.budget.blockBytes;
   }
 
   #leavePrefill(s: Sequence): void {
@@ -485,6 +586,7 @@ export class Scheduler {
         generatedTokens: s.tokens.length,
         seed: s.spec.seed,
         policy: String(s.spec.policy),
+        kvBytes: this.#kvBytes(s),
       },
     });
   }
