@@ -25,9 +25,11 @@ describe("engine thread", () => {
     const ms = performance.now() - t0;
     const { ticks, worst } = probe.stop();
     expect(r.tokens.length).toBe(1);
-    // had the step run on this thread, no timer could fire during it: one gap as long as the step
+    // had the step run on this thread, no timer could fire during it: one gap as long as the step.
+    // On a busy 2-core machine the engine's threads can keep this one off a core for a while (a gap
+    // of 70% of the step was seen), so the bound is a gap clearly shorter than the step, not a short one.
     expect(ticks).toBeGreaterThanOrEqual(Math.min(5, Math.floor(ms / 4)));
-    expect(worst).toBeLessThan(Math.max(ms / 2, 50));
+    expect(worst).toBeLessThan(Math.max(ms * 0.85, 50));
   });
 
   test("errors from the engine thread keep their class, status and message", async () => {
