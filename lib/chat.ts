@@ -8,6 +8,7 @@
  * tokenized without adding another (as `apply_chat_template` does).
  */
 import { Template } from "@huggingface/jinja";
+import type { SkipTokenizer } from "./checkpoint/tokenizer.ts";
 
 /** One chat message; extra string fields (such as `name`) reach the template too. */
 export interface ChatMessage {
@@ -71,5 +72,18 @@ export class ChatTemplate {
     } catch (e) {
       throw new Error(`${where}: the chat template refused these messages: ${(e as Error).message}`);
     }
+  }
+
+  /**
+   * {@link render} with the BOS and EOS token strings of `tok`, as the
+   * model's own prompts are made (SkipDecoder.applyChatTemplate, and the
+   * trainer's chat data in train/tokenize.ts).
+   *
+   * @example
+   * template.renderFor(tok, [{ role: "user", content: "Hi" }], true, "chat");
+   */
+  renderFor(tok: SkipTokenizer, messages: ChatMessage[], addGenerationPrompt: boolean, where: string): string {
+    const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
+    return this.render(messages, { bosToken: token(tok.bosId), eosToken: token(tok.eosId), addGenerationPrompt }, where);
   }
 }

@@ -448,12 +448,7 @@ export class SkipDecoder {
     checkKeys(where, opts, ["addGenerationPrompt"]);
     const list = checkMessages(where, messages);
     this.#template ??= new ChatTemplate(src, where);
-    const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
-    const text = this.#template.render(
-      list,
-      { bosToken: token(tok.bosId), eosToken: token(tok.eosId), addGenerationPrompt: opts.addGenerationPrompt ?? true },
-      where,
-    );
+    const text = this.#template.renderFor(tok, list, opts.addGenerationPrompt ?? true, where);
     // the template writes the BOS where the model wants one: tokenize without adding another
     return { text, ids: tok.encode(text, { addBos: false }) };
   }
