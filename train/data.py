@@ -26,6 +26,7 @@ class Data:
         self.kind = tok["kind"]
         self.bos = tok["bos_id"] if tok["adds_bos"] else None
         self.seq = seq
+        # uint32 ids and uint8 masks, mapped from the token file; windows are copied out per batch
         self.train_ids, self.train_mask = tok["train"]["ids"], tok["train"]["mask"]
         self.held_ids, self.held_mask = tok["heldout"]["ids"], tok["heldout"]["mask"]
         self.per = seq - 1 if self.kind == "text" and self.bos is not None else seq
@@ -75,6 +76,6 @@ class Data:
             ids = self.held_ids[i * self.per:(i + 1) * self.per]
             if self.kind == "text" and self.bos is not None:
                 ids = np.concatenate([[self.bos], ids])
-            mask = self.held_mask[i * self.per + 1:(i + 1) * self.per] if self.masked else None
+            mask = self.held_mask[i * self.per + 1:(i + 1) * self.per].astype(bool) if self.masked else None
             out.append((np.asarray(ids, dtype=np.int64), mask))
         return out

@@ -23,7 +23,7 @@ if [ $quick = 1 ]; then
   tag=quick
 else
   model=(--family llama --layers 12 --hidden 128 --heads 4 --kv-heads 2 --ffn 384)
-  plain_steps=(--steps 1000 --eval-every 250)
+  plain_steps=(--steps 600 --eval-every 250)
   ft_steps=(--steps 400 --lr 1e-3 --lr-warmup 40 --eval-every 100)
   quick_flag=()
   tag=12l

