@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import hf
 from .skip import run_layers
 
 MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -279,20 +280,7 @@ class Model(nn.Module):
         self.norm = RMSNorm(c.hidden_size, c.rms_norm_eps)
         self.lm_head = None if c.tie_word_embeddings else nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         self.register_buffer("inv_freq", rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling), persistent=False)
-        self.apply(self._init)
-        # GPT-2's scaled init of the residual projections
-        for blk in self.layers:
-            for lin in (blk.self_attn.o_proj, blk.mlp.down_proj):
-                nn.init.normal_(lin.weight, 0.0, 0.02 / math.sqrt(2 * c.num_hidden_layers))
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+        hf.init_weights(self, (p for blk in self.layers for p in (blk.self_attn.o_proj, blk.mlp.down_proj)), c.num_hidden_layers)
 
     def forward(self, ids, budgets=None, warmup=1):
         """ids (B,T) -> logits (B,T,V). budgets (B,T): layers per position
@@ -314,26 +302,11 @@ class Model(nn.Module):
 
 def to_hf_state(model):
     """{HF name: tensor}; a tied head is not written (config says tied)."""
-    return {k if k.startswith("lm_head.") else "model." + k: v for k, v in model.state_dict().items()}
+    return hf.to_hf_state(model, "model.")
 
 
 def from_hf_state(model, tensors, where):
     """Load HF tensors (`model.*` or unprefixed) into `model`; every missing or
     misshapen tensor is named. A tied model ignores a stored lm_head.weight
     (transformers ties it to the embedding on load)."""
-    prefix = "model." if "model.embed_tokens.weight" in tensors else ""
-    want = model.state_dict()
-    got, problems = {}, []
-    for k, v in want.items():
-        name = k if k.startswith("lm_head.") else prefix + k
-        t = tensors.get(name)
-        if t is None:
-            hint = " (config.json says tie_word_embeddings is false)" if k == "lm_head.weight" else ""
-            problems.append(f"missing tensor {name}{hint}")
-        elif tuple(t.shape) != tuple(v.shape):
-            problems.append(f"tensor {name} has shape {list(t.shape)}, config.json implies {list(v.shape)}")
-        else:
-            got[k] = t
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
-    model.load_state_dict(got)
+    hf.from_hf_state(model, tensors, ("model.", ""), where)

@@ -9,13 +9,13 @@ Skipping: skip.py's masked forward (h = where(computes(l, pos), block(h), h)),
 which equals the engine's computation.
 """
 
-import math
 from dataclasses import dataclass, asdict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import hf
 from .skip import run_layers
 
 POSITION_OFFSET = 2
@@ -165,20 +165,7 @@ class Model(nn.Module):
         self.layers = nn.ModuleList(Block(c) for _ in range(c.num_hidden_layers))
         self.final_layer_norm = nn.LayerNorm(d) if c.do_layer_norm_before else None
         self.lm_head = None if c.tie_word_embeddings else nn.Linear(e, c.vocab_size, bias=False)
-        self.apply(self._init)
-        # GPT-2's scaled init of the residual projections
-        for blk in self.layers:
-            for lin in (blk.self_attn.out_proj, blk.fc2):
-                nn.init.normal_(lin.weight, 0.0, 0.02 / math.sqrt(2 * c.num_hidden_layers))
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+        hf.init_weights(self, (p for blk in self.layers for p in (blk.self_attn.out_proj, blk.fc2)), c.num_hidden_layers)
 
     def forward(self, ids, budgets=None, warmup=1):
         """ids (B,T) -> logits (B,T,V). budgets (B,T): layers per position
@@ -206,30 +193,10 @@ class Model(nn.Module):
 
 def to_hf_state(model):
     """{HF name: tensor}; a tied head is not written (config says tied)."""
-    out = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("lm_head."):
-            out[k] = v
-        else:
-            out["model.decoder." + k] = v
-    return out
+    return hf.to_hf_state(model, "model.decoder.")
 
 
 def from_hf_state(model, tensors, where):
     """Load HF tensors (`model.decoder.*` or `decoder.*`) into `model`; every
     missing or misshapen tensor is named."""
-    prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in tensors else "decoder."
-    want = model.state_dict()
-    got, problems = {}, []
-    for k, v in want.items():
-        name = k if k.startswith("lm_head.") else prefix + k
-        t = tensors.get(name)
-        if t is None:
-            problems.append(f"missing tensor {name}")
-        elif tuple(t.shape) != tuple(v.shape):
-            problems.append(f"tensor {name} has shape {list(t.shape)}, config.json implies {list(v.shape)}")
-        else:
-            got[k] = t
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
-    model.load_state_dict(got)
+    hf.from_hf_state(model, tensors, ("model.decoder.", "decoder."), where)
