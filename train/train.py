@@ -534,8 +534,9 @@ def main(argv):
         teacher = copy.deepcopy(model).eval()
         for q in teacher.parameters():
             q.requires_grad_(False)
-        if amp:
-            teacher.to(torch.bfloat16)
+        if amp:  # bfloat16 weights halve the teacher; buffers (rotary frequencies) stay float32
+            for q in teacher.parameters():
+                q.data = q.data.to(torch.bfloat16)
         teacher.to(device)
     if a.freeze_embeddings:
         for n, q in model.named_parameters():
