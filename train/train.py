@@ -688,8 +688,9 @@ def main(argv):
         "parameters": n_params, "train_seconds": round(train_secs), "threads": torch.get_num_threads(),
         "device": device, "precision": p["precision"], "torch": torch.__version__,
         "final_train_loss_last50": round(final_loss, 4),
-        "final_train_loss_note": f"mean training cross-entropy of the last {min(LAST_N, len(history))} steps "
-                                 "(under the drawn skip budgets for --policy skip)",
+        "final_train_loss_note": f"mean training cross-entropy of the last {min(LAST_N, len(history))} steps"
+                                 + (" (under the drawn skip budgets)" if a.policy == "skip" else "")
+                                 + (" (the --distill KL term not included)" if a.distill else ""),
         "distill": a.distill, "distill_weight": a.distill_weight if a.distill else None,
         "flops_per_token": p["flops_per_token"], "train_flops": p["flops_per_token"] * tokens_seen,
         "memory_estimate_bytes": p["memory_estimate_bytes"]["total"], "peak_memory_bytes": peak,
