@@ -3,12 +3,12 @@
  * markdown tables, JSON output and the cached random models they run on.
  */
 import type { ModelSpec } from "../lib/checkpoint/config.ts";
-import type { NativeBackend } from "../lib/native.ts";
+import type { NativeBackend } from "../lib/engine/native.ts";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
+import { writeTinyModel, type TinyModelOptions } from "../lib/tiny/model.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
 
@@ -55,7 +55,7 @@ export const SHAPES: Record<string, TinyModelOptions> = {
   "opt-125m": { layers: 12, hidden: 768, heads: 12, ffn: 3072, vocab: 50272, maxPositions: 2048, variant: "pre" },
   "opt-350m": { layers: 24, hidden: 1024, heads: 16, ffn: 4096, embedDim: 512, vocab: 50272, maxPositions: 2048, variant: "post" },
   "opt-1.3b": { layers: 24, hidden: 2048, heads: 32, ffn: 8192, vocab: 50272, maxPositions: 2048, variant: "pre" },
-  // LLaMA-shaped (issue #10): ~125M and ~390M parameters, GQA 3:1 and 4:1, vocab 32000
+  // LLaMA-shaped: ~125M and ~390M parameters, GQA 3:1 and 4:1, vocab 32000
   "llama-110m": { family: "llama", layers: 12, hidden: 768, heads: 12, kvHeads: 4, ffn: 2048, vocab: 32000, maxPositions: 2048 },
   "llama-400m": { family: "llama", layers: 24, hidden: 1024, heads: 16, kvHeads: 4, ffn: 3584, vocab: 32000, maxPositions: 2048 },
   tiny: { layers: 4, hidden: 64, heads: 4 },

@@ -18,8 +18,8 @@
  */
 import { join } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
-import { NativeBackend } from "../lib/native.ts";
-import { Rng } from "../lib/tiny.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
+import { Rng } from "../lib/tiny/model.ts";
 import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
 
 const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m,opt-1.3b,llama-110m,llama-400m] [--batches 1,4,16] [--speedups 1,2,3,4,5]

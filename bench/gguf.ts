@@ -19,7 +19,8 @@
  */
 import { closeSync, openSync, writeSync } from "node:fs";
 import type { ModelSpec } from "../lib/checkpoint/config.ts";
-import { CheckpointTensors, toFloat32 } from "../lib/checkpoint/safetensors.ts";
+import { CheckpointTensors } from "../lib/checkpoint/safetensors.ts";
+import { toFloat32 } from "../lib/checkpoint/half.ts";
 
 enum T {
   U32 = 4,

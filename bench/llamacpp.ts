@@ -21,8 +21,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { NativeBackend } from "../lib/native.ts";
-import { Rng } from "../lib/tiny.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
+import { Rng } from "../lib/tiny/model.ts";
 import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, weightBytes, writeJson } from "./common.ts";
 import { writeGguf } from "./gguf.ts";
 

@@ -13,7 +13,7 @@
  * removes it). Every run is bounded by --requests and by --timeout seconds;
  * the script always stops the server and exits by itself. Loopback only.
  *
- * --long-prompt N adds the interference test (issue 12's target): for
+ * --long-prompt N adds the interference test: for
  * --phase-s seconds the streaming clients run alone, then as long again while
  * one more client keeps sending N-token prompts (max_tokens 1); a prober
  * sends GET /health every 10 ms throughout. It reports /health latency and
@@ -25,7 +25,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { cpus, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { writeTinyModel } from "../lib/tiny.ts";
+import { writeTinyModel } from "../lib/tiny/model.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const USAGE = `usage: bun bench/load.ts [--model DIR] [--clients 8] [--requests 64] [--max-tokens 32] [--runs 3]

@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { libraryPath, NativeBackend } from "../lib/native.ts";
+import { libraryPath, NativeBackend } from "../lib/engine/native.ts";
 import { flags, machine, median, pm, ROOT, stddev, table, writeJson } from "./common.ts";
 
 const USAGE = `usage: bun run bench membw [--mib 512] [--threads 0] [--reps 10] [--out bench/results/membw.json]`;

@@ -7,16 +7,19 @@ import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { familyOf } from "./checkpoint/family.ts";
 import { SkipTokenizer } from "./checkpoint/tokenizer.ts";
-import { EngineClient } from "./engine_client.ts";
-import { type GenerateOptions, type Prompt, sequenceSpec } from "./generate.ts";
-import { type BackendName, Row, ROW_WANT_LOGITS } from "./native.ts";
-import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, checkMessages } from "./chat.ts";
+import { EngineClient } from "./engine/client.ts";
+import { type GenerateOptions, type Prompt, sequenceSpec } from "./generation/generate.ts";
+import { type BackendName } from "./engine/native.ts";
+import { Row, ROW_WANT_LOGITS } from "./engine/abi.ts";
+import { type ChatMessage, ChatTemplate, type ChatTemplateOptions, chatLimits, checkChatSize, checkMessages } from "./text/chat.ts";
 import { boolOpt, checkIds, checkKeys, choiceOpt, intOpt, numOpt, show } from "./options.ts";
-import type { SkipPolicy } from "./policy.ts";
-import { type GenerateResult, Group, Scheduler, type StreamEvent } from "./scheduler.ts";
-import { maxStepRows, type WeightDType } from "./weights.ts";
+import type { SkipPolicy } from "./generation/policy.ts";
+import type { GenerateResult, StreamEvent } from "./generation/results.ts";
+import { Group, Scheduler } from "./generation/scheduler.ts";
+import { SlotPool } from "./generation/slots.ts";
+import { maxStepRows, type WeightDType } from "./engine/weights.ts";
 
-export type { WeightDType } from "./weights.ts";
+export type { WeightDType } from "./engine/weights.ts";
 
 /** Options of {@link SkipDecoder.load}; defaults in {@link LOAD_DEFAULTS}. */
 export interface LoadOptions {
@@ -113,7 +116,8 @@ export class SkipDecoder {
   /** The model's tokenizer, or null when the folder has none (then prompts must be token ids). */
   readonly tokenizer: SkipTokenizer | null;
   readonly #engine: EngineClient;
-  readonly #freeSlots: number[];
+  /** The engine's KV slots: taken by the scheduler's sequences, forward() and the tests' raw steps, all through here. */
+  readonly #slots: SlotPool;
   readonly #scheduler: Scheduler;
   /** The tokenizer's chat template, parsed on first use (it never changes). */
   #template: ChatTemplate | null = null;
@@ -131,20 +135,20 @@ export class SkipDecoder {
     this.backend = engine.backend;
     this.options = options;
     this.tokenizer = tokenizer;
-    this.#freeSlots = Array.from({ length: options.maxBatch }, (_, i) => options.maxBatch - 1 - i);
+    this.#slots = new SlotPool(options.maxBatch, engine);
     this.#scheduler = new Scheduler(
       {
         numLayers: spec.numLayers,
         maxSeqLen: options.maxSeqLen,
         tokenizer,
-        acquireSlot: () => this.acquireSlot(),
-        releaseSlot: (s) => this.releaseSlot(s),
-        freeSlots: () => this.#freeSlots.length,
+        slots: this.#slots,
         step: (rows, n, params, tokens, lp) => this.#live("generate").step(rows, n, params, null, tokens, lp),
       },
       maxStepRows(options),
       options.decodeSlowdown,
     );
+    // a dead engine thread ends every generation with its error at once
+    engine.onFailure((e) => this.#scheduler.failAll(e));
   }
 
   /**
@@ -171,14 +175,54 @@ export class SkipDecoder {
     };
     const hasTokenizer = ["tokenizer.json", "vocab.json"].some((f) => existsSync(join(dir, f)));
     const tokenizer = hasTokenizer ? await SkipTokenizer.load(dir, { bos: familyOf(spec.arch, dir).bos }) : null;
+    if (tokenizer && tokenizer.vocabSize > spec.vocabSize) {
+      throw new Error(
+        `${where}: the tokenizer in ${dir} has ids up to ${tokenizer.vocabSize - 1}, beyond the model's vocabulary of ` +
+          `${spec.vocabSize} (config.json vocab_size): those ids have no embedding`,
+      );
+    }
     // the engine thread builds the engine: reading and converting weights never blocks this thread
     const engine = await EngineClient.start(dir, spec, options);
+    const family = familyOf(spec.arch, dir);
+    if (engine.backend === "cuda" && !family.cudaVerified) {
+      console.warn(
+        `skipdecode: the ${family.name} family's block on the CUDA backend has never run on a GPU (docs/cuda.md); ` +
+          `check its output against backend: "cpu" before relying on it`,
+      );
+    }
     return new SkipDecoder(dir, spec, engine, options, tokenizer);
   }
 
   #live(what: string): EngineClient {
     if (this.#engine.freed) throw new Error(`SkipDecoder.${what}: the decoder is closed`);
+    const failure = this.#engine.failure;
+    if (failure) throw new Error(`SkipDecoder.${what}: ${failure.message.replace(/^skipdecode: /, "")}`);
     return this.#engine;
+  }
+
+  /**
+   * Why the engine thread ended unasked, or null while it runs. Once set,
+   * every generation in flight has failed with it and every call that needs
+   * the engine throws: the decoder is done (close it; load the model again).
+   */
+  get engineFailure(): Error | null {
+    return this.#engine.failure;
+  }
+
+  /**
+   * Calls `listener` once if the engine thread ends unasked (see
+   * {@link engineFailure}); at once if it already has.
+   *
+   * @example
+   * dec.onEngineFailure((e) => { console.error(e.message); process.exit(1); });
+   */
+  onEngineFailure(listener: (e: Error) => void): void {
+    this.#engine.onFailure(listener);
+  }
+
+  /** @internal Test-only: ends the engine thread as a crash would, so a test can see what follows. */
+  killEngineThread(): Promise<number> {
+    return this.#engine.killForTest();
   }
 
   /** Bytes of weights one full step reads (linear layers and LM head). */
@@ -193,16 +237,13 @@ export class SkipDecoder {
 
   /** @internal takes a free KV slot. */
   acquireSlot(): number {
-    const s = this.#freeSlots.pop();
-    if (s === undefined) throw new Error(`SkipDecoder: all ${this.options.maxBatch} sequence slots are busy (raise maxBatch)`);
-    this.#live("acquireSlot").resetSlot(s);
-    return s;
+    this.#live("acquireSlot");
+    return this.#slots.acquire();
   }
 
   /** @internal returns a slot taken with acquireSlot. */
   releaseSlot(slot: number): void {
-    if (!this.#engine.freed) this.#engine.resetSlot(slot);
-    this.#freeSlots.push(slot);
+    this.#slots.release(slot);
   }
 
   /**
@@ -428,8 +469,10 @@ export class SkipDecoder {
 
   /**
    * The prompt text the model's chat template makes of `messages`
-   * (lib/chat.ts). Throws when the model has no template or the template
-   * refuses the messages.
+   * (lib/text/chat.ts). Throws when the model has no template, the template
+   * refuses the messages, or a chat limit is exceeded (lib/text/chat.ts
+   * `chatLimits`: message count and size; the render's time, output and
+   * work). It renders on this thread, synchronously: at most about a second.
    *
    * @example
    * dec.applyChatTemplate([{ role: "user", content: "Hi" }]);
@@ -447,10 +490,19 @@ export class SkipDecoder {
     if (src === null) throw new Error(`${where}: the model has no chat template (no chat_template in tokenizer_config.json or chat_template.jinja)`);
     checkKeys(where, opts, ["addGenerationPrompt"]);
     const list = checkMessages(where, messages);
+    const limits = chatLimits(this.options.maxSeqLen);
+    checkChatSize(where, list, limits);
     this.#template ??= new ChatTemplate(src, where);
-    const text = this.#template.renderFor(tok, list, opts.addGenerationPrompt ?? true, where);
+    const text = this.#template.render(list, { ...this.chatTokens, addGenerationPrompt: opts.addGenerationPrompt ?? true }, where, limits);
     // the template writes the BOS where the model wants one: tokenize without adding another
     return { text, ids: tok.encode(text, { addBos: false }) };
+  }
+
+  /** @internal The special tokens a chat template is given (`bos_token`, `eos_token`; "" when the model has none). */
+  get chatTokens(): { bosToken: string; eosToken: string } {
+    const tok = this.tokenizer;
+    const token = (id: number | null) => (id === null || !tok ? "" : (tok.idToToken(id) ?? ""));
+    return { bosToken: token(tok?.bosId ?? null), eosToken: token(tok?.eosId ?? null) };
   }
 
   /**

@@ -4,11 +4,13 @@
  *   build/libskipdecode_cpu.so   from cuda/cpu/*.c   with gcc (always)
  *   build/libskipdecode_cuda.so  from cuda/gpu/*.cu  with nvcc (where nvcc exists)
  *
- * Runs as `bun run build` (both), as `skipdecode build`, and as `bun install`'s
- * postinstall (--postinstall): there the CUDA library is built only where it
- * can run — a GPU driver is present — or when SKIPDECODE_BUILD_CUDA=1, or in a
- * clone of this repository (developers compile what they change); otherwise
- * it is built on first CUDA use (lib/build.ts). Flags:
+ * Runs as `bun run build` (both), as `skipdecode build` (both; `--cuda`: the
+ * CUDA library), and as `bun install`'s postinstall (--postinstall): there the
+ * CUDA library (minutes of nvcc) is built only where it can run — a GPU driver
+ * is present — or when SKIPDECODE_BUILD_CUDA=1 asks for it (.ci/run sets it, so
+ * CI compiles every kernel); otherwise one line says it was left out, and it
+ * is built on first CUDA use (lib/engine/build.ts) or by `skipdecode build --cuda`.
+ * Flags:
  *   --cpu-only     skip the CUDA library
  *   --cuda-only    skip the CPU library
  *   --postinstall  the install-time rule above for CUDA
@@ -18,6 +20,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { gpuDriver } from "../lib/engine/build.ts";
 
 const root = resolve(import.meta.dir, "..");
 const build = process.env.SKIPDECODE_LIB_DIR ?? join(root, "build");
@@ -74,7 +77,7 @@ function which(tool: string): string | null {
 let ok = true;
 
 // CPU: portable x86-64/aarch64 code; hot kernels pick SIMD variants at run time
-// (see cuda/cpu/simd.h), so no -march=native here.
+// (cuda/cpu/ops.c picks them), so no -march=native here.
 const cpu = [
   "gcc", "-O3", "-std=c11", "-fPIC", "-shared", "-pthread", "-fopenmp-simd",
   "-fno-math-errno", "-fno-trapping-math",
@@ -85,17 +88,11 @@ const cpu = [
 ];
 if (!args.has("--cuda-only")) ok = run("libskipdecode_cpu.so (gcc)", cpu) && ok;
 
-/** Whether a CUDA library built now could run here: an NVIDIA driver is loaded. */
-function gpuDriver(): boolean {
-  return existsSync("/proc/driver/nvidia/version") || which("nvidia-smi") !== null;
-}
-
-/** `bun install` of this package as a dependency (not of a clone of its repository). */
-const asDependency = root.split(/[\\/]/).includes("node_modules");
-
 let cuda = !args.has("--cpu-only");
-if (cuda && args.has("--postinstall") && asDependency && !gpuDriver() && process.env.SKIPDECODE_BUILD_CUDA !== "1") {
-  console.log("build: no GPU driver here: libskipdecode_cuda.so is left for its first use (SKIPDECODE_BUILD_CUDA=1 builds it now)");
+if (cuda && args.has("--postinstall") && !gpuDriver() && process.env.SKIPDECODE_BUILD_CUDA !== "1") {
+  console.log(
+    "build: no GPU driver here, so libskipdecode_cuda.so is not built (SKIPDECODE_BUILD_CUDA=1 bun install, or skipdecode build --cuda, builds it)",
+  );
   cuda = false;
 }
 if (cuda) {

@@ -5,21 +5,21 @@
  * call `app.request()` and `server/main.ts` puts it behind `Bun.serve`.
  */
 import { basename, resolve } from "node:path";
-import { zValidator } from "@hono/zod-validator";
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
 import { createMiddleware } from "hono/factory";
 import { HTTPException } from "hono/http-exception";
-import type { z } from "zod";
+import { chatLimits } from "../lib/text/chat.ts";
 import type { SkipDecoder } from "../lib/index.ts";
-import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
+import { OffThreadTokenizer } from "../lib/text/tokenizer_client.ts";
 import { accessLog } from "./access.ts";
 import { chatFormat, prepareChat } from "./chat.ts";
-import { Admission, checkModel, closing, complete, type CompletionDeps, prepare } from "./completions.ts";
+import { Admission, closing, engineFailed } from "./admission.ts";
+import { complete, type CompletionDeps } from "./completions.ts";
+import { checkModel, prepare } from "./prepare.ts";
 import { ApiError, errorResponse } from "./errors.ts";
+import { type BodyKind, type BodyLimits, BodyThread, jsonBody } from "./json_body.ts";
 import { PROMETHEUS_CONTENT_TYPE } from "./metrics.ts";
 import { ServerMetrics } from "./observe.ts";
-import { ChatCompletionSchema, CompletionSchema, DetokenizeSchema, firstIssue, TokenizeSchema } from "./schema.ts";
 
 /** Options of {@link createApp}; defaults in {@link APP_DEFAULTS}. */
 export interface AppOptions {
@@ -58,8 +58,6 @@ export interface SkipApp {
   drain(graceMs: number): Promise<{ cut: boolean }>;
 }
 
-const JSON_TYPE = /^application\/([\w.-]+\+)?json$/i;
-
 /**
  * Builds the app for a loaded decoder.
  *
@@ -92,6 +90,8 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   });
 
   app.get("/health", (c) => {
+    const failure = dec.engineFailure;
+    if (failure) return c.json({ status: "engine_failed", error: engineFailed(failure).message, ...dec.load }, 503);
     if (admission.closed) {
       c.header("Retry-After", closing().headers["Retry-After"]!);
       return c.json({ status: "closing", ...dec.load }, 503);
@@ -108,36 +108,32 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
 
   app.get("/metrics", (c) => c.body(metrics.render(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE }));
 
-  // JSON bodies: size limit, Content-Type, then the schema (errors in OpenAI's shape)
+  // JSON bodies: a live engine, then size, Content-Type, depth, counts and the schema (server/json_body.ts)
   const maxBody = opts.maxBodyBytes ?? APP_DEFAULTS.maxBodyBytes;
-  const jsonBody = <S extends z.ZodType>(schema: S) =>
-    [
-      bodyLimit({
-        maxSize: maxBody,
-        onError: () => {
-          throw new ApiError(413, `the request body is larger than ${maxBody} bytes`);
-        },
-      }),
-      createMiddleware(async (c, next) => {
-        const type = (c.req.header("Content-Type") ?? "").split(";")[0]!.trim();
-        if (!JSON_TYPE.test(type)) throw new ApiError(400, `Content-Type must be application/json, got ${JSON.stringify(type || "(none)")}`);
-        await next();
-      }),
-      zValidator("json", schema, (r) => {
-        if (!r.success) {
-          const { message, param } = firstIssue(r.error);
-          throw new ApiError(400, message, { param });
-        }
-      }),
-    ] as const;
+  const live = createMiddleware(async (_c, next) => {
+    const failure = dec.engineFailure;
+    if (failure) throw engineFailed(failure);
+    await next();
+  });
+  const bodies = new BodyThread();
+  const limits: BodyLimits = {
+    chat: chatLimits(dec.options.maxSeqLen),
+    maxSeqLen: dec.options.maxSeqLen,
+    maxTokenBytes: dec.tokenizer?.maxTokenBytes ?? 0,
+    vocabSize: dec.spec.vocabSize,
+  };
+  const body = <K extends BodyKind>(kind: K) => [live, ...jsonBody(kind, { maxBytes: maxBody, limits, bodies })] as const;
   // long texts are tokenised on their own thread, so a big prompt does not hold /health
   const offThread = dec.tokenizer ? new OffThreadTokenizer(dec.dir, dec.tokenizer) : null;
+  // threads start now, not inside the first request that needs one (a start holds this thread for tens of ms)
+  offThread?.warm();
+  bodies.warm();
   const needTokenizer = () => {
     if (!dec.tokenizer) throw new ApiError(400, "this model has no tokenizer", { code: "no_tokenizer" });
     return dec.tokenizer;
   };
 
-  app.post("/v1/completions", ...jsonBody(CompletionSchema), async (c) => {
+  app.post("/v1/completions", ...body("completion"), async (c) => {
     const t0 = performance.now();
     const p = await prepare(dec, modelName, c.req.valid("json"), (text) => offThread!.encode(text, true));
     const ac = admission.reserve(p.prompts.length);
@@ -149,9 +145,15 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     }
   });
 
-  app.post("/v1/chat/completions", ...jsonBody(ChatCompletionSchema), async (c) => {
+  app.post("/v1/chat/completions", ...body("chat"), async (c) => {
     const t0 = performance.now();
-    const p = await prepareChat(deps, c.req.valid("json"), (text) => offThread!.encode(text, false));
+    const p = await prepareChat(
+      deps,
+      c.req.valid("json"),
+      (text) => offThread!.encode(text, false),
+      // rendered on the tokenizer thread: a template's time is never the event loop's
+      (messages, limits) => offThread!.renderChat(messages, { tokens: dec.chatTokens, addGenerationPrompt: true, limits }),
+    );
     const ac = admission.reserve(p.prompts.length);
     try {
       return complete(c, deps, p, ac, t0, chatFormat(dec));
@@ -162,21 +164,20 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
   });
 
   // vLLM's and llama.cpp's tokenizer endpoints (both spellings of the fields in, both out)
-  app.post("/tokenize", ...jsonBody(TokenizeSchema), async (c) => {
+  app.post("/tokenize", ...body("tokenize"), async (c) => {
     const b = c.req.valid("json");
     checkModel(b.model, modelName);
     needTokenizer();
-    const tokens = await offThread!.encode((b.prompt ?? b.content)!, b.add_special_tokens ?? b.add_special ?? true);
-    return c.json({ tokens, count: tokens.length, max_model_len: dec.options.maxSeqLen });
+    // the ids come back as JSON text: a long list is neither rebuilt nor stringified on this thread
+    const { json, count } = await offThread!.encodeJson((b.prompt ?? b.content)!, b.add_special_tokens ?? b.add_special ?? true);
+    return c.body(`{"tokens":${json},"count":${count},"max_model_len":${dec.options.maxSeqLen}}`, 200, { "Content-Type": "application/json" });
   });
-  app.post("/detokenize", ...jsonBody(DetokenizeSchema), (c) => {
-    const b = c.req.valid("json");
+  app.post("/detokenize", ...body("detokenize"), async (c) => {
+    const b = c.req.valid("json"); // ids below the vocabulary size (server/json_body.ts)
     checkModel(b.model, modelName);
-    const V = dec.spec.vocabSize;
-    const bad = b.tokens.findIndex((t) => t >= V);
-    if (bad >= 0) throw new ApiError(400, `tokens[${bad}] = ${b.tokens[bad]} is outside the vocabulary (0..${V - 1})`, { param: "tokens" });
-    const text = needTokenizer().decode(b.tokens);
-    return c.json({ prompt: text, content: text });
+    needTokenizer();
+    const text = await offThread!.decode(b.tokens, { json: true }); // long lists decoded (and quoted) on the tokenizer thread
+    return c.body(`{"prompt":${text},"content":${text}}`, 200, { "Content-Type": "application/json" });
   });
 
   for (const path of ["/v1/completions", "/v1/chat/completions", "/tokenize", "/detokenize"]) {
@@ -194,7 +195,8 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
       return errorResponse(c, new ApiError(e.status as 400, e.message || "bad request"));
     }
     log(`${c.req.method} ${c.req.path} failed`, e);
-    return errorResponse(c, new ApiError(500, "internal server error"));
+    const failure = dec.engineFailure;
+    return errorResponse(c, failure ? engineFailed(failure) : new ApiError(500, "internal server error"));
   });
 
   return {
@@ -204,6 +206,7 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
     close: () => {
       admission.abortAll();
       offThread?.close();
+      bodies.close();
     },
     async drain(graceMs: number) {
       admission.closed = true;
@@ -217,6 +220,7 @@ export function createApp(dec: SkipDecoder, opts: AppOptions = {}): SkipApp {
       } finally {
         clearTimeout(timer);
         offThread?.close();
+        bodies.close();
       }
       return { cut };
     },

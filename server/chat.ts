@@ -1,6 +1,6 @@
 /**
  * `POST /v1/chat/completions`: the messages go through the model's chat
- * template (lib/chat.ts), and the rendered prompt runs exactly as a
+ * template (lib/text/chat.ts), and the rendered prompt runs exactly as a
  * completion does (server/completions.ts: the same checks, admission,
  * batching, streaming and drain), answered in OpenAI's chat shapes —
  * `choices[i].message`, and as SSE `chat.completion.chunk`s whose first delta
@@ -9,9 +9,21 @@
  * UTF-8 bytes and the alternatives. A model without a chat template gets a
  * 400 that says so. `max_tokens` / `max_completion_tokens` default to what is
  * left of the context after the prompt (as vLLM does).
+ *
+ * The template is bounded (lib/text/chat.ts `chatLimits`): too many messages or
+ * characters are refused before rendering, the render runs on the tokenizer
+ * thread under a time, output and work limit, and the rendered text is
+ * checked against the context on a cheap estimate before it is tokenised.
+ * Each refusal is a 400 naming its limit (code `chat_too_large` before
+ * rendering, `chat_template_limit` during it).
  */
+import { type ChatLimits, type ChatMessage, chatLimits, checkChatSize } from "../lib/text/chat.ts";
 import type { SkipDecoder, TokenLogprob } from "../lib/index.ts";
-import { checkModel, type CompletionDeps, type Prepared, prepare, type ResponseFormat } from "./completions.ts";
+import { contextRoom, leastTokens } from "../lib/generation/context.ts";
+import type { CompletionDeps } from "./completions.ts";
+import type { ResponseFormat } from "./format.ts";
+import { overContext } from "./json_body.ts";
+import { checkModel, type Prepared, prepare } from "./prepare.ts";
 import { ApiError } from "./errors.ts";
 import type { ChatCompletionRequest } from "./schema.ts";
 
@@ -70,6 +82,7 @@ export async function prepareChat(
   deps: CompletionDeps,
   body: ChatCompletionRequest,
   encode: (text: string) => Promise<number[]> = async (text) => deps.dec.tokenizer!.encode(text, { addBos: false }),
+  render: (messages: ChatMessage[], limits: ChatLimits) => Promise<string> = async (messages) => deps.dec.applyChatTemplate(messages),
 ): Promise<Prepared> {
   const { dec, modelName } = deps;
   checkModel(body.model, modelName);
@@ -84,23 +97,31 @@ export async function prepareChat(
     content: typeof m.content === "string" ? m.content : m.content.map((part) => part.text).join(""),
     ...(m.name != null ? { name: m.name } : {}),
   }));
+  const ctxLen = dec.options.maxSeqLen;
+  const limits = chatLimits(ctxLen);
+  try {
+    checkChatSize("", messages, limits);
+  } catch (e) {
+    throw new ApiError(400, (e as Error).message, { param: "messages", code: "chat_too_large" });
+  }
   let text: string;
   try {
-    text = dec.applyChatTemplate(messages);
+    text = await render(messages, limits);
   } catch (e) {
-    throw new ApiError(400, (e as Error).message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), { param: "messages" });
-  }
-  const ctxLen = dec.options.maxSeqLen;
-  // far over the context: refused without tokenising (as completions do)
-  const least = Math.ceil(Buffer.byteLength(text) / dec.tokenizer.maxTokenBytes);
-  if (least > ctxLen) {
-    throw new ApiError(400, `This model's maximum context length is ${ctxLen} tokens, but the messages (as the chat template renders them) have at least ${least} tokens.`, {
+    // the template's refusals and limits are the request's fault (400); anything else is ours
+    const err = e as Error;
+    const library = err.message.startsWith("SkipDecoder.applyChatTemplate: ");
+    if (err.name !== "TemplateLimitError" && err.name !== "TemplateRefusal" && !library) throw err;
+    throw new ApiError(400, err.message.replace(/^SkipDecoder\.applyChatTemplate: /, ""), {
       param: "messages",
-      code: "context_length_exceeded",
+      ...(err.name === "TemplateLimitError" && { code: "chat_template_limit" }),
     });
   }
+  // far over the context: refused without tokenising (as completions do)
+  const least = leastTokens(text, dec.tokenizer.maxTokenBytes);
+  if (least > ctxLen) throw overContext(ctxLen, "the messages (as the chat template renders them) have", `at least ${least}`, "messages");
   const ids = await encode(text); // the template wrote the BOS: none added; long texts off the event loop
-  const left = ctxLen - ids.length;
+  const left = contextRoom(ids.length, ctxLen);
   const { messages: _m, max_completion_tokens, logprobs, top_logprobs, response_format: _r, ...rest } = body;
   try {
     return await prepare(dec, modelName, {

@@ -1,6 +1,16 @@
 /**
  * `skipdecode serve`: loads a model, builds the app and listens with
- * `Bun.serve`. The CLI (lib/cli.ts) parses flags and calls {@link serve}.
+ * `Bun.serve`. The CLI (bin/skipdecode.ts) parses flags and calls {@link serve}.
+ *
+ * If the engine thread dies, the server does not try to carry on or to
+ * restart the thread: a reload costs what a restart costs, the thread's KV
+ * state is gone either way, and whatever killed it may have hurt the process
+ * too. Requests in flight end at once with a 503 (`engine_failed`; a stream
+ * as an error event and `[DONE]`), new requests and `/health` get 503, then
+ * the server stops listening and {@link ServeOptions.onEngineFailure} is
+ * called: `skipdecode serve` exits with status 1 there, so a supervisor
+ * (systemd `Restart=on-failure`, a container's restart policy) starts it
+ * afresh.
  */
 import { type BackendName, SkipDecoder } from "../lib/index.ts";
 import { type AppOptions, createApp } from "./app.ts";
@@ -26,6 +36,12 @@ export interface ServeOptions {
   log?: AppOptions["log"];
   /** Access log lines (method, path, status, tokens, ms) to stdout; default true. */
   accessLog?: boolean;
+  /**
+   * Called once the engine thread has died and the server, having answered
+   * what was in flight, has stopped (module comment). `skipdecode serve`
+   * exits 1 here.
+   */
+  onEngineFailure?: (e: Error) => void;
 }
 
 /** A running server. */
@@ -52,6 +68,12 @@ export interface RunningServer {
  * while they run, so a slow first token never cuts a connection.
  */
 export const IDLE_TIMEOUT_S = 255;
+
+/**
+ * How long `stop()` lets answers already under way go out (the 503s of cut
+ * requests, the last chunks of cut streams) before it closes connections.
+ */
+export const STOP_GRACE_MS = 2000;
 
 /**
  * Loads the model and serves the API until `stop()`.
@@ -99,7 +121,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     decoder,
     stop() {
       stopped ??= (async () => {
+        // cut generations answer at once (503, or finish_reason "abort"); let those answers out, then close
         built.close();
+        await Promise.race([server.stop(), Bun.sleep(STOP_GRACE_MS)]);
         await server.stop(true);
         decoder.close();
       })();
@@ -118,5 +142,10 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       return drained;
     },
   };
+  decoder.onEngineFailure((e) => {
+    (opts.log ?? console.error)(`skipdecode server: ${e.message}; stopping`);
+    // requests in flight have failed with it (503s, error events): running.stop() lets those answers out
+    void running.stop().then(() => opts.onEngineFailure?.(e));
+  });
   return running;
 }

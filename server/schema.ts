@@ -9,9 +9,17 @@
  * only at their neutral values, so a client relying on them gets a 400 rather
  * than a silently different answer. Limits that depend on the loaded model
  * (context, vocabulary, layers) are checked by the handler.
+ *
+ * Sampling fields reach the engine as float32, and the library
+ * (lib/generation/generate.ts `samplingParams`) applies its one rule to values float32
+ * cannot carry, so no request can hand the native step a row it refuses (which
+ * would fail its batch-mates) or one it samples wrongly: a `temperature` in
+ * (0, 2^-126) — its reciprocal overflows float32 — and a `top_p` that rounds
+ * to 0 in float32 (below ~7e-46) both mean greedy, the limit they stand for;
+ * `top_k` must be an integer (400 otherwise) and at most the vocabulary size.
  */
 import { z } from "zod";
-import { MAX_TOP_LOGPROBS } from "../lib/native.ts";
+import { MAX_TOP_LOGPROBS } from "../lib/engine/abi.ts";
 
 /**
  * OpenAI fields that are accepted and have no effect here: `user` (an
@@ -28,7 +36,27 @@ const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
   z.int({ error: (iss) => (iss.input === undefined ? `${name} is required` : `${name} must be an integer`) }).min(min, `${name} must be at least ${min}`).max(max, `${name} must be at most ${max}`);
 
 const stopString = z.string().min(1, "stop strings must not be empty");
-const tokenIds = z.array(z.int({ error: "token ids must be integers" }).min(0, "token ids must be >= 0")).min(1, "a prompt of token ids must not be empty");
+
+/**
+ * A list of token ids, checked in one loop: a body may carry hundreds of
+ * thousands, and zod's per-element parse cost ~0.5 µs each on the event
+ * loop. `notList` is the message for anything but a list (`undefined`: the
+ * field is missing).
+ */
+const ids = (notList: (input: unknown) => string, min = 0) =>
+  z.custom<number[]>().check((ctx) => {
+    const v = ctx.value as unknown;
+    const issue = (message: string, at?: number): void =>
+      void ctx.issues.push({ code: "custom", message, input: at === undefined ? v : (v as unknown[])[at], ...(at !== undefined && { path: [at] }) });
+    if (!Array.isArray(v)) return issue(notList(v));
+    if (v.length < min) return issue("a prompt of token ids must not be empty");
+    for (let i = 0; i < v.length; i++) {
+      const t = v[i];
+      if (typeof t !== "number" || !Number.isInteger(t)) return issue("token ids must be integers", i);
+      if (t < 0) return issue("token ids must be >= 0", i);
+    }
+  });
+const tokenIds = ids(() => "a prompt of token ids must be a list", 1);
 
 /** SkipDecode's explicit linear policy: `max_layers` at step 0 down to `min_layers` at step `span`. */
 export const SkipSchema = z.strictObject({
@@ -175,9 +203,7 @@ export const TokenizeSchema = z
  */
 export const DetokenizeSchema = z.strictObject({
   model: z.string().nullish(),
-  tokens: z.array(z.int({ error: "token ids must be integers" }).min(0, "token ids must be >= 0"), {
-    error: (iss) => (iss.input === undefined ? "tokens is required" : "tokens must be an array of token ids"),
-  }),
+  tokens: ids((input) => (input === undefined ? "tokens is required" : "tokens must be an array of token ids")),
 });
 
 /** A validated completion request. */

@@ -6,7 +6,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { SkipDecoder } from "../lib/index.ts";
 import { createApp, type SkipApp } from "../server/app.ts";
-import { cleanupTemp, tinyModel } from "./helpers.ts";
+import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 let dec: SkipDecoder;
 let srv: SkipApp;
@@ -106,5 +108,48 @@ describe("POST /v1/chat/completions", () => {
     }
     const get = await srv.app.request("/v1/chat/completions");
     expect(get.status).toBe(405);
+  });
+});
+
+describe("chat limits", () => {
+  test("too many messages, parts or characters: a 400 naming the limit, before anything renders", async () => {
+    const many = Array.from({ length: 65 }, () => ({ role: "user", content: "x" }));
+    const parts = [{ role: "user", content: Array.from({ length: 300 }, () => ({ type: "text", text: "x" })) }];
+    const big = [{ role: "user", content: "x".repeat(70_000) }];
+    for (const [body, re] of [
+      [{ messages: many }, /^65 messages; at most 64 messages \(and 256 content parts\) are accepted$/],
+      [{ messages: parts }, /^300 content parts; at most 64 messages/],
+      [{ messages: big }, /^the messages hold 70004 characters; at most 65536 are accepted \(8 × the context of 128 tokens, at least 65536\)$/],
+    ] as const) {
+      const res = await chat(srv.app, body);
+      expect(res.status).toBe(400);
+      const e = ((await res.json()) as Json).error;
+      expect(e.message).toMatch(re);
+      expect([e.param, e.code]).toEqual(["messages", "chat_too_large"]);
+    }
+  });
+
+  test("a template that runs away or refuses: a 400 naming the limit or the refusal; the server goes on serving", async () => {
+    const dir = tempDir("skd-evil-chat-");
+    const src = tinyModel({ family: "llama", seed: 80, layers: 2 });
+    for (const f of readdirSync(src)) copyFileSync(join(src, f), join(dir, f));
+    writeFileSync(join(dir, "chat_template.jinja"), "{% if messages[0].content == 'boom' %}{{ range(50000000)|join(',') }}{% endif %}{% if messages[0].content == 'no' %}{{ raise_exception('No, never.') }}{% endif %}{{ messages[0].content }}");
+    using evil = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 1, threads: 1, maxSeqLen: 128 });
+    const app = createApp(evil, { modelName: "evil", log: () => {} });
+    try {
+      const res = await chat(app.app, { messages: [{ role: "user", content: "boom" }], max_tokens: 2 });
+      expect(res.status).toBe(400);
+      const e = ((await res.json()) as Json).error;
+      expect(e.message).toMatch(/the chat template built more than \d+ characters .* \(the work limit, 64 × the output limit\)/);
+      expect([e.param, e.code]).toEqual(["messages", "chat_template_limit"]);
+      const no = await chat(app.app, { messages: [{ role: "user", content: "no" }], max_tokens: 2 });
+      expect(no.status).toBe(400);
+      expect(((await no.json()) as Json).error).toMatchObject({ message: "the chat template refused these messages: No, never.", param: "messages", code: null });
+      const ok = await chat(app.app, { messages: [{ role: "user", content: "hello" }], max_tokens: 2, ignore_eos: true });
+      expect(ok.status).toBe(200);
+      expect(((await ok.json()) as Json).usage.completion_tokens).toBe(2);
+    } finally {
+      app.close();
+    }
   });
 });

@@ -7,7 +7,7 @@ import { cleanupTemp, tempDir } from "./helpers.ts";
 
 afterAll(cleanupTemp);
 
-const CLI = resolve(import.meta.dir, "../lib/cli.ts");
+const CLI = resolve(import.meta.dir, "../bin/skipdecode.ts");
 
 function run(...args: string[]): { code: number; stdout: string; stderr: string } {
   const p = Bun.spawnSync(["bun", CLI, ...args], { stdout: "pipe", stderr: "pipe" });
@@ -157,6 +157,18 @@ describe("skipdecode CLI", () => {
       expect(run(cmd, "--model", "/nonexistent", "-h").stdout).toBe(r.stdout);
       expect(run("help", cmd).stdout).toBe(r.stdout);
     }
+  });
+
+  test("--version prints the package's version and the native ABI's", () => {
+    const pkg = JSON.parse(readFileSync(resolve(import.meta.dir, "../package.json"), "utf8")) as { version: string };
+    for (const flag of ["--version", "-v", "version"]) {
+      const r = run(flag);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(new RegExp(`^skipdecode ${pkg.version.replace(/\./g, "\\.")} \\(native ABI \\d+\\)\n$`));
+    }
+    const both = run("build", "--cpu-only", "--cuda");
+    expect(both.code).toBe(2);
+    expect(both.stderr).toMatch(/--cpu-only and --cuda exclude each other/);
   });
 
   test("negative numbers reach the range checks; out-of-vocabulary ids are usage errors", () => {

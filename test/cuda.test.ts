@@ -15,10 +15,11 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { SkipDecoder, SkipPolicy } from "../lib/index.ts";
-import { libraryPath, NativeBackend, Row, ROW_WANT_LOGITS } from "../lib/native.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
+import { libraryPath, NativeBackend } from "../lib/engine/native.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import type { GenerateResult } from "../lib/index.ts";
-import { cleanupTemp, decaying, tinyModel } from "./helpers.ts";
+import { stepByStep } from "./family-checks.ts";
+import { cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);
 
@@ -31,6 +32,7 @@ function gpuPresent(): boolean {
   }
 }
 const GPU = gpuPresent();
+if (!GPU) console.warn("test/cuda.test.ts: skipped: no CUDA device here");
 
 const MODELS: [string, TinyModelOptions, "float16" | "bfloat16", number][] = [
   ["pre-LN", { seed: 51, layers: 4 }, "float16", 2e-2],
@@ -92,7 +94,7 @@ async function expectGreedyMatch(
   else expect(got.tokens).toEqual(want.tokens);
 }
 
-describe.skipIf(!GPU)("CUDA matches the CPU engine", () => {
+describe.skipIf(!GPU)(`CUDA matches the CPU engine${GPU ? "" : " (skipped: no CUDA device here)"}`, () => {
   for (const [name, model, dtype, tol] of MODELS) {
     test(`${name}: logits under mixed budgets within ${tol} × max|logit| (${dtype})`, async () => {
       const dir = tinyModel({ ...model, dtype });
@@ -102,13 +104,8 @@ describe.skipIf(!GPU)("CUDA matches the CPU engine", () => {
       for (const w of [0, 1, 2].filter((x) => x <= L)) {
         const budgets = decaying(IDS.length, 4, L, Math.max(1, w));
         const a = await cpu.forward(IDS, { budgets, warmupLayers: w });
-        const b = await gpu.forward(IDS, { budgets, warmupLayers: w });
-        let diff = 0;
-        let scale = 0;
-        for (let i = 0; i < a.length; i++) {
-          diff = Math.max(diff, Math.abs(a[i]! - b[i]!));
-          scale = Math.max(scale, Math.abs(a[i]!));
-        }
+        const { diff, scale, at } = maxDiff(await gpu.forward(IDS, { budgets, warmupLayers: w }), a, cpu.spec.vocabSize);
+        if (diff > tol * scale) console.error(`${name}, warm-up ${w}: max |Δ| ${diff} (scale ${scale}) at ${at}`);
         expect(diff).toBeLessThanOrEqual(tol * scale);
       }
     });
@@ -133,33 +130,11 @@ describe.skipIf(!GPU)("CUDA matches the CPU engine", () => {
     test(`${name}: token-by-token decoding through the KV cache equals forward`, async () => {
       const dir = tinyModel({ ...model, dtype });
       using gpu = await SkipDecoder.load(dir, { backend: "cuda", dtype });
-      const L = gpu.spec.numLayers;
-      const V = gpu.spec.vocabSize;
-      const budgets = decaying(IDS.length, 3, L, 1);
+      const budgets = decaying(IDS.length, 3, gpu.spec.numLayers, 1);
       const whole = await gpu.forward(IDS, { budgets });
-      const slot = gpu.acquireSlot();
-      try {
-        const got = new Float32Array(IDS.length * V);
-        for (let t = 0; t < IDS.length; t++) {
-          const row = new Int32Array(Row.FIELDS);
-          row.set([IDS[t]!, t, slot, budgets[t]!, 1, ROW_WANT_LOGITS]);
-          gpu.stepRows(row, 1, got.subarray(t * V, (t + 1) * V));
-        }
-        let diff = 0;
-        let scale = 0;
-        for (let i = 0; i < got.length; i++) {
-          diff = Math.max(diff, Math.abs(got[i]! - whole[i]!));
-          scale = Math.max(scale, Math.abs(whole[i]!));
-        }
-        // one row per step and many rows per step may take different GEMM paths
-        expect(diff).toBeLessThanOrEqual(tol * scale);
-      } finally {
-        gpu.releaseSlot(slot);
-      }
+      const { diff, scale } = maxDiff(stepByStep(gpu, IDS, budgets), whole, gpu.spec.vocabSize);
+      // one row per step and many rows per step may take different GEMM paths
+      expect(diff).toBeLessThanOrEqual(tol * scale);
     });
   }
-});
-
-test.skipIf(GPU)("no GPU here: the CUDA parity tests above are skipped", () => {
-  expect(GPU).toBe(false);
 });

@@ -5,36 +5,15 @@
  * "abort"), and the process exits 0.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { join } from "node:path";
-import { cleanupTemp, tinyModel } from "./helpers.ts";
+import { cleanupTemp, serveProcess, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);
 
-const CLI = join(import.meta.dir, "..", "lib", "cli.ts");
 /** Wide enough that a long generation takes a good fraction of a second. */
 const MODEL = { seed: 8, layers: 4, hidden: 256, heads: 4, maxPositions: 2048 } as const;
 
-async function start(graceS: string): Promise<{ p: ReturnType<typeof Bun.spawn>; url: string; stderr: () => Promise<string> }> {
-  const p = Bun.spawn(["bun", CLI, "serve", "--model", tinyModel(MODEL), "--port", "0", "--backend", "cpu", "--grace-s", graceS], {
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const reader = (p.stderr as ReadableStream<Uint8Array>).getReader();
-  let err = "";
-  while (!/http:\/\/\S+/.test(err)) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error(`serve exited early: ${err}`);
-    err += new TextDecoder().decode(value);
-  }
-  const url = err.match(/http:\/\/[^\s—]+/)![0];
-  const rest = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return err;
-      err += new TextDecoder().decode(value);
-    }
-  })();
-  return { p, url, stderr: () => rest };
+function start(graceS: string) {
+  return serveProcess(tinyModel(MODEL), ["--backend", "cpu", "--grace-s", graceS]);
 }
 
 /** A streamed completion: resolves when the first chunk has arrived; `done` gives the finish reason and whether [DONE] came. */
@@ -124,6 +103,32 @@ describe("graceful drain on SIGTERM", () => {
       expect(jb.choices[0]!.finish_reason).toBe("length");
       expect(await p.exited).toBe(0);
       expect(await stderr()).toMatch(/SIGTERM: draining \(\d+ sequences in flight, grace 60 s; new requests get 503\)[\s\S]*stopped\n/);
+    } finally {
+      p.kill("SIGKILL");
+    }
+  }, 60000);
+
+  test("a second SIGTERM stops at once: a request in flight gets a 503, not a reset; exit 0", async () => {
+    const { p, url, stderr } = await start("60");
+    try {
+      const b = fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: "Once", max_tokens: 2000, temperature: 0, ignore_eos: true }),
+      });
+      for (let i = 0; i < 500; i++) {
+        const h = (await (await fetch(`${url}/health`)).json()) as { running: number };
+        if (h.running >= 1) break;
+        await Bun.sleep(10);
+      }
+      p.kill("SIGTERM");
+      await waitClosing(url);
+      p.kill("SIGTERM");
+      const rb = await b;
+      expect(rb.status).toBe(503);
+      expect(((await rb.json()) as { error: { code: string } }).error.code).toBe("server_closing");
+      expect(await p.exited).toBe(0);
+      expect(await stderr()).toMatch(/SIGTERM again, stopping now/);
     } finally {
       p.kill("SIGKILL");
     }

@@ -5,11 +5,12 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { SkipDecoder } from "../lib/index.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
-import { Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/native.ts";
-import { buildEngine } from "../lib/weights.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
-import { argmax, cleanupTemp, decaying, maxDiff, tinyModel } from "./helpers.ts";
-import { ReferenceOpt, sampleReference } from "./reference.ts";
+import { Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
+import { buildEngine } from "../lib/engine/weights.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
+import { argmax, cleanupTemp, decaying, tinyModel } from "./helpers.ts";
+import { referenceMatrix, stepByStep } from "./family-checks.ts";
+import { sampleReference } from "./reference.ts";
 
 afterAll(cleanupTemp);
 
@@ -43,49 +44,9 @@ const CASES: Case[] = [
   { name: "vocab padded far past the tokenizer", model: { seed: 9, layers: 2, vocab: 1000 } },
 ];
 
-describe("CPU engine matches the float64 reference", () => {
-  for (const c of CASES) {
-    test(c.name, async () => {
-      const dir = tinyModel(c.model);
-      const ref = ReferenceOpt.load(dir);
-      const L = ref.spec.numLayers;
-      const V = ref.spec.vocabSize;
-      // F32 files are kept in fp32 for this exact check (auto would store them in 16 bits)
-      using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2, dtype: c.model.dtype === "float32" || !c.model.dtype ? "float32" : "auto" });
-      expect(dec.backend).toBe("cpu");
-      const schedules: [string, number[], number][] = [[`full`, IDS.map(() => L), 1]];
-      for (const w of [0, 1, 2].filter((w) => w <= L)) {
-        const min = Math.max(1, w);
-        schedules.push([`minimal, warm-up ${w}`, IDS.map(() => min), w]);
-        schedules.push([`decaying, warm-up ${w}`, decaying(IDS.length, 4, L, min), w]);
-      }
-      for (const [label, budgets, w] of schedules) {
-        const got = await dec.forward(IDS, { budgets, warmupLayers: w });
-        const want = ref.forward(IDS, budgets, w);
-        const { diff, scale, at } = maxDiff(got, want, V);
-        if (diff > TOL * scale) console.error(`${c.name} / ${label}: max |Δ| ${diff} (scale ${scale}) at ${at}`);
-        expect(diff).toBeLessThanOrEqual(TOL * scale);
-      }
-    });
-  }
+referenceMatrix("CPU engine matches the float64 reference", CASES.map((c) => [c.name, c.model]), { ids: IDS, prompt: 4, tol: TOL });
 
-  test("an F32 checkpoint kept in 16 bits (the CPU default) stays within 1e-2 × max|logit|", async () => {
-    // float16 weights carry 11 significant bits: each weight is off by <= 2^-12 relative,
-    // which moves the logits by well under 1% of their range on these models
-    for (const c of CASES.filter((x) => (x.model.dtype ?? "float32") === "float32")) {
-      const dir = tinyModel(c.model);
-      const ref = ReferenceOpt.load(dir);
-      using dec = await SkipDecoder.load(dir, { backend: "cpu" });
-      using full = await SkipDecoder.load(dir, { backend: "cpu", dtype: "float32" });
-      expect(dec.weightBytes).toBe(full.weightBytes / 2);
-      const L = ref.spec.numLayers;
-      const budgets = decaying(IDS.length, 4, L, 1);
-      const { diff, scale } = maxDiff(await dec.forward(IDS, { budgets }), ref.forward(IDS, budgets, 1), ref.spec.vocabSize);
-      expect(diff).toBeGreaterThan(0);
-      expect(diff).toBeLessThanOrEqual(1e-2 * scale);
-    }
-  });
-
+describe("layer skipping", () => {
   test("skipping changes the logits (the budgets are really applied)", async () => {
     const dir = tinyModel(CASES[0]!.model);
     using dec = await SkipDecoder.load(dir, { backend: "cpu" });
@@ -105,34 +66,11 @@ describe("KV cache and batching", () => {
   test("token-by-token decoding through the KV cache equals forward over the whole sequence", async () => {
     const dir = tinyModel(model);
     using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2 });
-    const L = dec.spec.numLayers;
-    const V = dec.spec.vocabSize;
-    const budgets = decaying(IDS.length, 3, L, 1);
+    const budgets = decaying(IDS.length, 3, dec.spec.numLayers, 1);
     const whole = await dec.forward(IDS, { budgets, warmupLayers: 1 });
-    const slot = dec.acquireSlot();
-    try {
-      // prefill the first 3 in one step, then one token per step
-      const logits = new Float32Array(3 * V);
-      dec.stepRows(rowsOf([0, 1, 2].map((t) => [IDS[t]!, t, slot, budgets[t]!, 1, ROW_WANT_LOGITS])), 3, logits);
-      const got = new Float32Array(IDS.length * V);
-      got.set(logits);
-      for (let t = 3; t < IDS.length; t++) {
-        const one = new Float32Array(V);
-        dec.stepRows(rowsOf([[IDS[t]!, t, slot, budgets[t]!, 1, ROW_WANT_LOGITS]]), 1, one);
-        got.set(one, t * V);
-      }
-      let diff = 0;
-      let scale = 0;
-      for (let i = 0; i < got.length; i++) {
-        diff = Math.max(diff, Math.abs(got[i]! - whole[i]!));
-        scale = Math.max(scale, Math.abs(whole[i]!));
-      }
-      // every row is computed the same way whatever else is in its step: bit-identical
-      expect(diff).toBe(0);
-      expect(scale).toBeGreaterThan(0);
-    } finally {
-      dec.releaseSlot(slot);
-    }
+    // prefill the first 3 in one step, then one token per step; every row is
+    // computed the same way whatever else is in its step: bit-identical
+    expect(Array.from(stepByStep(dec, IDS, budgets, 3))).toEqual(Array.from(whole));
   });
 
   test("a batch step mixing rows of several sequences equals running them apart", async () => {

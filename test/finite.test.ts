@@ -1,8 +1,8 @@
 /** The NaN/Inf scan of raw tensor bytes (lib/checkpoint/finite.ts), against plain conversion. */
 import { describe, expect, test } from "bun:test";
 import { findNonFinite } from "../lib/checkpoint/finite.ts";
-import { bf16BitsToF32, f16BitsToF32 } from "../lib/checkpoint/safetensors.ts";
-import { DType } from "../lib/native.ts";
+import { bf16BitsToF32, f16BitsToF32 } from "../lib/checkpoint/half.ts";
+import { DType } from "../lib/engine/abi.ts";
 
 describe("findNonFinite", () => {
   for (const [name, dtype, toF32] of [

@@ -143,8 +143,8 @@ describe("generate", () => {
 describe("check and sequence", () => {
   test("check validates like generate and returns the prompt ids and policy", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxSeqLen: 16 });
-    const c = dec.check(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 });
-    const r = await dec.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2, ignoreEos: true });
+    const c = dec.check(PROMPTS[1]!, { maxNewTokens: 3, speedup: 2 });
+    const r = await dec.generate(PROMPTS[1]!, { maxNewTokens: 3, speedup: 2, ignoreEos: true });
     expect(c.promptTokens).toEqual(r.promptTokens);
     expect(String(c.policy)).toBe(r.stats.policy);
     expect(() => dec.check("x y ".repeat(20))).toThrow(/SkipDecoder\.check: the prompt has \d+ tokens, more than the context of 16/);
@@ -229,7 +229,7 @@ describe("stream", () => {
   test("breaking out of the loop frees the sequence's slot", async () => {
     using dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu", maxBatch: 1 });
     let n = 0;
-    for await (const ev of dec.stream(PROMPTS[0]!, { maxNewTokens: 1000, ignoreEos: true })) {
+    for await (const ev of dec.stream(PROMPTS[0]!, { maxNewTokens: 1000, stopAtContext: true, ignoreEos: true })) {
       expect(ev.token).toBeGreaterThanOrEqual(0);
       if (++n === 3) break;
     }
@@ -331,7 +331,7 @@ describe("abort and errors", () => {
     let seen = 0;
     const pieces: string[] = [];
     let result;
-    const it = dec.stream(PROMPTS[0]!, { maxNewTokens: 1000, ignoreEos: true, signal: ac.signal });
+    const it = dec.stream(PROMPTS[0]!, { maxNewTokens: 1000, stopAtContext: true, ignoreEos: true, signal: ac.signal });
     for (;;) {
       const r = await it.next();
       if (r.done) {
@@ -375,15 +375,23 @@ describe("abort and errors", () => {
       [["x".repeat(200)], /more than the context of 16/],
     ];
     for (const [args, re] of cases) await expect(dec.generate(...args)).rejects.toThrow(re);
-    // the context ends a generation: prompt + generated never exceed maxSeqLen
-    const r = await dec.generate("Hello", { maxNewTokens: 100, ignoreEos: true });
+    // the context rule (lib/generation/context.ts), as the server applies it: prompt + maxNewTokens <= maxSeqLen
+    const n = dec.tokenize("Hello").length;
+    await expect(dec.generate("Hello", { maxNewTokens: 100 })).rejects.toThrow(
+      new RegExp(`the prompt's ${n} tokens and maxNewTokens 100 exceed the context of 16 \\(maxSeqLen\\): at most ${16 - n} new tokens fit`),
+    );
+    expect((await dec.generate("Hello", { maxNewTokens: 16 - n, ignoreEos: true })).tokens.length).toBe(16 - n);
+    // absent, maxNewTokens defaults to 64 capped to what fits; stopAtContext runs until the context is full
+    expect((await dec.generate("Hello", { ignoreEos: true })).tokens.length).toBe(16 - n);
+    const r = await dec.generate("Hello", { maxNewTokens: 100, stopAtContext: true, ignoreEos: true });
     expect(r.finishReason).toBe("length");
-    expect(r.promptTokens.length + r.tokens.length - 1).toBe(16);
+    expect(r.promptTokens.length + r.tokens.length).toBe(16);
+    await expect(dec.generate(new Array(16).fill(5))).rejects.toThrow(/the prompt's 16 tokens fill the context of 16 \(maxSeqLen\): no new token fits$/);
   });
 
   test("close aborts running generations and later calls throw", async () => {
     const dec = await SkipDecoder.load(tinyModel(MODEL), { backend: "cpu" });
-    const p = dec.generate(PROMPTS[0]!, { maxNewTokens: 1000, ignoreEos: true });
+    const p = dec.generate(PROMPTS[0]!, { maxNewTokens: 1000, stopAtContext: true, ignoreEos: true });
     dec.close();
     expect((await p).finishReason).toBe("abort");
     await expect(dec.generate("hi")).rejects.toThrow(/closed/);

@@ -2,8 +2,9 @@
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SafetensorsFile, writeSafetensors } from "../lib/checkpoint/safetensors.ts";
-import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
+import { SafetensorsFile } from "../lib/checkpoint/safetensors.ts";
+import { writeSafetensors } from "../lib/checkpoint/safetensors_write.ts";
+import { writeTinyModel, type TinyModelOptions } from "../lib/tiny/model.ts";
 
 const made: string[] = [];
 const cache = new Map<string, string>();
@@ -32,12 +33,17 @@ export function cleanupTemp(): void {
   cache.clear();
 }
 
-/** max |a - b| over two logit tables, and max |b| (the reference's scale). */
-export function maxDiff(a: Float32Array, ref: Float64Array[], vocab: number): { diff: number; scale: number; at: string } {
+/**
+ * max |a - ref| over two logit tables, and max |ref| (the reference's scale):
+ * `ref` as the float64 references give it (a row per position) or as another
+ * engine's flat [positions × vocab] logits.
+ */
+export function maxDiff(a: Float32Array, ref: Float64Array[] | Float32Array, vocab: number): { diff: number; scale: number; at: string } {
+  const rows = ref instanceof Float32Array ? Array.from({ length: ref.length / vocab }, (_, t) => ref.subarray(t * vocab, (t + 1) * vocab)) : ref;
   let diff = 0;
   let scale = 0;
   let at = "";
-  ref.forEach((row, t) => {
+  rows.forEach((row, t) => {
     for (let i = 0; i < vocab; i++) {
       const d = Math.abs(a[t * vocab + i]! - row[i]!);
       if (d > diff) {
@@ -118,4 +124,31 @@ export function variantOf(
   st.close();
   writeSafetensors(join(dir, "model.safetensors"), tensors);
   return dir;
+}
+
+const CLI = join(import.meta.dir, "..", "bin", "skipdecode.ts");
+
+/**
+ * `skipdecode serve --model dir --port 0 …args` in a child process: resolves
+ * once it listens, with its URL and a promise of its whole stderr (settled
+ * when it exits).
+ */
+export async function serveProcess(dir: string, args: string[]): Promise<{ p: ReturnType<typeof Bun.spawn>; url: string; stderr: () => Promise<string> }> {
+  const p = Bun.spawn(["bun", CLI, "serve", "--model", dir, "--port", "0", ...args], { stdout: "pipe", stderr: "pipe" });
+  const reader = (p.stderr as ReadableStream<Uint8Array>).getReader();
+  let err = "";
+  while (!/http:\/\/\S+/.test(err)) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`serve exited early: ${err}`);
+    err += new TextDecoder().decode(value);
+  }
+  const url = err.match(/http:\/\/[^\s—]+/)![0];
+  const rest = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return err;
+      err += new TextDecoder().decode(value);
+    }
+  })();
+  return { p, url, stderr: () => rest };
 }

@@ -9,7 +9,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { gpuDriver } from "../lib/build.ts";
+import { gpuDriver } from "../lib/engine/build.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);

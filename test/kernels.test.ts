@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
-import { NativeBackend } from "../lib/native.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
 
 const best = /(\w+) kernels$/.exec(NativeBackend.get("cpu").deviceName())?.[1] ?? "portable";
 const others = ["portable", ...(best === "avx512" ? ["avx2"] : [])];
@@ -20,7 +20,7 @@ describe("CPU kernels", () => {
   for (const kernel of others) {
     test(`${kernel}: the engine and generation suites pass`, () => {
       const env = { ...process.env, SKIPDECODE_CPU_KERNEL: kernel };
-      const name = Bun.spawnSync(["bun", "-e", 'import { NativeBackend } from "./lib/native.ts"; console.log(NativeBackend.get("cpu").deviceName())'], {
+      const name = Bun.spawnSync(["bun", "-e", 'import { NativeBackend } from "./lib/engine/native.ts"; console.log(NativeBackend.get("cpu").deviceName())'], {
         cwd: root,
         env,
         stdout: "pipe",
@@ -37,6 +37,6 @@ describe("CPU kernels", () => {
       expect(p.exitCode).toBe(0);
       expect(out).toMatch(/ 0 fail/);
       expect(Number(/ (\d+) pass/.exec(out)?.[1])).toBeGreaterThan(20);
-    });
+    }, 600_000); // two whole suites in a child process, on the slowest kernel, maybe on a busy machine
   }
 });

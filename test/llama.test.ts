@@ -16,10 +16,10 @@ import { join } from "node:path";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { ropeInvFreq } from "../lib/checkpoint/llama.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
-import type { TinyModelOptions } from "../lib/tiny.ts";
-import { cleanupTemp, decaying, maxDiff, tinyModel, variantOf } from "./helpers.ts";
-import { ReferenceLlama, referenceInvFreq } from "./reference-llama.ts";
+import type { TinyModelOptions } from "../lib/tiny/model.ts";
+import { cleanupTemp, decaying, tinyModel, variantOf } from "./helpers.ts";
+import { referenceMatrix, stepByStep } from "./family-checks.ts";
+import { referenceInvFreq } from "./reference-llama.ts";
 
 afterAll(cleanupTemp);
 
@@ -35,56 +35,15 @@ const CASES: [string, TinyModelOptions][] = [
   ["odd: one layer, one head, hidden 36, ffn 70", { family: "llama", seed: 26, layers: 1, heads: 1, hidden: 36, ffn: 70 }],
 ];
 
-describe("LLaMA family on the CPU engine matches the float64 reference", () => {
-  for (const [name, model] of CASES) {
-    test(name, async () => {
-      const dir = tinyModel(model);
-      const ref = ReferenceLlama.load(dir);
-      const L = ref.spec.numLayers;
-      const V = ref.spec.vocabSize;
-      using dec = await SkipDecoder.load(dir, { backend: "cpu", threads: 2, dtype: (model.dtype ?? "float32") === "float32" ? "float32" : "auto" });
-      const schedules: [string, number[], number][] = [["full", IDS.map(() => L), 1]];
-      for (const w of [0, 1, 2].filter((x) => x <= L)) {
-        const min = Math.max(1, w);
-        schedules.push([`minimal, warm-up ${w}`, IDS.map(() => min), w]);
-        schedules.push([`decaying, warm-up ${w}`, decaying(IDS.length, 5, L, min), w]);
-      }
-      for (const [label, budgets, w] of schedules) {
-        const got = await dec.forward(IDS, { budgets, warmupLayers: w });
-        const { diff, scale, at } = maxDiff(got, ref.forward(IDS, budgets, w), V);
-        if (diff > TOL * scale) console.error(`${name} / ${label}: max |Δ| ${diff} (scale ${scale}) at ${at}`);
-        expect(diff).toBeLessThanOrEqual(TOL * scale);
-      }
-    });
-  }
+referenceMatrix("LLaMA family on the CPU engine matches the float64 reference", CASES, { ids: IDS, prompt: 5, tol: TOL });
 
-  test("an F32 file kept in 16 bits (the CPU default) stays within 1e-2 × max|logit|", async () => {
-    const dir = tinyModel(CASES[0]![1]);
-    const ref = ReferenceLlama.load(dir);
-    using dec = await SkipDecoder.load(dir, { backend: "cpu" });
-    const budgets = decaying(IDS.length, 5, ref.spec.numLayers, 1);
-    const { diff, scale } = maxDiff(await dec.forward(IDS, { budgets }), ref.forward(IDS, budgets, 1), ref.spec.vocabSize);
-    expect(diff).toBeLessThanOrEqual(1e-2 * scale);
-  });
-
+describe("LLaMA family: the KV cache and batching", () => {
   test("token-by-token decoding through the GQA KV cache equals forward, bit for bit", async () => {
     const dir = tinyModel(CASES[1]![1]);
     using dec = await SkipDecoder.load(dir, { backend: "cpu", dtype: "float32" });
-    const V = dec.spec.vocabSize;
     const budgets = decaying(IDS.length, 4, dec.spec.numLayers, 1);
     const whole = await dec.forward(IDS, { budgets });
-    const slot = dec.acquireSlot();
-    try {
-      const got = new Float32Array(IDS.length * V);
-      for (let t = 0; t < IDS.length; t++) {
-        const row = new Int32Array(Row.FIELDS);
-        row.set([IDS[t]!, t, slot, budgets[t]!, 1, ROW_WANT_LOGITS]);
-        dec.stepRows(row, 1, got.subarray(t * V, (t + 1) * V));
-      }
-      expect(Array.from(got)).toEqual(Array.from(whole));
-    } finally {
-      dec.releaseSlot(slot);
-    }
+    expect(Array.from(stepByStep(dec, IDS, budgets))).toEqual(Array.from(whole));
   });
 
   test("greedy generation runs and batches like running alone", async () => {

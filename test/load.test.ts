@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
-import { chooseBackend, libraryPath, NativeBackend } from "../lib/native.ts";
+import { chooseBackend, libraryPath, NativeBackend } from "../lib/engine/native.ts";
 import { cleanupTemp, tempDir, tinyModel, variantOf } from "./helpers.ts";
 
 afterAll(cleanupTemp);

@@ -1,7 +1,7 @@
 /** SkipPolicy: bounds, monotonicity (property tests), forSpeedup, errors. */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { SkipPolicy } from "../lib/policy.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
 
 /** Valid decay settings: L, warm-up, max >= min >= max(1, w), span. */
 const decaySettings = fc

@@ -14,7 +14,8 @@
  *   logits = lm_head(rms(x)·g)
  */
 import { readModelSpec, type ModelSpec } from "../lib/checkpoint/config.ts";
-import { CheckpointTensors, toFloat32 } from "../lib/checkpoint/safetensors.ts";
+import { CheckpointTensors } from "../lib/checkpoint/safetensors.ts";
+import { toFloat32 } from "../lib/checkpoint/half.ts";
 import { add, layerActive, linear, type Mat, type Vec } from "./reference.ts";
 
 // x / sqrt(mean(x²) + eps) · g
@@ -174,4 +175,9 @@ export class ReferenceLlama {
     }
     return out;
   }
+}
+
+/** This family's reference for the model in `dir` (test/family-checks.ts finds it through Family.reference). */
+export function loadReference(dir: string): ReferenceLlama {
+  return ReferenceLlama.load(dir);
 }

@@ -7,7 +7,8 @@
  * Shapes: d = hidden, e = word_embed_proj_dim, f = ffn, V = vocab.
  */
 import { readModelSpec, type ModelSpec } from "../lib/checkpoint/config.ts";
-import { CheckpointTensors, toFloat32 } from "../lib/checkpoint/safetensors.ts";
+import { CheckpointTensors } from "../lib/checkpoint/safetensors.ts";
+import { toFloat32 } from "../lib/checkpoint/half.ts";
 
 export type Vec = Float64Array;
 /** A row-major matrix [rows, cols]. */
@@ -235,4 +236,9 @@ export function sampleReference(
     if (c > r) return i;
   }
   return kept[kept.length - 1]!;
+}
+
+/** This family's reference for the model in `dir` (test/family-checks.ts finds it through Family.reference). */
+export function loadReference(dir: string): ReferenceOpt {
+  return ReferenceOpt.load(dir);
 }

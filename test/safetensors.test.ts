@@ -5,19 +5,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  CheckpointTensors,
-  SAFETENSORS_DTYPE_BITS,
-  SafetensorsFile,
-  bf16BitsToF32,
-  f16BitsToF32,
-  f32ToBf16Bits,
-  f32ToF16Bits,
-  fromFloat32,
-  safetensorsByteLength,
-  toFloat32,
-  writeSafetensors,
-} from "../lib/checkpoint/safetensors.ts";
+import { CheckpointTensors, SAFETENSORS_DTYPE_BITS, SafetensorsFile, safetensorsByteLength } from "../lib/checkpoint/safetensors.ts";
+import { writeSafetensors } from "../lib/checkpoint/safetensors_write.ts";
+import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, fromFloat32, toFloat32 } from "../lib/checkpoint/half.ts";
 
 let dir: string;
 let counter = 0;
@@ -261,6 +251,11 @@ describe("malformed files", () => {
     expect(() => openRaw(" {}")).toThrow(/does not start with '\{'/);
     expect(() => openRaw("[]")).toThrow(/does not start with '\{'/);
     expect(() => openRaw("")).toThrow(/does not start with '\{'/);
+  });
+
+  test("header beginning with a UTF-8 byte-order mark", () => {
+    const bom = new Uint8Array([0xef, 0xbb, 0xbf, ...new TextEncoder().encode("{}")]);
+    expect(() => openRaw(bom)).toThrow(/header begins with a UTF-8 byte-order mark; it must begin with '\{'/);
   });
 
   test("header not valid JSON", () => {

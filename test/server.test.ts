@@ -343,6 +343,7 @@ describe("server: bad input", () => {
     ["prompt longer than the context", { prompt: "word ".repeat(400) }, 400, "prompt", /maximum context length is 256 tokens/],
     ["a megabyte prompt (refused untokenised)", { prompt: "The quick brown fox. ".repeat(50000) }, 400, "prompt", /maximum context length is 256 tokens, but the prompt has at least \d+ tokens/],
     ["max_tokens beyond the context", { prompt: "Hello", max_tokens: 255 }, 400, "max_tokens", /context length is 256 tokens.*you requested 2\d\d tokens/],
+    ["a prompt that fills the context", { prompt: new Array(256).fill(5) }, 400, "prompt", /context length is 256 tokens, and the prompt's 256 tokens leave no room for a completion/],
     ["unknown model", { prompt: "x", model: "gpt-4" }, 404, "model"],
   ];
   for (const [name, body, status, param, message] of cases) {
@@ -379,6 +380,14 @@ describe("server: bad input", () => {
     const n = dec.tokenizer!.encode("Hello").length;
     const j = await json(post(srv.app, { prompt: "Hello", max_tokens: 256 - n, ignore_eos: true, temperature: 0 }));
     expect(j.usage.total_tokens).toBe(256);
+  });
+
+  test("without max_tokens, the default (16) is capped to what fits after the prompt, as the library caps its own", async () => {
+    const prompt = new Array(250).fill(5);
+    const j = await json(post(srv.app, { prompt, ignore_eos: true, temperature: 0 }));
+    expect(j.usage.completion_tokens).toBe(6);
+    using again = await SkipDecoder.load(dec.dir, { backend: "cpu", maxSeqLen: 256 });
+    expect((await again.generate(prompt, { ignoreEos: true })).tokens.length).toBe(6);
   });
 });
 

@@ -1,13 +1,15 @@
 /**
- * The engine thread (lib/engine_client.ts, lib/engine_worker.ts): native
+ * The engine thread (lib/engine/client.ts, lib/engine/worker.ts): native
  * steps run off the event loop, errors keep their type and message, concurrent
  * calls still share steps, and a process that never closes its decoder exits.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { NativeError, SkipDecoder } from "../lib/index.ts";
-import { Row, ROW_WANT_LOGITS } from "../lib/native.ts";
-import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/tokenizer_client.ts";
-import { cleanupTemp, tinyModel, timerProbe } from "./helpers.ts";
+import { Row, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
+import { OFF_THREAD_BYTES, OffThreadTokenizer } from "../lib/text/tokenizer_client.ts";
+import { copyFileSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cleanupTemp, tempDir, tinyModel, timerProbe } from "./helpers.ts";
 
 afterAll(cleanupTemp);
 
@@ -88,6 +90,32 @@ describe("engine thread", () => {
       t.close();
     }
     expect(await t.encode("x".repeat(OFF_THREAD_BYTES), true)).toEqual(dec.tokenize("x".repeat(OFF_THREAD_BYTES))); // closed: in place
+  });
+
+  test("the tokenizer thread: a render past its time limit ends the thread; the requests beside it are answered by a fresh one", async () => {
+    const src = tinyModel({ family: "llama", seed: 13, layers: 1 });
+    const dir = tempDir("skd-sort-template-");
+    for (const f of readdirSync(src)) copyFileSync(join(src, f), join(dir, f));
+    // one filter call that takes far longer than the 20 ms limit (the renderer reads the clock only between nodes)
+    writeFileSync(join(dir, "chat_template.jinja"), "{% if messages[0].content == 'sort' %}{{ range(600000)|sort(reverse=true)|length }}{% endif %}{{ messages[0].content }}");
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 1 });
+    const t = new OffThreadTokenizer(dir, dec.tokenizer!, { watchdogGraceMs: 0 });
+    try {
+      const limits = { timeMs: 20, maxChars: 2_000_000 };
+      const o = { tokens: dec.chatTokens, addGenerationPrompt: false, limits };
+      const long = "A long text to encode meanwhile. ".repeat(2000);
+      const runaway = t.renderChat([{ role: "user", content: "sort" }], o).catch((e: Error) => e);
+      const beside = t.encode(long, false);
+      const err = await runaway;
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).name).toBe("TemplateLimitError");
+      expect((err as Error).message).toMatch(/ran longer than 20 ms \(the time limit\)/);
+      expect(t.restarts).toBe(1);
+      expect(await beside).toEqual(dec.tokenize(long, { bos: false }));
+      expect(await t.renderChat([{ role: "user", content: "hi" }], { ...o, limits: { timeMs: 1000, maxChars: 65536 } })).toBe("hi");
+    } finally {
+      t.close();
+    }
   });
 
   test("a script that never closes its decoder still exits", () => {

@@ -1,5 +1,5 @@
 /**
- * The LLaMA family's tokenizer styles (lib/checkpoint/tiny-tokenizers.ts),
+ * The LLaMA family's tokenizer styles (lib/tiny/tokenizers.ts),
  * loaded through @huggingface/tokenizers with the family's BOS rule:
  * Llama 3 (byte-level BPE, the post-processor adds <|begin_of_text|>),
  * Llama 2 / Mistral (SentencePiece-style BPE with byte fallback,
@@ -9,10 +9,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildStyledTokenizer, type TokenizerStyle } from "../lib/checkpoint/tiny-tokenizers.ts";
+import { buildStyledTokenizer, type TokenizerStyle } from "../lib/tiny/tokenizers.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
 import { SkipDecoder } from "../lib/index.ts";
-import { OffThreadTokenizer } from "../lib/tokenizer_client.ts";
+import { OffThreadTokenizer } from "../lib/text/tokenizer_client.ts";
 import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
 
 afterAll(cleanupTemp);

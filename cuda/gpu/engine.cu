@@ -23,7 +23,7 @@
  *   SKIPDECODE_CUDA_ATTN=simple|split|tiled
  *                                     split: split-K decode attention; tiled: that, and
  *                                     steps of >= 65 rows (prefill) on the flash-style tiled kernel
- *   SKIPDECODE_CUDA_GRAPHS=0|1        1: replay repeated steps from CUDA graphs (step.cu)
+ *   SKIPDECODE_CUDA_GRAPHS=0|1        1: replay repeated steps from CUDA graphs (graphs.cu)
  * and dev knobs with which cuda/dev/parity.c reaches every path on small models:
  *   SKIPDECODE_CUDA_GRAPHS=always     capture a step's shape the first time, not the second
  *   SKIPDECODE_CUDA_TILE_FROM=n       m >= n takes the tiled GEMM (default 33)
@@ -219,12 +219,7 @@ static int configure_variants(skd_engine *e) {
         }
     }
 
-    e->use_graphs = graphs;
-    e->key_cap = 4 + s->n_layers;
-    e->key = (int32_t *)calloc((size_t)e->key_cap, sizeof(int32_t));
-    e->seen = (int32_t *)calloc((size_t)SKD_GRAPH_SEEN * e->key_cap, sizeof(int32_t));
-    if (!e->key || !e->seen) return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
-    for (int i = 0; i < SKD_GRAPH_SEEN; i++) e->seen[(size_t)i * e->key_cap] = -1; /* no key has n = -1 */
+    if ((st = skd_graph_cache_init(&e->graphs, graphs, 4 + s->n_layers))) return st; /* key: step.cu */
     SKD_CUDA_TRY(cudaStreamSynchronize(e->stream));
     return SKD_OK;
 }
@@ -250,7 +245,10 @@ static int create_on_device(skd_engine *e) {
     if (st) return st;
     layout_weights(e, (uintptr_t)e->warena);
 
-    const size_t kv_bytes = (size_t)s->max_slots * L * s->max_seq * s->kv_dim * 2;
+    /* slots × layers × positions × kv_dim halves, saturating: an absurd shape fails to allocate, never wraps */
+    size_t kv_bytes = (size_t)s->max_slots * (size_t)L * 2;
+    kv_bytes = kv_bytes > SIZE_MAX / (size_t)s->max_seq ? SIZE_MAX : kv_bytes * (size_t)s->max_seq;
+    kv_bytes = kv_bytes > SIZE_MAX / (size_t)s->kv_dim ? SIZE_MAX : kv_bytes * (size_t)s->kv_dim;
     char what[160];
     snprintf(what, sizeof what, "the K cache (%d slots x %d layers x %d positions x %d)", s->max_slots, L, s->max_seq, s->kv_dim);
     if ((st = device_alloc(&e->k_cache, kv_bytes, what))) return st;
@@ -306,11 +304,7 @@ SKD_API void skd_engine_free(skd_engine *e) {
         (void)cudaStreamSynchronize(e->stream);
         (void)cudaStreamDestroy(e->stream);
     }
-    for (int i = 0; i < SKD_GRAPH_CACHE; i++)
-        if (e->graphs[i].key) {
-            (void)cudaGraphExecDestroy(e->graphs[i].exec);
-            free(e->graphs[i].key);
-        }
+    skd_graph_cache_free(&e->graphs);
     void *dev[] = { e->warena, e->k_cache, e->v_cache, e->sarena, e->stage, e->gemm.part, e->gemm.count, e->attn.part,
                     e->attn.count };
     for (size_t i = 0; i < sizeof dev / sizeof *dev; i++)
@@ -323,8 +317,6 @@ SKD_API void skd_engine_free(skd_engine *e) {
     free(e->kv_len);
     free(e->plan_scratch);
     free(e->layer_m);
-    free(e->key);
-    free(e->seen);
     free(e);
 }
 
@@ -443,16 +435,8 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
 SKD_API int skd_engine_finalize(skd_engine *e) {
     if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
     const skd_shape *s = &e->s;
-    for (int layer = -1; layer < s->n_layers; layer++) {
-        for (int role = 0; role < SKD_GPU_N_ROLES; role++) {
-            int64_t r, c;
-            if (!skd_tensor_name(role) || skd_role_is_layer(role) != (layer >= 0)) continue;
-            if (!skd_tensor_shape(s, role, &r, &c)) continue;
-            if (e->have[(size_t)(layer + 1) * SKD_GPU_N_ROLES + role]) continue;
-            if (layer < 0) return skd_fail(SKD_ERR_STATE, "tensor %s was never set", skd_tensor_name(role));
-            return skd_fail(SKD_ERR_STATE, "tensor %s of layer %d was never set", skd_tensor_name(role), layer);
-        }
-    }
+    const int missing = skd_check_all_set(s, e->have);
+    if (missing) return missing;
     /* Bytes one full step reads, as the CPU backend counts them: the matrices
      * (project_in/out, LM head, per layer q, k, v, o, gate, up, down) in the compute dtype. */
     const int64_t d = s->d, de = s->embed_dim, f = s->ffn, V = s->vocab, qd = s->q_dim, kd = s->kv_dim;
@@ -470,20 +454,5 @@ SKD_API int skd_engine_finalize(skd_engine *e) {
     return SKD_OK;
 }
 
-SKD_API int skd_engine_weight_bytes(const skd_engine *e, int64_t *out) {
-    if (!e || !out) return skd_fail(SKD_ERR_INVALID_ARG, "engine or out pointer is NULL");
-    if (!e->finalized) return skd_fail(SKD_ERR_STATE, "engine is not finalized");
-    *out = e->weight_bytes;
-    return SKD_OK;
-}
-
-SKD_API int skd_engine_reset_slot(skd_engine *e, int32_t slot) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_reset(&e->s, e->slots, slot);
-}
-
-SKD_API int skd_engine_slot_info(const skd_engine *e, int32_t slot, int32_t layer, int32_t *out_len,
-                                 int32_t *out_kv_len) {
-    if (!e) return skd_fail(SKD_ERR_INVALID_ARG, "engine is NULL");
-    return skd_slot_query(&e->s, e->slots, slot, layer, out_len, out_kv_len);
-}
+/* weight_bytes, reset_slot, slot_info: the same in both engines */
+#include "engine_calls.h"

@@ -5,6 +5,7 @@
 #include "attention.cuh"
 #include "common.cuh"
 #include "gemm.cuh"
+#include "graphs.cuh"
 #include "sample.cuh"
 
 /* Device pointers to one layer's weights (compute dtype; NULL where the model
@@ -24,20 +25,6 @@ static inline size_t skd_gpu_upload_bytes(int n_layers, size_t n) {
 
 #define SKD_GPU_N_ROLES SKD_N_ROLES /* role ids are below it (plan.h) */
 
-/* One captured step (step.cu): the launches of a forward pass whose
- * host-side decisions (row count, active rows per layer, head and sampling
- * rows) match `key`. Everything else a step varies (tokens, positions, slots,
- * row lists, sampling keys) is read by the kernels from the per-step upload,
- * whose device address never changes, so the graph replays any such step. */
-typedef struct {
-    int32_t *key;   /* [key_cap] (skd_engine), NULL when the entry is empty */
-    cudaGraphExec_t exec;
-    uint64_t last_use;
-} skd_graph_entry;
-
-#define SKD_GRAPH_CACHE 32 /* captured steps kept (least recently used one evicted) */
-#define SKD_GRAPH_SEEN 64  /* keys remembered as seen once: a key is captured the second time it comes */
-
 struct skd_engine {
     skd_shape s;
     int device;        /* CUDA device the engine lives on (the current one at create) */
@@ -47,12 +34,7 @@ struct skd_engine {
     /* kernel variants (engine.cu: SKIPDECODE_CUDA_GEMM / _ATTN / _GRAPHS) */
     skd_gemm_ctx gemm;    /* tensor cores on/off and the split-K workspace */
     skd_attn_ctx attn;    /* split-K attention workspace; attn.splits = 1 when off */
-    int use_graphs;
-    skd_graph_entry graphs[SKD_GRAPH_CACHE];
-    int32_t *seen;        /* [SKD_GRAPH_SEEN][key_cap]: keys met once, ring */
-    int seen_next, key_cap;
-    int32_t *key;         /* [key_cap] the current step's key */
-    uint64_t n_steps;
+    skd_graph_cache graphs; /* captured steps (graphs.cu); graphs.mode = 0 when off */
 
     /* weights: one device arena */
     void *warena;

@@ -25,19 +25,14 @@
  *
  * Everything runs on the engine's stream and is synchronised once at the end.
  *
- * CUDA graphs (SKIPDECODE_CUDA_GRAPHS=1, engine.cu): a small step launches ~8
- * kernels a layer, and on a small model the launches, not the bytes, set the
- * pace. Every kernel reads its per-step data (tokens, positions, slots, row
- * lists, sampling keys) from the upload buffer, whose device address is fixed,
- * so the launches of a step depend only on its "shape": the key
+ * CUDA graphs (SKIPDECODE_CUDA_GRAPHS=1, engine.cu; the cache is graphs.cu):
+ * every kernel reads its per-step data (tokens, positions, slots, row lists,
+ * sampling keys) from the upload buffer, whose device address is fixed, so
+ * the launches of a step depend only on its "shape", the key
  *     [n rows, rows wanting logits, rows sampling, head rows, active rows of layer 0..L-1]
- * A key met for the second time is captured into a graph (stream capture of
- * the same launch code) and later steps of that key replay it with one launch.
  * Steps whose head needs several logit chunks, or that carry more than
  * GRAPH_MAX_ROWS rows (prefill: few launches per byte), run launch by launch.
- * (SKIPDECODE_CUDA_GRAPHS=always captures at first sight: a test knob.)
- * Up to SKD_GRAPH_CACHE graphs are kept, least recently used evicted. A
- * SkipDecode decode batch has few keys: one per distinct budget mix.
+ * A SkipDecode decode batch has few keys: one per distinct budget mix.
  * TODO(perf): fuse LN into the GEMM prologue and the K/V store into the QKV
  * epilogue (bias+residual are fused already).
  */
@@ -47,6 +42,7 @@
 #include "embed.cuh"
 #include "engine.cuh"
 #include "gemm.cuh"
+#include "graphs.cuh"
 #include "kv_store.cuh"
 #include "norm.cuh"
 #include "rotary.cuh"
@@ -195,89 +191,22 @@ static int launch_step(skd_engine *e, const step_plan *p) {
     return SKD_OK;
 }
 
-/* ---- CUDA graphs ------------------------------------------------------------------ */
+/* ---- CUDA graphs (graphs.cu) ------------------------------------------------------- */
 
-static bool key_eq(const int32_t *a, const int32_t *b, int len) { return !memcmp(a, b, sizeof(int32_t) * (size_t)len); }
-
-/* The cached graph for e->key, or NULL. */
-static skd_graph_entry *graph_find(skd_engine *e) {
-    for (int i = 0; i < SKD_GRAPH_CACHE; i++)
-        if (e->graphs[i].key && key_eq(e->graphs[i].key, e->key, e->key_cap)) return &e->graphs[i];
-    return NULL;
-}
-
-/* True if e->key was seen before (and forgets it); else remembers it. */
-static bool graph_seen_before(skd_engine *e) {
-    for (int i = 0; i < SKD_GRAPH_SEEN; i++) {
-        int32_t *k = e->seen + (size_t)i * e->key_cap;
-        if (key_eq(k, e->key, e->key_cap)) {
-            k[0] = -1;
-            return true;
-        }
-    }
-    memcpy(e->seen + (size_t)e->seen_next * e->key_cap, e->key, sizeof(int32_t) * (size_t)e->key_cap);
-    e->seen_next = (e->seen_next + 1) % SKD_GRAPH_SEEN;
-    return false;
-}
-
-/* Captures the step's launches into a graph and caches it (evicting the least
- * recently used entry); *out is the new entry. */
-static int graph_capture(skd_engine *e, const step_plan *p, skd_graph_entry **out) {
-    cudaStream_t st = e->stream;
-    SKD_CUDA_TRY(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    int rc = launch_step(e, p);
-    cudaGraph_t graph = NULL;
-    const cudaError_t end = cudaStreamEndCapture(st, &graph); /* always: the stream must leave capture mode */
-    if (rc) {
-        if (graph) (void)cudaGraphDestroy(graph);
-        return rc;
-    }
-    if (end != cudaSuccess) return skd_cuda_fail(end, "cudaStreamEndCapture", __FILE__, __LINE__);
-    cudaGraphExec_t exec;
-    const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
-    (void)cudaGraphDestroy(graph);
-    if (inst != cudaSuccess) return skd_cuda_fail(inst, "cudaGraphInstantiate", __FILE__, __LINE__);
-    skd_graph_entry *slot = &e->graphs[0];
-    for (int i = 0; i < SKD_GRAPH_CACHE; i++) {
-        if (!e->graphs[i].key) {
-            slot = &e->graphs[i];
-            break;
-        }
-        if (e->graphs[i].last_use < slot->last_use) slot = &e->graphs[i];
-    }
-    if (slot->key) {
-        (void)cudaGraphExecDestroy(slot->exec);
-    } else {
-        slot->key = (int32_t *)malloc(sizeof(int32_t) * (size_t)e->key_cap);
-        if (!slot->key) {
-            (void)cudaGraphExecDestroy(exec);
-            return skd_fail(SKD_ERR_OUT_OF_MEMORY, "engine: out of host memory");
-        }
-    }
-    memcpy(slot->key, e->key, sizeof(int32_t) * (size_t)e->key_cap);
-    slot->exec = exec;
-    *out = slot;
-    return SKD_OK;
-}
+static int launch_step_cb(void *e, const void *p) { return launch_step((skd_engine *)e, (const step_plan *)p); }
 
 /* Runs the step's launches: from a graph when graphs are on and the step
  * qualifies, else one by one. */
 static int run_launches(skd_engine *e, const step_plan *p) {
+    skd_graph_cache *g = &e->graphs;
     const int L = e->s.n_layers;
-    if (!e->use_graphs || p->logits || p->n > GRAPH_MAX_ROWS) return launch_step(e, p);
-    e->key[0] = p->n;
-    e->key[1] = p->n_logits;
-    e->key[2] = p->n_sample;
-    e->key[3] = p->n_head;
-    memcpy(e->key + 4, e->layer_m, sizeof(int32_t) * (size_t)L);
-    skd_graph_entry *g = graph_find(e);
-    if (!g) {
-        if (e->use_graphs == 1 && !graph_seen_before(e)) return launch_step(e, p);
-        TRY(graph_capture(e, p, &g));
-    }
-    g->last_use = ++e->n_steps;
-    SKD_CUDA_TRY(cudaGraphLaunch(g->exec, e->stream));
-    return SKD_OK;
+    if (!g->mode || p->logits || p->n > GRAPH_MAX_ROWS) return launch_step(e, p);
+    g->key[0] = p->n;
+    g->key[1] = p->n_logits;
+    g->key[2] = p->n_sample;
+    g->key[3] = p->n_head;
+    memcpy(g->key + 4, e->layer_m, sizeof(int32_t) * (size_t)L);
+    return skd_graph_run(g, e->stream, launch_step_cb, e, p);
 }
 
 /* The forward pass for rows that skd_plan_rows accepted. */

@@ -4,7 +4,7 @@
  *   build/libskipdecode_cpu.so   cuda/cpu/  (gcc, fp32 arithmetic, threads)
  *   build/libskipdecode_cuda.so  cuda/gpu/  (nvcc, fp16/bf16, fp32 accumulation)
  *
- * Callers (lib/native.ts through bun:ffi) pass only integers, floats and
+ * Callers (lib/engine/native.ts through bun:ffi) pass only integers, floats and
  * pointers: no struct is passed by value. Every function that can fail returns
  * an `int` status (SKD_OK = 0) and leaves a message for skd_last_error(). The
  * library never calls exit() or abort().
@@ -38,8 +38,9 @@ extern "C" {
 #endif
 
 /* ABI version: bumped on any change to a signature, a row field or a config slot
- * (3: the model-family descriptor slots and roles; skd_engine_step_logprobs and SKD_ROW_LOGPROBS). */
-#define SKD_ABI_VERSION 3
+ * (3: the model-family descriptor slots and roles; skd_engine_step_logprobs and SKD_ROW_LOGPROBS;
+ *  4: a sampling row's temperature must be 0 or at least FLT_MIN). */
+#define SKD_ABI_VERSION 4
 
 /* ---- status codes ------------------------------------------------------- */
 typedef enum {
@@ -225,7 +226,8 @@ typedef enum {
 /* Per-row float parameters, SKD_PARAM_FIELDS floats a row (read only for
  * rows flagged SKD_ROW_SAMPLE; the array may be NULL when no row samples). */
 typedef enum {
-    SKD_PARAM_TEMPERATURE = 0, /* >= 0; 0 = greedy */
+    SKD_PARAM_TEMPERATURE = 0, /* 0 = greedy, or in [FLT_MIN, 1e30): a positive temperature below
+                                  FLT_MIN has no finite float32 reciprocal and is refused */
     SKD_PARAM_TOP_P = 1,       /* in (0, 1]; 1 = no nucleus cut */
     SKD_PARAM_FIELDS = 2
 } skd_param_field;

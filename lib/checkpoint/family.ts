@@ -1,38 +1,32 @@
 /**
- * Model families. A family is data: one module per family (opt.ts, llama.ts)
- * maps `config.json` to a {@link ModelSpec}, the checkpoint's tensors to the
- * engine's tensor roles, and says which BOS/EOS ids apply; both engines run
- * one generic block driven by the spec's descriptor (norm, positions, MLP,
- * KV heads, biases — skipdecode.h). Adding a family is one module here, its
- * entry in FAMILIES, and a float64 reference of its block in test/
- * (reference.ts for OPT, reference-llama.ts for the LLaMA family).
+ * The registry of model families. A family is data: one module per family
+ * (opt.ts, llama.ts) provides a {@link Family} (spec.ts) — config.json → spec,
+ * the checkpoint's tensors → the engine's tensor roles, the BOS rule, the
+ * ABI's family label, its tiny-model writer and its float64 reference — and
+ * both engines run one generic block driven by the spec's descriptor (norm,
+ * positions, MLP, KV heads, biases — skipdecode.h). Adding a family is one
+ * module and its entry in FAMILIES (docs/families.md has the checklist).
  */
-import { ARCH_LLAMA, ARCH_OPT, Bias, Cfg, Mlp, Norm, Positions } from "../native.ts";
-import type { ModelSpec } from "./config.ts";
+import { Bias, Cfg, Mlp, Norm, Positions } from "../engine/abi.ts";
 import { configFail } from "./fields.ts";
 import { llamaFamily } from "./llama.ts";
 import { optFamily } from "./opt.ts";
 import type { CheckpointTensors } from "./safetensors.ts";
+import type { Family, ModelSpec } from "./spec.ts";
 import type { WeightTensor } from "./weight.ts";
 
+export type { Family } from "./spec.ts";
 export type { WeightTensor } from "./weight.ts";
-
-/** What a family module provides. */
-export interface Family {
-  /** `model_type` values it reads. */
-  modelTypes: readonly string[];
-  /** config.json (and generation_config.json, when present) → spec; throws naming the field. */
-  spec(cfg: Record<string, unknown>, dir: string, generation: Record<string, unknown> | null): ModelSpec;
-  /** Every tensor the engine needs, in load order; throws naming a missing or misshapen tensor. */
-  weights(spec: ModelSpec, ckpt: CheckpointTensors): Generator<WeightTensor>;
-  /** The tokenizer's BOS rule (tokenizer.ts): OPT "always" prepends one; "config" follows tokenizer_config.json. */
-  bos: "always" | "config";
-}
 
 const FAMILIES: readonly Family[] = [optFamily, llamaFamily];
 
+/** Every family, in registry order. */
+export function allFamilies(): readonly Family[] {
+  return FAMILIES;
+}
+
 /** The family that reads `model_type`, or an error listing the supported ones. */
-export function familyOf(modelType: unknown, dir: string): Family {
+export function familyOf(modelType: unknown, dir = "."): Family {
   const f = FAMILIES.find((x) => typeof modelType === "string" && x.modelTypes.includes(modelType));
   if (f) return f;
   const known = FAMILIES.flatMap((x) => x.modelTypes).map((t) => JSON.stringify(t)).join(", ");
@@ -47,7 +41,7 @@ export function familyWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generat
 /** The model's slots of skd_engine_create's config (the caller adds limits and threads). */
 export function modelConfig(spec: ModelSpec): number[] {
   const cfg = new Array<number>(Cfg.COUNT).fill(0);
-  cfg[Cfg.ARCH] = spec.arch === "opt" ? ARCH_OPT : ARCH_LLAMA;
+  cfg[Cfg.ARCH] = familyOf(spec.arch, ".").abiArch; // an unknown family is refused by name, never labelled as another
   cfg[Cfg.NUM_LAYERS] = spec.numLayers;
   cfg[Cfg.HIDDEN] = spec.hiddenSize;
   cfg[Cfg.NUM_HEADS] = spec.numHeads;

@@ -11,13 +11,17 @@ export function configFail(dir: string, msg: string): never {
 
 export type Config = Record<string, unknown>;
 
-/** An integer >= min, or dflt when absent (required when dflt is undefined). */
+/** The largest size any engine accepts in a shape field (skipdecode.h: every config slot is <= 2^30). */
+export const MAX_FIELD = 2 ** 30;
+
+/** An integer in min..MAX_FIELD, or dflt when absent (required when dflt is undefined). */
 export function intField(dir: string, cfg: Config, key: string, dflt?: number, min = 1): number {
   const v = cfg[key] ?? dflt;
   if (v === undefined) configFail(dir, `missing required field "${key}"`);
   if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) {
     configFail(dir, `field "${key}" must be an integer >= ${min}, got ${JSON.stringify(v)}`);
   }
+  if (v > MAX_FIELD) configFail(dir, `field "${key}" is ${v}; at most ${MAX_FIELD} (2^30) is supported`);
   return v;
 }
 

@@ -6,7 +6,7 @@
  * On this project's 2-core VM it reads ~1-2 GB/s; the load measures it
  * (README, "Checkpoints").
  */
-import { DType, type DTypeCode } from "../native.ts";
+import { DType, type DTypeCode } from "../engine/abi.ts";
 
 /** The first non-finite value of a tensor and how many there are. */
 export interface NonFinite {

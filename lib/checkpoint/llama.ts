@@ -21,12 +21,13 @@
  * (tokenizer.ts, rule "config"): Llama 3's post-processor adds
  * `<|begin_of_text|>`, Llama 2 and Mistral set `add_bos_token`, Qwen2 has none.
  */
-import { DType, Role } from "../native.ts";
-import type { ModelSpec, RopeSpec } from "./config.ts";
-import type { Family } from "./family.ts";
-import { readWeight, type WeightTensor } from "./weight.ts";
+import { ARCH_LLAMA, DType, Role } from "../engine/abi.ts";
+import { LLAMA_TINY_OPTIONS, writeTinyLlama } from "../tiny/llama.ts";
+import type { Family, ModelSpec, RopeSpec } from "./spec.ts";
+import { lmHead, readWeight, type WeightTensor } from "./weight.ts";
 import { boolField, type Config, configFail, idsField, intField, posField } from "./fields.ts";
-import { type CheckpointTensors, fromFloat32 } from "./safetensors.ts";
+import { type CheckpointTensors } from "./safetensors.ts";
+import { fromFloat32 } from "./half.ts";
 
 const MODEL_TYPES = ["llama", "mistral", "qwen2"] as const;
 type LlamaType = (typeof MODEL_TYPES)[number];
@@ -173,13 +174,7 @@ export function* llamaWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generat
     exact: true,
   };
   yield read(`${p}norm.weight`, Role.FINAL_LN_W, -1, [d]);
-  if (ckpt.has("lm_head.weight")) {
-    yield read("lm_head.weight", Role.LM_HEAD, -1, [spec.vocabSize, d]);
-  } else if (spec.tieWordEmbeddings) {
-    yield { ...embed, name: `lm_head.weight (tied to ${embed.name})`, role: Role.LM_HEAD };
-  } else {
-    throw new Error(`${ckpt.dir}: missing tensor lm_head.weight (config.json says tie_word_embeddings is false)`);
-  }
+  yield lmHead(ckpt, embed, [spec.vocabSize, d], spec.tieWordEmbeddings);
   const b = spec.biases;
   for (let l = 0; l < spec.numLayers; l++) {
     const q = `${p}layers.${l}.`;
@@ -207,4 +202,17 @@ export function* llamaWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generat
   }
 }
 
-export const llamaFamily: Family = { modelTypes: MODEL_TYPES, spec: llamaSpec, weights: llamaWeights, bos: "config" };
+export const llamaFamily: Family = {
+  name: "LLaMA",
+  modelTypes: MODEL_TYPES,
+  abiArch: ARCH_LLAMA,
+  spec: llamaSpec,
+  weights: llamaWeights,
+  bos: "config",
+  // CUDA: the block (RMSNorm, rotary, SwiGLU, GQA) compiles but has never run on a GPU (docs/cuda.md)
+  cudaVerified: false,
+  describe: (spec) => `${spec.arch}, ${spec.numKvHeads} KV heads`,
+  reference: "test/reference-llama.ts",
+  writeTiny: writeTinyLlama,
+  tinyOptions: LLAMA_TINY_OPTIONS,
+};

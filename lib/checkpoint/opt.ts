@@ -6,12 +6,13 @@
  * `lm_head.weight` or, when tied, the token embedding. BOS and EOS are `</s>`
  * (id 2) unless the config says otherwise.
  */
-import { DType, Role } from "../native.ts";
-import type { ModelSpec } from "./config.ts";
-import type { Family } from "./family.ts";
-import { readWeight, type WeightTensor } from "./weight.ts";
+import { ARCH_OPT, DType, Role } from "../engine/abi.ts";
+import { OPT_TINY_OPTIONS, writeTinyOpt } from "../tiny/opt.ts";
+import type { Family, ModelSpec } from "./spec.ts";
+import { lmHead, readWeight, type WeightTensor } from "./weight.ts";
 import { boolField, type Config, configFail, idsField, intField } from "./fields.ts";
-import { type CheckpointTensors, fromFloat32 } from "./safetensors.ts";
+import { type CheckpointTensors } from "./safetensors.ts";
+import { fromFloat32 } from "./half.ts";
 
 /** config.json of an OPT model → spec. */
 export function optSpec(cfg: Config, dir: string, generation: Config | null): ModelSpec {
@@ -107,13 +108,7 @@ export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator
     yield read(`${p}project_out.weight`, Role.PROJECT_OUT, -1, [e, d]);
   }
   if (spec.finalLayerNorm) yield* norm(`${p}final_layer_norm`, Role.FINAL_LN_W, Role.FINAL_LN_B, -1);
-  if (ckpt.has("lm_head.weight")) {
-    yield read("lm_head.weight", Role.LM_HEAD, -1, [spec.vocabSize, e]);
-  } else if (spec.tieWordEmbeddings) {
-    yield { ...embed, name: `lm_head.weight (tied to ${embed.name})`, role: Role.LM_HEAD };
-  } else {
-    throw new Error(`${ckpt.dir}: missing tensor lm_head.weight (config.json says tie_word_embeddings is false)`);
-  }
+  yield lmHead(ckpt, embed, [spec.vocabSize, e], spec.tieWordEmbeddings);
   for (let l = 0; l < spec.numLayers; l++) {
     const q = `${p}layers.${l}.`;
     yield* norm(`${q}self_attn_layer_norm`, Role.ATTN_LN_W, Role.ATTN_LN_B, l);
@@ -135,4 +130,17 @@ export function* optWeights(spec: ModelSpec, ckpt: CheckpointTensors): Generator
   }
 }
 
-export const optFamily: Family = { modelTypes: ["opt"], spec: optSpec, weights: optWeights, bos: "always" };
+export const optFamily: Family = {
+  name: "OPT",
+  modelTypes: ["opt"],
+  abiArch: ARCH_OPT,
+  spec: optSpec,
+  weights: optWeights,
+  bos: "always",
+  // CUDA: parity with the CPU engine passed on an H200 (bench/RESULTS.md, 2026-11-29)
+  cudaVerified: true,
+  describe: (spec) => `OPT ${spec.preLayerNorm ? "pre" : "post"}-LN`,
+  reference: "test/reference.ts",
+  writeTiny: writeTinyOpt,
+  tinyOptions: OPT_TINY_OPTIONS,
+};

@@ -2,7 +2,7 @@
  * One tensor on its way to the engine, and the checked read every family
  * module (opt.ts, llama.ts) uses to get it out of a checkpoint.
  */
-import { DType, type DTypeCode } from "../native.ts";
+import { DType, type DTypeCode, Role } from "../engine/abi.ts";
 import type { CheckpointTensors, SafetensorsDtype } from "./safetensors.ts";
 
 /** One tensor ready for the engine. */
@@ -36,3 +36,14 @@ export function readWeight(ckpt: CheckpointTensors, name: string, role: number, 
   return { name, role, layer, shape, dtype, data: ckpt.read(name) };
 }
 
+
+/**
+ * The LM head, the same rule for every family: `lm_head.weight` (checked
+ * against `shape`) when the checkpoint has one, else the token embedding when
+ * config.json ties them, else an error naming the missing tensor.
+ */
+export function lmHead(ckpt: CheckpointTensors, embed: WeightTensor, shape: number[], tied: boolean): WeightTensor {
+  if (ckpt.has("lm_head.weight")) return readWeight(ckpt, "lm_head.weight", Role.LM_HEAD, -1, shape);
+  if (tied) return { ...embed, name: `lm_head.weight (tied to ${embed.name})`, role: Role.LM_HEAD };
+  throw new Error(`${ckpt.dir}: missing tensor lm_head.weight (config.json says tie_word_embeddings is false)`);
+}
