@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The LLaMA route of docs/training-llama.md, end to end on the Brown corpus
+# The LLaMA route of docs/training.md, end to end on the Brown corpus
 # (CPU-reproducible, seeds fixed): a plain LLaMA-architecture model stands in
 # for "a pretrained model"; it is then fine-tuned skip-aware with --init
 # (a) without and (b) with --distill; train/quality.sh compares the three.
