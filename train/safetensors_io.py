@@ -41,6 +41,19 @@ def write(path, tensors, metadata=None):
             f.write(b)
 
 
+
+def json_header(f, path, n, start, size, max_header, error):
+    """The JSON header of n bytes that follows `start` bytes of a file of
+    `size` bytes (safetensors, the trainer's token files), read from f;
+    `error` (a ValueError class) names the file when n is absurd or the JSON
+    is malformed."""
+    if n > max_header or start + n > size:
+        raise error(f"{path}: header length {n} runs past the end of the file ({size} bytes)")
+    try:
+        return json.loads(f.read(n))
+    except ValueError as e:
+        raise error(f"{path}: malformed JSON header ({e})") from None
+
 def read(path):
     """{name: float32 tensor} from a .safetensors file; every malformed
     header, dtype, shape or offset is reported with the file's name."""
@@ -50,12 +63,7 @@ def read(path):
         if len(head) < 8:
             raise ValueError(f"{path}: too short to be a safetensors file")
         (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER or 8 + n > size:
-            raise ValueError(f"{path}: header length {n} runs past the end of the file ({size} bytes)")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as e:
-            raise ValueError(f"{path}: malformed JSON header ({e})") from None
+        header = json_header(f, path, n, 8, size, MAX_HEADER, ValueError)
         if not isinstance(header, dict):
             raise ValueError(f"{path}: the header is not a JSON object")
         data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else b""

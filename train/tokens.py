@@ -3,12 +3,13 @@ the trainer sees exactly the ids SkipDecoder feeds the model), read here.
 tokenize.ts's header comment gives the layout; `read` checks every field and
 offset and names what is wrong."""
 
-import json
 import os
 import shutil
 import subprocess
 
 import numpy as np
+
+from safetensors_io import json_header
 
 MAGIC = b"SKDTOK1\n"
 MAX_HEADER = 1 << 24
@@ -63,12 +64,7 @@ def read(path):
         if len(head) < 16 or head[:8] != MAGIC:
             raise TokenFileError(f"{path}: not a token file (no {MAGIC!r} magic; written by train/tokenize.ts)")
         n = int.from_bytes(head[8:16], "little")
-        if n > MAX_HEADER or 16 + n > size:
-            raise TokenFileError(f"{path}: header length {n} runs past the end of the file ({size} bytes)")
-        try:
-            h = json.loads(f.read(n))
-        except ValueError as e:
-            raise TokenFileError(f"{path}: malformed JSON header ({e})") from None
+        h = json_header(f, path, n, 16, size, MAX_HEADER, TokenFileError)
     if not isinstance(h, dict) or h.get("format") != "skipdecode-tokens" or h.get("version") != 1:
         raise TokenFileError(f"{path}: header is not a skipdecode-tokens version 1 header")
     if h.get("kind") not in ("text", "documents"):
