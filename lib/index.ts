@@ -17,4 +17,4 @@ export { TemplateLimitError, type TemplateLimit } from "./text/bounded_template.
 export type { FinalEvent, FinishReason, GenerateResult, GenerationStats, StreamEvent, TokenEvent, TokenLogprob } from "./generation/results.ts";
 export { readModelSpec } from "./checkpoint/config.ts";
 export { NativeError, type BackendName } from "./engine/native.ts";
-export { EMBEDDED_MODEL } from "./embedded.ts";
+export { EMBEDDED_LLAMA_MODEL, EMBEDDED_MODEL } from "./embedded.ts";

@@ -1,8 +1,9 @@
 #!/usr/bin/env bun
 /**
- * `bun run demo`: the main job in one command. It loads the embedded trained
- * model (EMBEDDED_MODEL, models/brown-opt-12l: 12 layers, trained skip-aware
- * on the Brown corpus by train/train.py, see its README.md) and continues the
+ * `bun run demo`: the main job in one command. It loads the embedded LLaMA
+ * model (EMBEDDED_LLAMA_MODEL, models/brown-llama-12l: 12 layers, trained
+ * plain on the Brown corpus by train/train.py, then fine-tuned with the
+ * policy it runs with; see its README.md) and continues the
  * same prompt with full decoding and with SkipDecode at 2x and 3x, printing
  * decode tokens/s, ideal vs measured speedup and the held-out perplexity at
  * each setting, then the three continuations.
@@ -16,14 +17,14 @@
  * SPREAD_WARN of its median, a warning says the machine was too busy for
  * stable numbers.
  *
- * SKIPDECODE_DEMO_MODEL=DIR runs it on another OPT folder instead (held-out
- * perplexity is shown when DIR has a heldout.txt, as the trainer's exports
- * do). SKIPDECODE_DEMO_ROUNDS=N and SKIPDECODE_DEMO_WINDOWS=N shorten it
+ * SKIPDECODE_DEMO_MODEL=DIR runs it on another model folder instead, such as
+ * models/brown-opt-12l (held-out perplexity is shown when DIR has a
+ * heldout.txt, as the trainer's exports do). SKIPDECODE_DEMO_ROUNDS=N and SKIPDECODE_DEMO_WINDOWS=N shorten it
  * (test/docs.test.ts runs it so on a busy machine).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { EMBEDDED_MODEL, SkipDecoder } from "../lib/index.ts";
+import { EMBEDDED_LLAMA_MODEL, SkipDecoder } from "../lib/index.ts";
 import { evaluateQuality } from "../lib/generation/eval.ts";
 
 const ROUNDS = envInt("SKIPDECODE_DEMO_ROUNDS", 7);
@@ -37,7 +38,7 @@ function envInt(name: string, dflt: number): number {
   return Number(v);
 }
 
-const dir = process.env.SKIPDECODE_DEMO_MODEL ?? EMBEDDED_MODEL;
+const dir = process.env.SKIPDECODE_DEMO_MODEL ?? EMBEDDED_LLAMA_MODEL;
 if (!existsSync(join(dir, "config.json"))) {
   throw new Error(
     process.env.SKIPDECODE_DEMO_MODEL

@@ -68,7 +68,7 @@ describe.skipIf(!!offline)(`the packed package${offline ? ` (skipped: ${offline}
     expect(names.length).toBeLessThanOrEqual(1 + Object.keys(pkg.dependencies).length + 4);
 
     const root = join(nm, "skipdecode");
-    for (const shipped of ["bin/skipdecode.ts", "lib/index.ts", "server/app.ts", "scripts/build.ts", "cuda/include/skipdecode.h", "models/brown-opt-12l/config.json"]) {
+    for (const shipped of ["bin/skipdecode.ts", "lib/index.ts", "server/app.ts", "scripts/build.ts", "cuda/include/skipdecode.h", "models/brown-opt-12l/config.json", "models/brown-llama-12l/model.safetensors"]) {
       expect(existsSync(join(root, shipped))).toBe(true);
     }
     for (const left of ["test", "bench", "train", "examples", "bun.lock"]) expect(existsSync(join(root, left))).toBe(false);

@@ -1,22 +1,19 @@
-"""Byte-level BPE: train merges on a corpus, encode text, write tokenizer.json.
+"""Byte-level BPE for a model trained from scratch: learn merges on a corpus
+and write tokenizer.json. Encoding is the library's (train/tokenize.ts).
 
 The tokenizer.json has the layout of lib/checkpoint/tokenizer.ts's
 buildTinyTokenizerJson (Hugging Face format): ids 0..3 are OPT's specials
 <s> <pad> </s> <unk>, ids 4..259 the 256 GPT-2 byte symbols in code-point
 order, then one token per merge. A TemplateProcessing post-processor
-prepends </s> (id 2), as OPT does. `encode` here gives the ids that
-@huggingface/tokenizers gives for the same file (test/train.test.ts checks it
-on the held-out text), so the trainer and the library see the same ids.
+prepends the BOS: </s> (id 2) as OPT does, or <s> (id 0) for a LLaMA-family
+model.
 """
 
 import heapq
 import json
-import os
 import re
-import shutil
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
-BOS_ID = 2
 N_BASE = len(SPECIALS) + 256
 
 # GPT-2's pre-tokenisation pattern; Python's `re` has no \p{L}/\p{N}, so
@@ -111,75 +108,25 @@ def train_merges(text, num_merges, log=None):
 
 
 class Tokenizer:
-    """Byte-level BPE with a merge table (rank = position in the table)."""
+    """Byte-level BPE in the layout above, from its merge table. `bos` is the
+    token its post-processor prepends: OPT's `</s>`, or `<s>` for a LLaMA-family
+    model (whose tokenizer_config.json then says add_bos_token)."""
 
-    def __init__(self, merges, vocab=None, source=None):
-        """Our layout from merges alone, or any byte-level BPE given its vocab
-        (`source`: the folder whose tokenizer files an export copies)."""
+    def __init__(self, merges, bos="</s>"):
+        if bos not in SPECIALS:
+            raise ValueError(f"bpe: bos must be one of {SPECIALS}, got {bos!r}")
         self.merges = [tuple(m) for m in merges]
-        self.ranks = {m: i for i, m in enumerate(self.merges)}
-        self.source = source
-        if vocab is None:
-            vocab = {s: i for i, s in enumerate(SPECIALS)}
-            for s in sorted(BYTE_TO_UNICODE, key=ord):
-                vocab[s] = len(vocab)
-            for l, r in self.merges:
-                vocab[l + r] = len(vocab)
+        self.bos = bos
+        vocab = {s: i for i, s in enumerate(SPECIALS)}
+        for s in sorted(BYTE_TO_UNICODE, key=ord):
+            vocab[s] = len(vocab)
+        for l, r in self.merges:
+            vocab[l + r] = len(vocab)
         self.vocab = vocab
-        if "</s>" not in vocab:
-            raise ValueError("no </s> token (OPT's BOS) in the vocabulary")
-        self.bos_id = vocab["</s>"]
-        self.id_to_token = {i: s for s, i in self.vocab.items()}
-        self.special_ids = {i for s, i in self.vocab.items() if s in SPECIALS or s == "<|endoftext|>"}
-        self._cache = {}
 
     @property
     def size(self):
-        return max(self.vocab.values()) + 1
-
-    def _word(self, w):
-        ids = self._cache.get(w)
-        if ids is not None:
-            return ids
-        syms = list(w)
-        while len(syms) > 1:
-            best, at = None, -1
-            for i in range(len(syms) - 1):
-                r = self.ranks.get((syms[i], syms[i + 1]))
-                if r is not None and (best is None or r < best):
-                    best, at = r, i
-            if best is None:
-                break
-            l, r = self.merges[best]
-            out, i = [], 0
-            while i < len(syms):
-                if i + 1 < len(syms) and syms[i] == l and syms[i + 1] == r:
-                    out.append(l + r)
-                    i += 2
-                else:
-                    out.append(syms[i])
-                    i += 1
-            syms = out
-        ids = [self.vocab[s] for s in syms]
-        self._cache[w] = ids
-        return ids
-
-    def encode(self, text):
-        """Ids of `text`, without BOS."""
-        out = []
-        for w in pretokenize(text):
-            out.extend(self._word(w))
-        return out
-
-    def decode(self, ids):
-        inv = {u: b for b, u in enumerate(BYTE_TO_UNICODE)}
-        data = bytearray()
-        for i in ids:
-            if i in self.special_ids or i not in self.id_to_token:
-                continue
-            for ch in self.id_to_token[i]:
-                data.append(inv[ch])
-        return data.decode("utf-8", errors="replace")
+        return len(self.vocab)
 
     def to_json(self):
         """tokenizer.json (Hugging Face format) as a dict."""
@@ -187,7 +134,7 @@ class Tokenizer:
         def byte_level(prefix):
             return {"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": True, "use_regex": True}
 
-        bos = {"SpecialToken": {"id": "</s>", "type_id": 0}}
+        bos = {"SpecialToken": {"id": self.bos, "type_id": 0}}
         return {
             "version": "1.0",
             "truncation": None,
@@ -203,7 +150,7 @@ class Tokenizer:
                 "type": "TemplateProcessing",
                 "single": [bos, {"Sequence": {"id": "A", "type_id": 0}}],
                 "pair": [bos, {"Sequence": {"id": "A", "type_id": 0}}, bos, {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {"</s>": {"id": "</s>", "ids": [BOS_ID], "tokens": ["</s>"]}},
+                "special_tokens": {self.bos: {"id": self.bos, "ids": [self.vocab[self.bos]], "tokens": [self.bos]}},
             },
             "decoder": byte_level(True),
             "model": {
@@ -215,56 +162,11 @@ class Tokenizer:
         }
 
     def save(self, folder, max_length):
-        if self.source is not None:  # a tokenizer from --init: copy its files unchanged
-            for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
-                         "special_tokens_map.json"):
-                src = os.path.join(self.source, name)
-                if os.path.isfile(src) and os.path.abspath(src) != os.path.abspath(os.path.join(folder, name)):
-                    shutil.copyfile(src, os.path.join(folder, name))
-            return
+        """tokenizer.json and tokenizer_config.json into `folder`."""
         with open(f"{folder}/tokenizer.json", "w", encoding="utf-8") as f:
             json.dump(self.to_json(), f, ensure_ascii=False)
         with open(f"{folder}/tokenizer_config.json", "w") as f:
-            json.dump({"tokenizer_class": "GPT2Tokenizer", "bos_token": "</s>", "eos_token": "</s>",
-                       "unk_token": "<unk>", "pad_token": "<pad>", "add_bos_token": True,
-                       "model_max_length": max_length}, f, indent=2)
+            json.dump({"tokenizer_class": "GPT2Tokenizer" if self.bos == "</s>" else "PreTrainedTokenizerFast",
+                       "bos_token": self.bos, "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+                       "add_bos_token": True, "model_max_length": max_length}, f, indent=2)
             f.write("\n")
-
-    @staticmethod
-    def load(folder):
-        """Read the merges back from a tokenizer.json written by `save` (or any
-        byte-level BPE tokenizer.json with the same base layout)."""
-        with open(f"{folder}/tokenizer.json", encoding="utf-8") as f:
-            j = json.load(f)
-        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in j["model"]["merges"]]
-        tok = Tokenizer(merges)
-        if tok.vocab != j["model"]["vocab"]:
-            raise ValueError(f"{folder}/tokenizer.json: vocabulary layout differs from this trainer's "
-                             "(specials 0..3, bytes 4..259, then merges)")
-        return tok
-
-    @staticmethod
-    def load_any(folder):
-        """A byte-level BPE tokenizer from a Hugging Face folder: tokenizer.json
-        (model type BPE with a ByteLevel pre-tokenizer) or vocab.json + merges.txt."""
-        tj = os.path.join(folder, "tokenizer.json")
-        if os.path.isfile(tj):
-            with open(tj, encoding="utf-8") as f:
-                j = json.load(f)
-            m = j.get("model") or {}
-            if m.get("type") != "BPE":
-                raise ValueError(f"{tj}: model type {m.get('type')!r}; the trainer reads byte-level BPE only")
-            vocab = dict(m["vocab"])
-            for t in j.get("added_tokens") or []:
-                vocab.setdefault(t["content"], t["id"])
-            merges = [tuple(x.split(" ")) if isinstance(x, str) else tuple(x) for x in m["merges"]]
-            return Tokenizer(merges, vocab, folder)
-        vj, mt = os.path.join(folder, "vocab.json"), os.path.join(folder, "merges.txt")
-        if os.path.isfile(vj) and os.path.isfile(mt):
-            with open(vj, encoding="utf-8") as f:
-                vocab = json.load(f)
-            with open(mt, encoding="utf-8") as f:
-                lines = [l.rstrip("\n") for l in f]
-            merges = [tuple(l.split(" ")) for l in lines if l and not l.startswith("#version")]
-            return Tokenizer(merges, vocab, folder)
-        raise ValueError(f"{folder}: no tokenizer.json and no vocab.json + merges.txt")

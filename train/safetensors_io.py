@@ -3,6 +3,9 @@ header length, a JSON header {name: {dtype, shape, data_offsets}}, then the
 raw little-endian tensor bytes). Debian has no `safetensors` package."""
 
 import json
+import math
+import mmap
+import os
 import struct
 
 import numpy as np
@@ -10,6 +13,9 @@ import torch
 
 _TO_TORCH = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 _FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
+_SIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}
+_NUMPY = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
+MAX_HEADER = 100 << 20
 
 
 def write(path, tensors, metadata=None):
@@ -35,36 +41,89 @@ def write(path, tensors, metadata=None):
             f.write(b)
 
 
-def read(path):
-    """{name: float32 tensor} from a .safetensors file; errors name the file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 8:
-        raise ValueError(f"{path}: too short to be a safetensors file")
-    (n,) = struct.unpack("<Q", data[:8])
-    if 8 + n > len(data):
-        raise ValueError(f"{path}: header length {n} runs past the end of the file")
+
+def json_header(f, path, n, start, size, max_header, error):
+    """The JSON header of n bytes that follows `start` bytes of a file of
+    `size` bytes (safetensors, the trainer's token files), read from f;
+    `error` (a ValueError class) names the file when n is absurd or the JSON
+    is malformed."""
+    if n > max_header or start + n > size:
+        raise error(f"{path}: header length {n} runs past the end of the file ({size} bytes)")
     try:
-        header = json.loads(data[8:8 + n])
+        return json.loads(f.read(n))
     except ValueError as e:
-        raise ValueError(f"{path}: malformed JSON header ({e})") from None
+        raise error(f"{path}: malformed JSON header ({e})") from None
+
+def read(path):
+    """{name: float32 tensor} from a .safetensors file; every malformed
+    header, dtype, shape or offset is reported with the file's name."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: too short to be a safetensors file")
+        (n,) = struct.unpack("<Q", head)
+        header = json_header(f, path, n, 8, size, MAX_HEADER, ValueError)
+        if not isinstance(header, dict):
+            raise ValueError(f"{path}: the header is not a JSON object")
+        data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > 0 else b""
     base = 8 + n
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dt = info.get("dtype")
-        if dt not in _TO_TORCH:
-            raise ValueError(f"{path}: tensor {name} has dtype {dt}; supported: F32, F16, BF16, F64")
-        a, b = info["data_offsets"]
-        raw = data[base + a:base + b]
-        if dt == "BF16":
-            t = torch.from_numpy(np.frombuffer(raw, dtype=np.int16).copy()).view(torch.bfloat16)
-        else:
-            np_dt = {"F32": np.float32, "F16": np.float16, "F64": np.float64}[dt]
-            t = torch.from_numpy(np.frombuffer(raw, dtype=np_dt).copy())
-        shape = info["shape"]
-        if t.numel() != int(np.prod(shape)) if shape else t.numel() != 1:
-            raise ValueError(f"{path}: tensor {name}: {len(raw)} bytes do not hold shape {shape} of {dt}")
-        out[name] = t.reshape(shape).float()
+    try:
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            if not isinstance(info, dict):
+                raise ValueError(f"{path}: tensor {name}: header entry is not an object")
+            dt = info.get("dtype")
+            if dt not in _TO_TORCH:
+                raise ValueError(f"{path}: tensor {name} has dtype {dt}; supported: F32, F16, BF16, F64")
+            shape, offs = info.get("shape"), info.get("data_offsets")
+            if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                      for d in shape):
+                raise ValueError(f"{path}: tensor {name}: shape must be a list of non-negative integers, got {shape!r}")
+            if (not isinstance(offs, list) or len(offs) != 2 or not all(isinstance(o, int) and not isinstance(o, bool)
+                                                                       for o in offs)
+                    or not 0 <= offs[0] <= offs[1] <= size - base):
+                raise ValueError(f"{path}: tensor {name}: data_offsets {offs!r} are not a range inside the data "
+                                 f"({size - base} bytes)")
+            count = math.prod(shape)
+            if offs[1] - offs[0] != count * _SIZE[dt]:
+                raise ValueError(f"{path}: tensor {name}: {offs[1] - offs[0]} bytes do not hold shape {shape} of {dt}")
+            raw = data[base + offs[0]:base + offs[1]]
+            if dt == "BF16":
+                t = torch.from_numpy(np.frombuffer(raw, dtype=np.int16).copy()).view(torch.bfloat16)
+            else:
+                t = torch.from_numpy(np.frombuffer(raw, dtype=_NUMPY[dt]).copy())
+            out[name] = t.reshape(shape).float()
+    finally:
+        if isinstance(data, mmap.mmap):
+            data.close()
+    return out
+
+
+def read_sharded(index_path):
+    """{name: float32 tensor} of every shard model.safetensors.index.json's
+    weight_map names; each listed tensor must be in its shard."""
+    folder = os.path.dirname(index_path)
+    try:
+        with open(index_path) as f:
+            index = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{index_path}: not valid JSON ({e})") from None
+    wmap = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(wmap, dict) or not wmap or not all(isinstance(v, str) for v in wmap.values()):
+        raise ValueError(f"{index_path}: needs a non-empty weight_map of tensor name -> shard file")
+    out = {}
+    for shard in sorted(set(wmap.values())):
+        if os.path.basename(shard) != shard:
+            raise ValueError(f"{index_path}: shard {shard!r} is not a file name in the folder")
+        p = os.path.join(folder, shard)
+        if not os.path.isfile(p):
+            raise ValueError(f"{index_path}: shard {shard} is missing")
+        out.update(read(p))
+    missing = [k for k, v in wmap.items() if k not in out]
+    if missing:
+        raise ValueError(f"{index_path}: tensor {missing[0]} is not in its shard {wmap[missing[0]]}"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     return out

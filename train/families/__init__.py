@@ -1,12 +1,15 @@
 """Model families the trainer knows. A family is one module exposing
-`Config` (from/to a Hugging Face config.json dict), `Model` (a torch module
-with `forward(ids, budgets, warmup)` doing skip-aware masked compute),
-`to_hf_state(model)` and `from_hf_state(model, tensors, where)`. Adding a
-family is one more module and one line here."""
+`Config` (`Config.from_hf(dict, where)`, `config.to_hf(extra)`,
+`config.shape()` for the memory estimate, `config.max_sequence()`,
+`config.describe()`), `Model` (a torch module with
+`forward(ids, budgets, warmup)` doing skip.py's masked compute and a
+`grad_checkpoint` switch), `to_hf_state(model)` and
+`from_hf_state(model, tensors, where)`. Adding a family is one more module
+and its model_type values here."""
 
-from . import opt
+from . import llama, opt
 
-FAMILIES = {"opt": opt}
+FAMILIES = {"opt": opt, "llama": llama, "mistral": llama, "qwen2": llama}
 
 
 def family_of(config_dict, where):

@@ -5,21 +5,18 @@ post-LN (opt-350m style: LN(x + attn(x)), no final LN), learned positions at
 offset 2, optional project_in/project_out, ReLU MLP, tied or explicit LM head.
 Tensor names are Hugging Face's OPTForCausalLM names (`model.decoder.*`).
 
-Skipping (DESIGN.md "The method, precisely"): a position with budget b of L
-layers and w warm-up layers computes layers 0..w-1 and L-(b-w)..L-1 (all of
-them when b = L). Budgets along a sequence are non-increasing, so a position
-that skips layer l is only ever attended to at layer l by later positions
-that skip it too. An ordinary causal forward per layer followed by
-h = where(computes(l, pos), block(h), h) is therefore exactly what the engine
-computes: the keys/values a computing query reads were all computed.
+Skipping: skip.py's masked forward (h = where(computes(l, pos), block(h), h)),
+which equals the engine's computation.
 """
 
-import math
 from dataclasses import dataclass, asdict
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from . import hf
+from .skip import run_layers
 
 POSITION_OFFSET = 2
 
@@ -74,6 +71,32 @@ class Config:
         c.check(where)
         return c
 
+    def max_sequence(self):
+        """(tokens, why): the longest training sequence this config allows."""
+        return self.max_position_embeddings, f"max_position_embeddings {self.max_position_embeddings}"
+
+    def shape(self):
+        """What memory.py's estimate needs."""
+        return {"layers": self.num_hidden_layers, "hidden": self.hidden_size, "heads": self.num_attention_heads,
+                "q_dim": self.hidden_size, "kv_dim": self.hidden_size, "ffn": self.ffn_dim,
+                "vocab": self.vocab_size, "mlp": "relu", "tied": self.tie_word_embeddings,
+                "embedding": self.vocab_size * self.word_embed_proj_dim
+                + (self.max_position_embeddings + POSITION_OFFSET) * self.hidden_size}
+
+    def param_count(self):
+        """The parameters Model(self) has (a test holds it to the module's)."""
+        d, e, f, L = self.hidden_size, self.word_embed_proj_dim, self.ffn_dim, self.num_hidden_layers
+        b = 1 if self.enable_bias else 0
+        layer = 4 * d * d + 4 * d * b + 2 * d * f + (f + d) * b + 4 * d
+        n = L * layer + self.vocab_size * e + (self.max_position_embeddings + POSITION_OFFSET) * d
+        n += 2 * e * d if e != d else 0
+        n += 2 * d if self.do_layer_norm_before else 0
+        return n + (0 if self.tie_word_embeddings else self.vocab_size * e)
+
+    def describe(self):
+        return (f"opt {self.num_hidden_layers} layers x {self.hidden_size}, {self.num_attention_heads} heads, "
+                f"ffn {self.ffn_dim}, vocab {self.vocab_size}")
+
     def to_hf(self, extra=None):
         d = {
             "architectures": ["OPTForCausalLM"], "model_type": "opt",
@@ -85,16 +108,6 @@ class Config:
         if extra:
             d.update(extra)
         return d
-
-
-def computes(num_layers, budgets, warmup):
-    """Bool mask (L, B, T): does position (b, t) compute layer l?
-    budgets (B, T) int, warmup (B,) or int."""
-    L = num_layers
-    layer = torch.arange(L).view(L, 1, 1)
-    b = budgets.unsqueeze(0)
-    w = warmup.view(1, -1, 1) if torch.is_tensor(warmup) else warmup
-    return (b >= L) | (layer < w) | (layer >= L - (b - w))
 
 
 class Attention(nn.Module):
@@ -143,6 +156,7 @@ class Model(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.config = c
+        self.grad_checkpoint = False
         e, d = c.word_embed_proj_dim, c.hidden_size
         self.embed_tokens = nn.Embedding(c.vocab_size, e)
         self.embed_positions = nn.Embedding(c.max_position_embeddings + POSITION_OFFSET, d)
@@ -151,20 +165,7 @@ class Model(nn.Module):
         self.layers = nn.ModuleList(Block(c) for _ in range(c.num_hidden_layers))
         self.final_layer_norm = nn.LayerNorm(d) if c.do_layer_norm_before else None
         self.lm_head = None if c.tie_word_embeddings else nn.Linear(e, c.vocab_size, bias=False)
-        self.apply(self._init)
-        # GPT-2's scaled init of the residual projections
-        for blk in self.layers:
-            for lin in (blk.self_attn.out_proj, blk.fc2):
-                nn.init.normal_(lin.weight, 0.0, 0.02 / math.sqrt(2 * c.num_hidden_layers))
-
-    @staticmethod
-    def _init(m):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+        hf.init_weights(self, (p for blk in self.layers for p in (blk.self_attn.out_proj, blk.fc2)), c.num_hidden_layers)
 
     def forward(self, ids, budgets=None, warmup=1):
         """ids (B,T) -> logits (B,T,V). budgets (B,T): layers per position
@@ -178,11 +179,10 @@ class Model(nn.Module):
             x = self.project_in(x)
         pos = torch.arange(T, device=ids.device) + POSITION_OFFSET
         h = x + self.embed_positions(pos)[None]
+        if h.dtype in (torch.float16, torch.bfloat16):  # a 16-bit teacher: keep the residual stream in float32
+            h = h.float()
         causal = torch.triu(torch.ones(T, T, dtype=torch.bool, device=ids.device), 1)
-        mask = None if budgets is None else computes(c.num_hidden_layers, budgets.cpu(), warmup).to(ids.device)
-        for l, blk in enumerate(self.layers):
-            y = blk(h, causal)
-            h = y if mask is None else torch.where(mask[l].unsqueeze(-1), y, h)
+        h = run_layers(self.layers, h, budgets, warmup, self.grad_checkpoint, causal)
         if self.final_layer_norm is not None:
             h = self.final_layer_norm(h)
         if self.project_out is not None:
@@ -193,30 +193,10 @@ class Model(nn.Module):
 
 def to_hf_state(model):
     """{HF name: tensor}; a tied head is not written (config says tied)."""
-    out = {}
-    for k, v in model.state_dict().items():
-        if k.startswith("lm_head."):
-            out[k] = v
-        else:
-            out["model.decoder." + k] = v
-    return out
+    return hf.to_hf_state(model, "model.decoder.")
 
 
 def from_hf_state(model, tensors, where):
     """Load HF tensors (`model.decoder.*` or `decoder.*`) into `model`; every
     missing or misshapen tensor is named."""
-    prefix = "model.decoder." if "model.decoder.embed_tokens.weight" in tensors else "decoder."
-    want = model.state_dict()
-    got, problems = {}, []
-    for k, v in want.items():
-        name = k if k.startswith("lm_head.") else prefix + k
-        t = tensors.get(name)
-        if t is None:
-            problems.append(f"missing tensor {name}")
-        elif tuple(t.shape) != tuple(v.shape):
-            problems.append(f"tensor {name} has shape {list(t.shape)}, config.json implies {list(v.shape)}")
-        else:
-            got[k] = t
-    if problems:
-        raise ValueError(f"{where}: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else ""))
-    model.load_state_dict(got)
+    hf.from_hf_state(model, tensors, ("model.decoder.", "decoder."), where)
