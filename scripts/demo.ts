@@ -9,13 +9,13 @@
  * each setting, then the three continuations.
  *
  * Timing: after a warm-up, ROUNDS interleaved rounds each run every setting
- * once (the order rotating from round to round), so a burst of load on the
+ * for at least RUN_MS (the same generation repeated: one takes only tens of
+ * ms on this model; the order rotating from round to round), so a burst of load on the
  * machine hits every setting alike. A setting's speed is the median over the
  * rounds with its min–max range; its measured speedup is the median of the
  * per-round ratios to full decoding (a ratio measured within one round beats
  * two absolute numbers), with their range. When a range is wider than
- * SPREAD_WARN of its median, a warning says the machine was too busy for
- * stable numbers.
+ * SPREAD_WARN of its median, a warning says the numbers are not stable.
  *
  * SKIPDECODE_DEMO_MODEL=DIR runs it on another model folder instead, such as
  * models/brown-opt-12l (held-out perplexity is shown when DIR has a
@@ -28,6 +28,8 @@ import { EMBEDDED_LLAMA_MODEL, SkipDecoder } from "../lib/index.ts";
 import { evaluateQuality } from "../lib/generation/eval.ts";
 
 const ROUNDS = envInt("SKIPDECODE_DEMO_ROUNDS", 7);
+/** Least wall time of one setting's turn in a round (ms): repeated generations, same seed. */
+const RUN_MS = 300;
 const HELDOUT_WINDOWS = envInt("SKIPDECODE_DEMO_WINDOWS", 48);
 const SPREAD_WARN = 0.25;
 
@@ -87,9 +89,18 @@ const last: { text: string; ideal: number; layers: number }[] = [];
 for (let round = 0; round < ROUNDS; round++) {
   for (let k = 0; k < settings.length; k++) {
     const i = (round + k) % settings.length; // rotate the order
-    const r = await dec.generate(prompt, optsOf(settings[i]![1]));
-    tps[i]!.push(r.stats.tokensPerSecond);
-    last[i] = { text: r.text, ideal: r.stats.idealSpeedup, layers: r.stats.avgLayers };
+    // one generation of this small model takes tens of ms, where a thread wake-up or a GC pause is a
+    // large share: a setting's turn repeats it for at least RUN_MS and counts all its decode time
+    let tokens = 0;
+    let seconds = 0;
+    const t0 = performance.now();
+    do {
+      const r = await dec.generate(prompt, optsOf(settings[i]![1]));
+      tokens += r.tokens.length;
+      seconds += r.tokens.length / r.stats.tokensPerSecond;
+      last[i] = { text: r.text, ideal: r.stats.idealSpeedup, layers: r.stats.avgLayers };
+    } while (performance.now() - t0 < RUN_MS);
+    tps[i]!.push(tokens / seconds);
   }
 }
 const ratios = tps.map((t) => t.map((v, round) => v / tps[0]![round]!));
@@ -108,7 +119,8 @@ const noisy = settings.filter((_, i) => i > 0 && spread(ratios[i]!) > SPREAD_WAR
 if (noisy.length) {
   console.log(
     `\nwarning: the measured speedup at ${noisy.join(" and ")} varied by more than ${SPREAD_WARN * 100}% of its median ` +
-      `between rounds: the machine was busy, so these timings are not stable (run again on an idle machine)`,
+      `between rounds, so these timings are not stable (a busy machine, or a VM whose speed varies: run again, ` +
+      `or with more rounds: SKIPDECODE_DEMO_ROUNDS=N)`,
   );
 }
 console.log(`\ncontinuations:`);
