@@ -47,7 +47,7 @@
 import { type GgufFile, GgufType } from "./gguf.ts";
 import type { GgufWriteValue } from "./gguf-writer.ts";
 import { SkipTokenizer } from "./tokenizer.ts";
-import { addedToken as specialToken, bpeModel } from "./tokenizer_json.ts";
+import { addedToken as specialToken, bpeModel, sentencePieceDecoder, sentencePieceNormalizer } from "./tokenizer_json.ts";
 
 /** `tokenizer.ggml.token_type` values (llama.h `llama_token_type`). */
 export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -266,21 +266,10 @@ export function tokenizerFromGguf(f: GgufFile): GgufTokenizer | null {
       truncation: null,
       padding: null,
       added_tokens: added,
-      normalizer: {
-        type: "Sequence",
-        normalizers: [...(prefix ? [{ type: "Prepend", prepend: "▁" }] : []), { type: "Replace", pattern: { String: " " }, content: "▁" }],
-      },
+      normalizer: sentencePieceNormalizer(prefix),
       pre_tokenizer: null,
       post_processor: null,
-      decoder: {
-        type: "Sequence",
-        decoders: [
-          { type: "Replace", pattern: { String: "▁" }, content: " " },
-          { type: "ByteFallback" },
-          { type: "Fuse" },
-          ...(prefix ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : []),
-        ],
-      },
+      decoder: sentencePieceDecoder(prefix),
       model: {
         ...bpeModel(vocab, []),
         unk_token: vocab[v.tokens[unk]!] === undefined ? null : v.tokens[unk],

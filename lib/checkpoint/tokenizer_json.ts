@@ -140,6 +140,35 @@ export function addedToken(id: number, content: string): AddedTokenJson {
   return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
 }
 
+/**
+ * The normalizer of a SentencePiece model written as BPE: spaces become "▁",
+ * and with `prependSpace` (SentencePiece's add_dummy_prefix) the text gets a
+ * leading "▁".
+ */
+export function sentencePieceNormalizer(prependSpace: boolean) {
+  return {
+    type: "Sequence",
+    normalizers: [...(prependSpace ? [{ type: "Prepend", prepend: "▁" }] : []), { type: "Replace", pattern: { String: " " }, content: "▁" }],
+  };
+}
+
+/**
+ * The decoder that undoes {@link sentencePieceNormalizer}: "▁" back to spaces,
+ * byte tokens (`<0x41>`) back to bytes, and with `prependSpace` the leading
+ * space the normalizer added stripped again.
+ */
+export function sentencePieceDecoder(prependSpace: boolean) {
+  return {
+    type: "Sequence",
+    decoders: [
+      { type: "Replace", pattern: { String: "▁" }, content: " " },
+      { type: "ByteFallback" },
+      { type: "Fuse" },
+      ...(prependSpace ? [{ type: "Strip", content: " ", start: 1, stop: 0 }] : []),
+    ],
+  };
+}
+
 /** A post-processor that prepends `bos` to single sequences (and to each of a pair). */
 export function prependBosTemplate(bos: string, bosId: number): TemplateProcessingJson {
   const special: TemplateItem = { SpecialToken: { id: bos, type_id: 0 } };

@@ -17,7 +17,7 @@
  * Each tokenizer_config.json carries a chat template of its style
  * ({@link CHAT_TEMPLATES}: Llama 3 headers, Mistral's [INST], ChatML).
  */
-import { type AddedTokenJson, addedToken, BYTE_TO_UNICODE, bpeModel, prependBosTemplate } from "../checkpoint/tokenizer_json.ts";
+import { type AddedTokenJson, addedToken, BYTE_TO_UNICODE, bpeModel, prependBosTemplate, sentencePieceDecoder, sentencePieceNormalizer } from "../checkpoint/tokenizer_json.ts";
 import { TINY_CORPUS, trainWordMerges } from "./bpe.ts";
 
 /** A tokenizer style of the LLaMA family. */
@@ -154,24 +154,10 @@ export function buildStyledTokenizer(style: TokenizerStyle, numMerges: number): 
     truncation: null,
     padding: null,
     added_tokens: ["<unk>", "<s>", "</s>"].map((n, i) => addedToken(i, n)),
-    normalizer: {
-      type: "Sequence",
-      normalizers: [
-        { type: "Prepend", prepend: "▁" },
-        { type: "Replace", pattern: { String: " " }, content: "▁" },
-      ],
-    },
+    normalizer: sentencePieceNormalizer(true),
     pre_tokenizer: null,
     post_processor: prependBosTemplate("<s>", 1),
-    decoder: {
-      type: "Sequence",
-      decoders: [
-        { type: "Replace", pattern: { String: "▁" }, content: " " },
-        { type: "ByteFallback" },
-        { type: "Fuse" },
-        { type: "Strip", content: " ", start: 1, stop: 0 },
-      ],
-    },
+    decoder: sentencePieceDecoder(true),
     model: { ...bpeModel(vocab, merges), unk_token: "<unk>", fuse_unk: true, byte_fallback: true },
   };
   return {
