@@ -225,8 +225,8 @@ SKD_API int skd_engine_create(const int64_t *cfg, int32_t n_cfg, skd_engine **ou
 
 /* ---- weights ---------------------------------------------------------------- */
 
-static int copy_mat(skd_mat *m, int dtype, const void *data, int64_t rows, int64_t cols, int packed) {
-    if (skd_mat_set(m, dtype, data, rows, cols, packed))
+static int copy_mat(skd_engine *e, skd_mat *m, int dtype, const void *data, int64_t rows, int64_t cols, int packed) {
+    if (skd_mat_set(m, dtype, data, rows, cols, packed, e->pool))
         return skd_fail(SKD_ERR_OUT_OF_MEMORY, "out of memory copying a %lld x %lld tensor", (long long)rows, (long long)cols);
     return SKD_OK;
 }
@@ -253,22 +253,22 @@ SKD_API int skd_engine_set_tensor(skd_engine *e, int32_t role, int32_t layer, in
     const int pk = !skd_dtype_is_quant(dtype) || skd_qkernel_packs(e->qkernel);
     layer_weights *w = layer >= 0 ? &e->layers[layer] : NULL;
     switch (role) {
-    case SKD_T_EMBED_TOKENS: st = copy_mat(&e->embed_tokens, dtype, data, r, c, 0); break;
-    case SKD_T_EMBED_POSITIONS: st = copy_mat(&e->embed_positions, dtype, data, r, c, 0); break;
-    case SKD_T_PROJECT_IN: st = copy_mat(&e->project_in, dtype, data, r, c, pk); break;
-    case SKD_T_PROJECT_OUT: st = copy_mat(&e->project_out, dtype, data, r, c, pk); break;
-    case SKD_T_LM_HEAD: st = copy_mat(&e->lm_head, dtype, data, r, c, pk); break;
+    case SKD_T_EMBED_TOKENS: st = copy_mat(e, &e->embed_tokens, dtype, data, r, c, 0); break;
+    case SKD_T_EMBED_POSITIONS: st = copy_mat(e, &e->embed_positions, dtype, data, r, c, 0); break;
+    case SKD_T_PROJECT_IN: st = copy_mat(e, &e->project_in, dtype, data, r, c, pk); break;
+    case SKD_T_PROJECT_OUT: st = copy_mat(e, &e->project_out, dtype, data, r, c, pk); break;
+    case SKD_T_LM_HEAD: st = copy_mat(e, &e->lm_head, dtype, data, r, c, pk); break;
     case SKD_T_FINAL_LN_W: st = copy_vec(&e->final_ln_w, dtype, data, r); break;
     case SKD_T_FINAL_LN_B: st = copy_vec(&e->final_ln_b, dtype, data, r); break;
     case SKD_T_ROPE_INV_FREQ: st = copy_vec(&e->rope_inv_freq, dtype, data, r); break;
-    case SKD_T_GATE_W: st = copy_mat(&w->gate, dtype, data, r, c, pk); break;
+    case SKD_T_GATE_W: st = copy_mat(e, &w->gate, dtype, data, r, c, pk); break;
     case SKD_T_GATE_B: st = copy_vec(&w->gate_b, dtype, data, r); break;
-    case SKD_T_Q_W: st = copy_mat(&w->q, dtype, data, r, c, pk); break;
-    case SKD_T_K_W: st = copy_mat(&w->k, dtype, data, r, c, pk); break;
-    case SKD_T_V_W: st = copy_mat(&w->v, dtype, data, r, c, pk); break;
-    case SKD_T_O_W: st = copy_mat(&w->o, dtype, data, r, c, pk); break;
-    case SKD_T_FC1_W: st = copy_mat(&w->fc1, dtype, data, r, c, pk); break;
-    case SKD_T_FC2_W: st = copy_mat(&w->fc2, dtype, data, r, c, pk); break;
+    case SKD_T_Q_W: st = copy_mat(e, &w->q, dtype, data, r, c, pk); break;
+    case SKD_T_K_W: st = copy_mat(e, &w->k, dtype, data, r, c, pk); break;
+    case SKD_T_V_W: st = copy_mat(e, &w->v, dtype, data, r, c, pk); break;
+    case SKD_T_O_W: st = copy_mat(e, &w->o, dtype, data, r, c, pk); break;
+    case SKD_T_FC1_W: st = copy_mat(e, &w->fc1, dtype, data, r, c, pk); break;
+    case SKD_T_FC2_W: st = copy_mat(e, &w->fc2, dtype, data, r, c, pk); break;
     case SKD_T_Q_B: st = copy_vec(&w->q_b, dtype, data, r); break;
     case SKD_T_K_B: st = copy_vec(&w->k_b, dtype, data, r); break;
     case SKD_T_V_B: st = copy_vec(&w->v_b, dtype, data, r); break;
@@ -380,6 +380,24 @@ static void mm(skd_engine *e, float *out, const float *x, int m, const skd_mat *
     else skd_matmul(e->pool, e->kernel, out, x, m, w, bias, relu);
 }
 
+/* out_i = x · W_i^T (+ bias_i) for n matrices that read the same x (q, k, v;
+ * gate, up): one pass of the pool for each run of them that can share it
+ * (skd_matmul_n; skd_qmatmul_n, one quantization of x), with the outputs of
+ * one mm each, bit for bit. */
+static void mm_n(skd_engine *e, const float *x, int m, const skd_mm_job *jobs, int n) {
+    for (int i = 0; i < n;) {
+        const skd_mat *w = jobs[i].w;
+        const int quant = skd_dtype_is_quant(w->dtype);
+        int j = i + 1;
+        while (j < n && (quant ? skd_qmat_same_act(e->qkernel, w, jobs[j].w)
+                               : !skd_dtype_is_quant(jobs[j].w->dtype) && jobs[j].w->cols == w->cols))
+            j++;
+        if (quant) skd_qmatmul_n(e->pool, e->qkernel, e->qscratch, x, m, jobs + i, j - i);
+        else skd_matmul_n(e->pool, e->kernel, x, m, jobs + i, j - i);
+        i = j;
+    }
+}
+
 static void add_inplace(float *y, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] += x[i];
 }
@@ -422,9 +440,8 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         norm_rows(e, e->t, e->xa, m, w->attn_ln_w, w->attn_ln_b);
         in = e->t;
     }
-    mm(e, e->q, in, m, &w->q, w->q_b, 0);
-    mm(e, e->k, in, m, &w->k, w->k_b, 0);
-    mm(e, e->v, in, m, &w->v, w->v_b, 0);
+    const skd_mm_job qkv[3] = { { e->q, &w->q, w->q_b, 0 }, { e->k, &w->k, w->k_b, 0 }, { e->v, &w->v, w->v_b, 0 } };
+    mm_n(e, in, m, qkv, 3);
     if (s->positions == SKD_POS_ROTARY) {
         rotate(e, e->q, m, s->n_heads);
         rotate(e, e->k, m, s->n_kv_heads);
@@ -448,8 +465,8 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
         in = e->t;
     }
     if (s->mlp == SKD_MLP_SWIGLU) { /* h = silu(gate) ⊙ up */
-        mm(e, e->g, in, m, &w->gate, w->gate_b, 0);
-        mm(e, e->h, in, m, &w->fc1, w->fc1_b, 0);
+        const skd_mm_job gate_up[2] = { { e->g, &w->gate, w->gate_b, 0 }, { e->h, &w->fc1, w->fc1_b, 0 } };
+        mm_n(e, in, m, gate_up, 2);
         for (size_t i = 0; i < (size_t)m * s->ffn; i++) e->h[i] *= e->g[i] / (1.0f + expf(-e->g[i]));
     } else {
         mm(e, e->h, in, m, &w->fc1, w->fc1_b, 1);

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ops.h"
 #include "plan.h"
 #include "pool.h"
 #include "skipdecode.h"
@@ -52,7 +53,8 @@ SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_
         threads = n > 0 ? (int)n : 1;
     }
     const size_t n = (size_t)bytes / 64 * 16;
-    float *src = aligned_alloc(64, n * sizeof(float)), *dst = aligned_alloc(64, n * sizeof(float));
+    /* the engine's weight allocator: the bandwidth the weights can be read at */
+    float *src = skd_weight_alloc(n * sizeof(float)), *dst = skd_weight_alloc(n * sizeof(float));
     skd_pool *pool = skd_pool_create(threads);
     if (!src || !dst || !pool) {
         free(src);

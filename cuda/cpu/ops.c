@@ -1,9 +1,13 @@
 /* ops.c — reference-grade CPU kernels; see ops.h. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "ops.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "quant_ref.h"
 #include "skipdecode.h"
@@ -14,6 +18,20 @@ static inline float widen(const void *data, int dtype, int64_t i) {
     if (dtype == SKD_DTYPE_F32) return ((const float *)data)[i];
     if (dtype == SKD_DTYPE_BF16) return skd_bf16_to_f32(((const uint16_t *)data)[i]);
     return skd_f16_to_f32(((const uint16_t *)data)[i]);
+}
+
+void *skd_weight_alloc(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    const size_t rounded = (bytes + 63) / 64 * 64;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    const char *env = getenv("SKIPDECODE_CPU_HUGEPAGES");
+    if (bytes >= huge && !(env && strcmp(env, "0") == 0)) {
+        void *p = aligned_alloc(huge, rounded);
+        if (p) madvise(p, bytes / huge * huge, MADV_HUGEPAGE); /* advice only: failure leaves 4 KiB pages */
+        return p;
+    }
+#endif
+    return aligned_alloc(64, rounded ? rounded : 64);
 }
 
 int64_t skd_mat_bytes(const skd_mat *m) { return m->data ? m->rows * skd_row_bytes(m->dtype, m->cols) : 0; }
@@ -36,25 +54,61 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     }
 }
 
-int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
-    if (skd_dtype_is_quant(dtype)) return skd_qmat_set(m, dtype, src, rows, cols, packed);
+/* Panels [p0, p1) of a packed 16-bit or fp32 matrix from row-major src (rows past the end stay zero). */
+static void pack_panels(char *dst, const char *src, int64_t rows, int64_t cols, size_t es, int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; p++) {
+        const int64_t r0 = p * SKD_PANEL, nr = rows - r0 < SKD_PANEL ? rows - r0 : SKD_PANEL;
+        if (es == 2) {
+            uint16_t *d = (uint16_t *)dst + p * cols * SKD_PANEL;
+            const uint16_t *s = (const uint16_t *)src + r0 * cols;
+            if (nr < SKD_PANEL) memset(d, 0, sizeof(uint16_t) * (size_t)(cols * SKD_PANEL));
+            for (int64_t c0 = 0; c0 < cols; c0 += 64) { /* 64 columns at a time: 16 source lines stay in L1 */
+                const int64_t c1 = cols - c0 < 64 ? cols : c0 + 64;
+                for (int64_t r = 0; r < nr; r++)
+                    for (int64_t c = c0; c < c1; c++) d[c * SKD_PANEL + r] = s[r * cols + c];
+            }
+        } else {
+            float *d = (float *)dst + p * cols * SKD_PANEL;
+            const float *s = (const float *)src + r0 * cols;
+            if (nr < SKD_PANEL) memset(d, 0, sizeof(float) * (size_t)(cols * SKD_PANEL));
+            for (int64_t r = 0; r < nr; r++)
+                for (int64_t c = 0; c < cols; c++) d[c * SKD_PANEL + r] = s[r * cols + c];
+        }
+    }
+}
+
+typedef struct {
+    char *dst;
+    const char *src;
+    int64_t rows, cols;
+    size_t es;
+    int packed;
+} set_args;
+
+static void set_task(void *ctx, int ith, int nth) {
+    const set_args *a = ctx;
+    if (a->packed) {
+        long p0, p1;
+        skd_split((long)((a->rows + SKD_PANEL - 1) / SKD_PANEL), ith, nth, &p0, &p1);
+        pack_panels(a->dst, a->src, a->rows, a->cols, a->es, p0, p1);
+    } else {
+        long r0, r1;
+        skd_split((long)a->rows, ith, nth, &r0, &r1);
+        const size_t rb = (size_t)a->cols * a->es;
+        memcpy(a->dst + (size_t)r0 * rb, a->src + (size_t)r0 * rb, (size_t)(r1 - r0) * rb);
+    }
+}
+
+int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool) {
+    if (skd_dtype_is_quant(dtype)) return skd_qmat_set(m, dtype, src, rows, cols, packed, pool);
     const size_t es = skd_dtype_size(dtype);
     const int64_t padded = packed ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
     const size_t bytes = (size_t)(padded * cols) * es;
-    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    void *p = skd_weight_alloc(bytes);
     if (!p) return -1;
-    if (!packed) {
-        memcpy(p, src, bytes);
-    } else {
-        memset(p, 0, bytes);
-        const char *s = src;
-        char *d = p;
-        for (int64_t r = 0; r < rows; r++) {
-            const int64_t base = (r / SKD_PANEL) * cols * SKD_PANEL + r % SKD_PANEL;
-            for (int64_t c = 0; c < cols; c++)
-                memcpy(d + (size_t)(base + c * SKD_PANEL) * es, s + (size_t)(r * cols + c) * es, es);
-        }
-    }
+    set_args a = { p, src, rows, cols, es, packed };
+    if (pool) skd_pool_run(pool, set_task, &a);
+    else set_task(&a, 0, 1);
     free(m->data);
     *m = (skd_mat){ p, dtype, packed, rows, cols };
     return 0;
@@ -83,12 +137,10 @@ const char *skd_kernel_name(int kernel) {
 
 typedef struct {
     int kernel;
-    float *out;
     const float *x;
     int m;
-    const skd_mat *w;
-    const float *bias;
-    int relu;
+    const skd_mm_job *jobs;
+    int n;
 } matmul_args;
 
 /* dst[0..n) = the 16-bit or fp32 values data[start..start+n) as fp32; one
@@ -111,34 +163,21 @@ static void widen_run(const void *data, int dtype, int64_t start, int64_t n, flo
 /* The reference kernel: panel by panel, a chunk of columns widened once and
  * used for up to 32 x rows, 16 accumulators per row; every output is one
  * sum over kk in order (so rows are batch-invariant here too). */
-static void matmul_task(void *ctx, int ith, int nth) {
-    const matmul_args *a = ctx;
-    const skd_mat *w = a->w;
+static void panels_portable(const skd_mm_job *job, long p0, long p1, const float *xs, int m) {
+    const skd_mat *w = job->w;
     const int64_t n = w->rows, k = w->cols;
-    long p0, p1;
-    skd_split((long)skd_panels(w), ith, nth, &p0, &p1);
-#if defined(__x86_64__) || defined(__i386__)
-    if (a->kernel == SKD_KERNEL_AVX512) {
-        skd_matmul_panels_avx512(w, p0, p1, a->x, a->m, a->out, a->bias, a->relu);
-        return;
-    }
-    if (a->kernel == SKD_KERNEL_AVX2) {
-        skd_matmul_panels_avx2(w, p0, p1, a->x, a->m, a->out, a->bias, a->relu);
-        return;
-    }
-#endif
     float cols[REF_COLS * SKD_PANEL], acc[REF_ROWS][SKD_PANEL];
     for (long p = p0; p < p1; p++) {
         const int64_t j0 = p * SKD_PANEL, nj = n - j0 < SKD_PANEL ? n - j0 : SKD_PANEL;
         const int64_t base = p * k * SKD_PANEL;
-        for (int i0 = 0; i0 < a->m; i0 += REF_ROWS) {
-            const int mr = a->m - i0 < REF_ROWS ? a->m - i0 : REF_ROWS;
+        for (int i0 = 0; i0 < m; i0 += REF_ROWS) {
+            const int mr = m - i0 < REF_ROWS ? m - i0 : REF_ROWS;
             memset(acc, 0, sizeof acc);
             for (int64_t c0 = 0; c0 < k; c0 += REF_COLS) {
                 const int64_t nc = k - c0 < REF_COLS ? k - c0 : REF_COLS;
                 widen_run(w->data, w->dtype, base + c0 * SKD_PANEL, nc * SKD_PANEL, cols);
                 for (int r = 0; r < mr; r++) {
-                    const float *x = a->x + (size_t)(i0 + r) * k + c0;
+                    const float *x = xs + (size_t)(i0 + r) * k + c0;
                     float *ac = acc[r];
                     for (int64_t kk = 0; kk < nc; kk++) {
                         const float xv = x[kk];
@@ -150,19 +189,50 @@ static void matmul_task(void *ctx, int ith, int nth) {
             }
             for (int r = 0; r < mr; r++) {
                 for (int64_t c = 0; c < nj; c++) {
-                    const float v = acc[r][c] + (a->bias ? a->bias[j0 + c] : 0.f);
-                    a->out[(size_t)(i0 + r) * n + j0 + c] = a->relu && v < 0.f ? 0.f : v;
+                    const float v = acc[r][c] + (job->bias ? job->bias[j0 + c] : 0.f);
+                    job->out[(size_t)(i0 + r) * n + j0 + c] = job->relu && v < 0.f ? 0.f : v;
                 }
             }
         }
     }
 }
 
+/* A thread's share of the jobs' panels, counted as one run of panels (job 0's, then job 1's, ...). */
+static void matmul_task(void *ctx, int ith, int nth) {
+    const matmul_args *a = ctx;
+    long total = 0;
+    for (int j = 0; j < a->n; j++) total += (long)skd_panels(a->jobs[j].w);
+    long g0, g1, off = 0;
+    skd_split(total, ith, nth, &g0, &g1);
+    for (int j = 0; j < a->n && off < g1; j++) {
+        const skd_mm_job *job = &a->jobs[j];
+        const long np = (long)skd_panels(job->w), p0 = g0 > off ? g0 - off : 0, p1 = g1 - off < np ? g1 - off : np;
+        off += np;
+        if (p0 >= p1) continue;
+#if defined(__x86_64__) || defined(__i386__)
+        if (a->kernel == SKD_KERNEL_AVX512) {
+            skd_matmul_panels_avx512(job->w, p0, p1, a->x, a->m, job->out, job->bias, job->relu);
+            continue;
+        }
+        if (a->kernel == SKD_KERNEL_AVX2) {
+            skd_matmul_panels_avx2(job->w, p0, p1, a->x, a->m, job->out, job->bias, job->relu);
+            continue;
+        }
+#endif
+        panels_portable(job, p0, p1, a->x, a->m);
+    }
+}
+
+void skd_matmul_n(skd_pool *pool, int kernel, const float *x, int m, const skd_mm_job *jobs, int n) {
+    if (m <= 0 || n <= 0) return;
+    matmul_args a = { kernel, x, m, jobs, n };
+    skd_pool_run(pool, matmul_task, &a);
+}
+
 void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,
                 int relu) {
-    if (m <= 0) return;
-    matmul_args a = { kernel, out, x, m, w, bias, relu };
-    skd_pool_run(pool, matmul_task, &a);
+    const skd_mm_job job = { out, w, bias, relu };
+    skd_matmul_n(pool, kernel, x, m, &job, 1);
 }
 
 void skd_layernorm(float *y, const float *x, int m, int d, const float *g, const float *b, float eps) {

@@ -100,15 +100,31 @@ static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, i
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 1); }
 void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 0); }
 
-int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed) {
-    packed = packed && (dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0);
-    const int64_t rb = skd_row_bytes(dtype, cols);
-    void *p = aligned_alloc(64, ((size_t)(rows * rb) + 63) / 64 * 64);
-    if (!p) return -1;
-    if (packed)
-        for (int64_t r = 0; r < rows; r++) skd_quant_pack_row(dtype, (const char *)src + r * rb, (char *)p + r * rb, cols);
+typedef struct {
+    uint8_t *dst;
+    const uint8_t *src;
+    int dtype, packed;
+    int64_t rows, cols;
+} qset_args;
+
+static void qset_task(void *ctx, int ith, int nth) {
+    const qset_args *a = ctx;
+    const int64_t rb = skd_row_bytes(a->dtype, a->cols);
+    long r0, r1;
+    skd_split((long)a->rows, ith, nth, &r0, &r1);
+    if (a->packed)
+        for (long r = r0; r < r1; r++) skd_quant_pack_row(a->dtype, a->src + r * rb, a->dst + r * rb, a->cols);
     else
-        memcpy(p, src, (size_t)(rows * rb));
+        memcpy(a->dst + r0 * rb, a->src + r0 * rb, (size_t)((r1 - r0) * rb));
+}
+
+int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool) {
+    packed = packed && (dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0);
+    void *p = skd_weight_alloc((size_t)(rows * skd_row_bytes(dtype, cols)));
+    if (!p) return -1;
+    qset_args a = { p, src, dtype, packed, rows, cols };
+    if (pool) skd_pool_run(pool, qset_task, &a);
+    else qset_task(&a, 0, 1);
     free(m->data);
     *m = (skd_mat){ p, dtype, packed, rows, cols };
     return 0;
@@ -363,21 +379,30 @@ size_t skd_qact_bytes(int m, int64_t k) {
 typedef struct {
     int qkernel;
     skd_qact act;
-    float *out;
     const float *x;
     int m;
-    const skd_mat *w;
-    const float *bias;
-    int relu;
+    int64_t k;
     int kform; /* activations in K form (256-blocks) */
+    int words; /* block-32 activations word-transposed (packed weights) */
+    const skd_mm_job *jobs;
+    int n;
 } qmm_args;
+
+static int is_kquant(int dtype) { return dtype == SKD_DTYPE_Q4_K || dtype == SKD_DTYPE_Q6_K; }
+
+int skd_qmat_same_act(int qkernel, const skd_mat *a, const skd_mat *b) {
+    if (!skd_dtype_is_quant(a->dtype) || !skd_dtype_is_quant(b->dtype) || a->cols != b->cols) return 0;
+    if (qkernel == SKD_QKERNEL_F32) return 1; /* x itself */
+    if (is_kquant(a->dtype) != is_kquant(b->dtype)) return 0;
+    return is_kquant(a->dtype) || a->packed == b->packed;
+}
 
 /* Activation row i of a (block-32 or K form). */
 static void quantize_act_row(const qmm_args *a, int i) {
-    const int64_t k = a->w->cols;
+    const int64_t k = a->k;
 #if defined(__x86_64__) || defined(__i386__)
     if (a->qkernel != SKD_QKERNEL_PORTABLE && a->qkernel != SKD_QKERNEL_F32) { /* the same bytes, faster */
-        const int form = a->kform ? SKD_ACT_K : skd_qkernel_packs(a->qkernel) && a->w->packed ? SKD_ACT_32_WORDS : SKD_ACT_32;
+        const int form = a->kform ? SKD_ACT_K : a->words ? SKD_ACT_32_WORDS : SKD_ACT_32;
         skd_quantize_act_avx2(a->x + (size_t)i * k, k, form, a->act.qs + (size_t)i * k,
                               a->act.d + (size_t)i * (a->kform ? k / SKD_QK_K : k / SKD_QK), a->act.bsums + (size_t)i * (k / 16));
         return;
@@ -399,21 +424,22 @@ static void quantize_task(void *ctx, int ith, int nth) {
 }
 
 /* The f32-activation path: each weight row dequantized, then dotted with x in fp32. */
-static void rows_f32act(const qmm_args *a, long r0, long r1) {
-    const int64_t k = a->w->cols, rb = skd_row_bytes(a->w->dtype, k), n = a->w->rows;
+static void rows_f32act(const skd_mm_job *job, const float *xs, int m, long r0, long r1) {
+    const skd_mat *w = job->w;
+    const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k), n = w->rows;
     float *row = malloc(sizeof(float) * (size_t)k);
     if (!row) return; /* out of memory for one row: leaves out unchanged */
-    void *tmp = a->w->packed ? malloc((size_t)rb) : NULL;
+    void *tmp = w->packed ? malloc((size_t)rb) : NULL;
     for (long r = r0; r < r1; r++) {
-        const void *wr = (const char *)a->w->data + r * rb;
-        if (tmp) skd_quant_unpack_row(a->w->dtype, wr, tmp, k), wr = tmp;
-        skd_dequantize_row(a->w->dtype, wr, row, k);
-        for (int i = 0; i < a->m; i++) {
-            const float *x = a->x + (size_t)i * k;
+        const void *wr = (const char *)w->data + r * rb;
+        if (tmp) skd_quant_unpack_row(w->dtype, wr, tmp, k), wr = tmp;
+        skd_dequantize_row(w->dtype, wr, row, k);
+        for (int i = 0; i < m; i++) {
+            const float *x = xs + (size_t)i * k;
             float s = 0.f;
             for (int64_t j = 0; j < k; j++) s += row[j] * x[j];
-            if (a->bias) s += a->bias[r];
-            a->out[(size_t)i * n + r] = a->relu && s < 0.f ? 0.f : s;
+            if (job->bias) s += job->bias[r];
+            job->out[(size_t)i * n + r] = job->relu && s < 0.f ? 0.f : s;
         }
     }
     free(tmp);
@@ -426,32 +452,40 @@ static int act_tile(int64_t k) {
     return t < 4 ? 4 : t / 4 * 4;
 }
 
+/* A thread's share of the jobs' rows, counted as one run of rows (job 0's, then job 1's, ...). */
 static void rows_task(void *ctx, int ith, int nth) {
     const qmm_args *a = ctx;
-    const skd_mat *w = a->w;
-    long r0, r1;
-    skd_split((long)w->rows, ith, nth, &r0, &r1);
-    if (r0 >= r1) return;
-    if (a->qkernel == SKD_QKERNEL_F32) {
-        rows_f32act(a, r0, r1);
-        return;
-    }
-    skd_qrows_fn *fn = rows_fn(a->qkernel, w);
-    const int64_t k = w->cols, nd = a->kform ? k / SKD_QK_K : k / SKD_QK;
+    long total = 0;
+    for (int j = 0; j < a->n; j++) total += (long)a->jobs[j].w->rows;
+    long g0, g1, off = 0;
+    skd_split(total, ith, nth, &g0, &g1);
+    const int64_t k = a->k, nd = a->kform ? k / SKD_QK_K : k / SKD_QK;
     const int tile = act_tile(k);
-    for (int t0 = 0; t0 < a->m; t0 += tile) {
-        const int mt = a->m - t0 < tile ? a->m - t0 : tile;
-        const skd_qact at = { a->act.qs + (size_t)t0 * k, a->act.d + (size_t)t0 * nd, a->act.bsums + (size_t)t0 * (k / 16) };
-        fn(w, r0, r1, &at, mt, a->out + (size_t)t0 * w->rows, (long)w->rows, a->bias, a->relu);
+    for (int j = 0; j < a->n && off < g1; j++) {
+        const skd_mm_job *job = &a->jobs[j];
+        const skd_mat *w = job->w;
+        const long nr = (long)w->rows, r0 = g0 > off ? g0 - off : 0, r1 = g1 - off < nr ? g1 - off : nr;
+        off += nr;
+        if (r0 >= r1) continue;
+        if (a->qkernel == SKD_QKERNEL_F32) {
+            rows_f32act(job, a->x, a->m, r0, r1);
+            continue;
+        }
+        skd_qrows_fn *fn = rows_fn(a->qkernel, w);
+        for (int t0 = 0; t0 < a->m; t0 += tile) {
+            const int mt = a->m - t0 < tile ? a->m - t0 : tile;
+            const skd_qact at = { a->act.qs + (size_t)t0 * k, a->act.d + (size_t)t0 * nd, a->act.bsums + (size_t)t0 * (k / 16) };
+            fn(w, r0, r1, &at, mt, job->out + (size_t)t0 * nr, nr, job->bias, job->relu);
+        }
     }
 }
 
-void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,
-                 const float *bias, int relu) {
-    if (m <= 0) return;
+void skd_qmatmul_n(skd_pool *pool, int qkernel, void *scratch, const float *x, int m, const skd_mm_job *jobs, int n) {
+    if (m <= 0 || n <= 0) return;
+    const skd_mat *w = jobs[0].w;
     const int64_t k = w->cols;
     char *s = scratch;
-    qmm_args a = { qkernel, { 0 }, out, x, m, w, bias, relu, w->dtype == SKD_DTYPE_Q4_K || w->dtype == SKD_DTYPE_Q6_K };
+    qmm_args a = { qkernel, { 0 }, x, m, k, is_kquant(w->dtype), skd_qkernel_packs(qkernel) && w->packed, jobs, n };
     if (qkernel != SKD_QKERNEL_F32) {
         a.act.qs = (int8_t *)s;
         a.act.d = (float *)(s + align64((size_t)m * (size_t)k));
@@ -462,4 +496,10 @@ void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const f
             skd_pool_run(pool, quantize_task, &a);
     }
     skd_pool_run(pool, rows_task, &a);
+}
+
+void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,
+                 const float *bias, int relu) {
+    const skd_mm_job job = { out, w, bias, relu };
+    skd_qmatmul_n(pool, qkernel, scratch, x, m, &job, 1);
 }

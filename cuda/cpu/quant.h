@@ -119,5 +119,11 @@ skd_qrows_fn *skd_qrows_avx512(int dtype, int vnni);
  * the pool; `scratch` holds skd_qact_bytes(m, k) bytes (64-byte aligned). */
 void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,
                  const float *bias, int relu);
+/* skd_qmatmul of n matrices that take the same activations (skd_qmat_same_act:
+ * one quantization of x serves them all) in one pass of the pool, the threads
+ * splitting their rows as one matrix's: each output as skd_qmatmul computes it. */
+void skd_qmatmul_n(skd_pool *pool, int qkernel, void *scratch, const float *x, int m, const skd_mm_job *jobs, int n);
+/* Whether quantized a and b have the same k and read the same quantized activations. */
+int skd_qmat_same_act(int qkernel, const skd_mat *a, const skd_mat *b);
 
 #endif

@@ -47,7 +47,7 @@ int main(int argc, char **argv) {
             uint16_t *w = malloc(bytes);
             for (size_t k = 0; k < (size_t)rows * cols; k++) w[k] = f32_to_bf16((float)((k * 2654435761u) % 1000) / 1000.f - 0.5f);
             mats[i] = (skd_mat){ 0 };
-            skd_mat_set(&mats[i], SKD_DTYPE_BF16, w, rows, cols, 1);
+            skd_mat_set(&mats[i], SKD_DTYPE_BF16, w, rows, cols, 1, NULL);
             free(w);
             if (huge) madvise(mats[i].data, bytes, MADV_HUGEPAGE);
             total += bytes;

@@ -68,7 +68,7 @@ static skd_mat make_mat_as(int dtype, long n, long k, int packed) {
         exit(2);
     }
     skd_mat m = { 0 };
-    skd_mat_set(&m, dtype, q, n, k, packed);
+    skd_mat_set(&m, dtype, q, n, k, packed, NULL);
     if (m.packed) { /* the packed layout holds the same bytes: unpacking gives ggml's row back */
         void *back = malloc((size_t)rb);
         for (long r = 0; r < n; r++) {
@@ -216,7 +216,7 @@ static void timing(skd_pool *pool, int nth, int cached) {
                 uint16_t *h = malloc(2 * (size_t)(n * k));
                 for (long j = 0; j < n * k; j++) h[j] = dt == SKD_DTYPE_F16 ? skd_f32_to_half(grand() * 0.05f) : skd_f32_to_bfloat(grand() * 0.05f);
                 ws[t][i] = (skd_mat){ 0 };
-                skd_mat_set(&ws[t][i], dt, h, n, k, 1);
+                skd_mat_set(&ws[t][i], dt, h, n, k, 1, NULL);
                 free(h);
             }
         }
