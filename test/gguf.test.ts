@@ -156,6 +156,27 @@ describe("reader: well-formed files", () => {
     expect(f.tensors.get("v")!.offset % 32).toBe(0);
   });
 
+  test("a mapped file's tensors are views of the map with the bytes read() copies; the map ends with the file", () => {
+    const cpu = NativeBackend.get("cpu");
+    const p = file(valid());
+    using copied = GgufFile.open(p);
+    const f = GgufFile.open(p, { map: (path) => cpu.mapFile(path) });
+    expect(f.mapped).toBe(true);
+    for (const name of ["a", "b"]) expect(f.read(name)).toEqual(copied.read(name));
+    const a = f.read("a");
+    expect(a.buffer.byteLength).toBe(a.byteLength); // a view of the map's range, not of a copied buffer
+    f.done("a"); // pages dropped: the file is read again
+    expect(f.read("a")).toEqual(copied.read("a"));
+    f.close();
+    expect(() => f.read("a")).toThrow(/closed/);
+    using m = cpu.mapFile(p);
+    expect(() => m.view(0, m.size + 1)).toThrow(/outside the file's \d+ bytes/);
+    m.close();
+    expect(() => m.view(0, 4)).toThrow(/after the map was closed/);
+    expect(() => cpu.mapFile(join(dir, "no-such.gguf"))).toThrow(/cannot open .*no-such.gguf/);
+    expect(() => cpu.mapFile(dir)).toThrow(/not a non-empty regular file/);
+  });
+
   test("arrays: false skips the tokenizer arrays but keeps their length", () => {
     const p = join(dir, "skip.gguf");
     writeGgufFile(p, [["tokenizer.ggml.tokens", { type: "array", of: "string", value: ["a", "b", "c"] }], ["x.layers", { type: "array", of: "u32", value: [4, 4] }]], []);

@@ -42,8 +42,9 @@ extern "C" {
  *  4: a sampling row's temperature must be 0 or at least FLT_MIN; the quantized element types
  *     SKD_DTYPE_Q8_0..Q6_K, skd_dtype_row_bytes, skd_quantize, skd_dequantize; the paged KV cache:
  *     SKD_CFG_KV_DTYPE/KV_BLOCKS/KV_BLOCK_SIZE, SKD_ERR_KV_FULL, skd_engine_kv_reserve,
- *     skd_engine_kv_stats, skd_engine_kv_slot_stats, skd_engine_kv_check). */
-#define SKD_ABI_VERSION 4
+ *     skd_engine_kv_stats, skd_engine_kv_slot_stats, skd_engine_kv_check;
+ *  5: skd_file_map, skd_file_drop, skd_file_unmap). */
+#define SKD_ABI_VERSION 5
 
 /* ---- status codes ------------------------------------------------------- */
 typedef enum {
@@ -89,6 +90,17 @@ SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap);
  * (threads ignored), read = a summing kernel, copy = cudaMemcpy device to
  * device. Results in GB/s (1e9 bytes per second). */
 SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read_gbs, double *out_copy_gbs);
+
+/* A read-only map of a whole file, for loading weights from it (a GGUF file):
+ * views of the map go to skd_engine_set_tensor, so each tensor's bytes are
+ * copied once, from the page cache into the engine. skd_file_map gives the
+ * address and the size; skd_file_drop(addr, size, offset, bytes) says a range
+ * will not be read again (its whole pages leave the process's resident set;
+ * reading it later reads the file again); skd_file_unmap ends the map, after
+ * which no view of it may be read. Host memory, the same in both backends. */
+SKD_API int skd_file_map(const char *path, void **out_addr, int64_t *out_size);
+SKD_API int skd_file_drop(void *addr, int64_t size, int64_t offset, int64_t bytes);
+SKD_API int skd_file_unmap(void *addr, int64_t size);
 
 /* ---- engine configuration ----------------------------------------------- */
 /* skd_engine_create takes an int64 array indexed by these slots. */

@@ -33,6 +33,19 @@ const SCALES: Record<number, [number, number, number[]]> = {
 
 /** The quantized tensor's blocks whose fp16 scale is not finite. */
 function quantNonFinite(data: Uint8Array, [bytes, elems, offsets]: [number, number, number[]]): NonFinite | null {
+  // an fp16 is non-finite when its exponent bits (bits 2-6 of its high byte) are all ones: a
+  // first pass tests that one byte of each scale in a plain strided loop, the count only on a hit
+  const n = data.byteLength - bytes;
+  let hit = false;
+  for (const o of offsets) {
+    for (let b = o + 1; b <= n + o + 1; b += bytes) {
+      if ((data[b]! & 0x7c) === 0x7c) {
+        hit = true;
+        break;
+      }
+    }
+  }
+  if (!hit) return null;
   let count = 0;
   let first = -1;
   let value = "";

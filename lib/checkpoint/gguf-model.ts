@@ -24,8 +24,11 @@
  * rotate-half (NEOX) order and are loaded as they are. A tensor the block does
  * not use is refused by name rather than ignored.
  *
- * Tensors are read one at a time into a reused buffer (gguf.ts): each one
- * yielded is valid until the next is asked for.
+ * Tensors are read one at a time: from a mapped file (GgufOpenOptions.map,
+ * what the engine builder uses) as views of the map, each tensor's pages
+ * dropped from the resident set once the next is asked for; otherwise copied
+ * into a reused buffer (gguf.ts). Either way a tensor yielded is valid until
+ * the next is asked for.
  *
  * @module
  */
@@ -308,16 +311,20 @@ export function* ggufWeights(spec: ModelSpec, f: GgufFile): Generator<WeightTens
     data: fromFloat32(rope, "F32"),
     exact: true,
   };
-  // one buffer for the largest tensor, one for the largest permuted one: a load's memory beyond the engine's copy
+  // unmapped: one buffer for the largest tensor; and one for the largest permuted one: a load's memory beyond the engine's copy
   const size = (its: Item[]) => Math.max(0, ...its.map((it) => f.tensors.get(it.name)!.nbytes));
-  const buf = new Uint8Array(size(plan));
+  const buf = f.mapped ? null : new Uint8Array(size(plan));
   const permBuf = new Uint8Array(size(plan.filter((it) => it.heads)));
   let have = "";
+  let whole: Uint8Array = new Uint8Array(0);
   for (const it of plan) {
     const t: GgufTensorInfo = f.tensors.get(it.name)!;
-    // the fused qkv tensor is read once for its three parts
-    const whole = have === it.name ? buf.subarray(0, t.nbytes) : f.read(it.name, buf);
-    have = it.name;
+    if (have !== it.name) {
+      // the fused qkv tensor is read once for its three parts
+      if (have) f.done(have);
+      whole = buf ? f.read(it.name, buf) : f.read(it.name);
+      have = it.name;
+    }
     const cols = t.shape.length === 2 ? t.shape[1]! : 1;
     const rowBytes = ggmlRowBytes(t.type, cols);
     let data = it.slice ? whole.subarray(it.slice[0] * rowBytes, (it.slice[0] + it.slice[1]) * rowBytes) : whole;
@@ -333,6 +340,7 @@ export function* ggufWeights(spec: ModelSpec, f: GgufFile): Generator<WeightTens
       data,
     };
   }
+  if (have) f.done(have);
 }
 
 /** A GGUF file's spec and tokenizer, its header read once (see {@link openGgufModel}). */

@@ -194,6 +194,22 @@ export interface GgufOpenOptions {
    * and keeps only type and length (the engine thread needs no vocabulary).
    */
   arrays?: boolean;
+  /**
+   * Maps the file for {@link GgufFile.read} (lib/engine/native.ts's
+   * `mapFile`): tensors come back as views of the map, not copies. Without
+   * it, read() copies each tensor out of the file.
+   */
+  map?: (path: string) => FileMap;
+}
+
+/** A read-only map of a file: views of its bytes without a copy. */
+export interface FileMap {
+  readonly size: number;
+  /** Bytes [offset, offset + length) of the file; valid until close(). */
+  view(offset: number, length: number): Uint8Array;
+  /** Says the range will not be read again: its pages leave the process's resident set. */
+  drop(offset: number, length: number): void;
+  close(): void;
 }
 
 const WINDOW = 1 << 20;
@@ -413,6 +429,7 @@ export class GgufFile {
   /** Tensors in file order. */
   readonly tensors: ReadonlyMap<string, GgufTensorInfo>;
   #fd: number | null;
+  #map: FileMap | null = null;
 
   private constructor(path: string, fd: number, fields: { version: number; fileSize: number; alignment: number; dataStart: number; kv: Map<string, GgufKv>; tensors: Map<string, GgufTensorInfo> }) {
     this.path = path;
@@ -436,13 +453,29 @@ export class GgufFile {
     } catch (e) {
       throw new Error(`gguf: cannot open ${path}: ${(e as Error).message}`);
     }
+    let f: GgufFile;
     try {
       const size = fstatSync(fd).size;
-      return new GgufFile(path, fd, parse(new HeaderReader(path, fd, size), opts.arrays ?? true));
+      f = new GgufFile(path, fd, parse(new HeaderReader(path, fd, size), opts.arrays ?? true));
     } catch (e) {
       closeSync(fd);
       throw e;
     }
+    if (opts.map) {
+      try {
+        f.#map = opts.map(path);
+      } catch (e) {
+        f.close();
+        throw e;
+      }
+      // every tensor's range was checked against the size parsed: a file that changed since is refused
+      const mapped = f.#map.size;
+      if (mapped !== f.fileSize) {
+        f.close();
+        throw new Error(`gguf: ${path}: the file changed while it was opened (${f.fileSize} bytes, then ${mapped})`);
+      }
+    }
+    return f;
   }
 
   #fail(msg: string): never {
@@ -517,14 +550,17 @@ export class GgufFile {
   }
 
   /**
-   * Reads one tensor's bytes. With `into` (at least nbytes long) the bytes go
-   * there and a view of it is returned, so one buffer can serve every tensor.
+   * Reads one tensor's bytes. A mapped file (GgufOpenOptions.map) returns a
+   * view of the map, valid until close(); otherwise, with `into` (at least
+   * nbytes long) the bytes go there and a view of it is returned, so one
+   * buffer can serve every tensor.
    */
   read(name: string, into?: Uint8Array): Uint8Array {
     const fd = this.#fd;
     if (fd === null) this.#fail(`closed; cannot read tensor "${name}"`);
     const t = this.tensors.get(name);
     if (!t) this.#fail(`no tensor "${name}"`);
+    if (this.#map) return t.nbytes ? this.#map.view(this.dataStart + t.offset, t.nbytes) : new Uint8Array(0);
     if (into && into.length < t.nbytes) throw new Error(`gguf: read ${name}: the buffer holds ${into.length} bytes, ${t.nbytes} needed`);
     const out = into ? into.subarray(0, t.nbytes) : new Uint8Array(t.nbytes);
     const CHUNK = 1 << 30;
@@ -537,16 +573,33 @@ export class GgufFile {
     return out;
   }
 
+  /** Says a tensor's bytes will not be read again (a mapped file: its pages leave the resident set). */
+  done(name: string): void {
+    const t = this.tensors.get(name);
+    if (this.#map && t && t.nbytes) this.#map.drop(this.dataStart + t.offset, t.nbytes);
+  }
+
   get closed(): boolean {
     return this.#fd === null;
   }
 
-  /** Closes the file; safe to call twice. */
+  /** Whether read() returns views of a map (GgufOpenOptions.map). */
+  get mapped(): boolean {
+    return this.#map !== null;
+  }
+
+  /** Closes the file (and its map: views of it must not be read after); safe to call twice. */
   close(): void {
     if (this.#fd === null) return;
     const fd = this.#fd;
     this.#fd = null;
-    closeSync(fd);
+    const map = this.#map;
+    this.#map = null;
+    try {
+      map?.close();
+    } finally {
+      closeSync(fd);
+    }
   }
 
   [Symbol.dispose](): void {

@@ -6,7 +6,7 @@
  */
 import type { ModelSpec } from "./config.ts";
 import { familyWeights } from "./family.ts";
-import { GgufFile } from "./gguf.ts";
+import { type FileMap, GgufFile } from "./gguf.ts";
 import { ggufWeights, isModelFile } from "./gguf-model.ts";
 import { CheckpointTensors } from "./safetensors.ts";
 import type { WeightTensor } from "./weight.ts";
@@ -30,14 +30,16 @@ export interface TensorSource {
 
 /**
  * Opens the tensors of the model at `path`: a GGUF file, or a model folder.
+ * With `map` a GGUF file is memory-mapped (lib/engine/native.ts's mapFile)
+ * and its tensors are views of the map; without, they are read into a buffer.
  *
  * @example
  * const src = openTensorSource("model.gguf");
  * try { for (const t of src.weights(spec)) use(t); } finally { src.close(); }
  */
-export function openTensorSource(path: string): TensorSource {
+export function openTensorSource(path: string, opts: { map?: (path: string) => FileMap } = {}): TensorSource {
   if (isModelFile(path)) {
-    const f = GgufFile.open(path, { arrays: false });
+    const f = GgufFile.open(path, { arrays: false, map: opts.map });
     return { path, kind: "gguf", tiedHead: !f.tensors.has("output.weight"), weights: (spec) => ggufWeights(spec, f), close: () => f.close() };
   }
   const ckpt = CheckpointTensors.open(path);

@@ -6,7 +6,8 @@
  * message, and keeps raw pointers to itself: callers see {@link NativeEngine}.
  * The ABI's constants are in abi.ts.
  */
-import { dlopen, FFIType, type Pointer } from "bun:ffi";
+import { dlopen, FFIType, type Pointer, toArrayBuffer } from "bun:ffi";
+import type { FileMap } from "../checkpoint/gguf.ts";
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { ABI_VERSION, Cfg, DType, DTYPE_BLOCK, DTYPE_NAMES, type DTypeCode, KvSlotStat, KvStat, MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS, Status } from "./abi.ts";
@@ -62,6 +63,9 @@ const SYMBOLS = {
   skd_device_count: { args: [FFIType.ptr], returns: FFIType.i32 },
   skd_device_name: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
   skd_membw: { args: [FFIType.i64_fast, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  skd_file_map: { args: [FFIType.cstring, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  skd_file_drop: { args: [FFIType.ptr, FFIType.i64_fast, FFIType.i64_fast, FFIType.i64_fast], returns: FFIType.i32 },
+  skd_file_unmap: { args: [FFIType.ptr, FFIType.i64_fast], returns: FFIType.i32 },
   skd_dtype_row_bytes: { args: [FFIType.i32, FFIType.i64_fast, FFIType.ptr], returns: FFIType.i32 },
   skd_quantize: {
     args: [FFIType.i32, FFIType.ptr, FFIType.i64_fast, FFIType.i64_fast, FFIType.ptr, FFIType.i64_fast],
@@ -178,6 +182,45 @@ export class NativeBackend {
     const c = new Float64Array(1);
     this.check("skd_membw", this.#lib.skd_membw(bytes, threads, reps, r, c));
     return { readGBs: r[0]!, copyGBs: c[0]! };
+  }
+
+  /**
+   * Maps the file at `path` read-only (skd_file_map): views of its bytes
+   * without a copy, each valid until the map is closed. The GGUF loader reads
+   * tensors through one (lib/engine/weights.ts).
+   *
+   * @example
+   * using map = backend.mapFile("model.gguf");
+   * const header = map.view(0, 4); // "GGUF"
+   */
+  mapFile(path: string): FileMap & Disposable {
+    const addr = new BigUint64Array(1);
+    const size = new BigInt64Array(1);
+    this.check(`mapping ${path}`, this.#lib.skd_file_map(Buffer.from(`${path}\0`), addr, size));
+    const lib = this.#lib;
+    let ptr: Pointer | null = Number(addr[0]) as Pointer;
+    const bytes = Number(size[0]);
+    const range = (what: string, offset: number, length: number): Pointer => {
+      if (ptr === null) throw new Error(`${path}: ${what} after the map was closed`);
+      if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > bytes) {
+        throw new Error(`${path}: ${what} [${offset}, +${length}) is outside the file's ${bytes} bytes`);
+      }
+      return ptr;
+    };
+    return {
+      size: bytes,
+      view: (offset, length) => new Uint8Array(toArrayBuffer(range("view", offset, length), offset, length)),
+      drop: (offset, length) => this.check(`${path}: drop`, lib.skd_file_drop(range("drop", offset, length), bytes, offset, length)),
+      close: () => {
+        if (ptr === null) return;
+        const p = ptr;
+        ptr = null;
+        this.check(`unmapping ${path}`, lib.skd_file_unmap(p, bytes));
+      },
+      [Symbol.dispose]() {
+        this.close();
+      },
+    };
   }
 
   statusName(code: number): string {

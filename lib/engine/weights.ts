@@ -184,7 +184,7 @@ export function buildEngine(dir: string, spec: ModelSpec, options: EngineOptions
   cfg[Cfg.KV_DTYPE] = options.kvDtype ? KV_DTYPE_CODES[options.kvDtype] : 0;
   cfg[Cfg.KV_BLOCKS] = options.kvBlocks ?? 0;
   cfg[Cfg.KV_BLOCK_SIZE] = options.kvBlockSize ?? 0;
-  const source = openTensorSource(dir);
+  const source = openTensorSource(dir, { map: (path) => native.mapFile(path) }); // a GGUF file: mapped, no copy in the heap
   const tied = source.tiedHead; // the families take the LM head from the embedding then
   let engine: NativeEngine | null = null;
   try {
