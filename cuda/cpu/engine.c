@@ -467,7 +467,7 @@ static void run_layer(skd_engine *e, const int32_t *rows, int m, int l) {
     if (s->mlp == SKD_MLP_SWIGLU) { /* h = silu(gate) ⊙ up */
         const skd_mm_job gate_up[2] = { { e->g, &w->gate, w->gate_b, 0 }, { e->h, &w->fc1, w->fc1_b, 0 } };
         mm_n(e, in, m, gate_up, 2);
-        for (size_t i = 0; i < (size_t)m * s->ffn; i++) e->h[i] *= e->g[i] / (1.0f + expf(-e->g[i]));
+        skd_swiglu(e->kernel, e->h, e->g, (size_t)m * s->ffn);
     } else {
         mm(e, e->h, in, m, &w->fc1, w->fc1_b, 1);
     }

@@ -87,6 +87,12 @@ void skd_matmul_panels_avx2(const skd_mat *w, long p0, long p1, const float *x, 
 void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,
                 int relu);
 
+/* h[i] = silu(g[i]) · h[i] (SwiGLU's gate), i < n: expf per element for the
+ * portable kernel (the reference), 8 lanes of a polynomial exp for the others
+ * (act_avx2.c). */
+void skd_swiglu(int kernel, float *h, const float *g, size_t n);
+void skd_swiglu_avx2(float *h, const float *g, size_t n);
+
 /* One matrix of a fused matmul: out[m, w->rows] = x[m, k] · W^T (+ bias, ReLU when relu). */
 typedef struct {
     float *out;
