@@ -49,11 +49,15 @@ INLINE void col_f16(const void *w, long i, __m256 *lo, __m256 *hi) {
 
 /* Bytes per element, and how far ahead (in panel columns) W is prefetched:
  * the first pass over a panel streams it from memory, and the demand loads
- * alone left the FMA loop waiting on DRAM. */
+ * alone left the FMA loop waiting on DRAM. 64 columns (2 KiB of a 16-bit
+ * panel): a llama-400m F16 decode step's matmuls at m = 1 read at 93% of
+ * membw against 84% at 24 columns, and 96-192 were no better (Zen 3 VM,
+ * medians of 11 interleaved rounds; cuda/dev/decode_bw.c measures the
+ * same step). */
 #define ES_f32 4
 #define ES_bf16 2
 #define ES_f16 2
-#define PREFETCH_COLS 24
+#define PREFETCH_COLS 64
 
 /* acc[r][0..1] = panel (16 rows) · x[r] over k, for r < R (a constant after
  * inlining). Each output is one FMA chain over kk in order, whatever R is, so
