@@ -1,5 +1,5 @@
 /* ops.c — reference-grade CPU kernels; see ops.h. */
-#define _DEFAULT_SOURCE /* madvise */
+#define _DEFAULT_SOURCE /* madvise, posix_memalign */
 #include "ops.h"
 
 #include <math.h>
@@ -26,8 +26,9 @@ void *skd_weight_alloc(size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     const char *env = getenv("SKIPDECODE_CPU_HUGEPAGES");
     if (bytes >= huge && !(env && strcmp(env, "0") == 0)) {
-        void *p = aligned_alloc(huge, rounded);
-        if (p) madvise(p, bytes / huge * huge, MADV_HUGEPAGE); /* advice only: failure leaves 4 KiB pages */
+        void *p = NULL; /* posix_memalign: aligned_alloc wants the size a multiple of the alignment */
+        if (posix_memalign(&p, huge, rounded) != 0) return NULL;
+        madvise(p, bytes / huge * huge, MADV_HUGEPAGE); /* advice only: failure leaves 4 KiB pages */
         return p;
     }
 #endif
