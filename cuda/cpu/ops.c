@@ -9,15 +9,14 @@
 #include <sys/mman.h>
 #endif
 
+#include "quant.h"
 #include "quant_ref.h"
 #include "skipdecode.h"
 
-float skd_f16_to_f32(uint16_t h) { return skd_half_to_f32(h); }
-
 static inline float widen(const void *data, int dtype, int64_t i) {
     if (dtype == SKD_DTYPE_F32) return ((const float *)data)[i];
-    if (dtype == SKD_DTYPE_BF16) return skd_bf16_to_f32(((const uint16_t *)data)[i]);
-    return skd_f16_to_f32(((const uint16_t *)data)[i]);
+    if (dtype == SKD_DTYPE_BF16) return skd_bfloat_to_f32(((const uint16_t *)data)[i]);
+    return skd_half_to_f32(((const uint16_t *)data)[i]);
 }
 
 void *skd_weight_alloc(size_t bytes) {
@@ -44,14 +43,8 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     } else if (m->packed) {
         const int64_t base = (r / SKD_PANEL) * k * SKD_PANEL + r % SKD_PANEL;
         for (int64_t i = 0; i < k; i++) dst[i] = widen(m->data, m->dtype, base + i * SKD_PANEL);
-    } else if (m->dtype == SKD_DTYPE_F32) {
-        memcpy(dst, (const float *)m->data + r * k, sizeof(float) * (size_t)k);
-    } else if (m->dtype == SKD_DTYPE_BF16) {
-        const uint16_t *s = (const uint16_t *)m->data + r * k;
-        for (int64_t i = 0; i < k; i++) dst[i] = skd_bf16_to_f32(s[i]);
     } else {
-        const uint16_t *s = (const uint16_t *)m->data + r * k;
-        for (int64_t i = 0; i < k; i++) dst[i] = skd_f16_to_f32(s[i]);
+        skd_dequantize_row(m->dtype, (const char *)m->data + r * skd_row_bytes(m->dtype, k), dst, k);
     }
 }
 
@@ -81,33 +74,35 @@ static void pack_panels(char *dst, const char *src, int64_t rows, int64_t cols, 
 typedef struct {
     char *dst;
     const char *src;
+    int dtype, packed;
     int64_t rows, cols;
-    size_t es;
-    int packed;
 } set_args;
 
+/* A thread's share of a matrix copy: 16-bit or fp32 panels, or rows (quantized rows
+ * packed one by one, quant.h; anything else copied as it is). */
 static void set_task(void *ctx, int ith, int nth) {
     const set_args *a = ctx;
-    if (a->packed) {
-        long p0, p1;
-        skd_split((long)((a->rows + SKD_PANEL - 1) / SKD_PANEL), ith, nth, &p0, &p1);
-        pack_panels(a->dst, a->src, a->rows, a->cols, a->es, p0, p1);
-    } else {
-        long r0, r1;
-        skd_split((long)a->rows, ith, nth, &r0, &r1);
-        const size_t rb = (size_t)a->cols * a->es;
-        memcpy(a->dst + (size_t)r0 * rb, a->src + (size_t)r0 * rb, (size_t)(r1 - r0) * rb);
+    long b, e;
+    if (a->packed && !skd_dtype_is_quant(a->dtype)) {
+        skd_split((long)((a->rows + SKD_PANEL - 1) / SKD_PANEL), ith, nth, &b, &e);
+        pack_panels(a->dst, a->src, a->rows, a->cols, skd_dtype_size(a->dtype), b, e);
+        return;
     }
+    skd_split((long)a->rows, ith, nth, &b, &e);
+    const int64_t rb = skd_row_bytes(a->dtype, a->cols);
+    if (a->packed)
+        for (long r = b; r < e; r++) skd_quant_pack_row(a->dtype, a->src + r * rb, a->dst + r * rb, a->cols);
+    else
+        memcpy(a->dst + b * rb, a->src + b * rb, (size_t)((e - b) * rb));
 }
 
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool) {
-    if (skd_dtype_is_quant(dtype)) return skd_qmat_set(m, dtype, src, rows, cols, packed, pool);
-    const size_t es = skd_dtype_size(dtype);
-    const int64_t padded = packed ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
-    const size_t bytes = (size_t)(padded * cols) * es;
-    void *p = skd_weight_alloc(bytes);
+    const int quant = skd_dtype_is_quant(dtype);
+    packed = packed && (!quant || dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0); /* K-quants keep ggml's layout */
+    const int64_t padded = packed && !quant ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
+    void *p = skd_weight_alloc((size_t)(padded * skd_row_bytes(dtype, cols)));
     if (!p) return -1;
-    set_args a = { p, src, rows, cols, es, packed };
+    set_args a = { p, src, dtype, packed, rows, cols };
     if (pool) skd_pool_run(pool, set_task, &a);
     else set_task(&a, 0, 1);
     free(m->data);
@@ -144,20 +139,6 @@ typedef struct {
     int n;
 } matmul_args;
 
-/* dst[0..n) = the 16-bit or fp32 values data[start..start+n) as fp32; one
- * loop per dtype so each is a tight (vectorisable) loop. */
-static void widen_run(const void *data, int dtype, int64_t start, int64_t n, float *dst) {
-    if (dtype == SKD_DTYPE_F32) {
-        memcpy(dst, (const float *)data + start, sizeof(float) * (size_t)n);
-    } else if (dtype == SKD_DTYPE_BF16) {
-        const uint16_t *s = (const uint16_t *)data + start;
-        for (int64_t i = 0; i < n; i++) dst[i] = skd_bf16_to_f32(s[i]);
-    } else {
-        const uint16_t *s = (const uint16_t *)data + start;
-        for (int64_t i = 0; i < n; i++) dst[i] = skd_f16_to_f32(s[i]);
-    }
-}
-
 #define REF_COLS 256 /* panel columns widened at a time: 16 KiB of fp32 */
 #define REF_ROWS 32  /* x rows sharing one widened chunk */
 
@@ -176,7 +157,8 @@ static void panels_portable(const skd_mm_job *job, long p0, long p1, const float
             memset(acc, 0, sizeof acc);
             for (int64_t c0 = 0; c0 < k; c0 += REF_COLS) {
                 const int64_t nc = k - c0 < REF_COLS ? k - c0 : REF_COLS;
-                widen_run(w->data, w->dtype, base + c0 * SKD_PANEL, nc * SKD_PANEL, cols);
+                const char *chunk = (const char *)w->data + (size_t)(base + c0 * SKD_PANEL) * skd_dtype_size(w->dtype);
+                skd_dequantize_row(w->dtype, chunk, cols, nc * SKD_PANEL);
                 for (int r = 0; r < mr; r++) {
                     const float *x = xs + (size_t)(i0 + r) * k + c0;
                     float *ac = acc[r];

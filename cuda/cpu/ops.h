@@ -46,12 +46,6 @@ void *skd_weight_alloc(size_t bytes);
 /* Bytes the matrix holds (its rows, not the panel padding). */
 int64_t skd_mat_bytes(const skd_mat *m);
 
-/* Widen one 16-bit value. */
-float skd_f16_to_f32(uint16_t h);
-static inline float skd_bf16_to_f32(uint16_t b) {
-    union { uint32_t u; float f; } v = { (uint32_t)b << 16 };
-    return v.f;
-}
 /* dst[0..cols) = row r of m as fp32 (either layout). */
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
@@ -61,8 +55,7 @@ void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
  * Returns 0, or -1 when out of memory. */
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool);
 
-/* The quantized cases of skd_mat_set and skd_mat_row_f32 (quant.c). */
-int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool);
+/* The quantized case of skd_mat_row_f32 (quant.c). */
 void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
 /* Matmul kernels. The portable one is the reference; at run time the engine

@@ -100,36 +100,6 @@ static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, i
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 1); }
 void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 0); }
 
-typedef struct {
-    uint8_t *dst;
-    const uint8_t *src;
-    int dtype, packed;
-    int64_t rows, cols;
-} qset_args;
-
-static void qset_task(void *ctx, int ith, int nth) {
-    const qset_args *a = ctx;
-    const int64_t rb = skd_row_bytes(a->dtype, a->cols);
-    long r0, r1;
-    skd_split((long)a->rows, ith, nth, &r0, &r1);
-    if (a->packed)
-        for (long r = r0; r < r1; r++) skd_quant_pack_row(a->dtype, a->src + r * rb, a->dst + r * rb, a->cols);
-    else
-        memcpy(a->dst + r0 * rb, a->src + r0 * rb, (size_t)((r1 - r0) * rb));
-}
-
-int skd_qmat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool) {
-    packed = packed && (dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0);
-    void *p = skd_weight_alloc((size_t)(rows * skd_row_bytes(dtype, cols)));
-    if (!p) return -1;
-    qset_args a = { p, src, dtype, packed, rows, cols };
-    if (pool) skd_pool_run(pool, qset_task, &a);
-    else qset_task(&a, 0, 1);
-    free(m->data);
-    *m = (skd_mat){ p, dtype, packed, rows, cols };
-    return 0;
-}
-
 void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     const int64_t rb = skd_row_bytes(m->dtype, m->cols);
     const char *row = (const char *)m->data + r * rb;
