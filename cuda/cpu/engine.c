@@ -374,12 +374,6 @@ static void attn_task(void *ctx, int ith, int nth) {
 
 /* ---- the step ------------------------------------------------------------------ */
 
-/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) with the matmul W's dtype takes. */
-static void mm(skd_engine *e, float *out, const float *x, int m, const skd_mat *w, const float *bias, int relu) {
-    if (skd_dtype_is_quant(w->dtype)) skd_qmatmul(e->pool, e->qkernel, e->qscratch, out, x, m, w, bias, relu);
-    else skd_matmul(e->pool, e->kernel, out, x, m, w, bias, relu);
-}
-
 /* out_i = x · W_i^T (+ bias_i) for n matrices that read the same x (q, k, v;
  * gate, up): one pass of the pool for each run of them that can share it
  * (skd_matmul_n; skd_qmatmul_n, one quantization of x), with the outputs of
@@ -396,6 +390,12 @@ static void mm_n(skd_engine *e, const float *x, int m, const skd_mm_job *jobs, i
         else skd_matmul_n(e->pool, e->kernel, x, m, jobs + i, j - i);
         i = j;
     }
+}
+
+/* out[m, n] = x[m, k] · W^T (+ bias, ReLU) with the matmul W's dtype takes. */
+static void mm(skd_engine *e, float *out, const float *x, int m, const skd_mat *w, const float *bias, int relu) {
+    const skd_mm_job job = { out, w, bias, relu };
+    mm_n(e, x, m, &job, 1);
 }
 
 static void add_inplace(float *y, const float *x, size_t n) {
