@@ -47,7 +47,7 @@
 import { type GgufFile, GgufType } from "./gguf.ts";
 import type { GgufWriteValue } from "./gguf-writer.ts";
 import { SkipTokenizer } from "./tokenizer.ts";
-import { addedToken as specialToken, bpeModel, sentencePieceDecoder, sentencePieceNormalizer } from "./tokenizer_json.ts";
+import { addedToken as specialToken, bpeModel, byteLevel, sentencePieceDecoder, sentencePieceNormalizer, splitByteLevel } from "./tokenizer_json.ts";
 
 /** `tokenizer.ggml.token_type` values (llama.h `llama_token_type`). */
 export const TokenType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -226,19 +226,15 @@ export function tokenizerFromGguf(f: GgufFile): GgufTokenizer | null {
       if (ty === TokenType.CONTROL || ty === TokenType.USER_DEFINED) added.push(addedToken(i, t, ty === TokenType.CONTROL));
       else vocab[t] = i;
     });
-    const byteLevel = (useRegex: boolean) => ({ type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: useRegex });
     json = {
       version: "1.0",
       truncation: null,
       padding: null,
       added_tokens: added,
       normalizer: null,
-      pre_tokenizer: {
-        type: "Sequence",
-        pretokenizers: [...g.regexes.map((re) => ({ type: "Split", pattern: { Regex: re }, behavior: "Isolated", invert: false })), byteLevel(false)],
-      },
+      pre_tokenizer: splitByteLevel(g.regexes),
       post_processor: null,
-      decoder: byteLevel(true),
+      decoder: byteLevel(),
       model: {
         ...bpeModel(vocab, []),
         ignore_merges: g.ignoreMerges,

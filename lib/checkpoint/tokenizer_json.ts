@@ -136,6 +136,21 @@ export function byteLevel(addPrefixSpace = false): ByteLevelJson {
   return { type: "ByteLevel", add_prefix_space: addPrefixSpace, trim_offsets: true, use_regex: true };
 }
 
+/**
+ * The pre-tokenizer of Llama 3- and Qwen2-style byte-level BPE: the text is
+ * split by each regex in turn (the pieces kept apart), then its bytes are
+ * mapped to characters without GPT-2's own regex.
+ *
+ * @example
+ * ```ts
+ * splitByteLevel(["\\p{N}{1,3}"]).pretokenizers.length; // 2: the Split, then the ByteLevel
+ * ```
+ */
+export function splitByteLevel(regexes: readonly string[]) {
+  const split = (re: string) => ({ type: "Split", pattern: { Regex: re }, behavior: "Isolated", invert: false });
+  return { type: "Sequence", pretokenizers: [...regexes.map(split), { ...byteLevel(), use_regex: false }] };
+}
+
 export function addedToken(id: number, content: string): AddedTokenJson {
   return { id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true };
 }

@@ -17,7 +17,17 @@
  * Each tokenizer_config.json carries a chat template of its style
  * ({@link CHAT_TEMPLATES}: Llama 3 headers, Mistral's [INST], ChatML).
  */
-import { type AddedTokenJson, addedToken, BYTE_TO_UNICODE, bpeModel, prependBosTemplate, sentencePieceDecoder, sentencePieceNormalizer } from "../checkpoint/tokenizer_json.ts";
+import {
+  type AddedTokenJson,
+  addedToken,
+  BYTE_TO_UNICODE,
+  bpeModel,
+  byteLevel,
+  prependBosTemplate,
+  sentencePieceDecoder,
+  sentencePieceNormalizer,
+  splitByteLevel,
+} from "../checkpoint/tokenizer_json.ts";
 import { TINY_CORPUS, trainWordMerges } from "./bpe.ts";
 
 /** A tokenizer style of the LLaMA family. */
@@ -77,15 +87,9 @@ function byteLevelJson(split: string, vocab: Record<string, number>, merges: str
     padding: null,
     added_tokens: added,
     normalizer: null,
-    pre_tokenizer: {
-      type: "Sequence",
-      pretokenizers: [
-        { type: "Split", pattern: { Regex: split }, behavior: "Isolated", invert: false },
-        { type: "ByteLevel", add_prefix_space: false, trim_offsets: true, use_regex: false },
-      ],
-    },
+    pre_tokenizer: splitByteLevel([split]),
     post_processor: post,
-    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    decoder: byteLevel(true),
     model: { ...bpeModel(vocab, merges), ignore_merges: true },
   };
 }
