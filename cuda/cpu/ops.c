@@ -180,13 +180,10 @@ static void panels_portable(const skd_mm_job *job, long p0, long p1, const float
     }
 }
 
-/* A thread's share of the jobs' panels, counted as one run of panels (job 0's, then job 1's, ...). */
-static void matmul_task(void *ctx, int ith, int nth) {
+/* Panels [g0, g1) of the jobs' panels counted as one run (job 0's, then job 1's, ...). */
+static void panels_range(void *ctx, long g0, long g1) {
     const matmul_args *a = ctx;
-    long total = 0;
-    for (int j = 0; j < a->n; j++) total += (long)skd_panels(a->jobs[j].w);
-    long g0, g1, off = 0;
-    skd_split(total, ith, nth, &g0, &g1);
+    long off = 0;
     for (int j = 0; j < a->n && off < g1; j++) {
         const skd_mm_job *job = &a->jobs[j];
         const long np = (long)skd_panels(job->w), p0 = g0 > off ? g0 - off : 0, p1 = g1 - off < np ? g1 - off : np;
@@ -209,7 +206,10 @@ static void matmul_task(void *ctx, int ith, int nth) {
 void skd_matmul_n(skd_pool *pool, int kernel, const float *x, int m, const skd_mm_job *jobs, int n) {
     if (m <= 0 || n <= 0) return;
     matmul_args a = { kernel, x, m, jobs, n };
-    skd_pool_run(pool, matmul_task, &a);
+    long total = 0;
+    for (int j = 0; j < n; j++) total += (long)skd_panels(jobs[j].w);
+    const long panel_bytes = (long)jobs[0].w->cols * SKD_PANEL * (long)skd_dtype_size(jobs[0].w->dtype);
+    skd_pool_run_range(pool, total, SKD_CHUNK_BYTES / panel_bytes, panels_range, &a);
 }
 
 void skd_matmul(skd_pool *pool, int kernel, float *out, const float *x, int m, const skd_mat *w, const float *bias,

@@ -422,13 +422,10 @@ static int act_tile(int64_t k) {
     return t < 4 ? 4 : t / 4 * 4;
 }
 
-/* A thread's share of the jobs' rows, counted as one run of rows (job 0's, then job 1's, ...). */
-static void rows_task(void *ctx, int ith, int nth) {
+/* Rows [g0, g1) of the jobs' rows counted as one run (job 0's, then job 1's, ...). */
+static void rows_range(void *ctx, long g0, long g1) {
     const qmm_args *a = ctx;
-    long total = 0;
-    for (int j = 0; j < a->n; j++) total += (long)a->jobs[j].w->rows;
-    long g0, g1, off = 0;
-    skd_split(total, ith, nth, &g0, &g1);
+    long off = 0;
     const int64_t k = a->k, nd = a->kform ? k / SKD_QK_K : k / SKD_QK;
     const int tile = act_tile(k);
     for (int j = 0; j < a->n && off < g1; j++) {
@@ -465,7 +462,9 @@ void skd_qmatmul_n(skd_pool *pool, int qkernel, void *scratch, const float *x, i
         else
             skd_pool_run(pool, quantize_task, &a);
     }
-    skd_pool_run(pool, rows_task, &a);
+    long total = 0;
+    for (int j = 0; j < n; j++) total += (long)jobs[j].w->rows;
+    skd_pool_run_range(pool, total, SKD_CHUNK_BYTES / (long)skd_row_bytes(w->dtype, k), rows_range, &a);
 }
 
 void skd_qmatmul(skd_pool *pool, int qkernel, void *scratch, float *out, const float *x, int m, const skd_mat *w,

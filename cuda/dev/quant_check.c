@@ -20,12 +20,16 @@
  *     the fp32 additions differs);
  *   - batch invariance: row i's outputs are bit-identical for m = 1 and m = 9,
  *     and for every tile split (the rows of one call are also split across
- *     2 threads differently than alone).
+ *     2 threads differently than alone);
+ *   - skd_pool_run_range (the matmuls' split) runs every item exactly once,
+ *     with a slow caller whose share the other threads must take from.
  * Timing napkin math: GB/s = weight bytes / time at m = 1; compare with
  * `bun run bench membw` (this VM: ~27 GB/s read with 2 threads).
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,8 +131,67 @@ static int check_act(void) {
 #endif
 }
 
+/* skd_pool_run_range: each item of [0, n) run once, in pieces of at most `chunk`; the caller thread is
+ * slowed, so the others take from the back of its share (counted in `stolen`). */
+typedef struct {
+    atomic_int *runs;
+    long chunk;
+    pthread_t caller;
+    long caller_end; /* the caller's share is [0, caller_end) */
+    atomic_long stolen;
+    atomic_int oversize;
+} range_check;
+
+static void range_item(void *ctx, long b, long e) {
+    range_check *c = ctx;
+    if (e - b > c->chunk) atomic_fetch_add(&c->oversize, 1);
+    const int on_caller = pthread_equal(pthread_self(), c->caller);
+    for (long i = b; i < e; i++) {
+        atomic_fetch_add(&c->runs[i], 1);
+        if (!on_caller && i < c->caller_end) atomic_fetch_add(&c->stolen, 1);
+    }
+    if (on_caller) { /* a caller slowed by something else on its core */
+        const double t = now();
+        while (now() - t < 2e-5 * (double)(e - b)) {}
+    }
+}
+
+static int check_range(void) {
+    int bad = 0;
+    long stolen = 0;
+    for (int nth = 2; nth <= 3; nth++) {
+        skd_pool *p = skd_pool_create(nth);
+        const long ns[] = { 1, 2, 5, 37, 1000, 4097 }, chunks[] = { 1, 3, 64 };
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++) {
+            for (size_t b = 0; b < sizeof chunks / sizeof *chunks; b++) {
+                const long n = ns[a];
+                range_check c = { calloc((size_t)n, sizeof(atomic_int)), chunks[b], pthread_self(), 0, 0, 0 };
+                long e0;
+                skd_split(n, 0, nth, &e0, &c.caller_end);
+                skd_pool_run_range(p, n, c.chunk, range_item, &c);
+                long wrong = 0;
+                for (long i = 0; i < n; i++) wrong += atomic_load(&c.runs[i]) != 1;
+                if (wrong || atomic_load(&c.oversize)) {
+                    printf("  skd_pool_run_range(%d threads, n %ld, chunk %ld): %ld items not run exactly once, %d pieces over the chunk\n",
+                           nth, n, c.chunk, wrong, atomic_load(&c.oversize));
+                    bad = 1;
+                }
+                stolen += atomic_load(&c.stolen);
+                free(c.runs);
+            }
+        }
+        skd_pool_free(p);
+    }
+    if (!stolen) {
+        printf("  skd_pool_run_range: no thread ever took from the slow caller's share\n");
+        bad = 1;
+    }
+    printf("pool  run_range    every item once; %ld items of the slow caller's shares taken by the others\n", stolen);
+    return bad;
+}
+
 static int validate(skd_pool *pool1, skd_pool *pool2) {
-    int bad = check_act();
+    int bad = check_act() | check_range();
     for (size_t ti = 0; ti < sizeof TYPES / sizeof *TYPES; ti++) {
         const int dt = TYPES[ti];
         /* k: Q8_0/Q4_0 13 blocks (a group of 8, then an odd tail of 5); K-quants 3 super-blocks */
