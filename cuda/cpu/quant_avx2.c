@@ -45,7 +45,10 @@
 /* Software prefetch ~2 KiB ahead of the weight stream (Q8_0 8 groups, Q4_0 16 groups, Q4_K 16 blocks,
  * Q6_K 10 blocks): against 0.4-1 KiB, the whole 24-layer llama-400m matmul sequence at m = 1 went from
  * 69 to 79% of the read bandwidth for Q4_0, 67 to 74% for Q4_K and 76 to 87% for Q6_K (Q8_0 level at
- * 87-89%); 4-8 KiB was no better (medians of 15 rounds, cuda/dev/decode_bw.c). */
+ * 87-89%); 4-8 KiB was no better (medians of 15 rounds, cuda/dev/decode_bw.c). Each block or group prefetches
+ * lines 64 bytes apart up to at most 16 bytes short of the next one's first, so no line of the stream is skipped
+ * (Q8_0's 272-byte groups once took 4 lines and Q4_0's 144-byte ones 2, skipping a line every 4 groups: Q8_0
+ * 83 → 87% of membw, medians of 6 interleaved decode_bw runs; Q4_0 no clear change). */
 #define PF_Q8_0 8
 #define PF_Q4_0 16
 #define PF_Q4_K 16
@@ -100,7 +103,8 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             const char *pf = (const char *)g + (q4 ? PF_Q4_0 : PF_Q8_0) * gb;                                  \
             _mm_prefetch(pf, _MM_HINT_T0);                                                                     \
             _mm_prefetch(pf + 64, _MM_HINT_T0);                                                                \
-            if (!q4) _mm_prefetch(pf + 128, _MM_HINT_T0), _mm_prefetch(pf + 192, _MM_HINT_T0);                 \
+            _mm_prefetch(pf + 128, _MM_HINT_T0);                                                               \
+            if (!q4) _mm_prefetch(pf + 192, _MM_HINT_T0), _mm_prefetch(pf + 256, _MM_HINT_T0);                 \
             const int8_t *x = xq + b * 32;                                                                     \
             __m256i isum = _mm256_setzero_si256();                                                             \
             if (q4) {                                                                                          \
