@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -68,7 +69,7 @@ void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_
     code_sums(qs, k, 16, bsums);
 }
 
-/* ---- the packed layout of Q8_0 / Q4_0 (quant.h) ---------------------------------------- */
+/* ---- the packed layouts of Q8_0, Q4_0 and Q4_K (quant.h) ---------------------------------------- */
 
 int skd_qkernel_packs(int qk) { return qk == SKD_QKERNEL_AVX2 || qk == SKD_QKERNEL_AVX2_VNNI; }
 
@@ -97,8 +98,42 @@ static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, i
     }
 }
 
-void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 1); }
-void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) { repack_row(dtype, src, dst, k, 0); }
+/* Q4_K: d, dmin and the 12 scale bytes stay; the 128 code bytes hold the same 256 nibbles so that byte j of
+ * word i of vector t (t = 0..3) has code 4t + j of sub-block i in its low nibble and code 16 + 4t + j in its
+ * high one. ggml's byte b of chunk c holds code b of sub-block 2c (low) and of 2c + 1 (high). */
+static void repack_q4_k(const skd_block_q4_k *src, skd_block_q4_k *dst, int64_t k, int pack) {
+    for (int64_t b = 0; b < k / SKD_QK_K; b++) {
+        const skd_block_q4_k *s = src + b;
+        skd_block_q4_k *d = dst + b;
+        memcpy(d, s, offsetof(skd_block_q4_k, qs));
+        uint8_t codes[8][32]; /* [sub-block][code] */
+        for (int sb = 0; sb < 8; sb++)
+            for (int c = 0; c < 32; c++) {
+                const int at = pack ? 32 * (sb / 2) + c : 32 * ((c % 16) / 4) + 4 * sb + c % 4;
+                const int high = pack ? sb % 2 : c >= 16;
+                codes[sb][c] = high ? s->qs[at] >> 4 : s->qs[at] & 0x0f;
+            }
+        for (int i = 0; i < 128; i++) {
+            int lo, hi; /* the (sub-block, code) pairs of byte i's low and high nibbles */
+            if (pack) {
+                const int t = i / 32, sb = (i % 32) / 4, j = i % 4;
+                lo = codes[sb][4 * t + j], hi = codes[sb][16 + 4 * t + j];
+            } else {
+                lo = codes[2 * (i / 32)][i % 32], hi = codes[2 * (i / 32) + 1][i % 32];
+            }
+            d->qs[i] = (uint8_t)(lo | hi << 4);
+        }
+    }
+}
+
+void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) {
+    if (dtype == SKD_DTYPE_Q4_K) repack_q4_k(src, dst, k, 1);
+    else repack_row(dtype, src, dst, k, 1);
+}
+void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) {
+    if (dtype == SKD_DTYPE_Q4_K) repack_q4_k(src, dst, k, 0);
+    else repack_row(dtype, src, dst, k, 0);
+}
 
 void skd_qmat_row_f32(const skd_mat *m, int64_t r, float *dst) {
     const int64_t rb = skd_row_bytes(m->dtype, m->cols);
@@ -323,8 +358,7 @@ int skd_qkernel_for(int kernel) {
  * the portable reference, which reads both. */
 static skd_qrows_fn *rows_fn(int qk, const skd_mat *w) {
 #if defined(__x86_64__) || defined(__i386__)
-    const int kquant = w->dtype == SKD_DTYPE_Q4_K || w->dtype == SKD_DTYPE_Q6_K;
-    if (kquant || w->packed == skd_qkernel_packs(qk)) {
+    if (!skd_quant_packable(w->dtype) || w->packed == skd_qkernel_packs(qk)) {
         switch (qk) {
         case SKD_QKERNEL_AVX2: return skd_qrows_avx2(w->dtype, 0);
         case SKD_QKERNEL_AVX2_VNNI: return skd_qrows_avx2(w->dtype, 1);
@@ -353,7 +387,7 @@ typedef struct {
     int m;
     int64_t k;
     int kform; /* activations in K form (256-blocks) */
-    int words; /* block-32 activations word-transposed (packed weights) */
+    int words; /* activations word-transposed (packed weights) */
     const skd_mm_job *jobs;
     int n;
 } qmm_args;
@@ -363,8 +397,7 @@ static int is_kquant(int dtype) { return dtype == SKD_DTYPE_Q4_K || dtype == SKD
 int skd_qmat_same_act(int qkernel, const skd_mat *a, const skd_mat *b) {
     if (!skd_dtype_is_quant(a->dtype) || !skd_dtype_is_quant(b->dtype) || a->cols != b->cols) return 0;
     if (qkernel == SKD_QKERNEL_F32) return 1; /* x itself */
-    if (is_kquant(a->dtype) != is_kquant(b->dtype)) return 0;
-    return is_kquant(a->dtype) || a->packed == b->packed;
+    return is_kquant(a->dtype) == is_kquant(b->dtype) && a->packed == b->packed; /* Q4_K packed, Q6_K not: two forms */
 }
 
 /* Activation row i of a (block-32 or K form). */
@@ -372,7 +405,7 @@ static void quantize_act_row(const qmm_args *a, int i) {
     const int64_t k = a->k;
 #if defined(__x86_64__) || defined(__i386__)
     if (a->qkernel != SKD_QKERNEL_PORTABLE && a->qkernel != SKD_QKERNEL_F32) { /* the same bytes, faster */
-        const int form = a->kform ? SKD_ACT_K : a->words ? SKD_ACT_32_WORDS : SKD_ACT_32;
+        const int form = a->kform ? (a->words ? SKD_ACT_K_WORDS : SKD_ACT_K) : a->words ? SKD_ACT_32_WORDS : SKD_ACT_32;
         skd_quantize_act_avx2(a->x + (size_t)i * k, k, form, a->act.qs + (size_t)i * k,
                               a->act.d + (size_t)i * (a->kform ? k / SKD_QK_K : k / SKD_QK), a->act.bsums + (size_t)i * (k / 16));
         return;

@@ -46,6 +46,7 @@
 
 #include "ops.h"
 #include "pool.h"
+#include "skipdecode.h"
 
 enum {
     SKD_QKERNEL_PORTABLE = 1,
@@ -86,8 +87,10 @@ void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_
 /* Both of the above with AVX2, byte for byte the same (SKD_ACT_32, SKD_ACT_K); and
  * SKD_ACT_32_WORDS: the block-32 form with the codes of each full group of 8 blocks
  * transposed by 4-byte words as the packed weights are (word i of vector v = word v of
- * block i), so that a kernel's int32 lane i sums block i. */
-enum { SKD_ACT_32 = 0, SKD_ACT_K = 1, SKD_ACT_32_WORDS = 2 };
+ * block i), so that a kernel's int32 lane i sums block i; SKD_ACT_K_WORDS: the K form
+ * with each 256 values' codes transposed the same way by 32-value sub-block (its sums
+ * of 16 are of the codes in order). */
+enum { SKD_ACT_32 = 0, SKD_ACT_K = 1, SKD_ACT_32_WORDS = 2, SKD_ACT_K_WORDS = 3 };
 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums);
 
 /* The AVX2 kernels' layout of Q8_0 and Q4_0 matmul weights ("packed", chosen
@@ -100,8 +103,16 @@ void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, floa
  * block i: no horizontal reduction. A row's last group, when shorter than 8
  * blocks, holds its scales then its blocks' bytes in ggml's order. Exactly the
  * bytes of ggml's row, rearranged: 8 scales convert in one instruction.
- * K-quants stay in ggml's layout. */
+ * Q4_K (the same idea per 256 values): d, dmin and the 12 scale bytes stay
+ * where ggml has them; the 128 code bytes are 4 vectors whose word i holds
+ * sub-block i's codes (byte j of vector t: code 4t + j low, 16 + 4t + j
+ * high, as Q4_0's blocks), so with SKD_ACT_K_WORDS activations int32 lane i
+ * sums sub-block i, ready for its 6-bit scale. Q6_K stays in ggml's layout. */
 int skd_qkernel_packs(int qkernel);
+/* Q8_0, Q4_0 and Q4_K have a packed layout; Q6_K keeps ggml's. */
+static inline int skd_quant_packable(int dtype) {
+    return dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0 || dtype == SKD_DTYPE_Q4_K;
+}
 /* One row of k values: ggml's blocks → packed, and back. */
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k);
 void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k);

@@ -11,7 +11,8 @@
  * Integer core: 32 unsigned × 32 signed bytes → 8 int32 lanes,
  *   AVX2: vpmaddubsw (pairs → int16), vpmaddwd by ones (→ int32); AVX-VNNI: vpdpbusd.
  * No int16 sum saturates: |w| <= 128 (Q8_0, via |w| and x·sign(w)) or <= 63
- * (unsigned Q4 / Q6 codes), |x| <= 127, so a pair is at most 2·128·127 = 32512.
+ * (unsigned Q4 / Q6 codes), |x| <= 127, so a pair is at most 2·128·127 = 32512
+ * (the int16 sums of eight 4-bit pairs are bounded above).
  *
  * Q8_0, Q4_0 (packed layout, quant.h): a group of 8 blocks is 8 fp16 scales,
  *   converted in one vcvtph2ps, and the blocks' codes transposed by 4-byte
@@ -21,12 +22,16 @@
  *   FMA adds Σ_b isum_b · d_w,b · d_x,b. Q4_0 codes are the unsigned nibbles
  *   (a 32-byte load holds codes 4v.. in its low nibbles and 16+4v.. in its
  *   high ones): isum = Σ q·x − 8 Σ x (Σ x from the activations' block sums),
- *   which spares the sign trick. A row's short last group goes block by block.
- *   Q4_0, one Zen 3 core, weights in L2: 20.6 GB/s, ~2.6 cycles a block.
- * Q4_K: per 256 values: 4 loads of 64 codes, vpmaddubsw against the
- *   activations, vpmaddwd by the sub-block's 6-bit scale (the 8 scale vectors
- *   come from one vector by vpshufb), int32 sums; the mins through the
- *   activations' sums of 16 (Σ m_j · xsum_j); two FMAs per 256 values.
+ *   which spares the sign trick. The eight vpmaddubsw products add in int16
+ *   (a pair is at most 2·15·127 = 3810, eight 30480) as a tree, then one
+ *   vpmaddwd. A row's short last group goes block by block.
+ *   Q4_0, one Zen 3 core, weights in L2: 22.1 GB/s.
+ * Q4_K (packed layout, quant.h): per 256 values, 4 loads of 64 codes whose
+ *   word i is sub-block i's, against SKD_ACT_K_WORDS activations: the eight
+ *   products add in int16 as Q4_0's, one vpmaddwd gives sub-block i's exact
+ *   sum in lane i, one vpmulld by the 6-bit scales, one FMA by d · d_x; the
+ *   mins through the activations' sums of 16 (Σ m_j · xsum_j), one FMA.
+ *   One Zen 3 core, weights in L2: 18.0 GB/s (15.0 in ggml's layout).
  * Q6_K: per 128 values: the 6-bit codes from ql and qh (shifts, masks),
  *   vpmaddubsw, vpmaddwd by the int8 scales (vpshufb again); the −32 offset
  *   as 32 · Σ sc_j · xsum_j; one FMA per 256 values.
@@ -60,17 +65,15 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
     *o = relu && v < 0.f ? 0.f : v;
 }
 
-/* vpshufb masks: Q4K_PICK[j] broadcasts int16 element j of a 128-bit lane; Q6K_PICK[t] takes
- * element 2t in the low lane and 2t + 1 in the high lane. */
+/* vpshufb masks: Q6K_PICK[t] takes int16 element 2t in the low lane and 2t + 1 in the high lane. */
 #define P2(a) a, a + 1
 #define P8(a) P2(a), P2(a), P2(a), P2(a), P2(a), P2(a), P2(a), P2(a)
-static const int8_t Q4K_PICK[8][32] = {
-    { P8(0), P8(0) }, { P8(2), P8(2) }, { P8(4), P8(4) }, { P8(6), P8(6) },
-    { P8(8), P8(8) }, { P8(10), P8(10) }, { P8(12), P8(12) }, { P8(14), P8(14) },
-};
 static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8(8), P8(10) }, { P8(12), P8(14) } };
 
-#define KERNELS(SUF, TGT, DOT_U8S8, DOTACC)                                                                     \
+/* One set of kernels per instruction set: DOT_U8S8 / DOTACC, the 8 int32 lanes of a u8 · s8 product (plus
+ * an accumulator); WIDE16, whether the 4-bit kernels add their eight products in int16 first (AVX2: one
+ * vpmaddwd instead of eight; VNNI's vpdpbusd adds into int32 itself). */
+#define KERNELS(SUF, TGT, DOT_U8S8, DOTACC, WIDE16)                                                            \
     AI TGT float hsum_##SUF(__m256 v) {                                                                        \
         const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));                   \
         const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));                                                   \
@@ -107,7 +110,19 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             if (!q4) _mm_prefetch(pf + 192, _MM_HINT_T0), _mm_prefetch(pf + 256, _MM_HINT_T0);                 \
             const int8_t *x = xq + b * 32;                                                                     \
             __m256i isum = _mm256_setzero_si256();                                                             \
-            if (q4) {                                                                                          \
+            if (q4 && WIDE16) { /* as dot_q4k: eight int16 sums ≤ 30480, one vpmaddwd */                       \
+                __m256i p[8];                                                                                  \
+                for (int t = 0; t < 4; t++) {                                                                  \
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * t));                  \
+                    p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
+                    p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),            \
+                                                    _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));  \
+                }                                                                                              \
+                const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])), \
+                                                     _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
+                isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));                                           \
+                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3)); \
+            } else if (q4) {                                                                                   \
                 for (int p = 0; p < 4; p++) { /* low nibbles: codes 4p.. (act vector p); high: 16+4p.. (p+4) */ \
                     const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * p));                  \
                     isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * p))); \
@@ -144,7 +159,7 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
         return hsum_##SUF(acc) + tail;                                                                         \
     }                                                                                                          \
                                                                                                                \
-    /* Q4_K row · one K-form activation row */                                                                 \
+    /* Q4_K packed row · one SKD_ACT_K_WORDS activation row: int32 lane i sums sub-block i */                 \
     AI TGT float dot_q4k_##SUF(const skd_block_q4_k *wb, long nb, const int8_t *xq, const float *xd,           \
                                const int16_t *bsums) {                                                         \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
@@ -162,23 +177,35 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
                                 (uint64_t)((u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4)) << 32;   \
             const uint64_t mn = (uint64_t)(u[1] & 0x3f3f3f3fu) |                                              \
                                 (uint64_t)(((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4)) << 32; \
-            const __m256i scb = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)sc))); \
             const __m128i m8 = _mm_cvtsi64_si128((long long)mn);                                               \
             const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m0 m0 m1 m1 .. m7 m7 */   \
             const int8_t *x = xq + b * 256;                                                                    \
-            __m256i sumi = _mm256_setzero_si256();                                                             \
-            for (int c = 0; c < 4; c++) {                                                                      \
-                const __m256i q = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * c));                     \
-                const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(q, m4), _mm256_loadu_si256((const __m256i *)(x + 64 * c))); \
-                const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4),         \
-                                                        _mm256_loadu_si256((const __m256i *)(x + 64 * c + 32))); \
-                const __m256i s0 = _mm256_shuffle_epi8(scb, _mm256_loadu_si256((const __m256i *)Q4K_PICK[2 * c])); \
-                const __m256i s1 = _mm256_shuffle_epi8(scb, _mm256_loadu_si256((const __m256i *)Q4K_PICK[2 * c + 1])); \
-                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1))); \
+            __m256i isum;                                                                                      \
+            if (WIDE16) { /* pairs ≤ 2·15·127 = 3810: the eight int16 sums stay ≤ 30480, one vpmaddwd */      \
+                __m256i p[8];                                                                                  \
+                for (int t = 0; t < 4; t++) {                                                                  \
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * t));                 \
+                    p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
+                    p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),            \
+                                                    _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));  \
+                }                                                                                              \
+                const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])), \
+                                                     _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
+                isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));                                           \
+            } else {                                                                                           \
+                isum = _mm256_setzero_si256();                                                                 \
+                for (int t = 0; t < 4; t++) { /* low nibbles: codes 4t.. (act vector t); high: 16+4t.. (t+4) */ \
+                    const __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * t));                 \
+                    isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
+                    isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                        \
+                                  _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));                    \
+                }                                                                                              \
             }                                                                                                  \
+            /* Σ sc_i · isum_i and Σ m_i · xsum_i, exact in int32 (< 2^22 a lane) */                           \
+            const __m256i scaled = _mm256_mullo_epi32(isum, _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))); \
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
             const float dx = xd[b];                                                                            \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(_cvtsh_ss(blk->d) * dx), acc);      \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled), _mm256_set1_ps(_cvtsh_ss(blk->d) * dx), acc);    \
             accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins)), _mm256_set1_ps(_cvtsh_ss(blk->dmin) * dx), accm); \
         }                                                                                                      \
         return hsum_##SUF(_mm256_sub_ps(acc, accm));                                                           \
@@ -265,8 +292,8 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
 #define DOTACC_AVX2(acc, u, s) _mm256_add_epi32((acc), DOT_AVX2(u, s))
 #define DOTACC_VNNI(acc, u, s) _mm256_dpbusd_avx_epi32((acc), (u), (s))
 
-KERNELS(avx2, TARGET_AVX2, DOT_AVX2, DOTACC_AVX2)
-KERNELS(vnni, TARGET_VNNI, DOT_VNNI, DOTACC_VNNI)
+KERNELS(avx2, TARGET_AVX2, DOT_AVX2, DOTACC_AVX2, 1)
+KERNELS(vnni, TARGET_VNNI, DOT_VNNI, DOTACC_VNNI, 0)
 
 skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni) {
     switch (dtype) {
@@ -315,9 +342,32 @@ static inline __attribute__((always_inline)) TARGET_AVX2 void act_block(const fl
     }
 }
 
+/* 8 vectors of 32 codes → o[32 v + 4 i ..] = word v of r[i]: transposed by 4-byte words. */
+static inline __attribute__((always_inline)) TARGET_AVX2 void store_words(const __m256i r[8], int8_t *o) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]), u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]), u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int v = 0; v < 4; v++) {
+        _mm256_storeu_si256((__m256i *)(o + 32 * v), _mm256_permute2x128_si256(u[v], u[v + 4], 0x20));
+        _mm256_storeu_si256((__m256i *)(o + 32 * (v + 4)), _mm256_permute2x128_si256(u[v], u[v + 4], 0x31));
+    }
+}
+
 TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums) {
-    if (form == SKD_ACT_K) {
-        for (int64_t b = 0; b < k / 256; b++) act_block(x + b * 256, 256, 1, qs + b * 256, d + b, bsums + b * 16, NULL);
+    if (form == SKD_ACT_K || form == SKD_ACT_K_WORDS) {
+        for (int64_t b = 0; b < k / 256; b++) {
+            _Alignas(32) int8_t q[256];
+            int8_t *o = form == SKD_ACT_K ? qs + b * 256 : q;
+            act_block(x + b * 256, 256, 1, o, d + b, bsums + b * 16, NULL);
+            if (form == SKD_ACT_K_WORDS) { /* the 8 sub-blocks' codes, transposed by 4-byte words */
+                __m256i r[8];
+                for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(q + 32 * i));
+                store_words(r, qs + b * 256);
+            }
+        }
         return;
     }
     const int64_t nb = k / 32;
@@ -326,17 +376,7 @@ TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8
         for (; b + 8 <= nb; b += 8) { /* 8 blocks' codes, transposed by 4-byte words */
             __m256i r[8];
             for (int i = 0; i < 8; i++) act_block(x + (b + i) * 32, 32, 0, NULL, d + b + i, bsums + b + i, &r[i]);
-            __m256i t[8], u[8];
-            for (int i = 0; i < 8; i += 2) t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]), t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-            for (int i = 0; i < 8; i += 4) {
-                u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]), u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-                u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]), u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-            }
-            int8_t *o = qs + b * 32; /* vector v: word v of each block */
-            for (int v = 0; v < 4; v++) {
-                _mm256_storeu_si256((__m256i *)(o + 32 * v), _mm256_permute2x128_si256(u[v], u[v + 4], 0x20));
-                _mm256_storeu_si256((__m256i *)(o + 32 * (v + 4)), _mm256_permute2x128_si256(u[v], u[v + 4], 0x31));
-            }
+            store_words(r, qs + b * 32);
         }
     }
     for (; b < nb; b++) act_block(x + b * 32, 32, 0, qs + b * 32, d + b, bsums + b, NULL);
