@@ -102,27 +102,26 @@ static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, i
  * word i of vector t (t = 0..3) has code 4t + j of sub-block i in its low nibble and code 16 + 4t + j in its
  * high one. ggml's byte b of chunk c holds code b of sub-block 2c (low) and of 2c + 1 (high). */
 static void repack_q4_k(const skd_block_q4_k *src, skd_block_q4_k *dst, int64_t k, int pack) {
+    const uint32_t m4 = 0x0f0f0f0fu;
     for (int64_t b = 0; b < k / SKD_QK_K; b++) {
         const skd_block_q4_k *s = src + b;
         skd_block_q4_k *d = dst + b;
         memcpy(d, s, offsetof(skd_block_q4_k, qs));
-        uint8_t codes[8][32]; /* [sub-block][code] */
-        for (int sb = 0; sb < 8; sb++)
-            for (int c = 0; c < 32; c++) {
-                const int at = pack ? 32 * (sb / 2) + c : 32 * ((c % 16) / 4) + 4 * sb + c % 4;
-                const int high = pack ? sb % 2 : c >= 16;
-                codes[sb][c] = high ? s->qs[at] >> 4 : s->qs[at] & 0x0f;
-            }
-        for (int i = 0; i < 128; i++) {
-            int lo, hi; /* the (sub-block, code) pairs of byte i's low and high nibbles */
-            if (pack) {
-                const int t = i / 32, sb = (i % 32) / 4, j = i % 4;
-                lo = codes[sb][4 * t + j], hi = codes[sb][16 + 4 * t + j];
-            } else {
-                lo = codes[2 * (i / 32)][i % 32], hi = codes[2 * (i / 32) + 1][i % 32];
-            }
-            d->qs[i] = (uint8_t)(lo | hi << 4);
-        }
+        uint32_t in[32], out[32]; /* the code bytes as 4-byte words */
+        memcpy(in, s->qs, sizeof in);
+        if (pack)
+            for (int t = 0; t < 4; t++)
+                for (int sb = 0; sb < 8; sb++) { /* packed word 8t + sb: ggml words 8(sb/2) + t (codes 4t..) and + 4 (16 + 4t..) */
+                    const int g = 8 * (sb / 2) + t, sh = 4 * (sb % 2);
+                    out[8 * t + sb] = ((in[g] >> sh) & m4) | ((in[g + 4] >> sh) & m4) << 4;
+                }
+        else
+            for (int c0 = 0; c0 < 4; c0++)
+                for (int w = 0; w < 8; w++) { /* ggml word 8c0 + w: codes 4w.. of sub-blocks 2c0 (low) and 2c0 + 1 (high) */
+                    const int t = w % 4, sh = w < 4 ? 0 : 4;
+                    out[8 * c0 + w] = ((in[8 * t + 2 * c0] >> sh) & m4) | ((in[8 * t + 2 * c0 + 1] >> sh) & m4) << 4;
+                }
+        memcpy(d->qs, out, sizeof out);
     }
 }
 
