@@ -93,7 +93,7 @@ void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_
 enum { SKD_ACT_32 = 0, SKD_ACT_K = 1, SKD_ACT_32_WORDS = 2, SKD_ACT_K_WORDS = 3 };
 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums);
 
-/* The AVX2 kernels' layout of Q8_0 and Q4_0 matmul weights ("packed", chosen
+/* The AVX2 kernels' layout of Q8_0 and Q4_0 (and Q4_K, below) matmul weights ("packed", chosen
  * at set_tensor when skd_qkernel_packs): per row, groups of 8 blocks, each
  * group its 8 fp16 scales (16 bytes) followed by the blocks' code bytes
  * transposed by 4-byte words: word i of vector v is word v of block i (Q8_0:
