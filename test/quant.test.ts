@@ -440,10 +440,13 @@ describe("every quantized kernel of this CPU", () => {
       if (run.exitCode !== 0) console.error(out);
       expect(run.exitCode).toBe(0);
       expect(out).toMatch(/^OK$/m);
+      // the pool's stealing split ran every item once, and other threads took from a slow caller
+      expect(out).toMatch(/^pool\s+run_range\s+every item once; [1-9]\d* items/m);
       // the portable reference and, on x86-64 with AVX2, the AVX2 kernels ran for every type
       for (const t of TYPES) expect(out).toMatch(new RegExp(`^${t}\\s+portable\\s+worst error`, "m"));
       if (/avx2/.test(cpu.deviceName()) || /avx512/.test(cpu.deviceName())) {
         for (const t of TYPES) expect(out).toMatch(new RegExp(`^${t}\\s+avx2\\s+worst error`, "m"));
+        expect(out).toMatch(/^activation quantizer: avx2 \(all four forms, words transposed back\) equals/m);
       }
     } finally {
       Bun.spawnSync(["rm", "-f", exe]);

@@ -115,16 +115,29 @@ static int check_act(void) {
         for (int64_t i = 0; i < k; i++) x[i] = trial % 10 == 0 ? 0.f : grand() * scale;
         if (trial % 10 == 1) /* exact ties of x·id at .5 */
             for (int64_t i = 0; i < k; i++) x[i] = (float)((int)(urand() * 255) - 127) * 0.5f;
-        for (int kform = 0; kform < 2; kform++) {
+        const int forms[] = { SKD_ACT_32, SKD_ACT_K, SKD_ACT_32_WORDS, SKD_ACT_K_WORDS };
+        for (int f = 0; f < 4; f++) {
+            const int kform = forms[f] == SKD_ACT_K || forms[f] == SKD_ACT_K_WORDS;
             if (kform) skd_quantize_act256(x, k, q1, d1, s1);
             else skd_quantize_act32(x, k, q1, d1, s1);
-            skd_quantize_act_avx2(x, k, kform, q2, d2, s2);
+            skd_quantize_act_avx2(x, k, forms[f], q2, d2, s2);
+            if (forms[f] == SKD_ACT_32_WORDS || forms[f] == SKD_ACT_K_WORDS) { /* back from words: word v of chunk i is at 32v + 4i */
+                int8_t t[256];
+                for (int64_t g = 0; g < k; g += 256) {
+                    for (int i = 0; i < 8; i++)
+                        for (int v = 0; v < 8; v++) memcpy(t + 32 * i + 4 * v, q2 + g + 32 * v + 4 * i, 4);
+                    memcpy(q2 + g, t, 256);
+                }
+            }
             const int nd = kform ? 4 : 32;
-            if (memcmp(q1, q2, k) || memcmp(d1, d2, sizeof(float) * nd) || memcmp(s1, s2, sizeof(int16_t) * (kform ? 64 : 32))) bad = 1;
+            if (memcmp(q1, q2, k) || memcmp(d1, d2, sizeof(float) * nd) || memcmp(s1, s2, sizeof(int16_t) * (kform ? 64 : 32))) {
+                if (!bad) printf("  activation form %d differs (trial %d)\n", forms[f], trial);
+                bad = 1;
+            }
         }
     }
     free(x);
-    printf("activation quantizer: avx2 %s the portable bytes\n", bad ? "DIFFERS FROM" : "equals");
+    printf("activation quantizer: avx2 (all four forms, words transposed back) %s the portable bytes\n", bad ? "DIFFERS FROM" : "equals");
     return bad;
 #else
     return 0;
