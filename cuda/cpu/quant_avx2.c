@@ -93,6 +93,33 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
         return _cvtsh_ss(h);                                                                                   \
     }                                                                                                          \
                                                                                                                \
+    /* 4 vectors of nibble codes at q · the 8 word-transposed activation vectors at x (low nibbles: vectors  \
+     * 0-3, high: 4-7): int32 lane i sums word i's 64 products. WIDE16: a pair is at most 2·15·127 = 3810, so  \
+     * the eight vpmaddubsw results add in int16 (≤ 30480) as a tree before one vpmaddwd. */                  \
+    AI TGT __m256i dot_nib_##SUF(const uint8_t *q, const int8_t *x) {                                          \
+        const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
+        if (WIDE16) {                                                                                          \
+            __m256i p[8];                                                                                      \
+            for (int t = 0; t < 4; t++) {                                                                      \
+                const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * t));                           \
+                p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
+                p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                \
+                                                _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));      \
+            }                                                                                                  \
+            const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])), \
+                                                 _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
+            return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));                                               \
+        }                                                                                                      \
+        __m256i isum = _mm256_setzero_si256();                                                                 \
+        for (int t = 0; t < 4; t++) {                                                                          \
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * t));                               \
+            isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t)));   \
+            isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                                \
+                          _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));                            \
+        }                                                                                                      \
+        return isum;                                                                                           \
+    }                                                                                                          \
+                                                                                                               \
     /* Q8_0 (q4 = 0) or Q4_0 (q4 = 1), packed row · one block-32 activation row whose full groups are  \
      * word-transposed (SKD_ACT_32_WORDS): lane i of each integer product sums block i */                   \
     AI TGT float dot32_##SUF(const uint8_t *wr, long nb, int q4, const int8_t *xq, const float *xd,            \
@@ -110,27 +137,9 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             if (!q4) _mm_prefetch(pf + 192, _MM_HINT_T0), _mm_prefetch(pf + 256, _MM_HINT_T0);                 \
             const int8_t *x = xq + b * 32;                                                                     \
             __m256i isum = _mm256_setzero_si256();                                                             \
-            if (q4 && WIDE16) { /* as dot_q4k: eight int16 sums ≤ 30480, one vpmaddwd */                       \
-                __m256i p[8];                                                                                  \
-                for (int t = 0; t < 4; t++) {                                                                  \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * t));                  \
-                    p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
-                    p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),            \
-                                                    _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));  \
-                }                                                                                              \
-                const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])), \
-                                                     _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
-                isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));                                           \
-                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3)); \
-            } else if (q4) {                                                                                   \
-                for (int p = 0; p < 4; p++) { /* low nibbles: codes 4p.. (act vector p); high: 16+4p.. (p+4) */ \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * p));                  \
-                    isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * p))); \
-                    isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                        \
-                                  _mm256_loadu_si256((const __m256i *)(x + 32 * p + 128)));                    \
-                }                                                                                              \
-                /* − 8 Σx of each block */                                                                     \
-                isum = _mm256_sub_epi32(isum, _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3)); \
+            if (q4) { /* − 8 Σx of each block */                                                               \
+                isum = _mm256_sub_epi32(dot_nib_##SUF(g + 16, x),                                             \
+                                        _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), 3)); \
             } else {                                                                                           \
                 for (int v = 0; v < 8; v++) {                                                                  \
                     const __m256i w = _mm256_loadu_si256((const __m256i *)(g + 16 + 32 * v));                  \
@@ -162,7 +171,6 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
     /* Q4_K packed row · one SKD_ACT_K_WORDS activation row: int32 lane i sums sub-block i */                 \
     AI TGT float dot_q4k_##SUF(const skd_block_q4_k *wb, long nb, const int8_t *xq, const float *xd,           \
                                const int16_t *bsums) {                                                         \
-        const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
         __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();                                         \
         for (long b = 0; b < nb; b++) {                                                                        \
             const skd_block_q4_k *blk = wb + b;                                                                \
@@ -180,27 +188,7 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             const __m128i m8 = _mm_cvtsi64_si128((long long)mn);                                               \
             const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m0 m0 m1 m1 .. m7 m7 */   \
             const int8_t *x = xq + b * 256;                                                                    \
-            __m256i isum;                                                                                      \
-            if (WIDE16) { /* pairs ≤ 2·15·127 = 3810: the eight int16 sums stay ≤ 30480, one vpmaddwd */      \
-                __m256i p[8];                                                                                  \
-                for (int t = 0; t < 4; t++) {                                                                  \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * t));                 \
-                    p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
-                    p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),            \
-                                                    _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));  \
-                }                                                                                              \
-                const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])), \
-                                                     _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
-                isum = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));                                           \
-            } else {                                                                                           \
-                isum = _mm256_setzero_si256();                                                                 \
-                for (int t = 0; t < 4; t++) { /* low nibbles: codes 4t.. (act vector t); high: 16+4t.. (t+4) */ \
-                    const __m256i v = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * t));                 \
-                    isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
-                    isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                        \
-                                  _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));                    \
-                }                                                                                              \
-            }                                                                                                  \
+            const __m256i isum = dot_nib_##SUF(blk->qs, x);                                                    \
             /* Σ sc_i · isum_i and Σ m_i · xsum_i, exact in int32 (< 2^22 a lane) */                           \
             const __m256i scaled = _mm256_mullo_epi32(isum, _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))); \
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
