@@ -294,7 +294,8 @@ skd_qrows_fn *skd_qrows_avx2(int dtype, int vnni) {
 
 /* ---- activation quantization, the bytes of quant.c's quantize_act_block ---------- */
 
-/* Block `xb` of n values (32 or 256) → codes (n/32 vectors, stored unless q_out is given), scale, sums. */
+/* Block `xb` of n values (32 or 256) → codes (n/32 vectors: stored at qs, or into q_out[0 .. n/32) when
+ * given), scale, sums. */
 static inline __attribute__((always_inline)) TARGET_AVX2 void act_block(const float *xb, int n, int kform, int8_t *qs,
                                                                         float *d, int16_t *sums, __m256i *q_out) {
     const __m256 sign = _mm256_set1_ps(-0.f);
@@ -315,7 +316,7 @@ static inline __attribute__((always_inline)) TARGET_AVX2 void act_block(const fl
         /* packs interleave the 128-bit lanes: put them back in order */
         const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, bq), _mm256_packs_epi32(c, e));
         const __m256i q = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        if (q_out) *q_out = q;
+        if (q_out) q_out[j / 32] = q;
         else _mm256_storeu_si256((__m256i *)(qs + j), q);
         /* sums of each 16 codes (K form) or of the 32 (block-32 form) */
         const __m256i s4 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
@@ -347,14 +348,13 @@ static inline __attribute__((always_inline)) TARGET_AVX2 void store_words(const 
 TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums) {
     if (form == SKD_ACT_K || form == SKD_ACT_K_WORDS) {
         for (int64_t b = 0; b < k / 256; b++) {
-            _Alignas(32) int8_t q[256];
-            int8_t *o = form == SKD_ACT_K ? qs + b * 256 : q;
-            act_block(x + b * 256, 256, 1, o, d + b, bsums + b * 16, NULL);
-            if (form == SKD_ACT_K_WORDS) { /* the 8 sub-blocks' codes, transposed by 4-byte words */
-                __m256i r[8];
-                for (int i = 0; i < 8; i++) r[i] = _mm256_load_si256((const __m256i *)(q + 32 * i));
-                store_words(r, qs + b * 256);
+            if (form == SKD_ACT_K) {
+                act_block(x + b * 256, 256, 1, qs + b * 256, d + b, bsums + b * 16, NULL);
+                continue;
             }
+            __m256i r[8]; /* the 8 sub-blocks' codes, transposed by 4-byte words */
+            act_block(x + b * 256, 256, 1, NULL, d + b, bsums + b * 16, r);
+            store_words(r, qs + b * 256);
         }
         return;
     }
