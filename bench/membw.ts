@@ -1,7 +1,11 @@
 #!/usr/bin/env bun
 /**
  * bench membw — the roofline: memory bandwidth measured by the native
- * library (STREAM-style read and copy), for every backend this machine has.
+ * library (STREAM-style read and copy, best of --reps passes), for every
+ * backend this machine has; and the sustained read rate of 24 passes in a row
+ * (bytes over their total time) with the spread of those passes, which is what
+ * the other benches' "of membw" columns compare with (bench/common.ts
+ * readBandwidth says why).
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -33,7 +37,8 @@ function measure(backend: NativeBackend, bytes: number, threads: number, reps: n
     read.push(r.readGBs);
     copy.push(r.copyGBs);
   }
-  return { read, copy };
+  const passes = backend.membwPasses(bytes, threads, 24);
+  return { read, copy, passes, sustained: passes.length / passes.reduce((a, r) => a + 1 / r, 0) };
 }
 
 console.log(`membw: ${machine()}; buffers ${mib} MiB, best of ${reps} passes, 5 rounds\n`);
@@ -45,16 +50,20 @@ for (const name of ["cpu", "cuda"] as const) {
   try {
     b = NativeBackend.get(name);
   } catch (e) {
-    rows.push([name, `not loadable: ${(e as Error).message}`, "", ""]);
+    rows.push([name, `not loadable: ${(e as Error).message}`, "", "", "", ""]);
     continue;
   }
   if (!b.available()) {
-    rows.push([name, "no device", "", ""]);
+    rows.push([name, "no device", "", "", "", ""]);
     continue;
   }
   const m = measure(b, mib * 2 ** 20, threads, reps);
-  rows.push([`${name} (${b.deviceName()})`, threads || "all", pm(m.read), pm(m.copy)]);
-  results.push({ backend: name, device: b.deviceName(), threads, mib, readGBs: median(m.read), readStd: stddev(m.read), copyGBs: median(m.copy), copyStd: stddev(m.copy), read: m.read, copy: m.copy });
+  const spread = `${Math.min(...m.passes).toFixed(1)}–${Math.max(...m.passes).toFixed(1)}`;
+  rows.push([`${name} (${b.deviceName()})`, threads || "all", pm(m.read), m.sustained.toFixed(1), spread, pm(m.copy)]);
+  results.push({
+    backend: name, device: b.deviceName(), threads, mib, readGBs: median(m.read), readStd: stddev(m.read), copyGBs: median(m.copy), copyStd: stddev(m.copy),
+    sustainedReadGBs: m.sustained, read: m.read, copy: m.copy, passes: m.passes,
+  });
 }
-table(["backend", "threads", "read GB/s", "copy GB/s"], rows);
+table(["backend", "threads", "read GB/s (best)", "sustained read GB/s", "its passes", "copy GB/s"], rows);
 writeJson(f.out, { bench: "membw", date: new Date().toISOString(), machine: machine(), results });

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { SkipDecoder } from "../lib/index.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { Param, Row, ROW_LOGPROBS, ROW_SAMPLE, ROW_WANT_LOGITS } from "../lib/engine/abi.ts";
+import { NativeBackend } from "../lib/engine/native.ts";
 import { buildEngine } from "../lib/engine/weights.ts";
 import type { TinyModelOptions } from "../lib/tiny/model.ts";
 import { argmax, cleanupTemp, decaying, tinyModel } from "./helpers.ts";
@@ -317,5 +318,21 @@ describe("skd_engine_step_logprobs", () => {
     } finally {
       engine.free();
     }
+  });
+});
+
+describe("the bandwidth measures (bench membw's roofline)", () => {
+  const cpu = NativeBackend.get("cpu");
+  test("skd_membw_passes gives one positive rate per pass", () => {
+    const rates = cpu.membwPasses(2 ** 20, 1, 5);
+    expect(rates).toHaveLength(5);
+    for (const r of rates) expect(r).toBeGreaterThan(0.01);
+    for (const r of rates) expect(Number.isFinite(r)).toBe(true);
+  });
+  test("bad sizes and counts are refused by name", () => {
+    expect(() => cpu.membwPasses(1000, 1, 5)).toThrow(/bytes must be in 1 MiB .. 64 GiB, got 1000/);
+    expect(() => cpu.membwPasses(2 ** 20, 1, 0)).toThrow(/passes must be in 1..100000, got 0/);
+    expect(() => cpu.membwPasses(2 ** 20, -1, 2)).toThrow(/threads must be >= 0, got -1/);
+    expect(() => cpu.membw(2 ** 20, 1, 0)).toThrow(/reps must be in 1..1000, got 0/);
   });
 });

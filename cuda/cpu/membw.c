@@ -1,4 +1,5 @@
-/* membw.c — skd_membw for the host: STREAM-style read and copy bandwidth. */
+/* membw.c — skd_membw and skd_membw_passes for the host: STREAM-style read
+ * and copy bandwidth, and the read rate of each pass of a sustained stream. */
 #define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
@@ -42,16 +43,23 @@ static double seconds(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read, double *out_copy) {
-    if (!out_read || !out_copy) return skd_fail(SKD_ERR_INVALID_ARG, "output pointers are NULL");
+/* The arguments both entry points share; threads 0 becomes the core count. */
+static int check_args(int64_t bytes, int32_t *threads, const char *what, int32_t reps, int32_t max_reps) {
     if (bytes < (1 << 20) || bytes > ((int64_t)1 << 36))
         return skd_fail(SKD_ERR_INVALID_ARG, "bytes must be in 1 MiB .. 64 GiB, got %lld", (long long)bytes);
-    if (reps < 1 || reps > 1000) return skd_fail(SKD_ERR_INVALID_ARG, "reps must be in 1..1000, got %d", reps);
-    if (threads < 0) return skd_fail(SKD_ERR_INVALID_ARG, "threads must be >= 0, got %d", threads);
-    if (threads == 0) {
+    if (reps < 1 || reps > max_reps) return skd_fail(SKD_ERR_INVALID_ARG, "%s must be in 1..%d, got %d", what, max_reps, reps);
+    if (*threads < 0) return skd_fail(SKD_ERR_INVALID_ARG, "threads must be >= 0, got %d", *threads);
+    if (*threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (int)n : 1;
+        *threads = n > 0 ? (int)n : 1;
     }
+    return SKD_OK;
+}
+
+SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read, double *out_copy) {
+    if (!out_read || !out_copy) return skd_fail(SKD_ERR_INVALID_ARG, "output pointers are NULL");
+    int st = check_args(bytes, &threads, "reps", reps, 1000);
+    if (st) return st;
     const size_t n = (size_t)bytes / 64 * 16;
     /* the engine's weight allocator: the bandwidth the weights can be read at */
     float *src = skd_weight_alloc(n * sizeof(float)), *dst = skd_weight_alloc(n * sizeof(float));
@@ -84,5 +92,30 @@ SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_
     skd_pool_free(pool);
     free(src);
     free(dst);
+    return SKD_OK;
+}
+
+SKD_API int skd_membw_passes(int64_t bytes, int32_t threads, int32_t passes, double *out_read) {
+    if (!out_read) return skd_fail(SKD_ERR_INVALID_ARG, "output pointer is NULL");
+    int st = check_args(bytes, &threads, "passes", passes, 100000);
+    if (st) return st;
+    const size_t n = (size_t)bytes / 64 * 16;
+    float *src = skd_weight_alloc(n * sizeof(float));
+    skd_pool *pool = skd_pool_create(threads);
+    if (!src || !pool) {
+        free(src);
+        if (pool) skd_pool_free(pool);
+        return skd_fail(SKD_ERR_OUT_OF_MEMORY, "membw: cannot allocate %lld bytes", (long long)bytes);
+    }
+    memset(src, 0, n * sizeof(float));
+    bw_args a = { src, NULL, n, { 0 }, 0 };
+    skd_pool_run(pool, bw_task, &a); /* untimed: the first pass after the memset */
+    for (int r = 0; r < passes; r++) {
+        double t = seconds();
+        skd_pool_run(pool, bw_task, &a);
+        out_read[r] = (double)n * sizeof(float) / (seconds() - t) / 1e9;
+    }
+    skd_pool_free(pool);
+    free(src);
     return SKD_OK;
 }

@@ -1,5 +1,6 @@
 /* membw.cu — skd_membw for the device: read (a summing kernel) and copy
- * (cudaMemcpy device to device) bandwidth of GPU memory, best of reps. */
+ * (cudaMemcpy device to device) bandwidth of GPU memory, best of reps; and
+ * skd_membw_passes, the read rate of each pass in a row. */
 #include <cuda_runtime.h>
 
 #include "common.cuh"
@@ -73,6 +74,58 @@ done:
     if (e1) cudaEventDestroy(e1);
     cudaFree(src);
     cudaFree(dst);
+    cudaFree(sink);
+    return st;
+}
+
+extern "C" SKD_API int skd_membw_passes(int64_t bytes, int32_t threads, int32_t passes, double *out_read) {
+    (void)threads;
+    if (!out_read) return skd_fail(SKD_ERR_INVALID_ARG, "output pointer is NULL");
+    if (bytes < (1 << 20) || bytes > ((int64_t)1 << 36))
+        return skd_fail(SKD_ERR_INVALID_ARG, "bytes must be in 1 MiB .. 64 GiB, got %lld", (long long)bytes);
+    if (passes < 1 || passes > 100000) return skd_fail(SKD_ERR_INVALID_ARG, "passes must be in 1..100000, got %d", passes);
+    int count = 0;
+    cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess || count == 0)
+        return skd_fail(SKD_ERR_NO_DEVICE, "no CUDA device: %s", err != cudaSuccess ? cudaGetErrorString(err) : "none found");
+    const size_t n4 = (size_t)bytes / 16;
+    float4 *src = nullptr;
+    float *sink = nullptr;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    int st = SKD_OK;
+    int sms = 0;
+#define TRY(call)                                                                                        \
+    do {                                                                                                 \
+        cudaError_t e_ = (call);                                                                         \
+        if (e_ != cudaSuccess) {                                                                         \
+            st = skd_fail(e_ == cudaErrorMemoryAllocation ? SKD_ERR_OUT_OF_MEMORY : SKD_ERR_DEVICE,     \
+                          "membw: %s failed: %s", #call, cudaGetErrorString(e_));                        \
+            goto done;                                                                                   \
+        }                                                                                                \
+    } while (0)
+    TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    TRY(cudaMalloc(&src, n4 * sizeof(float4)));
+    TRY(cudaMalloc(&sink, 4096 * sizeof(float)));
+    TRY(cudaMemset(src, 0, n4 * sizeof(float4)));
+    TRY(cudaEventCreate(&e0));
+    TRY(cudaEventCreate(&e1));
+    read_kernel<<<sms * 8, 512>>>(src, n4, sink); /* untimed, as on the host */
+    TRY(cudaGetLastError());
+    for (int r = 0; r < passes; r++) {
+        float ms = 0.f;
+        TRY(cudaEventRecord(e0));
+        read_kernel<<<sms * 8, 512>>>(src, n4, sink);
+        TRY(cudaGetLastError());
+        TRY(cudaEventRecord(e1));
+        TRY(cudaEventSynchronize(e1));
+        TRY(cudaEventElapsedTime(&ms, e0, e1));
+        out_read[r] = (double)n4 * sizeof(float4) / (ms * 1e-3) / 1e9;
+    }
+#undef TRY
+done:
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaFree(src);
     cudaFree(sink);
     return st;
 }

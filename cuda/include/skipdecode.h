@@ -44,7 +44,7 @@ extern "C" {
  *     SKD_CFG_KV_DTYPE/KV_BLOCKS/KV_BLOCK_SIZE, SKD_ERR_KV_FULL, skd_engine_kv_reserve,
  *     skd_engine_kv_stats, skd_engine_kv_slot_stats, skd_engine_kv_check;
  *  5: skd_file_map, skd_file_drop, skd_file_unmap). */
-#define SKD_ABI_VERSION 5
+#define SKD_ABI_VERSION 6
 
 /* ---- status codes ------------------------------------------------------- */
 typedef enum {
@@ -90,6 +90,15 @@ SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap);
  * (threads ignored), read = a summing kernel, copy = cudaMemcpy device to
  * device. Results in GB/s (1e9 bytes per second). */
 SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read_gbs, double *out_copy_gbs);
+
+/* The read rate of each of `passes` summing passes in a row over one
+ * `bytes`-sized buffer (after one untimed pass), in GB/s, into
+ * out_read_gbs[0 .. passes-1]; passes in 1..100000. On a machine shared with
+ * others the passes spread widely (a cloud VM's: 12-22 GB/s), and a long
+ * run of reads, such as a decode, gets the sustained rate, bytes × passes
+ * over their total time, not the best pass. CPU: host memory, `threads`
+ * threads (0 = all cores); CUDA: device memory, threads ignored. */
+SKD_API int skd_membw_passes(int64_t bytes, int32_t threads, int32_t passes, double *out_read_gbs);
 
 /* A read-only map of a whole file, for loading weights from it (a GGUF file):
  * views of the map go to skd_engine_set_tensor, so each tensor's bytes are

@@ -8,7 +8,7 @@
  */
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 /** Status codes of skipdecode.h. */
 export const Status = {

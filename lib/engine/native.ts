@@ -63,6 +63,7 @@ const SYMBOLS = {
   skd_device_count: { args: [FFIType.ptr], returns: FFIType.i32 },
   skd_device_name: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
   skd_membw: { args: [FFIType.i64_fast, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  skd_membw_passes: { args: [FFIType.i64_fast, FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
   skd_file_map: { args: [FFIType.cstring, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   skd_file_drop: { args: [FFIType.ptr, FFIType.i64_fast, FFIType.i64_fast, FFIType.i64_fast], returns: FFIType.i32 },
   skd_file_unmap: { args: [FFIType.ptr, FFIType.i64_fast], returns: FFIType.i32 },
@@ -182,6 +183,18 @@ export class NativeBackend {
     const c = new Float64Array(1);
     this.check("skd_membw", this.#lib.skd_membw(bytes, threads, reps, r, c));
     return { readGBs: r[0]!, copyGBs: c[0]! };
+  }
+
+  /**
+   * The read rate in GB/s of each of `passes` reads in a row over one
+   * `bytes`-sized buffer (skd_membw_passes). Their sustained rate, what a
+   * long stream of reads such as a decode gets, is their count over the sum
+   * of their reciprocals (bench/common.ts readBandwidth).
+   */
+  membwPasses(bytes: number, threads = 0, passes = 32): number[] {
+    const r = new Float64Array(Math.max(1, passes));
+    this.check("skd_membw_passes", this.#lib.skd_membw_passes(bytes, threads, passes, r));
+    return Array.from(r);
   }
 
   /**
