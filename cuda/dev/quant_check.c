@@ -7,9 +7,10 @@
  *       cuda/cpu/quant_avx2.c cuda/cpu/quant_avx512.c cuda/cpu/ops.c cuda/cpu/matmul_avx2.c \
  *       cuda/cpu/matmul_avx512.c cuda/cpu/pool.c cuda/cpu/errors.c cuda/cpu/membw.c -o build/quant_check -lm
  *   build/quant_check            validate (exit 1 on a mismatch); test/quant.test.ts runs this
- *   build/quant_check time [th]  validate, then time decode (m = 1) of every type, 16-bit included,
+ *   build/quant_check time [th] [types]  validate, then time decode (m = 1) of every type (or of the
+ *                                comma-separated types, e.g. q4_k,q4_0), 16-bit included,
  *                                as a share of the read bandwidth measured in the same round
- *   build/quant_check compute [th]  the same on one small matrix that stays in L2: what the
+ *   build/quant_check compute [th] [types]  the same on one small matrix that stays in L2: what the
  *                                kernel costs without DRAM (it must reach about twice a core's
  *                                share of the bandwidth to keep up; "of membw" is then moot)
  *
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "../cpu/ops.h"
@@ -264,7 +266,20 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void timing(skd_pool *pool, int nth, int cached) {
+/* Whether type dt is in the comma-separated list `only` of type names (any case), or `only` is NULL. */
+static int wanted(const char *only, int dt) {
+    if (!only) return 1;
+    const char *name = skd_dtype_name(dt);
+    const size_t len = strlen(name);
+    for (const char *p = only; *p;) {
+        const size_t n = strcspn(p, ",");
+        if (n == len && !strncasecmp(p, name, len)) return 1;
+        p += n + (p[n] == ',');
+    }
+    return 0;
+}
+
+static void timing(skd_pool *pool, int nth, int cached, const char *only) {
     const int types[] = { SKD_DTYPE_F16, SKD_DTYPE_BF16, SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
     enum { NT = 6, NK = 1 + sizeof KERNELS / sizeof *KERNELS };
     const long n = cached ? 256 : 3584, k = 1024;
@@ -277,7 +292,7 @@ static void timing(skd_pool *pool, int nth, int cached) {
     for (int t = 0; t < NT; t++) {
         const int dt = types[t];
         const size_t per = (size_t)n * (size_t)skd_row_bytes(dt, k);
-        nm[t] = cached ? 1 : (int)((128u << 20) / per);
+        nm[t] = !wanted(only, dt) ? 0 : cached ? 1 : (int)((128u << 20) / per);
         bytes[t] = per * (size_t)nm[t];
         ws[t] = malloc(sizeof(skd_mat) * (size_t)nm[t]);
         wsp[t] = malloc(sizeof(skd_mat) * (size_t)nm[t]);
@@ -306,7 +321,7 @@ static void timing(skd_pool *pool, int nth, int cached) {
             for (int ki = 0; ki < NK; ki++) {
                 const int qk = ki == 0 ? SKD_QKERNEL_PORTABLE : KERNELS[ki - 1];
                 share[t][ki][round] = -1;
-                if (!skd_qkernel_supported(qk)) continue;
+                if (!skd_qkernel_supported(qk) || !wanted(only, types[t])) continue;
                 if (!skd_dtype_is_quant(types[t]) && ki > 1) continue; /* 16-bit: portable and the best SIMD */
                 double best = 1e30;
                 for (int rep = 0; rep < (cached ? 300 : 3); rep++) {
@@ -356,7 +371,7 @@ int main(int argc, char **argv) {
     if (!bad && argc > 1 && (!strcmp(argv[1], "time") || !strcmp(argv[1], "compute"))) {
         const int nth = argc > 2 ? atoi(argv[2]) : 2;
         skd_pool *p = skd_pool_create(nth);
-        timing(p, nth, !strcmp(argv[1], "compute"));
+        timing(p, nth, !strcmp(argv[1], "compute"), argc > 3 ? argv[3] : NULL);
         skd_pool_free(p);
     }
     skd_pool_free(pool1);
