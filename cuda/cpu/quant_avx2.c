@@ -28,10 +28,17 @@
  *   Q4_0, one Zen 3 core, weights in L2: 22.1 GB/s.
  * Q4_K (packed layout, quant.h): per 256 values, 4 loads of 64 codes whose
  *   word i is sub-block i's, against SKD_ACT_K_WORDS activations: the eight
- *   products add in int16 as Q4_0's, one vpmaddwd gives sub-block i's exact
- *   sum in lane i, one vpmulld by the 6-bit scales, one FMA by d · d_x; the
- *   mins through the activations' sums of 16 (Σ m_j · xsum_j), one FMA.
- *   One Zen 3 core, weights in L2: 18.0 GB/s (15.0 in ggml's layout).
+ *   products add in int16 as Q4_0's, one vpmaddwd by the 6-bit scales gives
+ *   sc_i times sub-block i's exact sum in lane i (VNNI: vpmulld after
+ *   vpdpbusd), one FMA by d · d_x; the mins through the activations' sums of
+ *   16 (Σ m_j · xsum_j), one FMA. The scales and mins are decoded with two
+ *   vpshufb and masks, d and dmin converted together.
+ *   One Zen 3 core, weights in L2 (build/quant_check compute 1, this VM's two
+ *   modes: alone on its core, or sharing it): 16.4-17.0 and 12.8-14.2 GB/s,
+ *   against 16.6-17.2 and 11.4-12.0 with the scales decoded in scalar code
+ *   and a vpmulld (15.0 in ggml's layout, earlier). Whole llama-400m steps'
+ *   matmuls (a Q4_K-only decode_bw, 6 alternating runs each): median 77% of
+ *   membw against 73%, within this VM's ±15 points.
  * Q6_K: per 128 values: the 6-bit codes from ql and qh (shifts, masks),
  *   vpmaddubsw, vpmaddwd by the int8 scales (vpshufb again); the −32 offset
  *   as 32 · Σ sc_j · xsum_j; one FMA per 256 values.
@@ -70,6 +77,17 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
 #define P8(a) P2(a), P2(a), P2(a), P2(a), P2(a), P2(a), P2(a), P2(a)
 static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8(8), P8(10) }, { P8(12), P8(14) } };
 
+/* Q4_K's scales bytes (at 4 + j in a block) for its vector decode: Q4K_LO gathers sc0-3's and m0-3's low-6-bit
+ * bytes (scales 0-3, 4-7) into lanes 0-3 and 8-11 and the low-nibble bytes (scales 8-11) into 4-7 and 12-15;
+ * Q4K_HI puts the bytes whose top 2 bits are sc4-7's and m4-7's high bits (scales 0-3, 4-7) in lanes 4-7 and
+ * 12-15. Lane j of the result: lanes 0-3, 8-11 `lo6 & 0x3f`; 4-7 `lo6 & 0x0f`; 12-15 `(lo6 >> 4) & 0x0f`;
+ * 4-7 and 12-15 also `(hi2 >> 6) << 4` (as (hi2 >> 2) & 0x30: the bits shifted in from the next byte are
+ * masked off). */
+#define Q4K_LO _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15)
+#define Q4K_HI _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11)
+#define Q4K_MASK_LO _mm_setr_epi8(0x3f, 0x3f, 0x3f, 0x3f, 0x0f, 0x0f, 0x0f, 0x0f, 0x3f, 0x3f, 0x3f, 0x3f, 0, 0, 0, 0)
+#define Q4K_MASK_HI _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0f, 0x0f, 0x0f, 0x0f)
+
 /* One set of kernels per instruction set: DOT_U8S8 / DOTACC, the 8 int32 lanes of a u8 · s8 product (plus
  * an accumulator); WIDE16, whether the 4-bit kernels add their eight products in int16 first (AVX2: one
  * vpmaddwd instead of eight; VNNI's vpdpbusd adds into int32 itself). */
@@ -93,23 +111,27 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
         return _cvtsh_ss(h);                                                                                   \
     }                                                                                                          \
                                                                                                                \
-    /* 4 vectors of nibble codes at q · the 8 word-transposed activation vectors at x (low nibbles: vectors  \
-     * 0-3, high: 4-7): int32 lane i sums word i's 64 products. WIDE16: a pair is at most 2·15·127 = 3810, so  \
-     * the eight vpmaddubsw results add in int16 (≤ 30480) as a tree before one vpmaddwd. */                  \
+    /* WIDE16 only: 4 vectors of nibble codes at q · the 8 word-transposed activation vectors at x (low      \
+     * nibbles: vectors 0-3, high: 4-7), the eight vpmaddubsw results added in int16 as a tree (a pair is at  \
+     * most 2·15·127 = 3810, eight ≤ 30480): int16 lanes 2i and 2i + 1 together sum word i's 64 products. */  \
+    AI TGT __m256i dot_nib16_##SUF(const uint8_t *q, const int8_t *x) {                                        \
+        const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
+        __m256i p[8];                                                                                          \
+        for (int t = 0; t < 4; t++) {                                                                          \
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * t));                               \
+            p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
+            p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                    \
+                                            _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));          \
+        }                                                                                                      \
+        return _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])),  \
+                                _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
+    }                                                                                                          \
+                                                                                                               \
+    /* The same codes · activations: int32 lane i sums word i's 64 products (WIDE16: one vpmaddwd of the     \
+     * int16 tree; VNNI: vpdpbusd adds into int32 itself). */                                                 \
     AI TGT __m256i dot_nib_##SUF(const uint8_t *q, const int8_t *x) {                                          \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
-        if (WIDE16) {                                                                                          \
-            __m256i p[8];                                                                                      \
-            for (int t = 0; t < 4; t++) {                                                                      \
-                const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * t));                           \
-                p[t] = _mm256_maddubs_epi16(_mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t))); \
-                p[t + 4] = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                \
-                                                _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));      \
-            }                                                                                                  \
-            const __m256i s16 = _mm256_add_epi16(_mm256_add_epi16(_mm256_add_epi16(p[0], p[1]), _mm256_add_epi16(p[2], p[3])), \
-                                                 _mm256_add_epi16(_mm256_add_epi16(p[4], p[5]), _mm256_add_epi16(p[6], p[7]))); \
-            return _mm256_madd_epi16(s16, _mm256_set1_epi16(1));                                               \
-        }                                                                                                      \
+        if (WIDE16) return _mm256_madd_epi16(dot_nib16_##SUF(q, x), _mm256_set1_epi16(1));                      \
         __m256i isum = _mm256_setzero_si256();                                                                 \
         for (int t = 0; t < 4; t++) {                                                                          \
             const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * t));                               \
@@ -178,23 +200,25 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             _mm_prefetch(pf, _MM_HINT_T0);                                                                     \
             _mm_prefetch(pf + 64, _MM_HINT_T0);                                                                \
             _mm_prefetch(pf + 128, _MM_HINT_T0);                                                               \
-            uint32_t u[3];                                                                                     \
-            memcpy(u, blk->scales, 12);                                                                        \
-            /* the 6-bit scales and mins (skd_q4k_scale_min), four at a time */                                \
-            const uint64_t sc = (uint64_t)(u[0] & 0x3f3f3f3fu) |                                              \
-                                (uint64_t)((u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4)) << 32;   \
-            const uint64_t mn = (uint64_t)(u[1] & 0x3f3f3f3fu) |                                              \
-                                (uint64_t)(((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4)) << 32; \
-            const __m128i m8 = _mm_cvtsi64_si128((long long)mn);                                               \
-            const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8)); /* m0 m0 m1 m1 .. m7 m7 */   \
+            /* d, dmin and the 12 bytes of 6-bit scales and mins (skd_q4k_scale_min) in one load; the scales  \
+             * decoded in the vector unit (bytes 0-7 of sm: sc0..7, bytes 8-15: m0..7): ~72 instructions a    \
+             * block instead of ~88 with the scalar decode */                                                  \
+            const __m128i v = _mm_loadu_si128((const __m128i *)blk);                                           \
+            const __m128i lo6 = _mm_shuffle_epi8(v, Q4K_LO), hi2 = _mm_shuffle_epi8(v, Q4K_HI);                \
+            const __m128i sm = _mm_or_si128(_mm_or_si128(_mm_and_si128(lo6, Q4K_MASK_LO), _mm_and_si128(_mm_srli_epi16(lo6, 4), Q4K_MASK_HI)), \
+                                            _mm_and_si128(_mm_srli_epi16(hi2, 2), _mm_set1_epi8(0x30)));       \
+            const __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm)); /* m0 m0 m1 m1 .. m7 m7 */   \
             const int8_t *x = xq + b * 256;                                                                    \
-            const __m256i isum = dot_nib_##SUF(blk->qs, x);                                                    \
-            /* Σ sc_i · isum_i and Σ m_i · xsum_i, exact in int32 (< 2^22 a lane) */                           \
-            const __m256i scaled = _mm256_mullo_epi32(isum, _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)sc))); \
+            /* Σ sc_i · isum_i and Σ m_i · xsum_i, exact in int32 (< 2^22 a lane); WIDE16: the scales go into  \
+             * the vpmaddwd that adds the int16 pairs (sc_i · (a + b), the same int32 as vpmulld after it) */  \
+            const __m256i scaled = WIDE16 ? _mm256_madd_epi16(dot_nib16_##SUF(blk->qs, x), _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(sm, sm))) \
+                                          : _mm256_mullo_epi32(dot_nib_##SUF(blk->qs, x), _mm256_cvtepu8_epi32(sm)); \
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
-            const float dx = xd[b];                                                                            \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled), _mm256_set1_ps(_cvtsh_ss(blk->d) * dx), acc);    \
-            accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins)), _mm256_set1_ps(_cvtsh_ss(blk->dmin) * dx), accm); \
+            /* d · d_x and dmin · d_x: converted and multiplied at once, the same fp32 products as one at a   \
+             * time */                                                                                         \
+            const __m128 dm = _mm_mul_ps(_mm_cvtph_ps(v), _mm_set1_ps(xd[b]));                                 \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(scaled), _mm256_broadcastss_ps(dm), acc);                 \
+            accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins)), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)), accm); \
         }                                                                                                      \
         return hsum_##SUF(_mm256_sub_ps(acc, accm));                                                           \
     }                                                                                                          \
