@@ -17,23 +17,31 @@ static __global__ void read_kernel(const float4 *__restrict__ src, size_t n, flo
     if (s == 12345.678f) sink[blockIdx.x] = s; /* practically never: no write traffic */
 }
 
-extern "C" SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read, double *out_copy) {
-    (void)threads;
-    if (!out_read || !out_copy) return skd_fail(SKD_ERR_INVALID_ARG, "output pointers are NULL");
+/* The checks both entry points share: the buffer size, `count` (reps or passes) in 1..max, a device. */
+static int check_args(int64_t bytes, const char *what, int32_t count, int32_t max) {
     if (bytes < (1 << 20) || bytes > ((int64_t)1 << 36))
         return skd_fail(SKD_ERR_INVALID_ARG, "bytes must be in 1 MiB .. 64 GiB, got %lld", (long long)bytes);
-    if (reps < 1 || reps > 1000) return skd_fail(SKD_ERR_INVALID_ARG, "reps must be in 1..1000, got %d", reps);
-    int count = 0;
-    cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0)
+    if (count < 1 || count > max) return skd_fail(SKD_ERR_INVALID_ARG, "%s must be in 1..%d, got %d", what, max, count);
+    int devices = 0;
+    const cudaError_t err = cudaGetDeviceCount(&devices);
+    if (err != cudaSuccess || devices == 0)
         return skd_fail(SKD_ERR_NO_DEVICE, "no CUDA device: %s", err != cudaSuccess ? cudaGetErrorString(err) : "none found");
-    const size_t n4 = (size_t)bytes / 16;
-    float4 *src = nullptr, *dst = nullptr;
-    float *sink = nullptr;
-    cudaEvent_t e0 = nullptr, e1 = nullptr;
-    int st = SKD_OK;
-    double best_read = 1e30, best_copy = 1e30;
-    int sms = 0;
+    return SKD_OK;
+}
+
+/* One read pass over src's n4 float4s between events e0 and e1: its seconds in *sec. */
+static cudaError_t timed_read(const float4 *src, size_t n4, float *sink, int sms, cudaEvent_t e0, cudaEvent_t e1, double *sec) {
+    float ms = 0.f;
+    cudaError_t e = cudaEventRecord(e0);
+    if (e == cudaSuccess) read_kernel<<<sms * 8, 512>>>(src, n4, sink), e = cudaGetLastError();
+    if (e == cudaSuccess) e = cudaEventRecord(e1);
+    if (e == cudaSuccess) e = cudaEventSynchronize(e1);
+    if (e == cudaSuccess) e = cudaEventElapsedTime(&ms, e0, e1);
+    *sec = ms * 1e-3;
+    return e;
+}
+
+/* Sets st and jumps to `done` when a CUDA call fails. */
 #define TRY(call)                                                                                        \
     do {                                                                                                 \
         cudaError_t e_ = (call);                                                                         \
@@ -43,6 +51,18 @@ extern "C" SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, d
             goto done;                                                                                   \
         }                                                                                                \
     } while (0)
+
+extern "C" SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_read, double *out_copy) {
+    (void)threads;
+    if (!out_read || !out_copy) return skd_fail(SKD_ERR_INVALID_ARG, "output pointers are NULL");
+    int st = check_args(bytes, "reps", reps, 1000);
+    if (st != SKD_OK) return st;
+    const size_t n4 = (size_t)bytes / 16;
+    float4 *src = nullptr, *dst = nullptr;
+    float *sink = nullptr;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    double best_read = 1e30, best_copy = 1e30;
+    int sms = 0;
     TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     TRY(cudaMalloc(&src, n4 * sizeof(float4)));
     TRY(cudaMalloc(&dst, n4 * sizeof(float4)));
@@ -51,14 +71,10 @@ extern "C" SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, d
     TRY(cudaEventCreate(&e0));
     TRY(cudaEventCreate(&e1));
     for (int r = 0; r < reps; r++) {
+        double sec = 0;
+        TRY(timed_read(src, n4, sink, sms, e0, e1, &sec));
+        if (sec < best_read) best_read = sec;
         float ms = 0.f;
-        TRY(cudaEventRecord(e0));
-        read_kernel<<<sms * 8, 512>>>(src, n4, sink);
-        TRY(cudaGetLastError());
-        TRY(cudaEventRecord(e1));
-        TRY(cudaEventSynchronize(e1));
-        TRY(cudaEventElapsedTime(&ms, e0, e1));
-        if (ms * 1e-3 < best_read) best_read = ms * 1e-3;
         TRY(cudaEventRecord(e0));
         TRY(cudaMemcpy(dst, src, n4 * sizeof(float4), cudaMemcpyDeviceToDevice));
         TRY(cudaEventRecord(e1));
@@ -68,7 +84,6 @@ extern "C" SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, d
     }
     *out_read = (double)n4 * sizeof(float4) / best_read / 1e9;
     *out_copy = 2.0 * (double)n4 * sizeof(float4) / best_copy / 1e9;
-#undef TRY
 done:
     if (e0) cudaEventDestroy(e0);
     if (e1) cudaEventDestroy(e1);
@@ -81,47 +96,25 @@ done:
 extern "C" SKD_API int skd_membw_passes(int64_t bytes, int32_t threads, int32_t passes, double *out_read) {
     (void)threads;
     if (!out_read) return skd_fail(SKD_ERR_INVALID_ARG, "output pointer is NULL");
-    if (bytes < (1 << 20) || bytes > ((int64_t)1 << 36))
-        return skd_fail(SKD_ERR_INVALID_ARG, "bytes must be in 1 MiB .. 64 GiB, got %lld", (long long)bytes);
-    if (passes < 1 || passes > 100000) return skd_fail(SKD_ERR_INVALID_ARG, "passes must be in 1..100000, got %d", passes);
-    int count = 0;
-    cudaError_t err = cudaGetDeviceCount(&count);
-    if (err != cudaSuccess || count == 0)
-        return skd_fail(SKD_ERR_NO_DEVICE, "no CUDA device: %s", err != cudaSuccess ? cudaGetErrorString(err) : "none found");
+    int st = check_args(bytes, "passes", passes, 100000);
+    if (st != SKD_OK) return st;
     const size_t n4 = (size_t)bytes / 16;
     float4 *src = nullptr;
     float *sink = nullptr;
     cudaEvent_t e0 = nullptr, e1 = nullptr;
-    int st = SKD_OK;
     int sms = 0;
-#define TRY(call)                                                                                        \
-    do {                                                                                                 \
-        cudaError_t e_ = (call);                                                                         \
-        if (e_ != cudaSuccess) {                                                                         \
-            st = skd_fail(e_ == cudaErrorMemoryAllocation ? SKD_ERR_OUT_OF_MEMORY : SKD_ERR_DEVICE,     \
-                          "membw: %s failed: %s", #call, cudaGetErrorString(e_));                        \
-            goto done;                                                                                   \
-        }                                                                                                \
-    } while (0)
+    double sec = 0;
     TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     TRY(cudaMalloc(&src, n4 * sizeof(float4)));
     TRY(cudaMalloc(&sink, 4096 * sizeof(float)));
     TRY(cudaMemset(src, 0, n4 * sizeof(float4)));
     TRY(cudaEventCreate(&e0));
     TRY(cudaEventCreate(&e1));
-    read_kernel<<<sms * 8, 512>>>(src, n4, sink); /* untimed, as on the host */
-    TRY(cudaGetLastError());
+    TRY(timed_read(src, n4, sink, sms, e0, e1, &sec)); /* untimed, as on the host */
     for (int r = 0; r < passes; r++) {
-        float ms = 0.f;
-        TRY(cudaEventRecord(e0));
-        read_kernel<<<sms * 8, 512>>>(src, n4, sink);
-        TRY(cudaGetLastError());
-        TRY(cudaEventRecord(e1));
-        TRY(cudaEventSynchronize(e1));
-        TRY(cudaEventElapsedTime(&ms, e0, e1));
-        out_read[r] = (double)n4 * sizeof(float4) / (ms * 1e-3) / 1e9;
+        TRY(timed_read(src, n4, sink, sms, e0, e1, &sec));
+        out_read[r] = (double)n4 * sizeof(float4) / sec / 1e9;
     }
-#undef TRY
 done:
     if (e0) cudaEventDestroy(e0);
     if (e1) cudaEventDestroy(e1);
@@ -129,3 +122,4 @@ done:
     cudaFree(sink);
     return st;
 }
+#undef TRY
