@@ -43,7 +43,8 @@ extern "C" {
  *     SKD_DTYPE_Q8_0..Q6_K, skd_dtype_row_bytes, skd_quantize, skd_dequantize; the paged KV cache:
  *     SKD_CFG_KV_DTYPE/KV_BLOCKS/KV_BLOCK_SIZE, SKD_ERR_KV_FULL, skd_engine_kv_reserve,
  *     skd_engine_kv_stats, skd_engine_kv_slot_stats, skd_engine_kv_check;
- *  5: skd_file_map, skd_file_drop, skd_file_unmap). */
+ *  5: skd_file_map, skd_file_drop, skd_file_unmap;
+ *  6: skd_membw_passes). */
 #define SKD_ABI_VERSION 6
 
 /* ---- status codes ------------------------------------------------------- */
