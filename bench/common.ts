@@ -67,7 +67,7 @@ export const SHAPES: Record<string, TinyModelOptions> = {
 
 /**
  * The roofline the runs compare with, in GB/s: `passes` plain reads in a row
- * over 512 MiB (skd_membw_passes; ~0.7 s at 20 GB/s). `sustained` is their
+ * over `bytes` (skd_membw_passes; 512 MiB: ~0.7 s at 20 GB/s). `sustained` is their
  * bytes over their total time, `best` the fastest pass. A decode's tokens/s
  * averages a few seconds of steps, so its share of the bandwidth is taken of
  * the sustained rate; on a quiet machine the two agree, while on a cloud VM
@@ -75,9 +75,19 @@ export const SHAPES: Record<string, TinyModelOptions> = {
  * 2-core EPYC VM) and the best pass is a lucky 25 ms no long run gets. The
  * benches print the share of the best pass beside it.
  */
-export function readBandwidth(native: NativeBackend, threads: number, passes = 24): { sustained: number; best: number } {
-  const rates = native.membwPasses(512 * 2 ** 20, threads, passes);
-  return { sustained: rates.length / rates.reduce((a, r) => a + 1 / r, 0), best: Math.max(...rates) };
+export function readBandwidth(
+  native: NativeBackend,
+  threads: number,
+  passes = 24,
+  bytes = 512 * 2 ** 20,
+): { sustained: number; best: number; passes: number[] } {
+  const rates = native.membwPasses(bytes, threads, passes);
+  return { sustained: rates.length / rates.reduce((a, r) => a + 1 / r, 0), best: Math.max(...rates), passes: rates };
+}
+
+/** "min–max" of xs, one decimal. */
+export function range(xs: number[]): string {
+  return `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
 }
 
 /** Bytes of one layer's matrices, and of what every step reads whatever its budget (LM head, project_in/out). */

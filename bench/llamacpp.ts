@@ -42,7 +42,7 @@ import { GgufFile } from "../lib/checkpoint/gguf.ts";
 import { SkipDecoder } from "../lib/index.ts";
 import { NativeBackend } from "../lib/engine/native.ts";
 import { Rng } from "../lib/tiny/model.ts";
-import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, stddev, table, writeJson } from "./common.ts";
+import { flags, machine, median, numList, pm, range, readBandwidth, ROOT, shapeModel, stddev, table, writeJson } from "./common.ts";
 import { benchGguf } from "./gguf.ts";
 
 const USAGE = `usage: bun run bench llamacpp [--models llama-110m,llama-400m] [--types f16,q8_0,q4_0,q4_k_m] [--prompt 32] [--new-tokens 64]
@@ -174,7 +174,7 @@ for (const name of f.models.split(",").map((x) => x.trim()).filter(Boolean)) {
     const ctx = await model.createContext({ contextSize: P + N + 8, threads, batchSize: P, sequences: 1 });
     const seq = ctx.getSequence();
     /** Read bandwidth before each measured round, and after the last. */
-    const bwSeen: { sustained: number; best: number }[] = [];
+    const bwSeen: ReturnType<typeof readBandwidth>[] = [];
 
     /** llama.cpp: decode tok/s of one greedy run, and its tokens. */
     async function peer(): Promise<{ tokS: number; tokens: number[] }> {
@@ -212,12 +212,13 @@ for (const name of f.models.split(",").map((x) => x.trim()).filter(Boolean)) {
       }
     }
     bwSeen.push(bw());
-    const roundBw = peerTokS.map((_, r) => Math.max(bwSeen[r]!.sustained, bwSeen[r + 1]!.sustained));
-    const roundBest = peerTokS.map((_, r) => Math.max(bwSeen[r]!.best, bwSeen[r + 1]!.best));
+    /** Each round's bandwidth: the higher of the measures before and after it. */
+    const aroundRounds = (k: "sustained" | "best") => peerTokS.map((_, r) => Math.max(bwSeen[r]![k], bwSeen[r + 1]![k]));
+    const roundBw = aroundRounds("sustained");
+    const roundBest = aroundRounds("best");
     /** Weight bytes per second as a share of each round's bandwidth, median over the rounds. */
     const ofMembw = (tokS: number[], b: number, bw = roundBw) => median(tokS.map((v, r) => (v * b) / 1e9 / bw[r]!));
     const pct = (x: number) => `${(x * 100).toFixed(0)}%`;
-    const range = (xs: number[]) => `${Math.min(...xs).toFixed(1)}–${Math.max(...xs).toFixed(1)}`;
     const shares = (tokS: number[], b: number) => `${pct(ofMembw(tokS, b))} (${pct(ofMembw(tokS, b, roundBest))})`;
     const fullStep = bytesAt(bytes, spec.numLayers);
     const gbs = (tokS: number, b: number) => (tokS * b) / 1e9;

@@ -10,7 +10,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { libraryPath, NativeBackend } from "../lib/engine/native.ts";
-import { flags, machine, median, pm, ROOT, stddev, table, writeJson } from "./common.ts";
+import { flags, machine, median, pm, range, readBandwidth, ROOT, stddev, table, writeJson } from "./common.ts";
 
 const USAGE = `usage: bun run bench membw [--mib 512] [--threads 0] [--reps 10] [--out bench/results/membw.json]`;
 const f = flags(USAGE, {
@@ -37,8 +37,8 @@ function measure(backend: NativeBackend, bytes: number, threads: number, reps: n
     read.push(r.readGBs);
     copy.push(r.copyGBs);
   }
-  const passes = backend.membwPasses(bytes, threads, 24);
-  return { read, copy, passes, sustained: passes.length / passes.reduce((a, r) => a + 1 / r, 0) };
+  const { sustained, passes } = readBandwidth(backend, threads, 24, bytes);
+  return { read, copy, passes, sustained };
 }
 
 console.log(`membw: ${machine()}; buffers ${mib} MiB, best of ${reps} passes, 5 rounds\n`);
@@ -58,8 +58,7 @@ for (const name of ["cpu", "cuda"] as const) {
     continue;
   }
   const m = measure(b, mib * 2 ** 20, threads, reps);
-  const spread = `${Math.min(...m.passes).toFixed(1)}–${Math.max(...m.passes).toFixed(1)}`;
-  rows.push([`${name} (${b.deviceName()})`, threads || "all", pm(m.read), m.sustained.toFixed(1), spread, pm(m.copy)]);
+  rows.push([`${name} (${b.deviceName()})`, threads || "all", pm(m.read), m.sustained.toFixed(1), range(m.passes), pm(m.copy)]);
   results.push({
     backend: name, device: b.deviceName(), threads, mib, readGBs: median(m.read), readStd: stddev(m.read), copyGBs: median(m.copy), copyStd: stddev(m.copy),
     sustainedReadGBs: m.sustained, read: m.read, copy: m.copy, passes: m.passes,

@@ -43,11 +43,12 @@ static double seconds(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* The arguments both entry points share; threads 0 becomes the core count. */
-static int check_args(int64_t bytes, int32_t *threads, const char *what, int32_t reps, int32_t max_reps) {
+/* The checks both entry points share: the buffer size, `count` (reps or passes) in 1..max, threads;
+ * threads 0 becomes the core count. */
+static int check_args(int64_t bytes, int32_t *threads, const char *what, int32_t count, int32_t max) {
     if (bytes < (1 << 20) || bytes > ((int64_t)1 << 36))
         return skd_fail(SKD_ERR_INVALID_ARG, "bytes must be in 1 MiB .. 64 GiB, got %lld", (long long)bytes);
-    if (reps < 1 || reps > max_reps) return skd_fail(SKD_ERR_INVALID_ARG, "%s must be in 1..%d, got %d", what, max_reps, reps);
+    if (count < 1 || count > max) return skd_fail(SKD_ERR_INVALID_ARG, "%s must be in 1..%d, got %d", what, max, count);
     if (*threads < 0) return skd_fail(SKD_ERR_INVALID_ARG, "threads must be >= 0, got %d", *threads);
     if (*threads == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);

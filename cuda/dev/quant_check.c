@@ -321,7 +321,7 @@ static void timing(skd_pool *pool, int nth, int cached, const char *only) {
             for (int ki = 0; ki < NK; ki++) {
                 const int qk = ki == 0 ? SKD_QKERNEL_PORTABLE : KERNELS[ki - 1];
                 share[t][ki][round] = -1;
-                if (!skd_qkernel_supported(qk) || !wanted(only, types[t])) continue;
+                if (!skd_qkernel_supported(qk) || !nm[t]) continue; /* unsupported, or a type not asked for */
                 if (!skd_dtype_is_quant(types[t]) && ki > 1) continue; /* 16-bit: portable and the best SIMD */
                 double best = 1e30;
                 for (int rep = 0; rep < (cached ? 300 : 3); rep++) {
