@@ -442,6 +442,8 @@ describe("every quantized kernel of this CPU", () => {
       expect(out).toMatch(/^OK$/m);
       // the pool's stealing split ran every item once, and other threads took from a slow caller
       expect(out).toMatch(/^pool\s+run_range\s+every item once; [1-9]\d* items/m);
+      // weight memory: pieces of every size aligned, disjoint, and given back to the system when freed
+      expect(out).toMatch(/^weight memory\s+66 pieces \(\d+ MiB\) aligned and disjoint/m);
       // the portable reference and, on x86-64 with AVX2, the AVX2 kernels ran for every type
       for (const t of TYPES) expect(out).toMatch(new RegExp(`^${t}\\s+portable\\s+worst error`, "m"));
       if (/avx2/.test(cpu.deviceName()) || /avx512/.test(cpu.deviceName())) {

@@ -144,16 +144,18 @@ SKD_API int skd_device_name(int32_t index, char *buf, int32_t cap) {
 SKD_API void skd_engine_free(skd_engine *e) {
     if (!e) return;
     if (e->pool) skd_pool_free(e->pool);
-    void **owned[] = { &e->embed_tokens.data, &e->embed_positions.data, &e->project_in.data, &e->project_out.data,
-                       &e->lm_head.data, (void **)&e->final_ln_w, (void **)&e->final_ln_b, (void **)&e->rope_inv_freq };
-    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(*owned[i]);
+    skd_mat *mats[] = { &e->embed_tokens, &e->embed_positions, &e->project_in, &e->project_out, &e->lm_head };
+    for (size_t i = 0; i < sizeof mats / sizeof *mats; i++) skd_weight_free(mats[i]->data);
+    void *vecs[] = { e->final_ln_w, e->final_ln_b, e->rope_inv_freq };
+    for (size_t i = 0; i < sizeof vecs / sizeof *vecs; i++) free(vecs[i]);
     if (e->layers) {
         for (int l = 0; l < e->s.n_layers; l++) {
             layer_weights *w = &e->layers[l];
-            void *ps[] = { w->q.data, w->k.data, w->v.data, w->o.data, w->fc1.data, w->fc2.data, w->gate.data, w->q_b,
-                           w->k_b, w->v_b, w->o_b, w->fc1_b, w->fc2_b, w->gate_b, w->attn_ln_w, w->attn_ln_b,
+            skd_mat *lm[] = { &w->q, &w->k, &w->v, &w->o, &w->fc1, &w->fc2, &w->gate };
+            for (size_t i = 0; i < sizeof lm / sizeof *lm; i++) skd_weight_free(lm[i]->data);
+            void *lv[] = { w->q_b, w->k_b, w->v_b, w->o_b, w->fc1_b, w->fc2_b, w->gate_b, w->attn_ln_w, w->attn_ln_b,
                            w->mlp_ln_w, w->mlp_ln_b };
-            for (size_t i = 0; i < sizeof ps / sizeof *ps; i++) free(ps[i]);
+            for (size_t i = 0; i < sizeof lv / sizeof *lv; i++) free(lv[i]);
         }
     }
     skd_kv_destroy(&e->kv);

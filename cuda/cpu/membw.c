@@ -66,8 +66,8 @@ SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_
     float *src = skd_weight_alloc(n * sizeof(float)), *dst = skd_weight_alloc(n * sizeof(float));
     skd_pool *pool = skd_pool_create(threads);
     if (!src || !dst || !pool) {
-        free(src);
-        free(dst);
+        skd_weight_free(src);
+        skd_weight_free(dst);
         if (pool) skd_pool_free(pool);
         return skd_fail(SKD_ERR_OUT_OF_MEMORY, "membw: cannot allocate 2 x %lld bytes", (long long)bytes);
     }
@@ -91,8 +91,8 @@ SKD_API int skd_membw(int64_t bytes, int32_t threads, int32_t reps, double *out_
     *out_read = moved / best_read / 1e9;
     *out_copy = 2.0 * moved / best_copy / 1e9;
     skd_pool_free(pool);
-    free(src);
-    free(dst);
+    skd_weight_free(src);
+    skd_weight_free(dst);
     return SKD_OK;
 }
 
@@ -104,7 +104,7 @@ SKD_API int skd_membw_passes(int64_t bytes, int32_t threads, int32_t passes, dou
     float *src = skd_weight_alloc(n * sizeof(float));
     skd_pool *pool = skd_pool_create(threads);
     if (!src || !pool) {
-        free(src);
+        skd_weight_free(src);
         if (pool) skd_pool_free(pool);
         return skd_fail(SKD_ERR_OUT_OF_MEMORY, "membw: cannot allocate %lld bytes", (long long)bytes);
     }
@@ -117,6 +117,6 @@ SKD_API int skd_membw_passes(int64_t bytes, int32_t threads, int32_t passes, dou
         out_read[r] = (double)n * sizeof(float) / (seconds() - t) / 1e9;
     }
     skd_pool_free(pool);
-    free(src);
+    skd_weight_free(src);
     return SKD_OK;
 }

@@ -1,8 +1,10 @@
 /* ops.c — reference-grade CPU kernels; see ops.h. */
-#define _DEFAULT_SOURCE /* madvise, posix_memalign */
+#define _DEFAULT_SOURCE /* madvise, MAP_ANONYMOUS */
 #include "ops.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__linux__)
@@ -19,19 +21,96 @@ static inline float widen(const void *data, int dtype, int64_t i) {
     return skd_half_to_f32(((const uint16_t *)data)[i]);
 }
 
-void *skd_weight_alloc(size_t bytes) {
-    const size_t huge = (size_t)2 << 20;
-    const size_t rounded = (bytes + 63) / 64 * 64;
+/* Weight memory (ops.h). Linux: blocks mapped straight from the kernel (so a
+ * freed one is unmapped at once, whatever malloc's thresholds), 2 MiB-aligned
+ * and advised as huge pages. A request under SLAB_OWN is carved from the open
+ * 32 MiB slab, front to back; a block counts its live pieces and is unmapped
+ * with the last one. A request from SLAB_OWN up is a block of its own. */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define SLAB_BYTES ((size_t)32 << 20)
+#define SLAB_OWN ((size_t)8 << 20)
+
+typedef struct block {
+    struct block *next;
+    char *base;
+    size_t size, used; /* mapped bytes; bytes handed out (slabs) */
+    long live;         /* pieces not yet freed */
+} block;
+
+static pthread_mutex_t blocks_mu = PTHREAD_MUTEX_INITIALIZER;
+static block *blocks;     /* every block with live pieces */
+static block *open_slab;  /* the slab new small pieces come from, or NULL */
+
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
+/* A block of `size` bytes (a multiple of 4 KiB) at a 2 MiB boundary, its first `advise` bytes' whole 2 MiB pages
+ * advised as huge pages; NULL when out of memory. Called with blocks_mu held. */
+static block *map_block(size_t size, size_t advise) {
+    block *b = malloc(sizeof *b);
+    char *p = b ? mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (p == MAP_FAILED) {
+        free(b);
+        return NULL;
+    }
+    const size_t head = (HUGE_PAGE - (uintptr_t)p % HUGE_PAGE) % HUGE_PAGE; /* trim to the boundary */
+    if (head) munmap(p, head);
+    munmap(p + head + size, HUGE_PAGE - head);
+    if (advise >= HUGE_PAGE) madvise(p + head, advise / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE); /* advice only */
+    *b = (block){ blocks, p + head, size, 0, 0 };
+    blocks = b;
+    return b;
+}
+
+static int hugepages_on(void) {
     const char *env = getenv("SKIPDECODE_CPU_HUGEPAGES");
-    if (bytes >= huge && !(env && strcmp(env, "0") == 0)) {
-        void *p = NULL; /* posix_memalign: aligned_alloc wants the size a multiple of the alignment */
-        if (posix_memalign(&p, huge, rounded) != 0) return NULL;
-        madvise(p, bytes / huge * huge, MADV_HUGEPAGE); /* advice only: failure leaves 4 KiB pages */
+    return !(env && strcmp(env, "0") == 0);
+}
+#endif
+
+void *skd_weight_alloc(size_t bytes) {
+    if (bytes > SIZE_MAX / 2) return NULL; /* no such memory; the roundings below cannot wrap */
+    const size_t rounded = bytes ? (bytes + 63) / 64 * 64 : 64;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (hugepages_on()) {
+        void *p = NULL;
+        pthread_mutex_lock(&blocks_mu);
+        if (rounded >= SLAB_OWN) {
+            block *b = map_block((rounded + 4095) / 4096 * 4096, bytes);
+            if (b) b->used = rounded, b->live = 1, p = b->base;
+        } else {
+            if (open_slab && open_slab->used + rounded > SLAB_BYTES) open_slab = NULL; /* its tail stays unused */
+            if (!open_slab) open_slab = map_block(SLAB_BYTES, SLAB_BYTES);
+            if (open_slab) {
+                p = open_slab->base + open_slab->used;
+                open_slab->used += rounded;
+                open_slab->live++;
+            }
+        }
+        pthread_mutex_unlock(&blocks_mu);
         return p;
     }
 #endif
-    return aligned_alloc(64, rounded ? rounded : 64);
+    return aligned_alloc(64, rounded);
+}
+
+void skd_weight_free(void *p) {
+    if (!p) return;
+    pthread_mutex_lock(&blocks_mu);
+    for (block **at = &blocks; *at; at = &(*at)->next) {
+        block *b = *at;
+        if ((char *)p < b->base || (char *)p >= b->base + b->size) continue;
+        if (--b->live == 0) {
+            *at = b->next;
+            if (b == open_slab) open_slab = NULL;
+#if defined(__linux__)
+            munmap(b->base, b->size);
+#endif
+            free(b);
+        }
+        pthread_mutex_unlock(&blocks_mu);
+        return;
+    }
+    pthread_mutex_unlock(&blocks_mu);
+    free(p); /* from aligned_alloc (huge pages off, or not Linux) */
 }
 
 int64_t skd_mat_bytes(const skd_mat *m) { return m->data ? m->rows * skd_row_bytes(m->dtype, m->cols) : 0; }
@@ -105,7 +184,7 @@ int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t co
     set_args a = { p, src, dtype, packed, rows, cols };
     if (pool) skd_pool_run(pool, set_task, &a);
     else set_task(&a, 0, 1);
-    free(m->data);
+    skd_weight_free(m->data);
     *m = (skd_mat){ p, dtype, packed, rows, cols };
     return 0;
 }

@@ -35,13 +35,23 @@ static inline int64_t skd_panels(const skd_mat *m) { return (m->rows + SKD_PANEL
 static inline size_t skd_dtype_size(int dtype) { return dtype == 1 ? 4 : 2; }
 
 /* Memory for a weight matrix (or any large buffer streamed every step),
- * released with free(). From 2 MiB up it is 2 MiB-aligned and advised as
- * transparent huge pages (madvise MADV_HUGEPAGE; whole 2 MiB pages only, so
- * the tail stays in 4 KiB pages and nothing past `bytes` is touched): one TLB
- * entry per 2 MiB instead of per 4 KiB lets two cores stream weights ~25%
- * faster on the Zen 3 VM (bench membw: 22 → 28 GB/s). Linux only; elsewhere,
- * or with SKIPDECODE_CPU_HUGEPAGES=0, plain 64-byte-aligned memory. */
+ * 64-byte-aligned, released with skd_weight_free. On Linux it is mapped from
+ * the kernel in 2 MiB-aligned blocks advised as transparent huge pages
+ * (madvise MADV_HUGEPAGE): one TLB entry per 2 MiB instead of per 4 KiB lets
+ * two cores stream weights ~25% faster on the Zen 3 VM (bench membw: 22 → 28
+ * GB/s). A piece under 8 MiB is carved from a shared 32 MiB slab, so the many
+ * small matrices of a quantized model (a llama-400m Q4_K q is 0.6 MiB) sit in
+ * huge pages too: before the slabs, 64 of a llama-400m Q4_K_M file's 230 MiB
+ * of matrices did (smaps AnonHugePages), after, all; decode_bw's Q8_0, Q4_0
+ * and Q4_K steps went from 72-89% to 82-94% of membw. A block is unmapped with
+ * its last piece (so a slab that two engines loaded into at once lives as
+ * long as both). From 8 MiB up a piece is a block of its own, advised in
+ * whole 2 MiB pages only (its tail stays in 4 KiB pages; nothing past `bytes`
+ * is touched). Elsewhere, or with SKIPDECODE_CPU_HUGEPAGES=0, aligned_alloc. */
 void *skd_weight_alloc(size_t bytes);
+
+/* Releases skd_weight_alloc's memory (or malloc's: anything outside a slab goes to free()); NULL is a no-op. */
+void skd_weight_free(void *p);
 
 /* Bytes the matrix holds (its rows, not the panel padding). */
 int64_t skd_mat_bytes(const skd_mat *m);

@@ -82,7 +82,7 @@ int main(int argc, char **argv) {
                        total / best / 1e9, 2.0 * m * (total / 2) / best / 1e9);
             }
         }
-        for (int i = 0; i < n_mats; i++) free(mats[i].data);
+        for (int i = 0; i < n_mats; i++) skd_weight_free(mats[i].data);
         free(x), free(out), free(ref);
     }
     skd_pool_free(pool);

@@ -96,7 +96,7 @@ int main(int argc, char **argv) {
             share[t * rounds + r] = bytes / best / 1e9 / rd;
             bw[r] = rd;
         }
-        for (int i = 0; i < NM; i++) free(w[i].data);
+        for (int i = 0; i < NM; i++) skd_weight_free(w[i].data);
         qsort(share + t * rounds, (size_t)rounds, sizeof(double), cmp_double);
         qsort(bw, (size_t)rounds, sizeof(double), cmp_double);
         printf("%-5s %6.0f MB a step: %3.0f%% of the read bandwidth (quartiles %.0f-%.0f%%; membw median %.1f GB/s)\n",

@@ -23,7 +23,9 @@
  *     and for every tile split (the rows of one call are also split across
  *     2 threads differently than alone);
  *   - skd_pool_run_range (the matmuls' split) runs every item exactly once,
- *     with a slow caller whose share the other threads must take from.
+ *     with a slow caller whose share the other threads must take from;
+ *   - skd_weight_alloc's pieces are aligned and disjoint, and freed ones go
+ *     back to the system.
  * Timing napkin math: GB/s = weight bytes / time at m = 1; compare with
  * `bun run bench membw` (this VM: ~27 GB/s read with 2 threads).
  */
@@ -205,8 +207,68 @@ static int check_range(void) {
     return bad;
 }
 
+/* Resident memory in KiB (Linux), or -1. */
+static long rss_kib(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = -1, resident = -1;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
+        fclose(f);
+    }
+    return resident < 0 ? -1 : resident * 4;
+}
+
+/* skd_weight_alloc / skd_weight_free: pieces of every size (slab pieces, pieces on either side of the 8 MiB of a
+ * block of their own, empty ones) are 64-byte-aligned and disjoint (each holds its own byte after all are
+ * written), and freeing all of them in a shuffled order gives their memory back to the system (Linux, huge
+ * pages on: each block is unmapped with its last piece). */
+static int check_weight_alloc(void) {
+    enum { N = 66 };
+    static const size_t sizes[] = { 0, 1, 63, 64, 4095, 100000, ((size_t)2 << 20) - 1, (size_t)2 << 20,
+                                    ((size_t)7 << 20) + 5, (size_t)8 << 20, ((size_t)9 << 20) + 3 };
+    const long rss0 = rss_kib();
+    unsigned char *p[N];
+    size_t sz[N], total = 0;
+    int bad = 0, order[N];
+    for (int i = 0; i < N; i++) {
+        sz[i] = sizes[i % (sizeof sizes / sizeof *sizes)] + (i / 11) * 64 * (i % 3); /* vary the slab offsets */
+        p[i] = skd_weight_alloc(sz[i]);
+        if (!p[i] || (uintptr_t)p[i] % 64) {
+            printf("  skd_weight_alloc(%zu): %p, not a 64-byte-aligned piece\n", sz[i], (void *)p[i]);
+            return 1;
+        }
+        memset(p[i], i + 1, sz[i]);
+        total += sz[i];
+        order[i] = i;
+    }
+    for (int i = 0; i < N; i++) {
+        size_t j = 0; /* a byte of every page, and the last */
+        while (j < sz[i] && p[i][j] == (unsigned char)(i + 1)) j = j + 4096 < sz[i] || j + 1 == sz[i] ? j + 4096 : sz[i] - 1;
+        if (j < sz[i]) {
+            printf("  skd_weight_alloc: piece %d (%zu bytes) overwritten at byte %zu\n", i, sz[i], j);
+            bad = 1;
+        }
+    }
+    const long rss1 = rss_kib();
+    for (int i = N - 1; i > 0; i--) {
+        const int j = (int)(urand() * (i + 1)), t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+    for (int i = 0; i < N; i++) skd_weight_free(p[order[i]]);
+    skd_weight_free(NULL);
+    const long rss2 = rss_kib();
+    const char *env = getenv("SKIPDECODE_CPU_HUGEPAGES");
+    if (rss0 >= 0 && !(env && !strcmp(env, "0")) && rss2 - rss0 > 16 * 1024) {
+        printf("  skd_weight_free: %ld MiB still resident after freeing %zu MiB of pieces\n", (rss2 - rss0) / 1024, total >> 20);
+        bad = 1;
+    }
+    printf("weight memory      %d pieces (%zu MiB) aligned and disjoint; resident +%ld MiB, after freeing %+ld MiB\n", N,
+           total >> 20, rss0 >= 0 ? (rss1 - rss0) / 1024 : 0, rss0 >= 0 ? (rss2 - rss0) / 1024 : 0);
+    return bad;
+}
+
 static int validate(skd_pool *pool1, skd_pool *pool2) {
-    int bad = check_act() | check_range();
+    int bad = check_act() | check_range() | check_weight_alloc();
     for (size_t ti = 0; ti < sizeof TYPES / sizeof *TYPES; ti++) {
         const int dt = TYPES[ti];
         /* k: Q8_0/Q4_0 13 blocks (a group of 8, then an odd tail of 5); K-quants 3 super-blocks */
@@ -250,7 +312,7 @@ static int validate(skd_pool *pool1, skd_pool *pool2) {
                    variant ? "BATCH-VARIANT" : "rows batch-invariant");
             if (mism || variant) bad = 1;
         }
-        free(x), free(bias), free(ref), free(got), free(one), free(scratch), free(w.data), free(wp.data);
+        free(x), free(bias), free(ref), free(got), free(one), free(scratch), skd_weight_free(w.data), skd_weight_free(wp.data);
     }
     return bad;
 }
@@ -358,7 +420,7 @@ static void timing(skd_pool *pool, int nth, int cached, const char *only) {
         }
     }
     for (int t = 0; t < NT; t++) {
-        for (int i = 0; i < nm[t]; i++) free(ws[t][i].data), free(wsp[t][i].data);
+        for (int i = 0; i < nm[t]; i++) skd_weight_free(ws[t][i].data), skd_weight_free(wsp[t][i].data);
         free(ws[t]), free(wsp[t]);
     }
     free(x), free(out), free(scratch);
