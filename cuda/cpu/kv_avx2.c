@@ -6,9 +6,10 @@
  * Per (row, KV head), for the query heads that share it (grouped-query
  * attention reads each key and value once for the group): scores q·k for
  * every position (8 lanes of the head at a time; f16 keys widened by
- * vcvtph2ps, bf16 by a shift), a max-subtracted softmax whose exponentials
- * are 8 at a time (exp8, exp_avx2.h), then the weighted sum of values accumulated
- * in registers, 16 lanes at a time.
+ * vcvtph2ps, bf16 by a shift; 8 / group-size positions at a time, whose
+ * dot products one hadd tree reduces together), a max-subtracted softmax
+ * whose exponentials are 8 at a time (exp8, exp_avx2.h), then the weighted
+ * sum of values accumulated in registers, 16 lanes at a time.
  *
  * Napkin math, OPT-350m shape (24 layers, kd = 1024) at 2048 context: one
  * token reads 2 × 24 × 2048 × 1024 elements of K and V: 403 MB in fp32,
@@ -57,17 +58,61 @@ INLINE float hmax(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* The sum of v's 8 lanes as ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the order hsum8 adds
+ * each of its vectors in, so a score is the same number whichever path computes it (a position's path
+ * depends on where it sits in its block, and decoding must equal the prefill bit for bit). */
+INLINE float hsum_tree(__m256 v) {
+    const __m256 h = _mm256_hadd_ps(v, v), h2 = _mm256_hadd_ps(h, h);
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(h2), _mm256_extractf128_ps(h2, 1)));
+}
+
+/* Lane a of the result = the sum of v[a]'s 8 lanes (an hadd tree; hsum_tree's order). */
+INLINE __m256 hsum8(const __m256 v[8]) {
+    const __m256 s0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+    const __m256 s1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+    /* s0: lanes 0-3 v[0..3]'s low halves, 4-7 their high halves; s1 the same for v[4..7] */
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
+}
+
 /* Scores of GC query heads (q [GC, hd]) against every position: each key row is
- * loaded and widened once for the GC heads; sc[i·n + p]; mx[i] their maxima. */
+ * loaded and widened once for the GC heads; sc[i·n + p]; mx[i] their maxima.
+ * With hd a multiple of 8, P = 8, 4, 2, 2 positions at a time (GC 1-4): their
+ * P·GC dot products reduced together (hsum8) instead of one horizontal sum
+ * each, and stored P at a time; a block's last positions, and any other head
+ * size, one at a time. */
 INLINE void scores(const skd_kv_cache *c, int dt, int slot, int layer, size_t head, int hd, int n, const float *q,
                    int GC, float *sc, float *mx) {
-    const int B = c->block_size, h8 = hd & ~7;
+    const int B = c->block_size, h8 = hd & ~7, P = GC == 1 ? 8 : GC == 2 ? 4 : 2;
     const size_t row = (size_t)c->kd * c->esize;
+    __m256 vmx = _mm256_set1_ps(-INFINITY); /* the maxima of the P-at-a-time scores, lanes as hsum8's */
     for (int i = 0; i < GC; i++) mx[i] = -INFINITY;
     for (int p0 = 0; p0 < n; p0 += B) {
         const unsigned char *kb = skd_kv_block(c, slot, layer, p0 / B) + head;
         const int m = n - p0 < B ? n - p0 : B;
-        for (int t = 0; t < m; t++) {
+        int t = 0;
+        for (; h8 == hd && t + P <= m; t += P) {
+            __m256 acc[8]; /* acc[i·P + u]: head i, position t + u */
+            for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
+            for (int j = 0; j < hd; j += 8) {
+                for (int u = 0; u < P; u++) {
+                    const __m256 kv = load8(kb + (size_t)(t + u) * row, dt, j);
+                    for (int i = 0; i < GC; i++)
+                        acc[i * P + u] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)i * hd + j), kv, acc[i * P + u]);
+                }
+            }
+            const __m256 d = hsum8(acc); /* lanes i·P .. i·P + P − 1: head i's P scores */
+            vmx = _mm256_max_ps(vmx, d);
+            float *o = sc + p0 + t;
+            if (P == 8) _mm256_storeu_ps(o, d);
+            else if (P == 4) _mm_storeu_ps(o, _mm256_castps256_ps128(d)), _mm_storeu_ps(o + n, _mm256_extractf128_ps(d, 1));
+            else
+                for (int i = 0; i < GC; i++) {
+                    const __m128 h = (i & 2) ? _mm256_extractf128_ps(d, 1) : _mm256_castps256_ps128(d);
+                    if (i & 1) _mm_storeh_pi((__m64 *)(o + (size_t)i * n), h);
+                    else _mm_storel_pi((__m64 *)(o + (size_t)i * n), h);
+                }
+        }
+        for (; t < m; t++) {
             const void *k = kb + (size_t)t * row;
             __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() };
             for (int j = 0; j < h8; j += 8) {
@@ -75,13 +120,17 @@ INLINE void scores(const skd_kv_cache *c, int dt, int slot, int layer, size_t he
                 for (int i = 0; i < GC; i++) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)i * hd + j), kv, acc[i]);
             }
             for (int i = 0; i < GC; i++) {
-                float dotv = hsum(acc[i]);
+                float dotv = hsum_tree(acc[i]);
                 for (int j = h8; j < hd; j++) dotv += q[(size_t)i * hd + j] * load1(k, dt, j);
                 sc[(size_t)i * n + p0 + t] = dotv;
                 if (dotv > mx[i]) mx[i] = dotv;
             }
         }
     }
+    float v[8];
+    _mm256_storeu_ps(v, vmx);
+    for (int i = 0; i < GC; i++)
+        for (int u = 0; u < P; u++) mx[i] = v[i * P + u] > mx[i] ? v[i * P + u] : mx[i];
 }
 
 /* sc[0..n) = exp(sc − mx), 8 at a time; returns 1 / their sum. */
