@@ -14,6 +14,7 @@ int skd_kv_init(skd_kv_cache *c, const skd_shape *s, int dtype) {
     c->esize = dtype == SKD_DTYPE_F32 ? 4 : 2;
     c->block_size = s->kv_block_size;
     c->kd = s->kv_dim;
+    c->hd = s->head_dim;
     c->n_layers = s->n_layers;
     c->max_slots = s->max_slots;
     c->per_table = (int32_t)skd_kv_blocks_for(s->max_seq, s->kv_block_size);
@@ -137,11 +138,13 @@ static void store_row(void *dst, int dtype, const float *src, int n) {
 }
 
 void skd_kv_write(const skd_kv_cache *c, int slot, int layer, int pos, const float *k, const float *v) {
-    const int B = c->block_size;
-    unsigned char *blk = (unsigned char *)skd_kv_block(c, slot, layer, pos / B);
-    const size_t row = (size_t)c->kd * c->esize;
-    store_row(blk + (size_t)(pos % B) * row, c->dtype, k, c->kd);
-    store_row(blk + (size_t)(B + pos % B) * row, c->dtype, v, c->kd);
+    const int B = c->block_size, hd = c->hd;
+    const size_t row = (size_t)hd * c->esize;
+    for (int h = 0; h < c->kd / hd; h++) {
+        unsigned char *kh = (unsigned char *)skd_kv_keys(c, slot, layer, pos / B, h) + (size_t)(pos % B) * row;
+        store_row(kh, c->dtype, k + (size_t)h * hd, hd);
+        store_row(kh + skd_kv_values_at(c), c->dtype, v + (size_t)h * hd, hd);
+    }
 }
 
 /* dst[0..n) = n stored 16-bit elements as fp32. float16: the bits of exponent and
@@ -179,14 +182,14 @@ static const float *row_f32(float *buf, const void *src, int dtype, int n) {
 static void attend_portable(const skd_kv_cache *c, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
                             float *sc, float *out) {
     const int B = c->block_size, dt = c->dtype;
-    const size_t row = (size_t)c->kd * c->esize, head = (size_t)kvh * hd * c->esize;
+    const size_t row = (size_t)hd * c->esize;
     float kv[512]; /* one widened row of a head: head_dim <= 512 here, else in pieces */
     for (int i = 0; i < g; i++) {
         const float *qi = q + (size_t)i * hd;
         float *o = out + (size_t)i * hd;
         float mx = -INFINITY;
         for (int p0 = 0; p0 < n; p0 += B) {
-            const unsigned char *kb = skd_kv_block(c, slot, layer, p0 / B) + head;
+            const unsigned char *kb = skd_kv_keys(c, slot, layer, p0 / B, kvh);
             const int m = n - p0 < B ? n - p0 : B;
             for (int t = 0; t < m; t++) {
                 float dotv = 0.f;
@@ -208,7 +211,7 @@ static void attend_portable(const skd_kv_cache *c, int slot, int layer, int kvh,
         const float inv = 1.0f / sum;
         for (int j = 0; j < hd; j++) o[j] = 0.f;
         for (int p0 = 0; p0 < n; p0 += B) {
-            const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
+            const unsigned char *vb = skd_kv_keys(c, slot, layer, p0 / B, kvh) + skd_kv_values_at(c);
             const int m = n - p0 < B ? n - p0 : B;
             for (int t = 0; t < m; t++) {
                 const float pw = sc[p0 + t] * inv;

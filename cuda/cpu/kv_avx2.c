@@ -74,21 +74,29 @@ INLINE __m256 hsum8(const __m256 v[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
 }
 
+/* Fetches a head's run of a block (its keys or its values: B·hd elements) into the cache ahead of use: the
+ * next block sits wherever the table says, which no hardware prefetcher can guess. */
+INLINE void prefetch_run(const unsigned char *p, size_t bytes) {
+    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+}
+
 /* Scores of GC query heads (q [GC, hd]) against every position: each key row is
  * loaded and widened once for the GC heads; sc[i·n + p]; mx[i] their maxima.
  * With hd a multiple of 8, P = 8, 4, 2, 2 positions at a time (GC 1-4): their
  * P·GC dot products reduced together (hsum8) instead of one horizontal sum
  * each, and stored P at a time; a block's last positions, and any other head
  * size, one at a time. */
-INLINE void scores(const skd_kv_cache *c, int dt, int slot, int layer, size_t head, int hd, int n, const float *q,
+INLINE void scores(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int hd, int n, const float *q,
                    int GC, float *sc, float *mx) {
     const int B = c->block_size, h8 = hd & ~7, P = GC == 1 ? 8 : GC == 2 ? 4 : 2;
-    const size_t row = (size_t)c->kd * c->esize;
+    const size_t row = (size_t)hd * c->esize; /* a head's positions are contiguous (kv.h) */
     __m256 vmx = _mm256_set1_ps(-INFINITY); /* the maxima of the P-at-a-time scores, lanes as hsum8's */
     for (int i = 0; i < GC; i++) mx[i] = -INFINITY;
     for (int p0 = 0; p0 < n; p0 += B) {
-        const unsigned char *kb = skd_kv_block(c, slot, layer, p0 / B) + head;
+        const unsigned char *kb = skd_kv_keys(c, slot, layer, p0 / B, kvh);
         const int m = n - p0 < B ? n - p0 : B;
+        if (p0 + B < n) prefetch_run(skd_kv_keys(c, slot, layer, p0 / B + 1, kvh), (size_t)B * row);
+        else prefetch_run(skd_kv_keys(c, slot, layer, 0, kvh) + skd_kv_values_at(c), (size_t)B * row); /* weighted_values' first */
         int t = 0;
         for (; h8 == hd && t + P <= m; t += P) {
             __m256 acc[8]; /* acc[i·P + u]: head i, position t + u */
@@ -153,17 +161,18 @@ INLINE float softmax_weights(float *sc, int n, float mx) {
 
 /* out [GC, hd] = Σ_p sc[i·n + p] · V[p] · inv[i]: 16 lanes of the head at a
  * time for the GC heads (2·GC accumulators), each value widened once. */
-INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, size_t head, int hd, int n,
+INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int hd, int n,
                             const float *sc, const float *inv, int GC, float *out) {
     const int B = c->block_size, h8 = hd & ~7;
-    const size_t row = (size_t)c->kd * c->esize;
+    const size_t row = (size_t)hd * c->esize; /* a head's positions are contiguous (kv.h) */
     for (int j0 = 0; j0 < h8; j0 += 16) {
         const int two = h8 - j0 >= 16;
         __m256 o[4][2];
         for (int i = 0; i < 4; i++) o[i][0] = o[i][1] = _mm256_setzero_ps();
         for (int p0 = 0; p0 < n; p0 += B) {
-            const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
+            const unsigned char *vb = skd_kv_keys(c, slot, layer, p0 / B, kvh) + skd_kv_values_at(c);
             const int m = n - p0 < B ? n - p0 : B;
+            if (j0 == 0 && p0 + B < n) prefetch_run(skd_kv_keys(c, slot, layer, p0 / B + 1, kvh) + skd_kv_values_at(c), (size_t)B * row);
             for (int t = 0; t < m; t++) {
                 const void *v = vb + (size_t)t * row;
                 const __m256 v0 = load8(v, dt, j0), v1 = two ? load8(v, dt, j0 + 8) : _mm256_setzero_ps();
@@ -184,7 +193,7 @@ INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, 
         for (int i = 0; i < GC; i++) {
             float acc = 0.f;
             for (int p0 = 0; p0 < n; p0 += B) {
-                const unsigned char *vb = skd_kv_block(c, slot, layer, p0 / B) + (size_t)B * row + head;
+                const unsigned char *vb = skd_kv_keys(c, slot, layer, p0 / B, kvh) + skd_kv_values_at(c);
                 const int m = n - p0 < B ? n - p0 : B;
                 for (int t = 0; t < m; t++) acc += sc[(size_t)i * n + p0 + t] * load1(vb + (size_t)t * row, dt, j);
             }
@@ -196,11 +205,10 @@ INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, 
 /* GC (1..4, a constant after inlining) query heads of one KV head. */
 INLINE void attend(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int hd, int n, const float *q, int GC,
                    float *sc, float *out) {
-    const size_t head = (size_t)kvh * hd * c->esize;
     float mx[4], inv[4];
-    scores(c, dt, slot, layer, head, hd, n, q, GC, sc, mx);
+    scores(c, dt, slot, layer, kvh, hd, n, q, GC, sc, mx);
     for (int i = 0; i < GC; i++) inv[i] = softmax_weights(sc + (size_t)i * n, n, mx[i]);
-    weighted_values(c, dt, slot, layer, head, hd, n, sc, inv, GC, out);
+    weighted_values(c, dt, slot, layer, kvh, hd, n, sc, inv, GC, out);
 }
 
 INLINE void attend_dt(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, int g, int hd, int n, const float *q,

@@ -30,7 +30,7 @@ static double now(void) {
 static double time_context(int n, int g) {
     skd_kv_cache c;
     memset(&c, 0, sizeof c);
-    c.dtype = SKD_DTYPE_F16, c.block_size = B, c.kd = KV_HEADS * HD, c.n_layers = LAYERS, c.max_slots = 1;
+    c.dtype = SKD_DTYPE_F16, c.block_size = B, c.kd = KV_HEADS * HD, c.hd = HD, c.n_layers = LAYERS, c.max_slots = 1;
     c.per_table = (n + B - 1) / B, c.esize = 2;
     c.ledger.block_bytes = 2 * B * c.kd * (int64_t)c.esize;
     const size_t blocks = (size_t)LAYERS * (size_t)c.per_table;
