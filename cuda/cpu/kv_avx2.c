@@ -74,10 +74,11 @@ INLINE __m256 hsum8(const __m256 v[8]) {
     return _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
 }
 
-/* Fetches a head's run of a block (its keys or its values: B·hd elements) into the cache ahead of use: the
- * next block sits wherever the table says, which no hardware prefetcher can guess. */
+/* Fetches the start of a head's run of a block (its keys or its values: B·hd elements), at most 4 KiB, into
+ * the cache ahead of use: the next block sits wherever the table says, which no hardware prefetcher can guess;
+ * within a longer run (a large block size) they follow the stream themselves. */
 INLINE void prefetch_run(const unsigned char *p, size_t bytes) {
-    for (size_t o = 0; o < bytes; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
+    for (size_t o = 0; o < bytes && o < 4096; o += 64) _mm_prefetch((const char *)p + o, _MM_HINT_T0);
 }
 
 /* Scores of GC query heads (q [GC, hd]) against every position: each key row is
