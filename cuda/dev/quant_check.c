@@ -38,6 +38,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../cpu/ops.h"
 #include "../cpu/pool.h"
@@ -215,7 +216,7 @@ static long rss_kib(void) {
         if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = -1;
         fclose(f);
     }
-    return resident < 0 ? -1 : resident * 4;
+    return resident < 0 ? -1 : resident * (sysconf(_SC_PAGESIZE) / 1024);
 }
 
 /* skd_weight_alloc / skd_weight_free: pieces of every size (slab pieces, pieces on either side of the 8 MiB of a
