@@ -141,9 +141,9 @@ void skd_kv_write(const skd_kv_cache *c, int slot, int layer, int pos, const flo
     const int B = c->block_size, hd = c->hd;
     const size_t row = (size_t)hd * c->esize;
     for (int h = 0; h < c->kd / hd; h++) {
-        unsigned char *kh = (unsigned char *)skd_kv_keys(c, slot, layer, pos / B, h) + (size_t)(pos % B) * row;
-        store_row(kh, c->dtype, k + (size_t)h * hd, hd);
-        store_row(kh + skd_kv_values_at(c), c->dtype, v + (size_t)h * hd, hd);
+        const size_t at = (size_t)(pos % B) * row;
+        store_row((unsigned char *)skd_kv_keys(c, slot, layer, pos / B, h) + at, c->dtype, k + (size_t)h * hd, hd);
+        store_row((unsigned char *)skd_kv_values(c, slot, layer, pos / B, h) + at, c->dtype, v + (size_t)h * hd, hd);
     }
 }
 
@@ -211,7 +211,7 @@ static void attend_portable(const skd_kv_cache *c, int slot, int layer, int kvh,
         const float inv = 1.0f / sum;
         for (int j = 0; j < hd; j++) o[j] = 0.f;
         for (int p0 = 0; p0 < n; p0 += B) {
-            const unsigned char *vb = skd_kv_keys(c, slot, layer, p0 / B, kvh) + skd_kv_values_at(c);
+            const unsigned char *vb = skd_kv_values(c, slot, layer, p0 / B, kvh);
             const int m = n - p0 < B ? n - p0 : B;
             for (int t = 0; t < m; t++) {
                 const float pw = sc[p0 + t] * inv;

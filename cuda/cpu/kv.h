@@ -82,14 +82,15 @@ static inline const unsigned char *skd_kv_block(const skd_kv_cache *c, int slot,
     return c->data + (size_t)id * (size_t)c->ledger.block_bytes;
 }
 
-/* KV head kvh's keys of block j of (slot, layer): B positions, hd elements apart; its values follow
- * B·kd elements later (skd_kv_values_at). */
+/* KV head kvh's keys of block j of (slot, layer): B positions, hd elements apart. */
 static inline const unsigned char *skd_kv_keys(const skd_kv_cache *c, int slot, int layer, int j, int kvh) {
     return skd_kv_block(c, slot, layer, j) + (size_t)kvh * (size_t)c->block_size * (size_t)c->hd * c->esize;
 }
 
-/* The byte offset from a head's keys in a block to its values. */
-static inline size_t skd_kv_values_at(const skd_kv_cache *c) { return (size_t)c->block_size * (size_t)c->kd * c->esize; }
+/* Its values, laid out the same way: B·kd elements after its keys. */
+static inline const unsigned char *skd_kv_values(const skd_kv_cache *c, int slot, int layer, int j, int kvh) {
+    return skd_kv_keys(c, slot, layer, j, kvh) + (size_t)c->block_size * (size_t)c->kd * c->esize;
+}
 
 void skd_kv_attend_avx2(const skd_kv_cache *c, int slot, int layer, int kvh, int g, int hd, int n, const float *q,
                         float *sc, float *out);

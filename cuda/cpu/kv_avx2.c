@@ -97,7 +97,7 @@ INLINE void scores(const skd_kv_cache *c, int dt, int slot, int layer, int kvh, 
         const unsigned char *kb = skd_kv_keys(c, slot, layer, p0 / B, kvh);
         const int m = n - p0 < B ? n - p0 : B;
         if (p0 + B < n) prefetch_run(skd_kv_keys(c, slot, layer, p0 / B + 1, kvh), (size_t)B * row);
-        else prefetch_run(skd_kv_keys(c, slot, layer, 0, kvh) + skd_kv_values_at(c), (size_t)B * row); /* weighted_values' first */
+        else prefetch_run(skd_kv_values(c, slot, layer, 0, kvh), (size_t)B * row); /* weighted_values' first */
         int t = 0;
         for (; h8 == hd && t + P <= m; t += P) {
             __m256 acc[8]; /* acc[i·P + u]: head i, position t + u */
@@ -171,9 +171,9 @@ INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, 
         __m256 o[4][2];
         for (int i = 0; i < 4; i++) o[i][0] = o[i][1] = _mm256_setzero_ps();
         for (int p0 = 0; p0 < n; p0 += B) {
-            const unsigned char *vb = skd_kv_keys(c, slot, layer, p0 / B, kvh) + skd_kv_values_at(c);
+            const unsigned char *vb = skd_kv_values(c, slot, layer, p0 / B, kvh);
             const int m = n - p0 < B ? n - p0 : B;
-            if (j0 == 0 && p0 + B < n) prefetch_run(skd_kv_keys(c, slot, layer, p0 / B + 1, kvh) + skd_kv_values_at(c), (size_t)B * row);
+            if (j0 == 0 && p0 + B < n) prefetch_run(skd_kv_values(c, slot, layer, p0 / B + 1, kvh), (size_t)B * row);
             for (int t = 0; t < m; t++) {
                 const void *v = vb + (size_t)t * row;
                 const __m256 v0 = load8(v, dt, j0), v1 = two ? load8(v, dt, j0 + 8) : _mm256_setzero_ps();
@@ -194,7 +194,7 @@ INLINE void weighted_values(const skd_kv_cache *c, int dt, int slot, int layer, 
         for (int i = 0; i < GC; i++) {
             float acc = 0.f;
             for (int p0 = 0; p0 < n; p0 += B) {
-                const unsigned char *vb = skd_kv_keys(c, slot, layer, p0 / B, kvh) + skd_kv_values_at(c);
+                const unsigned char *vb = skd_kv_values(c, slot, layer, p0 / B, kvh);
                 const int m = n - p0 < B ? n - p0 : B;
                 for (int t = 0; t < m; t++) acc += sc[(size_t)i * n + p0 + t] * load1(vb + (size_t)t * row, dt, j);
             }

@@ -33,7 +33,7 @@ static inline float widen(const void *data, int dtype, int64_t i) {
 typedef struct block {
     struct block *next;
     char *base;
-    size_t size, used; /* mapped bytes; bytes handed out (slabs) */
+    size_t size, used; /* mapped bytes; bytes handed out (a slab's) */
     long live;         /* pieces not yet freed */
 } block;
 
@@ -75,7 +75,7 @@ void *skd_weight_alloc(size_t bytes) {
         pthread_mutex_lock(&blocks_mu);
         if (rounded >= SLAB_OWN) {
             block *b = map_block((rounded + 4095) / 4096 * 4096, bytes);
-            if (b) b->used = rounded, b->live = 1, p = b->base;
+            if (b) b->live = 1, p = b->base;
         } else {
             if (open_slab && open_slab->used + rounded > SLAB_BYTES) open_slab = NULL; /* its tail stays unused */
             if (!open_slab) open_slab = map_block(SLAB_BYTES, SLAB_BYTES);
