@@ -3,6 +3,7 @@
  * SkipDecode's per-token layer budgets (docs/DESIGN.md).
  */
 import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { familyOf } from "./checkpoint/family.ts";
@@ -53,6 +54,19 @@ export interface LoadOptions {
    * streams. `Infinity`: always feed up to maxBatchTokens rows.
    */
   decodeSlowdown?: number;
+  /**
+   * Send each step to the engine thread while the step before it still runs,
+   * its rows feeding the tokens that step samples (lib/generation/scheduler.ts):
+   * the engine goes from step to step without waiting for this thread's turn
+   * (two thread hand-offs, ~0.6 ms a token on a 2-core VM). Results are the
+   * same either way; a sequence that stops by EOS or a stop string costs one
+   * row of one extra step. It pays where this thread has a core of its own
+   * while the engine computes, so "auto" pipelines on CUDA and on a CPU engine
+   * with fewer threads than cores, and runs one step at a time when the CPU
+   * engine's threads take every core (there this thread's work would slow the
+   * engine's; docs/performance.md, "Pipelined steps", has the measurements).
+   */
+  pipeline?: "auto" | boolean;
   /**
    * Scan every weight for NaN/Inf at load and refuse a damaged checkpoint,
    * naming the tensor (~1–2.5 GB/s of weights on a 2-core VM); false skips
@@ -138,6 +152,13 @@ function kvPoolBlocks(where: string, v: unknown, spec: ModelSpec, o: { maxBatch:
   return Math.min(full, Math.floor(bytes / blockBytes));
 }
 
+/** The pipeline option: "auto", true or false. */
+function pipelineOpt(where: string, v: unknown): "auto" | boolean {
+  if (v === undefined) return LOAD_DEFAULTS.pipeline;
+  if (v === "auto" || typeof v === "boolean") return v;
+  throw new Error(`${where}: pipeline must be "auto", true or false, got ${show(v)}`);
+}
+
 /** Defaults of {@link LoadOptions}, in one place. */
 export const LOAD_DEFAULTS = {
   backend: "auto",
@@ -147,6 +168,7 @@ export const LOAD_DEFAULTS = {
   threads: 0,
   maxBatchTokens: 512,
   decodeSlowdown: 1.5,
+  pipeline: "auto",
   checkWeights: true,
   kvCacheBytes: 0,
   kvDtype: "auto",
@@ -215,6 +237,9 @@ export class SkipDecoder {
         slots: this.#slots,
         kv: { budget: this.#kv, reserve: (slot, blocks) => this.#live("generate").kvReserve(slot, blocks) },
         step: (rows, n, params, tokens, lp) => this.#live("generate").step(rows, n, params, null, tokens, lp),
+        ...(options.pipeline && {
+          post: (rows, n, params, tokens, lp, follows) => this.#live("generate").postStep(rows, n, params, null, tokens, lp, follows),
+        }),
       },
       maxStepRows(options),
       options.decodeSlowdown,
@@ -246,6 +271,7 @@ export class SkipDecoder {
       maxBatchTokens: intOpt(where, "maxBatchTokens", o.maxBatchTokens, 1, 1 << 20, LOAD_DEFAULTS.maxBatchTokens),
       decodeSlowdown:
         o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
+      pipeline: pipelineOpt(where, o.pipeline),
       checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
       kvCacheBytes: 0, // set below
       kvDtype: choiceOpt(where, "kvDtype", o.kvDtype, ["auto", "float16", "bfloat16", "float32"] as const, LOAD_DEFAULTS.kvDtype),
@@ -272,6 +298,7 @@ export class SkipDecoder {
     const engine = await starting;
     const kv = engine.kvStats();
     options.kvCacheBytes = kv.poolBytes;
+    if (options.pipeline === "auto") options.pipeline = engine.backend === "cuda" || (options.threads > 0 && options.threads < availableParallelism());
     options.kvDtype = KV_DTYPE_NAMES[kv.dtype] ?? options.kvDtype;
     const family = familyOf(spec.arch, dir);
     if (engine.backend === "cuda" && !family.cudaVerified) {

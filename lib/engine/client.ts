@@ -4,7 +4,9 @@
  * engine, and sends it steps. `step()` returns a promise and leaves the event
  * loop free while the engine computes; the `*Sync` calls block (they serve the
  * tests' raw access and `close()`). Requests run in the order they are sent,
- * one at a time. docs/DESIGN.md, "Threads", says why a Worker.
+ * one at a time; `postStep` can send a step that feeds the tokens of the one
+ * before it, so the engine thread never waits for this one between steps.
+ * docs/DESIGN.md, "Threads", says why a Worker.
  *
  * A thread that ends unasked (a bug, an out-of-memory error, Worker.terminate;
  * a native fault ends the whole process) is a visible failure, never a hang:
@@ -317,6 +319,27 @@ export class EngineClient {
     tokens: Int32Array | null,
     lp?: { nTop: number; values: Float32Array; ids: Int32Array | null },
   ): Promise<void> {
+    await this.postStep(rows, n, params, logits, tokens, lp ?? null, null).done;
+  }
+
+  /**
+   * {@link EngineClient.step}, with the request's id, and pipelining: with
+   * `follows` the id of an earlier step (posted, its reply not yet needed),
+   * a row whose token is -(k + 1) feeds the k-th token that step samples, so
+   * this step can be sent before that one's tokens are back and the engine
+   * thread starts it the moment that one ends. Should that step fail, or
+   * another step run between the two, this one is skipped: it rejects with an
+   * Error named STEP_SKIPPED (protocol.ts) and the engine is untouched.
+   */
+  postStep(
+    rows: Int32Array,
+    n: number,
+    params: Float32Array | null,
+    logits: Float32Array | null,
+    tokens: Int32Array | null,
+    lp: { nTop: number; values: Float32Array; ids: Int32Array | null } | null,
+    follows: number | null,
+  ): { id: number; done: Promise<void> } {
     const r = shared(rows, true);
     const p = shared(params, true);
     const l = shared(logits, false);
@@ -324,11 +347,17 @@ export class EngineClient {
     const lv = shared(lp?.values ?? null, false);
     const li = shared(lp?.ids ?? null, false);
     const lpq = lp ? { nTop: lp.nTop, values: lv.view!, ids: li.view } : undefined;
-    await this.#call({ op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view, ...(lpq && { lp: lpq }) });
-    l.back();
-    t.back();
-    lv.back();
-    li.back();
+    const id = this.#post({
+      op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view, ...(lpq && { lp: lpq }), ...(follows !== null && { follows }),
+    });
+    const done = this.#track(id).promise.then(() => {
+      l.back();
+      t.back();
+      lv.back();
+      li.back();
+    });
+    void this.#pump();
+    return { id, done };
   }
 
   /** {@link EngineClient.step}, blocking until it is done. */

@@ -17,12 +17,22 @@ export type EngineRequest =
       tokens: Int32Array | null;
       /** Logprobs of rows flagged ROW_LOGPROBS (skd_engine_step_logprobs). */
       lp?: { nTop: number; values: Float32Array; ids: Int32Array | null };
+      /**
+       * The id of the step this one continues (a pipelined step, posted before
+       * that one's reply): a row whose token is -(k + 1) feeds the k-th token
+       * that step sampled. Unless that step was the last to run and succeeded,
+       * this one is skipped: it fails with {@link STEP_SKIPPED}, the engine untouched.
+       */
+      follows?: number;
     }
   | { id: number; op: "reset"; slot: number }
   | { id: number; op: "slotInfo"; slot: number; layer: number }
   /** Sets a slot's KV reservation (skd_engine_kv_reserve). */
   | { id: number; op: "kvReserve"; slot: number; blocks: number }
   | { id: number; op: "free" };
+
+/** The error name of a step skipped because the step it follows failed or was not the last to run. */
+export const STEP_SKIPPED = "StepSkipped";
 
 /** An error as it crosses threads. */
 export interface WireError {

@@ -13,7 +13,8 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, type WireError, writeKvStats } from "./protocol.ts";
+import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, STEP_SKIPPED, type WireError, writeKvStats } from "./protocol.ts";
+import { Row } from "./abi.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine, type LoadSummary } from "./weights.ts";
 
@@ -21,6 +22,41 @@ function wire(e: unknown): WireError {
   if (e instanceof NativeError) return { name: e.name, message: e.message, status: e.status, code: e.code };
   if (e instanceof Error) return { name: e.name, message: e.message };
   return { name: "Error", message: String(e) };
+}
+
+/** The last step this thread ran: whether it succeeded, and where its sampled tokens are. */
+interface LastStep {
+  id: number;
+  ok: boolean;
+  tokens: Int32Array | null;
+}
+
+type StepRequest = Extract<EngineRequest, { op: "step" }>;
+
+/**
+ * A pipelined step's rows (protocol.ts `follows`): each token -(k + 1) becomes
+ * the k-th token `last` sampled. Throws, rows untouched, when `last` is not the
+ * step it follows or failed (STEP_SKIPPED), or a reference is out of range.
+ */
+function resolveFollows(q: StepRequest, last: LastStep | null): void {
+  if (q.follows === undefined) return;
+  if (!last || last.id !== q.follows || !last.ok) {
+    const why = !last || last.id !== q.follows ? "was not the last step to run" : "failed";
+    const e = new Error(`step ${q.id}: skipped, the step it follows (${q.follows}) ${why}`);
+    e.name = STEP_SKIPPED;
+    throw e;
+  }
+  const refs: [number, number][] = [];
+  for (let i = 0; i < q.n; i++) {
+    const t = q.rows[i * Row.FIELDS + Row.TOKEN]!;
+    if (t >= 0) continue;
+    const k = -t - 1;
+    if (!last.tokens || k >= last.tokens.length) {
+      throw new Error(`step: row ${i}: token ${t} refers to sampled token ${k} of step ${q.follows}, which has ${last.tokens?.length ?? 0} slots`);
+    }
+    refs.push([i, last.tokens[k]!]);
+  }
+  for (const [i, tok] of refs) q.rows[i * Row.FIELDS + Row.TOKEN] = tok;
 }
 
 function run(d: EngineWorkerData): void {
@@ -44,6 +80,7 @@ function run(d: EngineWorkerData): void {
   publishKv();
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0), loadSummary } });
   let handled = 0;
+  let last: LastStep | null = null;
   for (;;) {
     // idle: wake now and then to show this thread is alive (lib/engine/client.ts waits on it)
     Atomics.wait(ctrl, REQ, handled, BEAT_MS);
@@ -60,11 +97,16 @@ function run(d: EngineWorkerData): void {
       Atomics.store(ctrl, BUSY, 1);
       try {
         switch (q.op) {
-          case "step":
+          case "step": {
+            const follows = last;
+            last = { id: q.id, ok: false, tokens: q.tokens };
+            resolveFollows(q, follows);
             engine.step(q.rows, q.n, q.params, q.logits, q.tokens, q.lp?.nTop ?? 0, q.lp?.values ?? null, q.lp?.ids ?? null);
+            last.ok = true;
             publishKv();
             reply({ id: q.id, ok: true, value: null });
             break;
+          }
           case "reset":
             engine.resetSlot(q.slot);
             publishKv();

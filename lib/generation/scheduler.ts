@@ -13,7 +13,10 @@
  * A step runs on the engine thread (lib/engine/client.ts) while this thread
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
  * gives its KV slot back at once (the reset is queued behind the running step)
- * and the token the step sampled for it is dropped.
+ * and the token the step sampled for it is dropped. With a target that
+ * pipelines, the next step is posted before the one in flight is back, its
+ * decode rows feeding that step's tokens by reference (#loop; docs/DESIGN.md,
+ * "Threads").
  *
  * One sequence never fails another. Its options are checked before it is
  * queued with the native step's own rules (lib/generation/generate.ts), and should a
@@ -42,6 +45,7 @@ import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import { StreamDecoder } from "../checkpoint/tokenizer.ts";
 import { type KvBudget, kvBlocksNeeded, sequenceKvBlocks } from "../engine/kv.ts";
 import { NativeError } from "../engine/native.ts";
+import { STEP_SKIPPED } from "../engine/protocol.ts";
 import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/abi.ts";
 import type { SkipPolicy } from "./policy.ts";
 import type { FinishReason, GenerateResult, StreamEvent, TokenLogprob } from "./results.ts";
@@ -84,6 +88,64 @@ export interface StepTarget {
     tokens: Int32Array,
     lp?: { nTop: number; values: Float32Array; ids: Int32Array },
   ): Promise<void>;
+  /**
+   * Pipelining (EngineClient.postStep), optional: posts a step and returns its
+   * id; with `follows` (the id of a step posted before and not yet settled), a
+   * row whose token is -(k + 1) feeds the k-th token that step samples, and
+   * the step rejects with an Error named STEP_SKIPPED, the engine untouched,
+   * if that step fails or another runs between them. Absent: one step at a time.
+   */
+  post?(
+    rows: Int32Array,
+    n: number,
+    params: Float32Array,
+    tokens: Int32Array,
+    lp: { nTop: number; values: Float32Array; ids: Int32Array } | null,
+    follows: number | null,
+  ): { id: number; done: Promise<void> };
+}
+
+/** The shared-memory views one step reads and writes; two sets, so a step can be built while the other runs. */
+class StepBuffers {
+  readonly rows: Int32Array;
+  readonly params: Float32Array;
+  readonly tokens: Int32Array;
+  readonly lpValues: Float32Array;
+  readonly lpIds: Int32Array;
+  constructor(maxRows: number) {
+    this.rows = new Int32Array(new SharedArrayBuffer(maxRows * Row.FIELDS * 4));
+    this.params = new Float32Array(new SharedArrayBuffer(maxRows * Param.FIELDS * 4));
+    this.tokens = new Int32Array(new SharedArrayBuffer(maxRows * 4));
+    this.lpValues = new Float32Array(new SharedArrayBuffer(maxRows * (1 + MAX_TOP_LOGPROBS) * 4));
+    this.lpIds = new Int32Array(new SharedArrayBuffer(maxRows * MAX_TOP_LOGPROBS * 4));
+  }
+}
+
+/** What #build put in a step. */
+interface Built {
+  rows: number;
+  decodeRows: number;
+  seqs: Set<Sequence>;
+  /** The sampling rows' sequences, in row order: the k-th gets the step's k-th token. */
+  sampled: Sequence[];
+  nTop: number;
+  /** owners[i]: the sequence of row i. */
+  owners: Sequence[];
+  /** Prompt tokens fed before this step, of the sequences it feeds prompt rows. */
+  fedBefore: Map<Sequence, number>;
+  /** The next waiting sequence had a slot but not its KV blocks. */
+  kvBlocked: boolean;
+}
+
+/** A step sent to the engine and not yet dispatched. */
+interface Posted {
+  built: Built;
+  buf: StepBuffers;
+  /** The target's id for it (-1 without pipelining). */
+  id: number;
+  /** null once it succeeded, else its error. */
+  settled: Promise<Error | null>;
+  t0: number;
 }
 
 /** Members of one generateBatch call: none decodes until all are prefilled. */
@@ -122,6 +184,8 @@ class Sequence {
   hitStop = false;
   /** Counted out of its group's prefilling members. */
   leftPrefill = false;
+  /** The budget a pipelined step gave the token it feeds, before that token was back (#build). */
+  planned: { index: number; layers: number } | null = null;
   /** KV blocks it needs at its peak (the exact need), and whether they are promised now. */
   kvNeed = 0;
   kvPromised = false;
@@ -172,11 +236,7 @@ export class Scheduler {
   #waiting: Sequence[] = [];
   #running: Sequence[] = [];
   #looping = false;
-  #rows: Int32Array;
-  #params: Float32Array;
-  #tokens: Int32Array;
-  #lpValues: Float32Array;
-  #lpIds: Int32Array;
+  readonly #bufs: [StepBuffers, StepBuffers];
   #maxRows: number;
   readonly #slowdown: number;
   /** Exponential averages: ms of a step with decode rows only, and ms each prefill row adds to one. */
@@ -184,6 +244,8 @@ export class Scheduler {
   #prefillRowMs = NaN;
   /** Steps that mixed decode and prefill rows since the last decode-only one. */
   #mixed = 0;
+  /** When the last step settled (a pipelined step starts then, not when it was posted). */
+  #lastDone = 0;
 
   /**
    * `maxRows`: most rows a step carries. `slowdown`: while sequences decode,
@@ -198,11 +260,7 @@ export class Scheduler {
     this.#maxRows = maxRows;
     this.#slowdown = slowdown;
     // shared with the engine thread: a step copies nothing
-    this.#rows = new Int32Array(new SharedArrayBuffer(maxRows * Row.FIELDS * 4));
-    this.#params = new Float32Array(new SharedArrayBuffer(maxRows * Param.FIELDS * 4));
-    this.#tokens = new Int32Array(new SharedArrayBuffer(maxRows * 4));
-    this.#lpValues = new Float32Array(new SharedArrayBuffer(maxRows * (1 + MAX_TOP_LOGPROBS) * 4));
-    this.#lpIds = new Int32Array(new SharedArrayBuffer(maxRows * MAX_TOP_LOGPROBS * 4));
+    this.#bufs = [new StepBuffers(maxRows), new StepBuffers(maxRows)];
   }
 
   /** Sequences admitted (running) and queued (waiting). */
@@ -279,41 +337,96 @@ export class Scheduler {
     setImmediate(() => void this.#loop());
   }
 
+  /**
+   * Builds and posts steps until nothing is left. With a target that can
+   * pipeline, the next step is posted while the one before it still runs:
+   * its decode rows feed the tokens that step will sample, so the engine
+   * thread goes from one step to the next without waiting for this thread,
+   * which meanwhile hands out the tokens of the step before. A sequence that
+   * stops by EOS or a stop string in a step still has a row in the next one;
+   * that row's token is dropped (and its KV position freed with the slot).
+   * A row is never sent past maxNewTokens or maxSeqLen, so no step needs KV
+   * beyond the sequence's reservation.
+   */
   async #loop(): Promise<void> {
+    let ahead: Posted | null = null;
     try {
-      while (this.#running.length || this.#waiting.length) {
-        const n = this.#build();
-        if (n.rows === 0 && n.kvBlocked) break; // the queue waits for KV blocks: a release kicks the loop again
-        if (n.rows === 0) {
-          // Nothing can move: every waiting sequence needs a slot and none is free,
-          // and nothing runs that would free one. Cannot happen with sane sizes.
-          const err = new Error(`scheduler: no progress possible (${this.#waiting.length} waiting, no free KV slot)`);
-          for (const s of [...this.#waiting, ...this.#running]) this.#fail(s, err);
-          break;
-        }
-        const t0 = performance.now();
-        try {
-          const lp = n.nTop >= 0 ? { nTop: n.nTop, values: this.#lpValues, ids: this.#lpIds } : undefined;
-          await this.#t.step(this.#rows, n.rows, this.#params, this.#tokens, lp);
-          this.#timed(n.decodeRows, n.rows - n.decodeRows, performance.now() - t0);
-        } catch (e) {
-          const row = refusedRow(e, n.rows);
-          if (row === null) {
-            for (const s of n.seqs) this.#fail(s, e as Error);
-          } else {
-            // nothing changed in the engine: the named row's sequence fails alone, the rest goes again
-            for (const [s, fed] of n.fedBefore) s.fed = fed;
-            this.#fail(n.owners[row]!, e as Error);
+      while (this.#running.length || this.#waiting.length || ahead) {
+        let next: Posted | null = null;
+        if ((this.#running.length || this.#waiting.length) && (!ahead || this.#t.post)) {
+          const buf = ahead?.buf === this.#bufs[0] ? this.#bufs[1] : this.#bufs[0];
+          const built = this.#build(ahead, buf);
+          if (built.rows > 0) {
+            next = this.#post(built, buf, ahead);
+          } else if (!ahead) {
+            if (built.kvBlocked) break; // the queue waits for KV blocks: a release kicks the loop again
+            // Nothing can move: every waiting sequence needs a slot and none is free,
+            // and nothing runs that would free one. Cannot happen with sane sizes.
+            const err = new Error(`scheduler: no progress possible (${this.#waiting.length} waiting, no free KV slot)`);
+            for (const s of [...this.#waiting, ...this.#running]) this.#fail(s, err);
+            break;
           }
+        }
+        if (!ahead) {
+          ahead = next;
           continue;
         }
-        this.#dispatch(n.sampled, n.nTop);
-        // Let stream consumers and abort signals see this step's tokens before the next is built
-        // (a step's reply can arrive without a trip through the event loop).
-        await new Promise<void>((r) => setImmediate(r));
+        const err = await ahead.settled;
+        if (err) {
+          // `next` follows it, so the engine thread skips it: its prompt rows go again, then ahead's
+          if (next) this.#putBack(next.built);
+          next = null;
+          this.#failed(ahead.built, err);
+        } else {
+          const now = performance.now();
+          this.#timed(ahead.built.decodeRows, ahead.built.rows - ahead.built.decodeRows, now - Math.max(ahead.t0, this.#lastDone));
+          this.#lastDone = now;
+          this.#dispatch(ahead.built, ahead.buf);
+          // Let stream consumers and abort signals see this step's tokens before the next is built
+          // (a step's reply can arrive without a trip through the event loop).
+          await new Promise<void>((r) => setImmediate(r));
+        }
+        ahead = next;
       }
     } finally {
       this.#looping = false;
+    }
+  }
+
+  /** Sends a built step (following `ahead`, when given and the target pipelines). */
+  #post(built: Built, buf: StepBuffers, ahead: Posted | null): Posted {
+    const lp = built.nTop >= 0 ? { nTop: built.nTop, values: buf.lpValues, ids: buf.lpIds } : null;
+    let id = -1;
+    let done: Promise<void>;
+    try {
+      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, lp, ahead ? ahead.id : null));
+      else done = this.#t.step(buf.rows, built.rows, buf.params, buf.tokens, lp ?? undefined);
+    } catch (e) {
+      done = Promise.reject(e); // a closed decoder throws at once
+    }
+    return { built, buf, id, settled: done.then(() => null, (e: unknown) => (e instanceof Error ? e : new Error(String(e)))), t0: performance.now() };
+  }
+
+  /** A step that changed nothing: its sequences' prompt progress as it was before it was built. */
+  #putBack(built: Built): void {
+    for (const [s, fed] of built.fedBefore) s.fed = fed;
+  }
+
+  /**
+   * A step failed. Skipped (another step ran between it and the one it
+   * follows): nothing failed, it goes again. Refused by the native checks
+   * naming a row: that row's sequence fails alone, the others go again.
+   * Anything else fails every sequence of the step.
+   */
+  #failed(built: Built, e: Error): void {
+    if (e.name === STEP_SKIPPED) return this.#putBack(built);
+    const row = refusedRow(e, built.rows);
+    if (row === null) {
+      for (const s of built.seqs) this.#fail(s, e);
+    } else {
+      // nothing changed in the engine
+      this.#putBack(built);
+      this.#fail(built.owners[row]!, e);
     }
   }
 
@@ -347,20 +460,13 @@ export class Scheduler {
     return Math.max(1, Math.min(room, fit));
   }
 
-  /** Fills the row buffers for the next step. */
-  #build(): {
-    rows: number;
-    decodeRows: number;
-    seqs: Set<Sequence>;
-    sampled: Sequence[];
-    nTop: number;
-    /** owners[i]: the sequence of row i. */
-    owners: Sequence[];
-    /** Prompt tokens fed before this step, of the sequences it feeds prompt rows. */
-    fedBefore: Map<Sequence, number>;
-    /** The next waiting sequence had a slot but not its KV blocks. */
-    kvBlocked: boolean;
-  } {
+  /**
+   * Fills `buf` with the next step. With `ahead` (a step in flight), a
+   * sequence that samples in it gets a row feeding that token by reference
+   * (-(k + 1): ahead's k-th sampled token), with the budget the policy gives
+   * it now, unless that token will be its last.
+   */
+  #build(ahead: Posted | null, buf: StepBuffers): Built {
     const L = this.#t.numLayers;
     let n = 0;
     let nTop = -1; // alternatives per logprobs row this step; -1: no row wants logprobs
@@ -370,7 +476,7 @@ export class Scheduler {
     const fedBefore = new Map<Sequence, number>();
     const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
       const r = n * Row.FIELDS;
-      const rows = this.#rows;
+      const rows = buf.rows;
       rows[r + Row.TOKEN] = token;
       rows[r + Row.POS] = pos;
       rows[r + Row.SLOT] = s.slot;
@@ -384,18 +490,34 @@ export class Scheduler {
       rows[r + Row.STEP] = step;
       rows[r + Row.SEED_LO] = s.spec.seed % 2 ** 32 | 0;
       rows[r + Row.SEED_HI] = Math.floor(s.spec.seed / 2 ** 32) | 0;
-      this.#params[n * Param.FIELDS + Param.TEMPERATURE] = s.spec.temperature;
-      this.#params[n * Param.FIELDS + Param.TOP_P] = s.spec.topP;
+      buf.params[n * Param.FIELDS + Param.TEMPERATURE] = s.spec.temperature;
+      buf.params[n * Param.FIELDS + Param.TOP_P] = s.spec.topP;
       owners[n] = s;
       n++;
       seqs.add(s);
       if (sample) sampled.push(s);
     };
     // decode rows: process the last generated token with its budget
+    const inFlight = new Map<Sequence, number>(ahead?.built.sampled.map((s, k) => [s, k]));
     for (const s of this.#running) {
       if (!s.prefilled || (s.group && s.group.prefilling > 0) || n >= this.#maxRows) continue;
-      const t = s.tokens.length - 1;
-      row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
+      const k = inFlight.get(s);
+      if (k === undefined) {
+        const t = s.tokens.length - 1;
+        row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
+        continue;
+      }
+      // the token `ahead` samples for it, the t-th: fed now, unless it ends the sequence by length
+      const t = s.tokens.length;
+      if (t + 1 >= s.spec.maxNewTokens || s.spec.prompt.length + t + 1 >= this.#t.maxSeqLen) continue;
+      let layers: number;
+      try {
+        layers = this.#budgetAt(s, t);
+      } catch {
+        continue; // the policy's answer is refused: #dispatch fails the sequence when the token arrives
+      }
+      s.planned = { index: t, layers };
+      row(s, -(k + 1), s.spec.prompt.length + t, layers, true, t + 1);
     }
     // prefill rows: continue partial prefills first, then admit waiting sequences
     const decodeRows = n;
@@ -450,20 +572,34 @@ export class Scheduler {
     });
   }
 
-  /** Applies the sampled tokens of the last step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
-  #dispatch(sampled: Sequence[], nTop: number): void {
+  /**
+   * The budget of a sequence's token `index` by its policy, checked: an
+   * integer, at least max(1, warm-up), at most the one before. Throws if not.
+   */
+  #budgetAt(s: Sequence, index: number): number {
+    const layers = s.spec.policy.layersAt(index);
+    const prev = index > 0 ? s.budgets[index - 1]! : this.#t.numLayers;
+    if (!Number.isInteger(layers) || layers < Math.max(1, s.spec.policy.warmupLayers) || layers > prev) {
+      throw new Error(`policy gave ${layers} layers at step ${index} after ${prev}: budgets must be integers, non-increasing, >= max(1, warm-up)`);
+    }
+    return layers;
+  }
+
+  /** Applies the sampled tokens of a step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
+  #dispatch(built: Built, buf: StepBuffers): void {
+    const { sampled, nTop } = built;
     let k = 0; // index among the rows flagged for logprobs
     sampled.forEach((s, i) => {
       let lp: TokenLogprob | undefined;
       if (s.spec.logprobs !== null) {
         const v = k * (1 + nTop);
         const top = [];
-        for (let j = 0; j < s.spec.logprobs; j++) top.push({ token: this.#lpIds[k * nTop + j]!, logprob: this.#lpValues[v + 1 + j]! });
-        lp = { logprob: this.#lpValues[v]!, top };
+        for (let j = 0; j < s.spec.logprobs; j++) top.push({ token: buf.lpIds[k * nTop + j]!, logprob: buf.lpValues[v + 1 + j]! });
+        lp = { logprob: buf.lpValues[v]!, top };
         k++;
       }
       if (s.finish) return;
-      const tok = this.#tokens[i]!;
+      const tok = buf.tokens[i]!;
       if (s.tokens.length > 0) s.passes++; // sampled by the decode pass of the last token
       if (s.tokens.length === 0) {
         s.tFirst = performance.now();
@@ -476,11 +612,8 @@ export class Scheduler {
       const idx = s.tokens.length;
       let layers: number;
       try {
-        layers = s.spec.policy.layersAt(idx);
-        const prev = idx > 0 ? s.budgets[idx - 1]! : this.#t.numLayers;
-        if (!Number.isInteger(layers) || layers < Math.max(1, s.spec.policy.warmupLayers) || layers > prev) {
-          throw new Error(`policy gave ${layers} layers at step ${idx} after ${prev}: budgets must be integers, non-increasing, >= max(1, warm-up)`);
-        }
+        // a pipelined step may already have fed this token: with the budget it used
+        layers = s.planned?.index === idx ? s.planned.layers : this.#budgetAt(s, idx);
       } catch (e) {
         this.#fail(s, e as Error);
         return;

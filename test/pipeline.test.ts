@@ -1,0 +1,250 @@
+/**
+ * Pipelined steps (lib/generation/scheduler.ts, lib/engine/worker.ts): a step
+ * sent while the one before it still runs, its rows feeding that step's
+ * sampled tokens by reference, gives exactly what one step at a time gives —
+ * tokens, text, logprobs, budgets, finish reasons, stream events — through
+ * joins, stops, EOS and batches; it really runs ahead; a step it follows that
+ * fails, or a raw step between the two, skips it without harm; and the worker
+ * refuses a reference that points nowhere.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { type GenerateResult, SkipDecoder, SkipPolicy, type StreamEvent } from "../lib/index.ts";
+import { Row, ROW_SAMPLE } from "../lib/engine/abi.ts";
+import { EngineClient } from "../lib/engine/client.ts";
+import { STEP_SKIPPED } from "../lib/engine/protocol.ts";
+import { Scheduler, type SequenceSpec, type StepTarget } from "../lib/generation/scheduler.ts";
+import { SlotPool } from "../lib/generation/slots.ts";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cleanupTemp, tempDir, tinyModel } from "./helpers.ts";
+
+afterAll(cleanupTemp);
+
+const MODEL = { seed: 41, layers: 6, hidden: 48, heads: 4 } as const;
+const PROMPTS = ["Hello world, this is", "The quick brown fox", "a", "Numbers: 1, 2, 3, 4, 5, 6, 7, 8, 9"];
+
+/** A result without its timings. */
+function strip(r: GenerateResult): Omit<GenerateResult, "stats"> & { stats: Partial<GenerateResult["stats"]> } {
+  const { prefillMs: _p, decodeMs: _d, tokensPerSecond: _t, seed: _s, ...stats } = r.stats; // seed: drawn when not given
+  return { ...r, stats };
+}
+
+/** KV bytes in use once the resets queued behind the last step have run (the stats are as of the last request finished). */
+async function usedAfterResets(e: { kvStats(): { usedBytes: number } }): Promise<number> {
+  for (let i = 0; i < 200 && e.kvStats().usedBytes > 0; i++) await Bun.sleep(5);
+  return e.kvStats().usedBytes;
+}
+
+/** One mixed workload: concurrent requests that join and leave, sampled and greedy, logprobs, stops, a batch, a stream. */
+async function workload(dec: SkipDecoder): Promise<unknown[]> {
+  const L = dec.spec.numLayers;
+  const free = await dec.generate(PROMPTS[1]!, { maxNewTokens: 24, ignoreEos: true });
+  const stop = free.text.slice(9, 11);
+  const events: StreamEvent[] = [];
+  const streamed = (async () => {
+    const it = dec.stream(PROMPTS[0]!, { maxNewTokens: 9, speedup: 2, ignoreEos: true, logprobs: 2 });
+    for (;;) {
+      const n = await it.next();
+      if (n.done) return n.value;
+      events.push(n.value);
+    }
+  })();
+  const runs = await Promise.all([
+    dec.generate(PROMPTS[0]!, { maxNewTokens: 12, temperature: 1.1, topK: 40, topP: 0.95, seed: 7, speedup: 2, ignoreEos: true }),
+    dec.generate(PROMPTS[1]!, { maxNewTokens: 24, stop, ignoreEos: true }),
+    dec.generate(PROMPTS[2]!, { maxNewTokens: 1, ignoreEos: true }),
+    dec.generate(PROMPTS[2]!, { maxNewTokens: 2, ignoreEos: true, logprobs: 3 }),
+    dec.generate(PROMPTS[3]!, { maxNewTokens: 17, policy: SkipPolicy.linear({ numLayers: L, maxLayers: L, minLayers: 1, span: 6, warmupLayers: 1 }), ignoreEos: true }),
+    dec.generateBatch([PROMPTS[1]!, PROMPTS[3]!, PROMPTS[2]!], { maxNewTokens: 6, temperature: 0.8, seed: 3, speedup: 3, ignoreEos: true }),
+    streamed,
+  ]);
+  // and one that starts while the others run
+  const late = await dec.generate(PROMPTS[0]!, { maxNewTokens: 5, ignoreEos: true });
+  const flat = runs.flatMap((r) => (Array.isArray(r) ? r : [r])) as GenerateResult[];
+  return [...[free, ...flat, late].map(strip), events];
+}
+
+describe("pipelined steps", () => {
+  test("give what one step at a time gives, through joins, stops and batches; the KV pool ends empty", async () => {
+    const dir = tinyModel(MODEL);
+    using one = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 8, pipeline: false });
+    using piped = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 8, pipeline: true });
+    expect(one.options.pipeline).toBe(false);
+    expect(piped.options.pipeline).toBe(true);
+    const a = await workload(one);
+    const b = await workload(piped);
+    expect(b).toEqual(a);
+    // the stop string did stop it: one row of one extra step ran, and its KV went back with the slot
+    expect((a[2] as GenerateResult).finishReason).toBe("stop");
+    expect(await usedAfterResets(piped)).toBe(0);
+    expect(piped.load).toEqual({ running: 0, waiting: 0 });
+  });
+
+  test("EOS mid-run: the same tokens, and the extra row's token is dropped", async () => {
+    const dir = tinyModel(MODEL);
+    using plain = await SkipDecoder.load(dir, { backend: "cpu", pipeline: false });
+    const full = await plain.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2, ignoreEos: true });
+    const eos = full.tokens[3]!;
+    const copy = tempDir();
+    cpSync(dir, copy, { recursive: true });
+    const cfg = JSON.parse(readFileSync(join(copy, "config.json"), "utf8"));
+    writeFileSync(join(copy, "config.json"), JSON.stringify({ ...cfg, eos_token_id: eos }));
+    using one = await SkipDecoder.load(copy, { backend: "cpu", pipeline: false });
+    using piped = await SkipDecoder.load(copy, { backend: "cpu", pipeline: true });
+    const r = await piped.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 });
+    expect(r.finishReason).toBe("stop");
+    expect(r.tokens).toEqual(full.tokens.slice(0, full.tokens.indexOf(eos)));
+    expect(strip(r)).toEqual(strip(await one.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 })));
+    expect(await usedAfterResets(piped)).toBe(0);
+  });
+
+  test('"auto": one step at a time when the CPU engine takes every core, pipelined with a core to spare', async () => {
+    const dir = tinyModel(MODEL);
+    using all = await SkipDecoder.load(dir, { backend: "cpu", threads: 0 });
+    expect(all.options.pipeline).toBe(false);
+    using spare = await SkipDecoder.load(dir, { backend: "cpu", threads: 1 });
+    expect(spare.options.pipeline).toBe(navigator.hardwareConcurrency > 1);
+    await expect(SkipDecoder.load(dir, { backend: "cpu", pipeline: "yes" as never })).rejects.toThrow(/pipeline must be "auto", true or false, got "yes"/);
+  });
+});
+
+describe("the scheduler over a raw engine", () => {
+  /** A scheduler over its own engine thread; `post` counted, and able to slip raw steps in between. */
+  async function rig(opts: { pipeline: boolean }) {
+    const dir = tinyModel(MODEL);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 4 });
+    const tokenizer = dec.tokenizer;
+    const engine = await EngineClient.start(dir, dec.spec, { ...dec.options, maxBatch: 5, kvDtype: undefined, kvBlocks: 0 });
+    const slots = new SlotPool(4, engine); // slot 4 is the raw steps'
+    const seen = { posted: 0, follows: 0, skipped: 0 };
+    let between: (() => void) | null = null;
+    const target: StepTarget = {
+      numLayers: dec.spec.numLayers,
+      maxSeqLen: dec.options.maxSeqLen,
+      tokenizer,
+      slots,
+      step: (rows, n, params, tokens, lp) => engine.step(rows, n, params, null, tokens, lp),
+      ...(opts.pipeline && {
+        post: (rows, n, params, tokens, lp, follows) => {
+          seen.posted++;
+          if (follows !== null) seen.follows++;
+          const h = engine.postStep(rows, n, params, null, tokens, lp, follows);
+          h.done.catch((e: Error) => e.name === STEP_SKIPPED && seen.skipped++);
+          between?.(); // a raw step posted right after: the next pipelined step no longer follows the last to run
+          return h;
+        },
+      }),
+    };
+    const sched = new Scheduler(target, 64);
+    const spec = (prompt: number[], over: Partial<SequenceSpec> = {}): SequenceSpec => ({
+      prompt, maxNewTokens: 10, policy: SkipPolicy.forSpeedup(2, { numLayers: dec.spec.numLayers, span: 8 }), temperature: 0, topK: 0, topP: 1,
+      seed: 1, seq: 0, stop: [], eosIds: [], logprobs: null, ...over,
+    });
+    /** A raw one-row step on slot 4, from an empty slot; its errors kept. */
+    const rawErrors: Error[] = [];
+    const raw = () => {
+      const rows = new Int32Array(Row.FIELDS);
+      rows.set([2, 0, 4, dec.spec.numLayers, 1, 0]);
+      engine.resetSlot(4);
+      engine.step(rows, 1, null, null, null).catch((e: Error) => rawErrors.push(e));
+    };
+    return { sched, spec, seen, engine, setBetween: (f: (() => void) | null) => (between = f), raw, rawErrors };
+  }
+
+  test("runs ahead: most steps follow the one before", async () => {
+    const r = await rig({ pipeline: true });
+    try {
+      const out = await r.sched.submit(r.spec([2, 10, 11, 12], { maxNewTokens: 20 })).promise;
+      expect(out.tokens.length).toBe(20);
+      // 20 tokens: the prefill, then 19 decode steps of which all but the first are posted ahead
+      expect(r.seen.posted).toBe(20);
+      expect(r.seen.follows).toBe(19);
+      expect(r.seen.skipped).toBe(0);
+    } finally {
+      r.engine.free();
+    }
+  });
+
+  test("a raw step slipped in between skips the next pipelined step; it goes again and the tokens are the same", async () => {
+    const plain = await rig({ pipeline: false });
+    const r = await rig({ pipeline: true });
+    try {
+      const prompts = [[2, 10, 11, 12], [2, 30, 31], [2, 5]];
+      const want = await Promise.all(prompts.map((p, i) => plain.sched.submit(plain.spec(p, { maxNewTokens: 12 + i, temperature: 0.9, seed: 5 + i })).promise));
+      let every = 0;
+      r.setBetween(() => ++every % 3 === 0 && r.raw());
+      const got = await Promise.all(prompts.map((p, i) => r.sched.submit(r.spec(p, { maxNewTokens: 12 + i, temperature: 0.9, seed: 5 + i })).promise));
+      r.setBetween(null);
+      expect(r.rawErrors).toEqual([]);
+      expect(r.seen.skipped).toBeGreaterThan(0);
+      expect(got.map((x) => x.tokens)).toEqual(want.map((x) => x.tokens));
+      expect(got.map((x) => x.budgets)).toEqual(want.map((x) => x.budgets));
+    } finally {
+      plain.engine.free();
+      r.engine.free();
+    }
+  });
+
+  test("a refused row fails its own sequence; the step after it is skipped and the others finish as alone", async () => {
+    const r = await rig({ pipeline: true });
+    try {
+      const alone = [];
+      for (const p of [[2, 10, 11], [2, 30, 31, 32]]) alone.push((await r.sched.submit(r.spec(p)).promise).tokens);
+      const a = r.sched.submit(r.spec([2, 10, 11]));
+      const b = r.sched.submit(r.spec([2, 30, 31, 32]));
+      const started = Promise.withResolvers<void>();
+      const c = r.sched.submit(r.spec([2, 10, 11], { maxNewTokens: 16, onEvent: (ev) => ev.type === "token" && ev.index === 3 && started.resolve() }));
+      await started.promise;
+      // joins while c decodes ahead: its last prompt row samples with top_p 0, refused by the engine
+      const bad = r.sched.submit(r.spec([2, 5, 6], { temperature: 1, topP: 0 }));
+      await expect(bad.promise).rejects.toThrow(/row \d+: top_p 0 must be in \(0, 1\]/);
+      expect((await a.promise).tokens).toEqual(alone[0]!);
+      expect((await b.promise).tokens).toEqual(alone[1]!);
+      expect((await c.promise).tokens.slice(0, 10)).toEqual(alone[0]!);
+      expect(r.seen.skipped).toBeGreaterThan(0);
+      expect(await usedAfterResets(r.engine)).toBe(0);
+    } finally {
+      r.engine.free();
+    }
+  });
+});
+
+describe("the engine thread's references", () => {
+  test("a step that follows a failed one is skipped; a reference past the tokens is refused by name; the engine is unchanged", async () => {
+    const dir = tinyModel(MODEL);
+    using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 2 });
+    const engine = await EngineClient.start(dir, dec.spec, { ...dec.options, kvDtype: undefined, kvBlocks: 0 });
+    try {
+      const L = dec.spec.numLayers;
+      const row = (token: number, pos: number, flags: number) => {
+        const rows = new Int32Array(new SharedArrayBuffer(Row.FIELDS * 4));
+        rows.set([token, pos, 0, L, 1, flags]);
+        return rows;
+      };
+      const params = new Float32Array(new SharedArrayBuffer(8));
+      params.set([0, 1]);
+      const tokens = new Int32Array(new SharedArrayBuffer(4));
+      const settle = (h: { done: Promise<void> }) => h.done.then(() => null, (e: Error) => e);
+      const fresh = () => new Int32Array(new SharedArrayBuffer(4));
+      // a refused first step (position 5 of an empty slot), then one that follows it
+      const bad = engine.postStep(row(2, 5, ROW_SAMPLE), 1, params, null, tokens, null, null);
+      const next = engine.postStep(row(-1, 0, ROW_SAMPLE), 1, params, null, fresh(), null, bad.id);
+      const [badErr, nextErr] = await Promise.all([settle(bad), settle(next)]);
+      expect(String(badErr)).toMatch(/row 0: position 5 skips ahead of slot 0's length 0/);
+      expect(nextErr).toMatchObject({ name: STEP_SKIPPED, message: expect.stringMatching(/skipped, the step it follows \(\d+\) failed/) });
+      // a good step, then one whose reference points past that step's tokens, then one that follows the good one
+      const ok = engine.postStep(row(2, 0, ROW_SAMPLE), 1, params, null, tokens, null, null);
+      const far = engine.postStep(row(-3, 1, ROW_SAMPLE), 1, params, null, fresh(), null, ok.id);
+      const late = engine.postStep(row(-1, 1, ROW_SAMPLE), 1, params, null, fresh(), null, ok.id);
+      const [okErr, farErr, lateErr] = await Promise.all([settle(ok), settle(far), settle(late)]);
+      expect(okErr).toBeNull();
+      expect(String(farErr)).toMatch(/step: row 0: token -3 refers to sampled token 2 of step \d+, which has 1 slots/);
+      expect(lateErr).toMatchObject({ name: STEP_SKIPPED, message: expect.stringMatching(/was not the last step to run/) }); // `far` ran (and failed) between
+      // none of those wrote anything: position 1 of slot 0 is next
+      await engine.step(row(tokens[0]!, 1, ROW_SAMPLE), 1, params, null, tokens);
+      expect(engine.slotInfo(0, 0)).toEqual({ len: 2, kvLen: 2 });
+    } finally {
+      engine.free();
+    }
+  });
+});
