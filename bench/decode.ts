@@ -35,9 +35,9 @@ import { flags, machine, median, numList, pm, readBandwidth, ROOT, shapeModel, s
 const USAGE = `usage: bun run bench decode [--models opt-125m,opt-350m,opt-1.3b,llama-110m,llama-400m] [--batches 1,4,16] [--speedups 1,2,3,4,5]
                               [--prompt 32] [--new-tokens 64] [--reps 5] [--dtype bfloat16|float16|float32]
                               [--types bf16,f16,f32,q8_0,q4_0,q4_k] [--threads 0] [--backend auto|cpu|cuda]
-                              [--pipeline auto|true|false] [--out bench/results/decode.json]
+                              [--pipeline true|false] [--out bench/results/decode.json]
   --types: one run per weight type (default: the --dtype file as it is); q8_0, q4_0, q4_k quantize the float16 file on load
-  --pipeline: the load option (steps sent while the one before still runs; auto: with a core to spare)`;
+  --pipeline: the load option (each step sent while the one before still runs; bench pipeline compares the two)`;
 const f = flags(USAGE, {
   models: { type: "string", default: "opt-125m,opt-350m" },
   batches: { type: "string", default: "1,4,16" },
@@ -49,7 +49,7 @@ const f = flags(USAGE, {
   types: { type: "string" },
   threads: { type: "string", default: "0" },
   backend: { type: "string", default: "auto" },
-  pipeline: { type: "string", default: "auto" },
+  pipeline: { type: "string", default: "true" },
   out: { type: "string", default: join(ROOT, "bench/results/decode.json") },
   help: { type: "boolean", default: false },
 });
@@ -100,11 +100,11 @@ if (!["auto", "cpu", "cuda"].includes(f.backend)) {
   console.error(`--backend must be auto, cpu or cuda\n\n${USAGE}`);
   process.exit(2);
 }
-if (!["auto", "true", "false"].includes(f.pipeline)) {
-  console.error(`--pipeline must be auto, true or false\n\n${USAGE}`);
+if (!["true", "false"].includes(f.pipeline)) {
+  console.error(`--pipeline must be true or false\n\n${USAGE}`);
   process.exit(2);
 }
-const pipeline = f.pipeline === "auto" ? "auto" : f.pipeline === "true";
+const pipeline = f.pipeline === "true";
 
 const results: Record<string, unknown>[] = [];
 const membwSeen: number[] = [];
@@ -136,7 +136,7 @@ for (const name of f.models.split(",")) for (const type of types) {
   console.log(
     `\n## ${name}-shaped random model (${s.numLayers} layers, hidden ${s.hiddenSize}, ${dtype}: ${stored}; ` +
       `${(dec.weightBytes / 2 ** 20).toFixed(0)} MiB read by a full step)\n` +
-      `${machine()}; backend ${dec.backend} (${dec.deviceName})${dec.options.pipeline ? ", pipelined steps" : ""}; membw ${bwBefore.sustained.toFixed(1)} GB/s sustained (best pass ${bwBefore.best.toFixed(1)}) before the runs; ` +
+      `${machine()}; backend ${dec.backend} (${dec.deviceName})${dec.options.pipeline ? "" : ", one step at a time"}; membw ${bwBefore.sustained.toFixed(1)} GB/s sustained (best pass ${bwBefore.best.toFixed(1)}) before the runs; ` +
       `prompt ${P}, ${N} new tokens, ${reps} reps after a warm-up, median ± std\n`,
   );
   const rng = new Rng(3);

@@ -3,7 +3,6 @@
  * SkipDecode's per-token layer budgets (docs/DESIGN.md).
  */
 import { existsSync } from "node:fs";
-import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { readModelSpec, type ModelSpec } from "./checkpoint/config.ts";
 import { familyOf } from "./checkpoint/family.ts";
@@ -60,13 +59,12 @@ export interface LoadOptions {
    * the engine goes from step to step without waiting for this thread's turn
    * (two thread hand-offs, ~0.6 ms a token on a 2-core VM). Results are the
    * same either way; a sequence that stops by EOS or a stop string costs one
-   * row of one extra step. It pays where this thread has a core of its own
-   * while the engine computes, so "auto" pipelines on CUDA and on a CPU engine
-   * with fewer threads than cores, and runs one step at a time when the CPU
-   * engine's threads take every core (there this thread's work would slow the
-   * engine's; docs/performance.md, "Pipelined steps", has the measurements).
+   * row of one extra step. Measured (`bun run bench pipeline`,
+   * docs/performance.md "Pipelined steps"): +6–8% tokens/s where a core is
+   * free for this thread, −3 to +7% when the engine's threads take every
+   * core. false: one step at a time.
    */
-  pipeline?: "auto" | boolean;
+  pipeline?: boolean;
   /**
    * Scan every weight for NaN/Inf at load and refuse a damaged checkpoint,
    * naming the tensor (~1–2.5 GB/s of weights on a 2-core VM); false skips
@@ -152,13 +150,6 @@ function kvPoolBlocks(where: string, v: unknown, spec: ModelSpec, o: { maxBatch:
   return Math.min(full, Math.floor(bytes / blockBytes));
 }
 
-/** The pipeline option: "auto", true or false. */
-function pipelineOpt(where: string, v: unknown): "auto" | boolean {
-  if (v === undefined) return LOAD_DEFAULTS.pipeline;
-  if (v === "auto" || typeof v === "boolean") return v;
-  throw new Error(`${where}: pipeline must be "auto", true or false, got ${show(v)}`);
-}
-
 /** Defaults of {@link LoadOptions}, in one place. */
 export const LOAD_DEFAULTS = {
   backend: "auto",
@@ -168,7 +159,7 @@ export const LOAD_DEFAULTS = {
   threads: 0,
   maxBatchTokens: 512,
   decodeSlowdown: 1.5,
-  pipeline: "auto",
+  pipeline: true,
   checkWeights: true,
   kvCacheBytes: 0,
   kvDtype: "auto",
@@ -271,7 +262,7 @@ export class SkipDecoder {
       maxBatchTokens: intOpt(where, "maxBatchTokens", o.maxBatchTokens, 1, 1 << 20, LOAD_DEFAULTS.maxBatchTokens),
       decodeSlowdown:
         o.decodeSlowdown === Infinity ? Infinity : numOpt(where, "decodeSlowdown", o.decodeSlowdown, 1, 1e6, LOAD_DEFAULTS.decodeSlowdown),
-      pipeline: pipelineOpt(where, o.pipeline),
+      pipeline: boolOpt(where, "pipeline", o.pipeline, LOAD_DEFAULTS.pipeline),
       checkWeights: boolOpt(where, "checkWeights", o.checkWeights, LOAD_DEFAULTS.checkWeights),
       kvCacheBytes: 0, // set below
       kvDtype: choiceOpt(where, "kvDtype", o.kvDtype, ["auto", "float16", "bfloat16", "float32"] as const, LOAD_DEFAULTS.kvDtype),
@@ -298,7 +289,6 @@ export class SkipDecoder {
     const engine = await starting;
     const kv = engine.kvStats();
     options.kvCacheBytes = kv.poolBytes;
-    if (options.pipeline === "auto") options.pipeline = engine.backend === "cuda" || (options.threads > 0 && options.threads < availableParallelism());
     options.kvDtype = KV_DTYPE_NAMES[kv.dtype] ?? options.kvDtype;
     const family = familyOf(spec.arch, dir);
     if (engine.backend === "cuda" && !family.cudaVerified) {
