@@ -53,6 +53,28 @@ for (const t of types) {
 
 const q = (xs: number[], p: number) => xs.slice().sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
 const results: Record<string, unknown>[] = [];
+
+/** Tokens/s of `one` and `piped` in alternating rounds, for each speedup: table rows. */
+async function compare(one: SkipDecoder, piped: SkipDecoder, meta: { model: string; type: string; threads: number }): Promise<(string | number)[][]> {
+  const rows: (string | number)[][] = [];
+  const prompt = Array.from({ length: P }, (_, i) => 3 + ((i * 7919) % Math.min(one.spec.vocabSize - 3, 30000)));
+  for (const sp of speedups) {
+    const opts = { maxNewTokens: N, ignoreEos: true, ...(sp > 1 && { speedup: sp }) };
+    for (const d of [one, piped]) await d.generate(prompt, { ...opts, maxNewTokens: Math.min(N, 16) }); // warm-up
+    const a: number[] = [];
+    const b: number[] = [];
+    for (let r = 0; r < rounds; r++) {
+      // alternate which goes first, so neither always follows the other
+      const order = r % 2 ? [piped, one] : [one, piped];
+      for (const d of order) (d === one ? a : b).push((await d.generate(prompt, opts)).stats.tokensPerSecond);
+    }
+    const ratios = b.map((x, i) => x / a[i]!);
+    rows.push([meta.threads, sp === 1 ? "full" : `${sp}x`, pm(a), pm(b), `${median(ratios).toFixed(3)} (${q(ratios, 0.25).toFixed(3)}–${q(ratios, 0.75).toFixed(3)})`]);
+    results.push({ ...meta, speedup: sp, oneStep: a, pipelined: b, ratioMedian: median(ratios) });
+  }
+  return rows;
+}
+
 for (const name of f.models.split(",").map((m) => m.trim())) {
   const dir = shapeModel(name, "float16");
   for (const type of types) {
@@ -61,25 +83,13 @@ for (const name of f.models.split(",").map((m) => m.trim())) {
     for (const threads of threadList) {
       const load = (pipeline: boolean) => SkipDecoder.load(dir, { backend: "cpu", dtype: LOADS[type], threads, maxBatch: 1, maxSeqLen: P + N + 8, pipeline });
       const one = await load(false);
-      const piped = await load(true);
-      const rng = Array.from({ length: P }, (_, i) => 3 + ((i * 7919) % Math.min(one.spec.vocabSize - 3, 30000)));
-      for (const sp of speedups) {
-        const opts = { maxNewTokens: N, ignoreEos: true, ...(sp > 1 && { speedup: sp }) };
-        for (const d of [one, piped]) await d.generate(rng, { ...opts, maxNewTokens: Math.min(N, 16) }); // warm-up
-        const a: number[] = [];
-        const b: number[] = [];
-        for (let r = 0; r < rounds; r++) {
-          // alternate which goes first, so neither always follows the other
-          const order = r % 2 ? [piped, one] : [one, piped];
-          for (const d of order) (d === one ? a : b).push((await d.generate(rng, opts)).stats.tokensPerSecond);
-        }
-        const ratios = b.map((x, i) => x / a[i]!);
-        rows.push([threads, sp === 1 ? "full" : `${sp}x`, pm(a), pm(b),
-          `${median(ratios).toFixed(3)} (${q(ratios, 0.25).toFixed(3)}–${q(ratios, 0.75).toFixed(3)})`]);
-        results.push({ model: name, type, threads, speedup: sp, oneStep: a, pipelined: b, ratioMedian: median(ratios) });
+      const piped = await load(true).catch((e) => (one.close(), Promise.reject(e)));
+      try {
+        rows.push(...(await compare(one, piped, { model: name, type, threads })));
+      } finally {
+        one.close();
+        piped.close();
       }
-      one.close();
-      piped.close();
     }
     table(["engine threads", "decoding", "one step at a time, tok/s", "pipelined, tok/s", "pipelined / one step (quartiles)"], rows);
   }

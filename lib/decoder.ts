@@ -58,8 +58,9 @@ export interface LoadOptions {
    * its rows feeding the tokens that step samples (lib/generation/scheduler.ts):
    * the engine goes from step to step without waiting for this thread's turn
    * (two thread hand-offs, ~0.6 ms a token on a 2-core VM). Results are the
-   * same either way; a sequence that stops by EOS or a stop string costs one
-   * row of one extra step. Measured (`bun run bench pipeline`,
+   * same either way; a sequence that stops by EOS, a stop string or an abort
+   * costs one row of one extra step, and a waiting request starts one step
+   * later than it would one step at a time. Measured (`bun run bench pipeline`,
    * docs/performance.md "Pipelined steps"): +6–8% tokens/s where a core is
    * free for this thread, −3 to +7% when the engine's threads take every
    * core. false: one step at a time.

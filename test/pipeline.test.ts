@@ -23,10 +23,24 @@ afterAll(cleanupTemp);
 const MODEL = { seed: 41, layers: 6, hidden: 48, heads: 4 } as const;
 const PROMPTS = ["Hello world, this is", "The quick brown fox", "a", "Numbers: 1, 2, 3, 4, 5, 6, 7, 8, 9"];
 
-/** A result without its timings. */
+/** A result without its timings and KV peak (compared by {@link sameResults}). */
 function strip(r: GenerateResult): Omit<GenerateResult, "stats"> & { stats: Partial<GenerateResult["stats"]> } {
-  const { prefillMs: _p, decodeMs: _d, tokensPerSecond: _t, seed: _s, ...stats } = r.stats; // seed: drawn when not given
+  const { prefillMs: _p, decodeMs: _d, tokensPerSecond: _t, seed: _s, kvBytes: _k, ...stats } = r.stats; // seed: drawn when not given
   return { ...r, stats };
+}
+
+/**
+ * Pipelined results equal one-step ones; the KV peak too, except that a
+ * generation stopped by EOS or a stop string fed one more token (its sample
+ * dropped), so it may have held one position's blocks more.
+ */
+function sameResults(piped: GenerateResult[], one: GenerateResult[]): void {
+  expect(piped.map(strip)).toEqual(one.map(strip));
+  piped.forEach((p, i) => {
+    const o = one[i]!;
+    if (p.finishReason === "length") expect(p.stats.kvBytes).toBe(o.stats.kvBytes);
+    else expect(p.stats.kvBytes).toBeGreaterThanOrEqual(o.stats.kvBytes);
+  });
 }
 
 /** KV bytes in use once the resets queued behind the last step have run (the stats are as of the last request finished). */
@@ -36,7 +50,7 @@ async function usedAfterResets(e: { kvStats(): { usedBytes: number } }): Promise
 }
 
 /** One mixed workload: concurrent requests that join and leave, sampled and greedy, logprobs, stops, a batch, a stream. */
-async function workload(dec: SkipDecoder): Promise<unknown[]> {
+async function workload(dec: SkipDecoder): Promise<{ results: GenerateResult[]; events: StreamEvent[] }> {
   const L = dec.spec.numLayers;
   const free = await dec.generate(PROMPTS[1]!, { maxNewTokens: 24, ignoreEos: true });
   const stop = free.text.slice(9, 11);
@@ -61,7 +75,7 @@ async function workload(dec: SkipDecoder): Promise<unknown[]> {
   // and one that starts while the others run
   const late = await dec.generate(PROMPTS[0]!, { maxNewTokens: 5, ignoreEos: true });
   const flat = runs.flatMap((r) => (Array.isArray(r) ? r : [r])) as GenerateResult[];
-  return [...[free, ...flat, late].map(strip), events];
+  return { results: [free, ...flat, late], events };
 }
 
 describe("pipelined steps", () => {
@@ -73,9 +87,10 @@ describe("pipelined steps", () => {
     expect(piped.options.pipeline).toBe(true);
     const a = await workload(one);
     const b = await workload(piped);
-    expect(b).toEqual(a);
+    sameResults(b.results, a.results);
+    expect(b.events).toEqual(a.events);
     // the stop string did stop it: one row of one extra step ran, and its KV went back with the slot
-    expect((a[2] as GenerateResult).finishReason).toBe("stop");
+    expect(a.results[2]!.finishReason).toBe("stop");
     expect(await usedAfterResets(piped)).toBe(0);
     expect(piped.load).toEqual({ running: 0, waiting: 0 });
   });
@@ -94,7 +109,44 @@ describe("pipelined steps", () => {
     const r = await piped.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 });
     expect(r.finishReason).toBe("stop");
     expect(r.tokens).toEqual(full.tokens.slice(0, full.tokens.indexOf(eos)));
-    expect(strip(r)).toEqual(strip(await one.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 })));
+    sameResults([r], [await one.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 })]);
+    expect(await usedAfterResets(piped)).toBe(0);
+  });
+
+  test("prompts fed in chunks, the context's end, aborts and early-closed streams whose slots others take", async () => {
+    const dir = tinyModel(MODEL);
+    const opts = { backend: "cpu", maxBatch: 2, maxBatchTokens: 5, maxSeqLen: 48 } as const;
+    using one = await SkipDecoder.load(dir, { ...opts, pipeline: false });
+    using piped = await SkipDecoder.load(dir, { ...opts, pipeline: true });
+    const run = async (dec: SkipDecoder) => {
+      const ctl = new AbortController();
+      const aborted = dec.generate(PROMPTS[3]!, {
+        maxNewTokens: 10, ignoreEos: true, signal: ctl.signal, logprobs: 1,
+        // a signal from the stream of tokens: the abort lands between two steps
+      });
+      const closed = (async () => {
+        const got: StreamEvent[] = [];
+        for await (const ev of dec.stream(PROMPTS[0]!, { maxNewTokens: 10, speedup: 2, ignoreEos: true })) {
+          got.push(ev);
+          if (got.length === 3) break; // leaves early: its slot goes back
+        }
+        return got;
+      })();
+      // waiting for a slot while the two above run; the first runs into the context's end
+      const atEnd = dec.generate(PROMPTS[1]!, { maxNewTokens: 40, stopAtContext: true, ignoreEos: true, temperature: 0.7, seed: 9 });
+      const queued = dec.generate(PROMPTS[2]!, { maxNewTokens: 6, speedup: 3, ignoreEos: true, logprobs: 2 });
+      const first = await closed;
+      ctl.abort();
+      const gone = await aborted;
+      return { first, gone: gone.finishReason, results: await Promise.all([atEnd, queued]) };
+    };
+    const a = await run(one);
+    const b = await run(piped);
+    expect(b.first).toEqual(a.first);
+    expect(b.gone).toBe("abort");
+    expect(a.results[0]!.finishReason).toBe("length");
+    expect(a.results[0]!.promptTokens.length + a.results[0]!.tokens.length).toBe(48);
+    sameResults(b.results, a.results);
     expect(await usedAfterResets(piped)).toBe(0);
   });
 
@@ -108,7 +160,7 @@ describe("pipelined steps", () => {
 
 describe("the scheduler over a raw engine", () => {
   /** A scheduler over its own engine thread; `post` counted, and able to slip raw steps in between. */
-  async function rig(opts: { pipeline: boolean }) {
+  async function rig(opts: { pipeline: boolean; maxRows?: number }) {
     const dir = tinyModel(MODEL);
     using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 4 });
     const tokenizer = dec.tokenizer;
@@ -133,7 +185,7 @@ describe("the scheduler over a raw engine", () => {
         },
       }),
     };
-    const sched = new Scheduler(target, 64);
+    const sched = new Scheduler(target, opts.maxRows ?? 64);
     const spec = (prompt: number[], over: Partial<SequenceSpec> = {}): SequenceSpec => ({
       prompt, maxNewTokens: 10, policy: SkipPolicy.forSpeedup(2, { numLayers: dec.spec.numLayers, span: 8 }), temperature: 0, topK: 0, topP: 1,
       seed: 1, seq: 0, stop: [], eosIds: [], logprobs: null, ...over,
@@ -154,7 +206,7 @@ describe("the scheduler over a raw engine", () => {
     try {
       const out = await r.sched.submit(r.spec([2, 10, 11, 12], { maxNewTokens: 20 })).promise;
       expect(out.tokens.length).toBe(20);
-      // 20 tokens: the prefill, then 19 decode steps of which all but the first are posted ahead
+      // 20 tokens: the prefill, then 19 decode steps, each posted while the step before it ran
       expect(r.seen.posted).toBe(20);
       expect(r.seen.follows).toBe(19);
       expect(r.seen.skipped).toBe(0);
@@ -168,23 +220,25 @@ describe("the scheduler over a raw engine", () => {
     const r = await rig({ pipeline: true });
     try {
       const prompts = [[2, 10, 11, 12], [2, 30, 31], [2, 5]];
-      const want = await Promise.all(prompts.map((p, i) => plain.sched.submit(plain.spec(p, { maxNewTokens: 12 + i, temperature: 0.9, seed: 5 + i })).promise));
+      const want = await Promise.all(prompts.map((p, i) => plain.sched.submit(plain.spec(p, { maxNewTokens: 12 + i, temperature: 0.9, seed: 5 + i, logprobs: i })).promise));
       let every = 0;
       r.setBetween(() => ++every % 3 === 0 && r.raw());
-      const got = await Promise.all(prompts.map((p, i) => r.sched.submit(r.spec(p, { maxNewTokens: 12 + i, temperature: 0.9, seed: 5 + i })).promise));
+      const got = await Promise.all(prompts.map((p, i) => r.sched.submit(r.spec(p, { maxNewTokens: 12 + i, temperature: 0.9, seed: 5 + i, logprobs: i })).promise));
       r.setBetween(null);
       expect(r.rawErrors).toEqual([]);
       expect(r.seen.skipped).toBeGreaterThan(0);
       expect(got.map((x) => x.tokens)).toEqual(want.map((x) => x.tokens));
       expect(got.map((x) => x.budgets)).toEqual(want.map((x) => x.budgets));
+      expect(got.map((x) => x.logprobs)).toEqual(want.map((x) => x.logprobs));
     } finally {
       plain.engine.free();
       r.engine.free();
     }
   });
 
-  test("a refused row fails its own sequence; the step after it is skipped and the others finish as alone", async () => {
-    const r = await rig({ pipeline: true });
+  test.each([64, 3])("a refused row fails its own sequence; the step after it is skipped and the others finish as alone (%d rows a step)", async (maxRows) => {
+    // 3 rows a step: prompts are fed in chunks, so the refused step and the one after it both put prompt progress back
+    const r = await rig({ pipeline: true, maxRows });
     try {
       const alone = [];
       for (const p of [[2, 10, 11], [2, 30, 31, 32]]) alone.push((await r.sched.submit(r.spec(p)).promise).tokens);
@@ -221,8 +275,8 @@ describe("the engine thread's references", () => {
       };
       const params = new Float32Array(new SharedArrayBuffer(8));
       params.set([0, 1]);
-      const tokens = new Int32Array(new SharedArrayBuffer(4));
-      const settle = (h: { done: Promise<void> }) => h.done.then(() => null, (e: Error) => e);
+      const tokens = new Int32Array(new SharedArrayBuffer(16)); // 4 slots; each step here samples one row
+      const settle = (h: { done: Promise<unknown> }) => h.done.then(() => null, (e: Error) => e);
       const fresh = () => new Int32Array(new SharedArrayBuffer(4));
       // a refused first step (position 5 of an empty slot), then one that follows it
       const bad = engine.postStep(row(2, 5, ROW_SAMPLE), 1, params, null, tokens, null, null);
@@ -236,7 +290,7 @@ describe("the engine thread's references", () => {
       const late = engine.postStep(row(-1, 1, ROW_SAMPLE), 1, params, null, fresh(), null, ok.id);
       const [okErr, farErr, lateErr] = await Promise.all([settle(ok), settle(far), settle(late)]);
       expect(okErr).toBeNull();
-      expect(String(farErr)).toMatch(/step: row 0: token -3 refers to sampled token 2 of step \d+, which has 1 slots/);
+      expect(String(farErr)).toMatch(/step: row 0: token -3 refers to sampled token 2 of step \d+, which sampled 1/); // the buffer has 4 slots
       expect(lateErr).toMatchObject({ name: STEP_SKIPPED, message: expect.stringMatching(/was not the last step to run/) }); // `far` ran (and failed) between
       // none of those wrote anything: position 1 of slot 0 is next
       await engine.step(row(tokens[0]!, 1, ROW_SAMPLE), 1, params, null, tokens);

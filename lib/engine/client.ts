@@ -322,6 +322,11 @@ export class EngineClient {
     await this.postStep(rows, n, params, logits, tokens, lp ?? null, null).done;
   }
 
+  /*
+   * postStep's promise resolves to the milliseconds the native step took on
+   * the engine thread (not counting the wait for its turn).
+   */
+
   /**
    * {@link EngineClient.step}, with the request's id, and pipelining: with
    * `follows` the id of an earlier step (posted, its reply not yet needed),
@@ -330,6 +335,7 @@ export class EngineClient {
    * thread starts it the moment that one ends. Should that step fail, or
    * another step run between the two, this one is skipped: it rejects with an
    * Error named STEP_SKIPPED (protocol.ts) and the engine is untouched.
+   * `done` resolves to the milliseconds the native step itself took.
    */
   postStep(
     rows: Int32Array,
@@ -339,7 +345,7 @@ export class EngineClient {
     tokens: Int32Array | null,
     lp: { nTop: number; values: Float32Array; ids: Int32Array | null } | null,
     follows: number | null,
-  ): { id: number; done: Promise<void> } {
+  ): { id: number; done: Promise<number> } {
     const r = shared(rows, true);
     const p = shared(params, true);
     const l = shared(logits, false);
@@ -350,11 +356,12 @@ export class EngineClient {
     const id = this.#post({
       op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view, ...(lpq && { lp: lpq }), ...(follows !== null && { follows }),
     });
-    const done = this.#track(id).promise.then(() => {
+    const done = this.#track(id).promise.then((ms) => {
       l.back();
       t.back();
       lv.back();
       li.back();
+      return ms as number;
     });
     void this.#pump();
     return { id, done };

@@ -14,7 +14,7 @@
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
 import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, STEP_SKIPPED, type WireError, writeKvStats } from "./protocol.ts";
-import { Row } from "./abi.ts";
+import { Row, ROW_SAMPLE } from "./abi.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine, type LoadSummary } from "./weights.ts";
 
@@ -24,11 +24,12 @@ function wire(e: unknown): WireError {
   return { name: "Error", message: String(e) };
 }
 
-/** The last step this thread ran: whether it succeeded, and where its sampled tokens are. */
+/** The last step this thread ran: whether it succeeded, where its sampled tokens are and how many it sampled. */
 interface LastStep {
   id: number;
   ok: boolean;
   tokens: Int32Array | null;
+  sampled: number;
 }
 
 type StepRequest = Extract<EngineRequest, { op: "step" }>;
@@ -51,8 +52,8 @@ function resolveFollows(q: StepRequest, last: LastStep | null): void {
     const t = q.rows[i * Row.FIELDS + Row.TOKEN]!;
     if (t >= 0) continue;
     const k = -t - 1;
-    if (!last.tokens || k >= last.tokens.length) {
-      throw new Error(`step: row ${i}: token ${t} refers to sampled token ${k} of step ${q.follows}, which has ${last.tokens?.length ?? 0} slots`);
+    if (!last.tokens || k >= last.sampled) {
+      throw new Error(`step: row ${i}: token ${t} refers to sampled token ${k} of step ${q.follows}, which sampled ${last.sampled}`);
     }
     refs.push([i, last.tokens[k]!]);
   }
@@ -99,12 +100,16 @@ function run(d: EngineWorkerData): void {
         switch (q.op) {
           case "step": {
             const follows = last;
-            last = { id: q.id, ok: false, tokens: q.tokens };
+            let sampled = 0;
+            for (let i = 0; i < q.n; i++) if (q.rows[i * Row.FIELDS + Row.FLAGS]! & ROW_SAMPLE) sampled++;
+            last = { id: q.id, ok: false, tokens: q.tokens, sampled };
             resolveFollows(q, follows);
+            const t0 = performance.now();
             engine.step(q.rows, q.n, q.params, q.logits, q.tokens, q.lp?.nTop ?? 0, q.lp?.values ?? null, q.lp?.ids ?? null);
+            const ms = performance.now() - t0;
             last.ok = true;
             publishKv();
-            reply({ id: q.id, ok: true, value: null });
+            reply({ id: q.id, ok: true, value: ms }); // the engine's own time: the client's wall time includes waiting for its turn
             break;
           }
           case "reset":

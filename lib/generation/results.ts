@@ -31,7 +31,11 @@ export interface GenerationStats {
   /**
    * Bytes of KV cache the generation held at its peak (its prompt at every
    * layer, each fed-back token at the layers its budget computed, in whole
-   * blocks; docs/kv-cache.md). Its reservation was this much or more.
+   * blocks; docs/kv-cache.md). Its reservation was this much or more. With
+   * pipelined steps (the `pipeline` load option), a generation stopped by EOS
+   * or a stop string also fed the token after its last pass, whose sample was
+   * dropped: counted here, so this can be one position's blocks more than
+   * one step at a time would hold.
    */
   kvBytes: number;
 }

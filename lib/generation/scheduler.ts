@@ -93,7 +93,8 @@ export interface StepTarget {
    * id; with `follows` (the id of a step posted before and not yet settled), a
    * row whose token is -(k + 1) feeds the k-th token that step samples, and
    * the step rejects with an Error named STEP_SKIPPED, the engine untouched,
-   * if that step fails or another runs between them. Absent: one step at a time.
+   * if that step fails or another runs between them; `done` resolves to the
+   * milliseconds the engine spent on the step. Absent: one step at a time.
    */
   post?(
     rows: Int32Array,
@@ -102,7 +103,7 @@ export interface StepTarget {
     tokens: Int32Array,
     lp: { nTop: number; values: Float32Array; ids: Int32Array } | null,
     follows: number | null,
-  ): { id: number; done: Promise<void> };
+  ): { id: number; done: Promise<number> };
 }
 
 /** The shared-memory views one step reads and writes; two sets, so a step can be built while the other runs. */
@@ -143,8 +144,8 @@ interface Posted {
   buf: StepBuffers;
   /** The target's id for it (-1 without pipelining). */
   id: number;
-  /** null once it succeeded, else its error. */
-  settled: Promise<Error | null>;
+  /** Its error, or null once it succeeded, with the engine's own time for it when the target reports one. */
+  settled: Promise<{ error: Error | null; engineMs: number | null }>;
   t0: number;
 }
 
@@ -244,8 +245,6 @@ export class Scheduler {
   #prefillRowMs = NaN;
   /** Steps that mixed decode and prefill rows since the last decode-only one. */
   #mixed = 0;
-  /** When the last step settled (a pipelined step starts then, not when it was posted). */
-  #lastDone = 0;
 
   /**
    * `maxRows`: most rows a step carries. `slowdown`: while sequences decode,
@@ -371,19 +370,20 @@ export class Scheduler {
           ahead = next;
           continue;
         }
-        const err = await ahead.settled;
-        if (err) {
+        const { error, engineMs } = await ahead.settled;
+        if (error) {
           // `next` follows it, so the engine thread skips it: its prompt rows go again, then ahead's
           if (next) this.#putBack(next.built);
           next = null;
-          this.#failed(ahead.built, err);
+          this.#failed(ahead.built, error);
         } else {
-          const now = performance.now();
-          this.#timed(ahead.built.decodeRows, ahead.built.rows - ahead.built.decodeRows, now - Math.max(ahead.t0, this.#lastDone));
-          this.#lastDone = now;
+          // the engine's time for the step (a pipelined step waited for its turn; the wall time says little)
+          this.#timed(ahead.built.decodeRows, ahead.built.rows - ahead.built.decodeRows, engineMs ?? performance.now() - ahead.t0);
           this.#dispatch(ahead.built, ahead.buf);
           // Let stream consumers and abort signals see this step's tokens before the next is built
-          // (a step's reply can arrive without a trip through the event loop).
+          // (a step's reply can arrive without a trip through the event loop). With pipelining the
+          // step after it is already posted: a sequence aborted now still has its row there (its
+          // token dropped), and its slot's reset follows that step.
           await new Promise<void>((r) => setImmediate(r));
         }
         ahead = next;
@@ -397,14 +397,19 @@ export class Scheduler {
   #post(built: Built, buf: StepBuffers, ahead: Posted | null): Posted {
     const lp = built.nTop >= 0 ? { nTop: built.nTop, values: buf.lpValues, ids: buf.lpIds } : null;
     let id = -1;
-    let done: Promise<void>;
+    let done: Promise<number | void>;
+    const t0 = performance.now();
     try {
       if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, lp, ahead ? ahead.id : null));
       else done = this.#t.step(buf.rows, built.rows, buf.params, buf.tokens, lp ?? undefined);
     } catch (e) {
       done = Promise.reject(e); // a closed decoder throws at once
     }
-    return { built, buf, id, settled: done.then(() => null, (e: unknown) => (e instanceof Error ? e : new Error(String(e)))), t0: performance.now() };
+    const settled = done.then(
+      (ms) => ({ error: null, engineMs: typeof ms === "number" ? ms : null }),
+      (e: unknown) => ({ error: e instanceof Error ? e : new Error(String(e)), engineMs: null }),
+    );
+    return { built, buf, id, settled, t0 };
   }
 
   /** A step that changed nothing: its sequences' prompt progress as it was before it was built. */
@@ -679,6 +684,8 @@ export class Scheduler {
     const kv = this.#t.kv;
     if (!kv) return 0;
     const fed = s.budgets.slice(0, s.passes);
+    // stopped by EOS or a stop string while a pipelined step fed its next token: that row's KV was held too
+    if (s.planned?.index === s.passes) fed.push(s.planned.layers);
     return kvBlocksNeeded(this.#t.numLayers, kv.budget.blockSize, s.fed, fed, s.spec.policy.warmupLayers) * kv.budget.blockBytes;
   }
 
