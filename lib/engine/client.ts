@@ -29,12 +29,13 @@ import {
   type EngineRequest,
   type EngineWorkerData,
   ENDED,
-  readKvStats,
   REQ,
+  BOUND_SETS,
+  type StepArrays,
   type WireError,
 } from "./protocol.ts";
 import { KvStat } from "./abi.ts";
-import { type BackendName, type KvPoolStats, NativeError } from "./native.ts";
+import { type BackendName, type KvPoolStats, kvStatsOf, NativeError } from "./native.ts";
 import type { EngineOptions, LoadSummary } from "./weights.ts";
 
 type Body = EngineRequest extends infer R ? (R extends { id: number } ? Omit<R, "id"> : never) : never;
@@ -98,8 +99,11 @@ export class EngineClient {
   readonly #port: MessagePort;
   readonly #ctrl: Int32Array;
   /** The KV pool's stats, kept current by the engine thread (protocol.ts). */
-  readonly #kv: Float64Array;
+  readonly #kv: BigInt64Array;
   readonly #pending = new Map<number, Pending>();
+  /** The step arrays bound on the engine thread, by set number (protocol.ts "bind"), and the set to replace next. */
+  readonly #sets: StepArrays[] = [];
+  #nextSet = 0;
   #nextId = 1;
   #pumping = false;
   #freed = false;
@@ -113,7 +117,7 @@ export class EngineClient {
     worker: Worker,
     port: MessagePort,
     ctrl: Int32Array,
-    kv: Float64Array,
+    kv: BigInt64Array,
     info: LoadInfo,
   ) {
     this.#worker = worker;
@@ -175,7 +179,7 @@ export class EngineClient {
    */
   static async start(dir: string, spec: ModelSpec, options: EngineOptions): Promise<EngineClient> {
     const ctrl = new Int32Array(new SharedArrayBuffer(CTRL_SLOTS * 4));
-    const kv = new Float64Array(new SharedArrayBuffer(KvStat.STATS_COUNT * 8));
+    const kv = new BigInt64Array(new SharedArrayBuffer(KvStat.STATS_COUNT * 8));
     const { port1, port2 } = new MessageChannel();
     const data: EngineWorkerData = { dir, spec, options, ctrl: ctrl.buffer as SharedArrayBuffer, kv: kv.buffer as SharedArrayBuffer, port: port2 };
     const worker = new Worker(new URL("./worker.ts", import.meta.url), { workerData: data, transferList: [port2] });
@@ -352,19 +356,31 @@ export class EngineClient {
     const t = shared(tokens, false);
     const lv = shared(lp?.values ?? null, false);
     const li = shared(lp?.ids ?? null, false);
-    const lpq = lp ? { nTop: lp.nTop, values: lv.view!, ids: li.view } : undefined;
-    const id = this.#post({
-      op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view, ...(lpq && { lp: lpq }), ...(follows !== null && { follows }),
-    });
+    const views = [r, p, l, t, lv, li];
+    const arrays: StepArrays = { rows: r.view!, params: p.view, logits: l.view, tokens: t.view, lpValues: lv.view, lpIds: li.view };
+    // the caller's own shared arrays (the scheduler's two sets, every step): bound once, then named by number
+    const copied = views.some((v, i) => v.view !== [rows, params, logits, tokens, lp?.values ?? null, lp?.ids ?? null][i]);
+    const id = this.#post({ op: "step", n, arrays: copied ? arrays : this.#bound(arrays), nTop: lp?.nTop ?? 0, ...(follows !== null && { follows }) });
     const done = this.#track(id).promise.then((ms) => {
-      l.back();
-      t.back();
-      lv.back();
-      li.back();
+      for (const v of views) v.back();
       return ms as number;
     });
     void this.#pump();
     return { id, done };
+  }
+
+  /** The number of a bound set holding exactly these arrays, binding them (in place of the oldest) if none does. */
+  #bound(a: StepArrays): number {
+    const same = (b: StepArrays | undefined) =>
+      !!b && b.rows === a.rows && b.params === a.params && b.logits === a.logits && b.tokens === a.tokens && b.lpValues === a.lpValues && b.lpIds === a.lpIds;
+    const have = this.#sets.findIndex(same);
+    if (have >= 0) return have;
+    const set = this.#nextSet;
+    this.#nextSet = (set + 1) % BOUND_SETS;
+    this.#sets[set] = a;
+    const id = this.#post({ op: "bind", set, arrays: a });
+    this.#track(id).promise.catch(() => {}); // a failed bind fails the step that names it, which is reported
+    return set;
   }
 
   /** {@link EngineClient.step}, blocking until it is done. */
@@ -373,7 +389,7 @@ export class EngineClient {
     const p = shared(params, true);
     const l = shared(logits, false);
     const t = shared(tokens, false);
-    this.#callSync({ op: "step", n, rows: r.view!, params: p.view, logits: l.view, tokens: t.view });
+    this.#callSync({ op: "step", n, arrays: { rows: r.view!, params: p.view, logits: l.view, tokens: t.view, lpValues: null, lpIds: null }, nTop: 0 });
     l.back();
     t.back();
   }
@@ -401,7 +417,7 @@ export class EngineClient {
    * Never blocks: the thread keeps them in shared memory.
    */
   kvStats(): KvPoolStats {
-    return readKvStats(this.#kv);
+    return kvStatsOf(this.#kv);
   }
 
   /** Length of a slot's sequence and its KV length at one layer (blocking). */

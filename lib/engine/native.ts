@@ -332,6 +332,23 @@ export interface KvPoolStats {
 const registry = new FinalizationRegistry<{ free: () => void }>((h) => h.free());
 
 /** An engine handle (skd_engine*). `free()` is idempotent; use after free throws. */
+/** The KV pool's stats from skd_engine_kv_stats' int64s (skipdecode.h's order). */
+export function kvStatsOf(o: BigInt64Array): KvPoolStats {
+  const n = (i: number) => Number(o[i]);
+  return {
+    poolBytes: n(KvStat.POOL_BYTES),
+    usedBytes: n(KvStat.USED_BYTES),
+    reservedBytes: n(KvStat.RESERVED_BYTES),
+    blockSize: n(KvStat.BLOCK_SIZE),
+    blockBytes: n(KvStat.BLOCK_BYTES),
+    blocks: n(KvStat.BLOCKS),
+    blocksFree: n(KvStat.BLOCKS_FREE),
+    blocksAvailable: n(KvStat.BLOCKS_AVAILABLE),
+    dtype: n(KvStat.DTYPE) as DTypeCode,
+    paged: n(KvStat.PAGED) === 1,
+  };
+}
+
 export class NativeEngine {
   readonly backend: NativeBackend;
   /** Rows of the LM head (logits per row). */
@@ -461,21 +478,16 @@ export class NativeEngine {
   /** The KV pool's numbers (skd_engine_kv_stats). */
   kvStats(): KvPoolStats {
     const o = new BigInt64Array(KvStat.STATS_COUNT);
-    this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), o, KvStat.STATS_COUNT));
-    const n = (i: number) => Number(o[i]);
-    return {
-      poolBytes: n(KvStat.POOL_BYTES),
-      usedBytes: n(KvStat.USED_BYTES),
-      reservedBytes: n(KvStat.RESERVED_BYTES),
-      blockSize: n(KvStat.BLOCK_SIZE),
-      blockBytes: n(KvStat.BLOCK_BYTES),
-      blocks: n(KvStat.BLOCKS),
-      blocksFree: n(KvStat.BLOCKS_FREE),
-      blocksAvailable: n(KvStat.BLOCKS_AVAILABLE),
-      dtype: n(KvStat.DTYPE) as DTypeCode,
-      paged: n(KvStat.PAGED) === 1,
-    };
+    this.kvStatsInto(o);
+    return kvStatsOf(o);
   }
+
+  /** skd_engine_kv_stats into `out` (KvStat.STATS_COUNT int64s, skipdecode.h's order; shared memory is fine): one call, nothing allocated. */
+  kvStatsInto(out: BigInt64Array): void {
+    if (out.length < KvStat.STATS_COUNT) throw new Error(`kvStatsInto: ${out.length} slots, ${KvStat.STATS_COUNT} needed`);
+    this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), out, KvStat.STATS_COUNT));
+  }
+
 
   /** One slot's KV blocks: owned now, peak since its last reset, reserved (skd_engine_kv_slot_stats). */
   kvSlotStats(slot: number): { owned: number; peak: number; reserved: number } {

@@ -2,8 +2,6 @@
 import type { MessagePort } from "node:worker_threads";
 import type { ModelSpec } from "../checkpoint/config.ts";
 import type { EngineOptions } from "./weights.ts";
-import { KvStat } from "./abi.ts";
-import type { KvPoolStats } from "./native.ts";
 
 /** A request from the client; `id` orders replies. */
 export type EngineRequest =
@@ -11,12 +9,10 @@ export type EngineRequest =
       id: number;
       op: "step";
       n: number;
-      rows: Int32Array;
-      params: Float32Array | null;
-      logits: Float32Array | null;
-      tokens: Int32Array | null;
-      /** Logprobs of rows flagged ROW_LOGPROBS (skd_engine_step_logprobs). */
-      lp?: { nTop: number; values: Float32Array; ids: Int32Array | null };
+      /** The step's arrays, or the number of a set bound earlier ("bind"). */
+      arrays: StepArrays | number;
+      /** Alternatives per row flagged ROW_LOGPROBS (skd_engine_step_logprobs); 0 when none. */
+      nTop: number;
       /**
        * The id of the step this one continues (a pipelined step, posted before
        * that one's reply): a row whose token is -(k + 1) feeds the k-th token
@@ -25,11 +21,31 @@ export type EngineRequest =
        */
       follows?: number;
     }
+  /**
+   * Keep these arrays as set `set` (0..{@link BOUND_SETS}-1, replacing what was
+   * there) for later steps to name: a step message with views of shared memory
+   * costs tens of microseconds to send and to receive, a number next to nothing.
+   */
+  | { id: number; op: "bind"; set: number; arrays: StepArrays }
   | { id: number; op: "reset"; slot: number }
   | { id: number; op: "slotInfo"; slot: number; layer: number }
   /** Sets a slot's KV reservation (skd_engine_kv_reserve). */
   | { id: number; op: "kvReserve"; slot: number; blocks: number }
   | { id: number; op: "free" };
+
+/** The arrays a step reads and writes, in shared memory (rows, params: in; logits, tokens, logprobs: out). */
+export interface StepArrays {
+  rows: Int32Array;
+  params: Float32Array | null;
+  logits: Float32Array | null;
+  tokens: Int32Array | null;
+  /** Logprobs of rows flagged ROW_LOGPROBS: 1 + nTop values and nTop ids each. */
+  lpValues: Float32Array | null;
+  lpIds: Int32Array | null;
+}
+
+/** Sets of step arrays the engine thread keeps ("bind"). */
+export const BOUND_SETS = 4;
 
 /** The error name of a step skipped because the step it follows failed or was not the last to run. */
 export const STEP_SKIPPED = "StepSkipped";
@@ -52,34 +68,12 @@ export interface EngineWorkerData {
   options: EngineOptions;
   /** Int32Array(CTRL_SLOTS) over a SharedArrayBuffer, indexed by REQ, DONE, ENDED, BEAT, BUSY. */
   ctrl: SharedArrayBuffer;
-  /** Float64Array(KvStat.STATS_COUNT): the KV pool's stats, rewritten by the thread after every request that can change them. */
+  /**
+   * BigInt64Array(KvStat.STATS_COUNT): the KV pool's stats as skd_engine_kv_stats writes them (skipdecode.h's
+   * order), rewritten by the thread after every request that can change them (native.ts kvStatsOf reads them).
+   */
   kv: SharedArrayBuffer;
   port: MessagePort;
-}
-
-/** Where each KV stat sits in the shared Float64Array (EngineWorkerData.kv): skipdecode.h's skd_kv_stat order. */
-const KV_FIELDS: [keyof KvPoolStats, number][] = [
-  ["poolBytes", KvStat.POOL_BYTES],
-  ["usedBytes", KvStat.USED_BYTES],
-  ["reservedBytes", KvStat.RESERVED_BYTES],
-  ["blockSize", KvStat.BLOCK_SIZE],
-  ["blockBytes", KvStat.BLOCK_BYTES],
-  ["blocks", KvStat.BLOCKS],
-  ["blocksFree", KvStat.BLOCKS_FREE],
-  ["blocksAvailable", KvStat.BLOCKS_AVAILABLE],
-  ["dtype", KvStat.DTYPE],
-  ["paged", KvStat.PAGED],
-];
-
-/** Writes the KV stats into shared memory (the engine thread, after each request that can change them). */
-export function writeKvStats(kv: Float64Array, s: KvPoolStats): void {
-  for (const [k, i] of KV_FIELDS) kv[i] = Number(s[k]);
-}
-
-/** Reads the KV stats from shared memory (the caller's thread, without waiting). */
-export function readKvStats(kv: Float64Array): KvPoolStats {
-  const o = Object.fromEntries(KV_FIELDS.map(([k, i]) => [k, kv[i]!])) as Record<keyof KvPoolStats, number>;
-  return { ...o, dtype: o.dtype as KvPoolStats["dtype"], paged: o.paged === 1 };
 }
 
 /** Requests posted. */

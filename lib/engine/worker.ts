@@ -13,7 +13,21 @@
  * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
-import { BEAT, BEAT_MS, BUSY, DONE, type EngineReply, type EngineRequest, type EngineWorkerData, ENDED, REQ, STEP_SKIPPED, type WireError, writeKvStats } from "./protocol.ts";
+import {
+  BEAT,
+  BEAT_MS,
+  BOUND_SETS,
+  BUSY,
+  DONE,
+  type EngineReply,
+  type EngineRequest,
+  type EngineWorkerData,
+  ENDED,
+  REQ,
+  type StepArrays,
+  STEP_SKIPPED,
+  type WireError,
+} from "./protocol.ts";
 import { Row, ROW_SAMPLE } from "./abi.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine, type LoadSummary } from "./weights.ts";
@@ -39,7 +53,7 @@ type StepRequest = Extract<EngineRequest, { op: "step" }>;
  * the k-th token `last` sampled. Throws, rows untouched, when `last` is not the
  * step it follows or failed (STEP_SKIPPED), or a reference is out of range.
  */
-function resolveFollows(q: StepRequest, last: LastStep | null): void {
+function resolveFollows(q: StepRequest, a: StepArrays, last: LastStep | null): void {
   if (q.follows === undefined) return;
   if (!last || last.id !== q.follows || !last.ok) {
     const why = !last || last.id !== q.follows ? "was not the last step to run" : "failed";
@@ -49,7 +63,7 @@ function resolveFollows(q: StepRequest, last: LastStep | null): void {
   }
   const refs: [number, number][] = [];
   for (let i = 0; i < q.n; i++) {
-    const t = q.rows[i * Row.FIELDS + Row.TOKEN]!;
+    const t = a.rows[i * Row.FIELDS + Row.TOKEN]!;
     if (t >= 0) continue;
     const k = -t - 1;
     if (!last.tokens || k >= last.sampled) {
@@ -57,7 +71,7 @@ function resolveFollows(q: StepRequest, last: LastStep | null): void {
     }
     refs.push([i, last.tokens[k]!]);
   }
-  for (const [i, tok] of refs) q.rows[i * Row.FIELDS + Row.TOKEN] = tok;
+  for (const [i, tok] of refs) a.rows[i * Row.FIELDS + Row.TOKEN] = tok;
 }
 
 function run(d: EngineWorkerData): void {
@@ -76,12 +90,13 @@ function run(d: EngineWorkerData): void {
     return;
   }
   // the KV stats live in shared memory, so reading them never waits for a step
-  const kv = new Float64Array(d.kv);
-  const publishKv = () => writeKvStats(kv, engine.kvStats());
+  const kv = new BigInt64Array(d.kv);
+  const publishKv = () => engine.kvStatsInto(kv); // straight into shared memory: one call, nothing allocated
   publishKv();
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0), loadSummary } });
   let handled = 0;
   let last: LastStep | null = null;
+  const bound: (StepArrays | undefined)[] = [];
   for (;;) {
     // idle: wake now and then to show this thread is alive (lib/engine/client.ts waits on it)
     Atomics.wait(ctrl, REQ, handled, BEAT_MS);
@@ -98,14 +113,24 @@ function run(d: EngineWorkerData): void {
       Atomics.store(ctrl, BUSY, 1);
       try {
         switch (q.op) {
+          case "bind":
+            if (!Number.isInteger(q.set) || q.set < 0 || q.set >= BOUND_SETS) throw new Error(`bind: set ${q.set} out of range 0..${BOUND_SETS - 1}`);
+            bound[q.set] = q.arrays;
+            reply({ id: q.id, ok: true, value: null });
+            break;
           case "step": {
+            const a = typeof q.arrays === "number" ? bound[q.arrays] : q.arrays;
+            if (!a) throw new Error(`step: no arrays bound as set ${q.arrays}`);
+            if (!Number.isInteger(q.n) || q.n < 0 || a.rows.length < q.n * Row.FIELDS) {
+              throw new Error(`step: rows holds ${a.rows.length} ints, ${q.n} rows need ${q.n * Row.FIELDS}`);
+            }
             const follows = last;
             let sampled = 0;
-            for (let i = 0; i < q.n; i++) if (q.rows[i * Row.FIELDS + Row.FLAGS]! & ROW_SAMPLE) sampled++;
-            last = { id: q.id, ok: false, tokens: q.tokens, sampled };
-            resolveFollows(q, follows);
+            for (let i = 0; i < q.n; i++) if (a.rows[i * Row.FIELDS + Row.FLAGS]! & ROW_SAMPLE) sampled++;
+            last = { id: q.id, ok: false, tokens: a.tokens, sampled };
+            resolveFollows(q, a, follows);
             const t0 = performance.now();
-            engine.step(q.rows, q.n, q.params, q.logits, q.tokens, q.lp?.nTop ?? 0, q.lp?.values ?? null, q.lp?.ids ?? null);
+            engine.step(a.rows, q.n, a.params, a.logits, a.tokens, q.nTop, a.lpValues, a.lpIds);
             const ms = performance.now() - t0;
             last.ok = true;
             publishKv();

@@ -400,7 +400,9 @@ export class Scheduler {
     let done: Promise<number | void>;
     const t0 = performance.now();
     try {
-      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, lp, ahead ? ahead.id : null));
+      // post: always the same arrays for a buffer set (the engine client binds them once), nTop 0 when no row wants logprobs
+      const always = lp ?? { nTop: 0, values: buf.lpValues, ids: buf.lpIds };
+      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, always, ahead ? ahead.id : null));
       else done = this.#t.step(buf.rows, built.rows, buf.params, buf.tokens, lp ?? undefined);
     } catch (e) {
       done = Promise.reject(e); // a closed decoder throws at once
