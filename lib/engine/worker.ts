@@ -9,8 +9,9 @@
  * each side (Atomics.wait here, Atomics.waitAsync or Atomics.wait there); two
  * more, a heartbeat while idle and a busy flag, let a caller blocked in
  * Atomics.wait tell a dead thread from a busy one.
- * Row, parameter and output buffers are SharedArrayBuffer views, so a step
- * copies nothing. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
+ * Row, parameter and output buffers are SharedArrayBuffer views, bound once
+ * ("bind") and then named by number, so a step copies nothing and its message
+ * is a few numbers. Why a Worker and not a native thread: docs/DESIGN.md, "Threads".
  */
 import { receiveMessageOnPort, workerData } from "node:worker_threads";
 import {
