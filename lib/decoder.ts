@@ -62,7 +62,7 @@ export interface LoadOptions {
    * costs one row of one extra step, and a waiting request starts one step
    * later than it would one step at a time. Measured (`bun run bench pipeline`,
    * docs/performance.md "Pipelined steps"): +5–8% tokens/s where a core is
-   * free for this thread, −3 to +7% when the engine's threads take every
+   * free for this thread, −3 to +12% when the engine's threads take every
    * core. false: one step at a time.
    */
   pipeline?: boolean;
