@@ -326,11 +326,6 @@ export class EngineClient {
     await this.postStep(rows, n, params, logits, tokens, lp ?? null, null).done;
   }
 
-  /*
-   * postStep's promise resolves to the milliseconds the native step took on
-   * the engine thread (not counting the wait for its turn).
-   */
-
   /**
    * {@link EngineClient.step}, with the request's id, and pipelining: with
    * `follows` the id of an earlier step (posted, its reply not yet needed),
@@ -358,8 +353,9 @@ export class EngineClient {
     const li = shared(lp?.ids ?? null, false);
     const views = [r, p, l, t, lv, li];
     const arrays: StepArrays = { rows: r.view!, params: p.view, logits: l.view, tokens: t.view, lpValues: lv.view, lpIds: li.view };
-    // the caller's own shared arrays (the scheduler's two sets, every step): bound once, then named by number
-    const copied = views.some((v, i) => v.view !== [rows, params, logits, tokens, lp?.values ?? null, lp?.ids ?? null][i]);
+    // the caller's own shared arrays (the scheduler's two sets, every step): bound once, then named by number;
+    // copies made for this step alone travel with it
+    const copied = r.view !== rows || p.view !== params || l.view !== logits || t.view !== tokens || lv.view !== (lp?.values ?? null) || li.view !== (lp?.ids ?? null);
     const id = this.#post({ op: "step", n, arrays: copied ? arrays : this.#bound(arrays), nTop: lp?.nTop ?? 0, ...(follows !== null && { follows }) });
     const done = this.#track(id).promise.then((ms) => {
       for (const v of views) v.back();

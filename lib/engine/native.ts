@@ -331,7 +331,6 @@ export interface KvPoolStats {
 
 const registry = new FinalizationRegistry<{ free: () => void }>((h) => h.free());
 
-/** An engine handle (skd_engine*). `free()` is idempotent; use after free throws. */
 /** The KV pool's stats from skd_engine_kv_stats' int64s (skipdecode.h's order). */
 export function kvStatsOf(o: BigInt64Array): KvPoolStats {
   const n = (i: number) => Number(o[i]);
@@ -349,6 +348,7 @@ export function kvStatsOf(o: BigInt64Array): KvPoolStats {
   };
 }
 
+/** An engine handle (skd_engine*). `free()` is idempotent; use after free throws. */
 export class NativeEngine {
   readonly backend: NativeBackend;
   /** Rows of the LM head (logits per row). */
@@ -487,7 +487,6 @@ export class NativeEngine {
     if (out.length < KvStat.STATS_COUNT) throw new Error(`kvStatsInto: ${out.length} slots, ${KvStat.STATS_COUNT} needed`);
     this.backend.check("kv_stats", this.#lib.skd_engine_kv_stats(this.#h("kvStats"), out, KvStat.STATS_COUNT));
   }
-
 
   /** One slot's KV blocks: owned now, peak since its last reset, reserved (skd_engine_kv_slot_stats). */
   kvSlotStats(slot: number): { owned: number; peak: number; reserved: number } {
