@@ -120,10 +120,8 @@ describe("pipelined steps", () => {
     using piped = await SkipDecoder.load(dir, { ...opts, pipeline: true });
     const run = async (dec: SkipDecoder) => {
       const ctl = new AbortController();
-      const aborted = dec.generate(PROMPTS[3]!, {
-        maxNewTokens: 10, ignoreEos: true, signal: ctl.signal, logprobs: 1,
-        // a signal from the stream of tokens: the abort lands between two steps
-      });
+      // aborted once the stream below has its tokens: between two steps, wherever they are
+      const aborted = dec.generate(PROMPTS[3]!, { maxNewTokens: 10, ignoreEos: true, signal: ctl.signal, logprobs: 1 });
       const closed = (async () => {
         const got: StreamEvent[] = [];
         for await (const ev of dec.stream(PROMPTS[0]!, { maxNewTokens: 10, speedup: 2, ignoreEos: true })) {
