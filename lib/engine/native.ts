@@ -412,7 +412,8 @@ export class NativeEngine {
    * one int32 per row flagged ROW_SAMPLE. Null outputs are allowed when no row
    * asks for them (the library checks). Rows flagged ROW_LOGPROBS also get
    * `1 + nTop` floats in `lpValues` (log p of the sampled token, then the nTop
-   * best) and `nTop` ids in `lpIds` (skd_engine_step_logprobs).
+   * best) and `nTop` ids in `lpIds` (skd_engine_step_logprobs). Returns how
+   * many tokens it sampled (into tokens[0 ..]).
    */
   step(
     rows: Int32Array,
@@ -423,7 +424,7 @@ export class NativeEngine {
     nTop = 0,
     lpValues: Float32Array | null = null,
     lpIds: Int32Array | null = null,
-  ): void {
+  ): number {
     if (!Number.isInteger(nRows) || nRows < 0) throw new Error(`step: nRows must be a non-negative integer, got ${nRows}`);
     if (rows.length < nRows * Row.FIELDS) throw new Error(`step: rows holds ${rows.length} ints, ${nRows} rows need ${nRows * Row.FIELDS}`);
     if (params && params.length < nRows * Param.FIELDS) throw new Error(`step: params holds ${params.length} floats, ${nRows} rows need ${nRows * Param.FIELDS}`);
@@ -455,6 +456,7 @@ export class NativeEngine {
     } else {
       this.backend.check("step", this.#lib.skd_engine_step(this.#h("step"), rows, nRows, params, logits, tokens));
     }
+    return wantTokens;
   }
 
   resetSlot(slot: number): void {

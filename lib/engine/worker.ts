@@ -29,7 +29,7 @@ import {
   STEP_SKIPPED,
   type WireError,
 } from "./protocol.ts";
-import { Row, ROW_SAMPLE } from "./abi.ts";
+import { Row } from "./abi.ts";
 import { NativeError, type NativeEngine } from "./native.ts";
 import { buildEngine, type LoadSummary } from "./weights.ts";
 
@@ -126,12 +126,10 @@ function run(d: EngineWorkerData): void {
               throw new Error(`step: rows holds ${a.rows.length} ints, ${q.n} rows need ${q.n * Row.FIELDS}`);
             }
             const follows = last;
-            let sampled = 0;
-            for (let i = 0; i < q.n; i++) if (a.rows[i * Row.FIELDS + Row.FLAGS]! & ROW_SAMPLE) sampled++;
-            last = { id: q.id, ok: false, tokens: a.tokens, sampled };
+            last = { id: q.id, ok: false, tokens: a.tokens, sampled: 0 };
             resolveFollows(q, a, follows);
             const t0 = performance.now();
-            engine.step(a.rows, q.n, a.params, a.logits, a.tokens, q.nTop, a.lpValues, a.lpIds);
+            last.sampled = engine.step(a.rows, q.n, a.params, a.logits, a.tokens, q.nTop, a.lpValues, a.lpIds);
             const ms = performance.now() - t0;
             last.ok = true;
             publishKv();
