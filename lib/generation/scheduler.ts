@@ -395,15 +395,14 @@ export class Scheduler {
 
   /** Sends a built step (following `ahead`, when given and the target pipelines). */
   #post(built: Built, buf: StepBuffers, ahead: Posted | null): Posted {
-    const lp = built.nTop >= 0 ? { nTop: built.nTop, values: buf.lpValues, ids: buf.lpIds } : null;
+    // always a buffer set's own arrays (the engine client binds them once), nTop 0 when no row wants logprobs
+    const lp = { nTop: Math.max(0, built.nTop), values: buf.lpValues, ids: buf.lpIds };
     let id = -1;
     let done: Promise<number | void>;
     const t0 = performance.now();
     try {
-      // post: always the same arrays for a buffer set (the engine client binds them once), nTop 0 when no row wants logprobs
-      const always = lp ?? { nTop: 0, values: buf.lpValues, ids: buf.lpIds };
-      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, always, ahead ? ahead.id : null));
-      else done = this.#t.step(buf.rows, built.rows, buf.params, buf.tokens, lp ?? undefined);
+      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, lp, ahead ? ahead.id : null));
+      else done = this.#t.step(buf.rows, built.rows, buf.params, buf.tokens, lp);
     } catch (e) {
       done = Promise.reject(e); // a closed decoder throws at once
     }
