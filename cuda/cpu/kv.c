@@ -139,9 +139,8 @@ static void store_row(void *dst, int dtype, const float *src, int n) {
 
 void skd_kv_write(const skd_kv_cache *c, int slot, int layer, int pos, const float *k, const float *v) {
     const int B = c->block_size, hd = c->hd;
-    const size_t row = (size_t)hd * c->esize;
+    const size_t at = (size_t)(pos % B) * hd * c->esize; /* the position's row within each head's run */
     for (int h = 0; h < c->kd / hd; h++) {
-        const size_t at = (size_t)(pos % B) * row;
         store_row((unsigned char *)skd_kv_keys(c, slot, layer, pos / B, h) + at, c->dtype, k + (size_t)h * hd, hd);
         store_row((unsigned char *)skd_kv_values(c, slot, layer, pos / B, h) + at, c->dtype, v + (size_t)h * hd, hd);
     }
