@@ -57,10 +57,13 @@ export interface LoadOptions {
    * Send each step to the engine thread while the step before it still runs,
    * its rows feeding the tokens that step samples (lib/generation/scheduler.ts):
    * the engine goes from step to step without waiting for this thread's turn
-   * (two thread hand-offs, ~0.6 ms a token on a 2-core VM). Results are the
-   * same either way; a sequence that stops by EOS, a stop string or an abort
-   * costs one row of one extra step, and a waiting request starts one step
-   * later than it would one step at a time. Measured (`bun run bench pipeline`,
+   * (two thread hand-offs, ~0.6 ms a token on a 2-core VM); with short steps
+   * up to 4 are in flight (about 12 ms of work), and this thread is woken
+   * once for a few replies. Results are the same either way; a sequence that
+   * stops by a stop string or an abort costs a row in each step already
+   * posted (up to three; by EOS too, unless those steps hold only EOS-fed
+   * rows, which the engine skips), and a waiting request starts up to three
+   * steps later than it would one step at a time. Measured (`bun run bench pipeline`,
    * docs/performance.md "Pipelined steps"): +5–8% tokens/s where a core is
    * free for this thread, −3 to +12% when the engine's threads take every
    * core. false: one step at a time.
@@ -230,7 +233,7 @@ export class SkipDecoder {
         kv: { budget: this.#kv, reserve: (slot, blocks) => this.#live("generate").kvReserve(slot, blocks) },
         step: (rows, n, params, tokens, lp) => this.#live("generate").step(rows, n, params, null, tokens, lp),
         ...(options.pipeline && {
-          post: (rows, n, params, tokens, lp, follows) => this.#live("generate").postStep(rows, n, params, null, tokens, lp, follows),
+          post: (rows, n, params, tokens, lp, follows, endIds) => this.#live("generate").postStep(rows, n, params, null, tokens, lp, follows, endIds),
         }),
       },
       maxStepRows(options),

@@ -3,8 +3,9 @@
  * sent while the one before it still runs, its rows feeding that step's
  * sampled tokens by reference, gives exactly what one step at a time gives —
  * tokens, text, logprobs, budgets, finish reasons, stream events — through
- * joins, stops, EOS and batches; it really runs ahead; a step it follows that
- * fails, or a raw step between the two, skips it without harm; and the worker
+ * joins, stops, EOS and batches; it really runs ahead (up to 4 steps); a step
+ * it follows that fails, or a raw step between the two, skips it without
+ * harm; the steps posted after a sequence's EOS are skipped; and the worker
  * refuses a reference that points nowhere.
  */
 import { afterAll, describe, expect, test } from "bun:test";
@@ -31,8 +32,9 @@ function strip(r: GenerateResult): Omit<GenerateResult, "stats"> & { stats: Part
 
 /**
  * Pipelined results equal one-step ones; the KV peak too, except that a
- * generation stopped by EOS or a stop string fed one more token (its sample
- * dropped), so it may have held one position's blocks more.
+ * generation stopped by a stop string (or by EOS beside other sequences) fed
+ * the tokens of the steps already posted (their samples dropped), so it may
+ * have held a few positions' blocks more.
  */
 function sameResults(piped: GenerateResult[], one: GenerateResult[]): void {
   expect(piped.map(strip)).toEqual(one.map(strip));
@@ -95,7 +97,7 @@ describe("pipelined steps", () => {
     expect(piped.load).toEqual({ running: 0, waiting: 0 });
   });
 
-  test("EOS mid-run: the same tokens, and the extra row's token is dropped", async () => {
+  test("EOS mid-run: the same tokens; the steps posted after it are skipped, so the KV peak is the same too", async () => {
     const dir = tinyModel(MODEL);
     using plain = await SkipDecoder.load(dir, { backend: "cpu", pipeline: false });
     const full = await plain.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2, ignoreEos: true });
@@ -109,7 +111,9 @@ describe("pipelined steps", () => {
     const r = await piped.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 });
     expect(r.finishReason).toBe("stop");
     expect(r.tokens).toEqual(full.tokens.slice(0, full.tokens.indexOf(eos)));
-    sameResults([r], [await one.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 })]);
+    const want = await one.generate(PROMPTS[1]!, { maxNewTokens: 8, speedup: 2 });
+    sameResults([r], [want]);
+    expect(r.stats.kvBytes).toBe(want.stats.kvBytes);
     expect(await usedAfterResets(piped)).toBe(0);
   });
 
@@ -164,7 +168,7 @@ describe("the scheduler over a raw engine", () => {
     const tokenizer = dec.tokenizer;
     const engine = await EngineClient.start(dir, dec.spec, { ...dec.options, maxBatch: 5, kvDtype: undefined, kvBlocks: 0 });
     const slots = new SlotPool(4, engine); // slot 4 is the raw steps'
-    const seen = { posted: 0, follows: 0, skipped: 0 };
+    const seen = { posted: 0, follows: 0, skipped: 0, inFlight: 0, mostInFlight: 0 };
     let between: (() => void) | null = null;
     const target: StepTarget = {
       numLayers: dec.spec.numLayers,
@@ -173,11 +177,15 @@ describe("the scheduler over a raw engine", () => {
       slots,
       step: (rows, n, params, tokens, lp) => engine.step(rows, n, params, null, tokens, lp),
       ...(opts.pipeline && {
-        post: (rows, n, params, tokens, lp, follows) => {
+        post: (rows, n, params, tokens, lp, follows, endIds) => {
           seen.posted++;
           if (follows !== null) seen.follows++;
-          const h = engine.postStep(rows, n, params, null, tokens, lp, follows);
-          h.done.catch((e: Error) => e.name === STEP_SKIPPED && seen.skipped++);
+          const h = engine.postStep(rows, n, params, null, tokens, lp, follows, endIds);
+          seen.mostInFlight = Math.max(seen.mostInFlight, ++seen.inFlight);
+          h.done.then(
+            () => seen.inFlight--,
+            (e: Error) => (seen.inFlight--, e.name === STEP_SKIPPED && seen.skipped++),
+          );
           between?.(); // a raw step posted right after: the next pipelined step no longer follows the last to run
           return h;
         },
@@ -199,7 +207,7 @@ describe("the scheduler over a raw engine", () => {
     return { sched, spec, seen, engine, setBetween: (f: (() => void) | null) => (between = f), raw, rawErrors };
   }
 
-  test("runs ahead: most steps follow the one before", async () => {
+  test("runs ahead: most steps follow the one before, several in flight when steps are short", async () => {
     const r = await rig({ pipeline: true });
     try {
       const out = await r.sched.submit(r.spec([2, 10, 11, 12], { maxNewTokens: 20 })).promise;
@@ -208,6 +216,44 @@ describe("the scheduler over a raw engine", () => {
       expect(r.seen.posted).toBe(20);
       expect(r.seen.follows).toBe(19);
       expect(r.seen.skipped).toBe(0);
+      // a tiny model's steps take well under AHEAD_MS: the scheduler keeps its most (MAX_AHEAD) in flight
+      expect(r.seen.mostInFlight).toBe(4);
+    } finally {
+      r.engine.free();
+    }
+  });
+
+  test("a sequence ended by EOS: the engine skips the steps posted after it, and the next request runs as alone", async () => {
+    const r = await rig({ pipeline: true });
+    try {
+      const free = await r.sched.submit(r.spec([2, 10, 11, 12], { maxNewTokens: 20 })).promise;
+      const eos = free.tokens[6]!;
+      const posted = r.seen.posted;
+      const ended = await r.sched.submit(r.spec([2, 10, 11, 12], { maxNewTokens: 20, eosIds: [eos] })).promise;
+      expect(ended.finishReason).toBe("stop");
+      expect(ended.tokens).toEqual(free.tokens.slice(0, free.tokens.indexOf(eos)));
+      // steps went ahead of the EOS token; every one of them was skipped, and nothing of theirs counts as KV held
+      const ran = free.tokens.indexOf(eos) + 1; // the prefill, then one decode step per token up to the EOS
+      const sent = r.seen.posted - posted;
+      expect(sent).toBeGreaterThan(ran);
+      for (let i = 0; i < 200 && r.seen.inFlight > 0; i++) await Bun.sleep(5); // the skipped ones settle after the result
+      expect(r.seen.skipped).toBe(sent - ran);
+      const plain = await rig({ pipeline: false });
+      try {
+        const want = await plain.sched.submit(plain.spec([2, 10, 11, 12], { maxNewTokens: 20, eosIds: [eos] })).promise;
+        expect(ended.stats.kvBytes).toBe(want.stats.kvBytes);
+        expect(ended.budgets).toEqual(want.budgets);
+      } finally {
+        plain.engine.free();
+      }
+      const after = await r.sched.submit(r.spec([2, 30, 31], { maxNewTokens: 6 })).promise;
+      const r2 = await rig({ pipeline: false });
+      try {
+        expect(after.tokens).toEqual((await r2.sched.submit(r2.spec([2, 30, 31], { maxNewTokens: 6 })).promise).tokens);
+      } finally {
+        r2.engine.free();
+      }
+      expect(await usedAfterResets(r.engine)).toBe(0);
     } finally {
       r.engine.free();
     }
@@ -260,7 +306,7 @@ describe("the scheduler over a raw engine", () => {
 });
 
 describe("the engine thread's references", () => {
-  test("a step that follows a failed one is skipped; a reference past the tokens is refused by name; the engine is unchanged", async () => {
+  test("a step that follows a failed one is skipped; a reference past the tokens is refused by name; one feeding only end ids is skipped; the engine is unchanged", async () => {
     const dir = tinyModel(MODEL);
     using dec = await SkipDecoder.load(dir, { backend: "cpu", maxBatch: 2 });
     const engine = await EngineClient.start(dir, dec.spec, { ...dec.options, kvDtype: undefined, kvBlocks: 0 });
@@ -293,6 +339,26 @@ describe("the engine thread's references", () => {
       // none of those wrote anything: position 1 of slot 0 is next
       await engine.step(row(tokens[0]!, 1, ROW_SAMPLE), 1, params, null, tokens);
       expect(engine.slotInfo(0, 0)).toEqual({ len: 2, kvLen: 2 });
+      // endIds: a step whose rows all feed one of them is skipped, rows untouched; one whose row feeds another token runs.
+      // Greedy, so the step at position 2 samples the same token each time it runs from the same history.
+      const at2 = () => engine.postStep(row(tokens[0]!, 2, ROW_SAMPLE), 1, params, null, fresh(), null, null);
+      const first = at2();
+      const feeds = row(-1, 3, 0);
+      const runs = engine.postStep(feeds, 1, null, null, null, null, first.id, [-7]);
+      expect(await settle(first)).toBeNull();
+      expect(await settle(runs)).toBeNull();
+      expect(engine.slotInfo(0, 0)).toEqual({ len: 4, kvLen: 4 });
+      await engine.resetSlot(0);
+      await engine.step(row(2, 0, 0), 1, null, null, null);
+      await engine.step(row(tokens[0]!, 1, 0), 1, null, null, null);
+      const again = at2();
+      const fed = feeds[Row.TOKEN]!; // the step that ran wrote the token it fed in place of -1
+      const endRows = row(-1, 3, 0);
+      const skipped = engine.postStep(endRows, 1, null, null, null, null, again.id, [1, fed]);
+      expect(await settle(again)).toBeNull();
+      expect(await settle(skipped)).toMatchObject({ name: STEP_SKIPPED, message: expect.stringMatching(/every row feeds a token that ends its sequence/) });
+      expect(endRows[Row.TOKEN]).toBe(-1);
+      expect(engine.slotInfo(0, 0)).toEqual({ len: 3, kvLen: 3 });
     } finally {
       engine.free();
     }

@@ -52,13 +52,20 @@ function revive(w: WireError): Error {
   return e;
 }
 
+const sharedViews = new WeakSet<Int32Array | Float32Array>();
+const NOTHING = () => {};
+
 /**
  * `a` in shared memory the engine thread can read and write: `a` itself when
  * it already is, else a copy (`input`: filled from `a`; `back()` copies the
  * results out).
  */
 function shared<T extends Int32Array | Float32Array>(a: T | null, input: boolean): { view: T | null; back: () => void } {
-  if (a === null || a.buffer instanceof SharedArrayBuffer) return { view: a, back: () => {} };
+  if (a === null || sharedViews.has(a)) return { view: a, back: NOTHING };
+  if (a.buffer instanceof SharedArrayBuffer) {
+    sharedViews.add(a); // a view's buffer never changes: checked once (the scheduler passes the same few every step)
+    return { view: a, back: NOTHING };
+  }
   const Ctor = a.constructor as new (b: SharedArrayBuffer) => T;
   const view = new Ctor(new SharedArrayBuffer(a.byteLength));
   if (input) view.set(a);
@@ -333,7 +340,9 @@ export class EngineClient {
    * this step can be sent before that one's tokens are back and the engine
    * thread starts it the moment that one ends. Should that step fail, or
    * another step run between the two, this one is skipped: it rejects with an
-   * Error named STEP_SKIPPED (protocol.ts) and the engine is untouched.
+   * Error named STEP_SKIPPED (protocol.ts) and the engine is untouched;
+   * likewise when `endIds` is given and every row feeds one of those ids
+   * (its sequence ended with it, so nothing in this step would be kept).
    * `done` resolves to the milliseconds the native step itself took.
    */
   postStep(
@@ -344,6 +353,7 @@ export class EngineClient {
     tokens: Int32Array | null,
     lp: { nTop: number; values: Float32Array; ids: Int32Array | null } | null,
     follows: number | null,
+    endIds: readonly number[] | null = null,
   ): { id: number; done: Promise<number> } {
     const r = shared(rows, true);
     const p = shared(params, true);
@@ -356,7 +366,7 @@ export class EngineClient {
     // the caller's own shared arrays (the scheduler's two sets, every step): bound once, then named by number;
     // copies made for this step alone travel with it
     const copied = r.view !== rows || p.view !== params || l.view !== logits || t.view !== tokens || lv.view !== (lp?.values ?? null) || li.view !== (lp?.ids ?? null);
-    const id = this.#post({ op: "step", n, arrays: copied ? arrays : this.#bound(arrays), nTop: lp?.nTop ?? 0, ...(follows !== null && { follows }) });
+    const id = this.#post({ op: "step", n, arrays: copied ? arrays : this.#bound(arrays), nTop: lp?.nTop ?? 0, ...(follows !== null && { follows, ...(endIds && { endIds }) }) });
     const done = this.#track(id).promise.then((ms) => {
       for (const v of views) v.back();
       return ms as number;

@@ -20,6 +20,12 @@ export type EngineRequest =
        * this one is skipped: it fails with {@link STEP_SKIPPED}, the engine untouched.
        */
       follows?: number;
+      /**
+       * With `follows`: when every row feeds a token of that step and each of
+       * those tokens is one of these ids (the sequences' EOS ids: each ended
+       * with it), this step is skipped as above: nothing in it would be kept.
+       */
+      endIds?: readonly number[];
     }
   /**
    * Keep these arrays as set `set` (0..{@link BOUND_SETS}-1, replacing what was
@@ -87,6 +93,8 @@ export const BEAT = 3;
 /** 1 while the thread handles a request (a native call beats no heart). */
 export const BUSY = 4;
 export const CTRL_SLOTS = 5;
+/** Longest a caller with steps queued goes unwoken while the engine thread answers them (worker.ts `reply`). */
+export const WAKE_MS = 20;
 /** How often an idle engine thread bumps BEAT. */
 export const BEAT_MS = 250;
 

@@ -27,6 +27,7 @@ import {
   REQ,
   type StepArrays,
   STEP_SKIPPED,
+  WAKE_MS,
   type WireError,
 } from "./protocol.ts";
 import { Row } from "./abi.ts";
@@ -52,7 +53,8 @@ type StepRequest = Extract<EngineRequest, { op: "step" }>;
 /**
  * A pipelined step's rows (protocol.ts `follows`): each token -(k + 1) becomes
  * the k-th token `last` sampled. Throws, rows untouched, when `last` is not the
- * step it follows or failed (STEP_SKIPPED), or a reference is out of range.
+ * step it follows or failed, or every row feeds one of `endIds` (STEP_SKIPPED),
+ * or a reference is out of range.
  */
 function resolveFollows(q: StepRequest, a: StepArrays, last: LastStep | null): void {
   if (q.follows === undefined) return;
@@ -63,22 +65,46 @@ function resolveFollows(q: StepRequest, a: StepArrays, last: LastStep | null): v
     throw e;
   }
   const refs: [number, number][] = [];
+  let ended = q.endIds !== undefined && q.n > 0;
   for (let i = 0; i < q.n; i++) {
     const t = a.rows[i * Row.FIELDS + Row.TOKEN]!;
-    if (t >= 0) continue;
+    if (t >= 0) {
+      ended = false;
+      continue;
+    }
     const k = -t - 1;
     if (!last.tokens || k >= last.sampled) {
       throw new Error(`step: row ${i}: token ${t} refers to sampled token ${k} of step ${q.follows}, which sampled ${last.sampled}`);
     }
-    refs.push([i, last.tokens[k]!]);
+    const tok = last.tokens[k]!;
+    if (ended && !q.endIds!.includes(tok)) ended = false;
+    refs.push([i, tok]);
+  }
+  if (ended) {
+    const e = new Error(`step ${q.id}: skipped, every row feeds a token that ends its sequence`);
+    e.name = STEP_SKIPPED;
+    throw e;
   }
   for (const [i, tok] of refs) a.rows[i * Row.FIELDS + Row.TOKEN] = tok;
 }
 
 function run(d: EngineWorkerData): void {
   const ctrl = new Int32Array(d.ctrl);
-  const reply = (r: EngineReply) => {
+  let handled = 0;
+  let wokeAt = 0;
+  /**
+   * Posts a reply, and wakes the caller for it unless `quiet` (a step that
+   * succeeded) and at least two more requests are queued behind it and the
+   * last wake was less than WAKE_MS ago. A caller that posts steps ahead
+   * (lib/generation/scheduler.ts) then takes their replies a few at a time
+   * while the engine runs the last one queued, instead of waking for each,
+   * each wake taking a core from the engine for a while. The last request
+   * queued always wakes it.
+   */
+  const reply = (r: EngineReply, quiet = false) => {
     d.port.postMessage(r);
+    if (quiet && Atomics.load(ctrl, REQ) - handled >= 2 && performance.now() - wokeAt < WAKE_MS) return;
+    wokeAt = performance.now();
     Atomics.add(ctrl, DONE, 1);
     Atomics.notify(ctrl, DONE);
   };
@@ -95,7 +121,6 @@ function run(d: EngineWorkerData): void {
   const publishKv = () => engine.kvStatsInto(kv); // straight into shared memory: one call, nothing allocated
   publishKv();
   reply({ id: 0, ok: true, value: { backend: engine.backend.name, weightBytes: engine.weightBytes(), deviceName: engine.backend.deviceName(0), loadSummary } });
-  let handled = 0;
   let last: LastStep | null = null;
   const bound: (StepArrays | undefined)[] = [];
   for (;;) {
@@ -133,7 +158,7 @@ function run(d: EngineWorkerData): void {
             const ms = performance.now() - t0;
             last.ok = true;
             publishKv();
-            reply({ id: q.id, ok: true, value: ms }); // the engine's own time: the client's wall time includes waiting for its turn
+            reply({ id: q.id, ok: true, value: ms }, true); // the engine's own time: the client's wall time includes waiting for its turn
             break;
           }
           case "reset":

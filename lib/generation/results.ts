@@ -32,10 +32,12 @@ export interface GenerationStats {
    * Bytes of KV cache the generation held at its peak (its prompt at every
    * layer, each fed-back token at the layers its budget computed, in whole
    * blocks; docs/kv-cache.md). Its reservation was this much or more. With
-   * pipelined steps (the `pipeline` load option), a generation stopped by EOS
-   * or a stop string also fed the token after its last pass, whose sample was
-   * dropped: counted here, so this can be one position's blocks more than
-   * one step at a time would hold.
+   * pipelined steps (the `pipeline` load option), a generation stopped by a
+   * stop string or an abort, or by EOS beside other sequences, also fed the
+   * tokens the steps already posted feed (up to three), whose samples were
+   * dropped: counted here, so this can be a few positions' blocks more than
+   * one step at a time would hold. (Steps that feed only EOS tokens are
+   * skipped, so alone, EOS costs none.)
    */
   kvBytes: number;
 }

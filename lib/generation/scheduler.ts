@@ -14,9 +14,9 @@
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
  * gives its KV slot back at once (the reset is queued behind the running step)
  * and the token the step sampled for it is dropped. With a target that
- * pipelines, the next step is posted before the one in flight is back, its
- * decode rows feeding that step's tokens by reference (#loop; docs/DESIGN.md,
- * "Threads").
+ * pipelines, the next steps are posted before those in flight are back (up
+ * to MAX_AHEAD), each one's decode rows feeding the tokens of the step before
+ * by reference (#loop; docs/DESIGN.md, "Threads").
  *
  * One sequence never fails another. Its options are checked before it is
  * queued with the native step's own rules (lib/generation/generate.ts), and should a
@@ -94,7 +94,9 @@ export interface StepTarget {
    * row whose token is -(k + 1) feeds the k-th token that step samples, and
    * the step rejects with an Error named STEP_SKIPPED, the engine untouched,
    * if that step fails or another runs between them; `done` resolves to the
-   * milliseconds the engine spent on the step. Absent: one step at a time.
+   * milliseconds the engine spent on the step. `endIds`: skip it the same way
+   * when every row feeds one of these ids (the rows' sequences all ended).
+   * Absent: one step at a time.
    */
   post?(
     rows: Int32Array,
@@ -103,6 +105,7 @@ export interface StepTarget {
     tokens: Int32Array,
     lp: { nTop: number; values: Float32Array; ids: Int32Array } | null,
     follows: number | null,
+    endIds?: readonly number[] | null,
   ): { id: number; done: Promise<number> };
 }
 
@@ -134,6 +137,14 @@ interface Built {
   owners: Sequence[];
   /** Prompt tokens fed before this step, of the sequences it feeds prompt rows. */
   fedBefore: Map<Sequence, number>;
+  /** The sequences it feeds a token not yet back (pipelined), with that token's index: their Sequence.planned entries. */
+  planned: [Sequence, number][];
+  /**
+   * Every row feeds a token not yet back, of sequences with these EOS ids: if
+   * each of those tokens is one, every sequence ended and the engine skips the
+   * step (StepTarget.post `endIds`). Null otherwise.
+   */
+  endIds: readonly number[] | null;
   /** The next waiting sequence had a slot but not its KV blocks. */
   kvBlocked: boolean;
 }
@@ -185,8 +196,10 @@ class Sequence {
   hitStop = false;
   /** Counted out of its group's prefilling members. */
   leftPrefill = false;
-  /** The budget a pipelined step gave the token it feeds, before that token was back (#build). */
-  planned: { index: number; layers: number } | null = null;
+  /** Posted steps, not yet dispatched, in which it samples a token. */
+  inFlight = 0;
+  /** The budgets pipelined steps gave tokens they feed before those tokens were back (#build), by token index. */
+  planned = new Map<number, number>();
   /** KV blocks it needs at its peak (the exact need), and whether they are promised now. */
   kvNeed = 0;
   kvPromised = false;
@@ -220,6 +233,14 @@ function heldBack(text: string, stops: string[]): number {
   return hold;
 }
 
+/**
+ * Most steps in flight at once with a pipelining target (the buffer sets,
+ * one each). How many the loop keeps in flight follows the step time
+ * (#depth): enough for about AHEAD_MS of work, at least 2.
+ */
+const MAX_AHEAD = 4;
+const AHEAD_MS = 12;
+
 /** Statuses of a step refused by its checks, before anything changed (skipdecode.h). */
 const REFUSED = new Set(["SKD_ERR_INVALID_ARG", "SKD_ERR_KV_MISSING", "SKD_ERR_UNSUPPORTED"]);
 
@@ -237,7 +258,7 @@ export class Scheduler {
   #waiting: Sequence[] = [];
   #running: Sequence[] = [];
   #looping = false;
-  readonly #bufs: [StepBuffers, StepBuffers];
+  readonly #bufs: StepBuffers[];
   #maxRows: number;
   readonly #slowdown: number;
   /** Exponential averages: ms of a step with decode rows only, and ms each prefill row adds to one. */
@@ -245,6 +266,8 @@ export class Scheduler {
   #prefillRowMs = NaN;
   /** Steps that mixed decode and prefill rows since the last decode-only one. */
   #mixed = 0;
+  /** While a step's tokens are handed out: the engine will skip the steps in flight after it (#dispatch). */
+  #skipsNext = false;
 
   /**
    * `maxRows`: most rows a step carries. `slowdown`: while sequences decode,
@@ -258,8 +281,8 @@ export class Scheduler {
     });
     this.#maxRows = maxRows;
     this.#slowdown = slowdown;
-    // shared with the engine thread: a step copies nothing
-    this.#bufs = [new StepBuffers(maxRows), new StepBuffers(maxRows)];
+    // shared with the engine thread: a step copies nothing; one set per step in flight
+    this.#bufs = Array.from({ length: MAX_AHEAD }, () => new StepBuffers(maxRows));
   }
 
   /** Sequences admitted (running) and queued (waiting). */
@@ -338,59 +361,75 @@ export class Scheduler {
 
   /**
    * Builds and posts steps until nothing is left. With a target that can
-   * pipeline, the next step is posted while the one before it still runs:
-   * its decode rows feed the tokens that step will sample, so the engine
-   * thread goes from one step to the next without waiting for this thread,
-   * which meanwhile hands out the tokens of the step before. A sequence that
-   * stops by EOS or a stop string in a step still has a row in the next one;
-   * that row's token is dropped (and its KV position freed with the slot).
-   * A row is never sent past maxNewTokens or maxSeqLen, so no step needs KV
-   * beyond the sequence's reservation.
+   * pipeline, steps are posted while those before them still run (up to
+   * #depth in flight): each one's decode rows feed the tokens the step
+   * before it samples, by reference, so the engine thread goes from one step
+   * to the next without waiting for this thread, which meanwhile hands out
+   * the tokens of the steps that are back (the engine thread wakes it once
+   * for a few of them, lib/engine/worker.ts). A sequence that stops by EOS, a
+   * stop string or an abort still has rows in the steps posted after the
+   * one that stopped it; their tokens are dropped (and their KV positions
+   * freed with the slot, whose reset is queued behind them). A row is never
+   * sent past maxNewTokens or maxSeqLen, so no step needs KV beyond the
+   * sequence's reservation.
    */
   async #loop(): Promise<void> {
-    let ahead: Posted | null = null;
+    const inFlight: Posted[] = [];
     try {
-      while (this.#running.length || this.#waiting.length || ahead) {
-        let next: Posted | null = null;
-        if ((this.#running.length || this.#waiting.length) && (!ahead || this.#t.post)) {
-          const buf = ahead?.buf === this.#bufs[0] ? this.#bufs[1] : this.#bufs[0];
-          const built = this.#build(ahead, buf);
+      while (this.#running.length || this.#waiting.length || inFlight.length) {
+        const depth = this.#depth();
+        while ((this.#running.length || this.#waiting.length) && inFlight.length < depth) {
+          const last = inFlight.at(-1) ?? null;
+          const buf = this.#bufs.find((b) => !inFlight.some((p) => p.buf === b))!;
+          const built = this.#build(last, buf);
           if (built.rows > 0) {
-            next = this.#post(built, buf, ahead);
-          } else if (!ahead) {
-            if (built.kvBlocked) break; // the queue waits for KV blocks: a release kicks the loop again
+            inFlight.push(this.#post(built, buf, last));
+            continue;
+          }
+          if (!last && built.kvBlocked) break; // the queue waits for KV blocks: a release kicks the loop again
+          if (!last) {
             // Nothing can move: every waiting sequence needs a slot and none is free,
             // and nothing runs that would free one. Cannot happen with sane sizes.
             const err = new Error(`scheduler: no progress possible (${this.#waiting.length} waiting, no free KV slot)`);
             for (const s of [...this.#waiting, ...this.#running]) this.#fail(s, err);
-            break;
           }
+          break;
         }
-        if (!ahead) {
-          ahead = next;
-          continue;
-        }
-        const { error, engineMs } = await ahead.settled;
+        const head = inFlight.shift();
+        if (!head) break;
+        const { error, engineMs } = await head.settled;
         if (error) {
-          // `next` follows it, so the engine thread skips it: its prompt rows go again, then ahead's
-          if (next) this.#putBack(next.built);
-          next = null;
-          this.#failed(ahead.built, error);
+          // every step after it follows it, so the engine thread skips them: their rows go again, then head's
+          for (const p of inFlight.reverse()) this.#putBack(p.built);
+          inFlight.length = 0;
+          this.#failed(head.built, error);
         } else {
           // the engine's time for the step (a pipelined step waited for its turn; the wall time says little)
-          this.#timed(ahead.built.decodeRows, ahead.built.rows - ahead.built.decodeRows, engineMs ?? performance.now() - ahead.t0);
-          this.#dispatch(ahead.built, ahead.buf);
+          this.#timed(head.built.decodeRows, head.built.rows - head.built.decodeRows, engineMs ?? performance.now() - head.t0);
+          this.#dispatch(head.built, head.buf, inFlight[0]);
           // Let stream consumers and abort signals see this step's tokens before the next is built
           // (a step's reply can arrive without a trip through the event loop). With pipelining the
-          // step after it is already posted: a sequence aborted now still has its row there (its
-          // token dropped), and its slot's reset follows that step.
+          // steps after it are already posted: a sequence aborted now still has rows there (their
+          // tokens dropped), and its slot's reset follows them.
           await new Promise<void>((r) => setImmediate(r));
         }
-        ahead = next;
       }
     } finally {
       this.#looping = false;
     }
+  }
+
+  /**
+   * Steps to keep in flight: 1 without pipelining; else enough for about
+   * AHEAD_MS of decode steps by the measured step time (2 until one is
+   * timed), between 2 and MAX_AHEAD. More in flight means fewer wakes of
+   * this thread per token but more steps still to run for a sequence that
+   * stopped (a batch-1 decoder's next request starts after them).
+   */
+  #depth(): number {
+    if (!this.#t.post) return 1;
+    if (Number.isNaN(this.#decodeMs)) return 2;
+    return Math.max(2, Math.min(MAX_AHEAD, 1 + Math.ceil(AHEAD_MS / Math.max(this.#decodeMs, 0.1))));
   }
 
   /** Sends a built step (following `ahead`, when given and the target pipelines). */
@@ -401,7 +440,7 @@ export class Scheduler {
     let done: Promise<number | void>;
     const t0 = performance.now();
     try {
-      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, lp, ahead ? ahead.id : null));
+      if (this.#t.post) ({ id, done } = this.#t.post(buf.rows, built.rows, buf.params, buf.tokens, lp, ahead ? ahead.id : null, built.endIds));
       else done = this.#t.step(buf.rows, built.rows, buf.params, buf.tokens, lp);
     } catch (e) {
       done = Promise.reject(e); // a closed decoder throws at once
@@ -413,9 +452,11 @@ export class Scheduler {
     return { built, buf, id, settled, t0 };
   }
 
-  /** A step that changed nothing: its sequences' prompt progress as it was before it was built. */
+  /** A step that changed nothing: its sequences' prompt progress, and the tokens in flight, as before it was built. */
   #putBack(built: Built): void {
     for (const [s, fed] of built.fedBefore) s.fed = fed;
+    for (const s of built.sampled) s.inFlight--;
+    for (const [s, index] of built.planned) s.planned.delete(index);
   }
 
   /**
@@ -428,6 +469,7 @@ export class Scheduler {
     if (e.name === STEP_SKIPPED) return this.#putBack(built);
     const row = refusedRow(e, built.rows);
     if (row === null) {
+      for (const s of built.sampled) s.inFlight--;
       for (const s of built.seqs) this.#fail(s, e);
     } else {
       // nothing changed in the engine
@@ -467,10 +509,11 @@ export class Scheduler {
   }
 
   /**
-   * Fills `buf` with the next step. With `ahead` (a step in flight), a
-   * sequence that samples in it gets a row feeding that token by reference
-   * (-(k + 1): ahead's k-th sampled token), with the budget the policy gives
-   * it now, unless that token will be its last.
+   * Fills `buf` with the next step. With `ahead` (the last step posted, in
+   * flight), a sequence that samples in it gets a row feeding that token by
+   * reference (-(k + 1): ahead's k-th sampled token), with the budget the
+   * policy gives it now, unless that token will be its last. A sequence with
+   * tokens in flight but none in `ahead` waits for them.
    */
   #build(ahead: Posted | null, buf: StepBuffers): Built {
     const L = this.#t.numLayers;
@@ -480,6 +523,7 @@ export class Scheduler {
     const sampled: Sequence[] = [];
     const owners: Sequence[] = [];
     const fedBefore = new Map<Sequence, number>();
+    const planned: [Sequence, number][] = [];
     const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
       const r = n * Row.FIELDS;
       const rows = buf.rows;
@@ -501,7 +545,10 @@ export class Scheduler {
       owners[n] = s;
       n++;
       seqs.add(s);
-      if (sample) sampled.push(s);
+      if (sample) {
+        sampled.push(s);
+        s.inFlight++;
+      }
     };
     // decode rows: process the last generated token with its budget
     const inFlight = new Map<Sequence, number>(ahead?.built.sampled.map((s, k) => [s, k]));
@@ -509,12 +556,13 @@ export class Scheduler {
       if (!s.prefilled || (s.group && s.group.prefilling > 0) || n >= this.#maxRows) continue;
       const k = inFlight.get(s);
       if (k === undefined) {
+        if (s.inFlight > 0) continue; // its last token is in a step still in flight, and no row feeds it yet
         const t = s.tokens.length - 1;
         row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
         continue;
       }
       // the token `ahead` samples for it, the t-th: fed now, unless it ends the sequence by length
-      const t = s.tokens.length;
+      const t = s.tokens.length + s.inFlight - 1;
       if (t + 1 >= s.spec.maxNewTokens || s.spec.prompt.length + t + 1 >= this.#t.maxSeqLen) continue;
       let layers: number;
       try {
@@ -522,7 +570,8 @@ export class Scheduler {
       } catch {
         continue; // the policy's answer is refused: #dispatch fails the sequence when the token arrives
       }
-      s.planned = { index: t, layers };
+      s.planned.set(t, layers);
+      planned.push([s, t]);
       row(s, -(k + 1), s.spec.prompt.length + t, layers, true, t + 1);
     }
     // prefill rows: continue partial prefills first, then admit waiting sequences
@@ -555,7 +604,12 @@ export class Scheduler {
       this.#running.push(s);
       admit(s);
     }
-    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore, kvBlocked };
+    // a step of references only, whose sequences share their EOS ids: after a step that ends them all
+    // (batch 1: the EOS token), the engine skips it, and with it the steps posted after it
+    const eos = owners[0]?.spec.eosIds ?? [];
+    const sameEos = (s: Sequence) => s.spec.eosIds === eos || (s.spec.eosIds.length === eos.length && s.spec.eosIds.every((x, i) => x === eos[i]));
+    const endIds = n > 0 && planned.length === n && eos.length > 0 && owners.every(sameEos) ? eos : null;
+    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore, planned, endIds, kvBlocked };
   }
 
   /** Promises a waiting sequence its KV need in the decoder's ledger; false when the pool cannot yet. */
@@ -580,11 +634,12 @@ export class Scheduler {
 
   /**
    * The budget of a sequence's token `index` by its policy, checked: an
-   * integer, at least max(1, warm-up), at most the one before. Throws if not.
+   * integer, at least max(1, warm-up), at most the one before (back, or
+   * planned by a step in flight). Throws if not.
    */
   #budgetAt(s: Sequence, index: number): number {
     const layers = s.spec.policy.layersAt(index);
-    const prev = index > 0 ? s.budgets[index - 1]! : this.#t.numLayers;
+    const prev = index === 0 ? this.#t.numLayers : (s.budgets[index - 1] ?? s.planned.get(index - 1)!);
     if (!Number.isInteger(layers) || layers < Math.max(1, s.spec.policy.warmupLayers) || layers > prev) {
       throw new Error(`policy gave ${layers} layers at step ${index} after ${prev}: budgets must be integers, non-increasing, >= max(1, warm-up)`);
     }
@@ -592,10 +647,15 @@ export class Scheduler {
   }
 
   /** Applies the sampled tokens of a step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
-  #dispatch(built: Built, buf: StepBuffers): void {
+  #dispatch(built: Built, buf: StepBuffers, next?: Posted): void {
     const { sampled, nTop } = built;
+    // the step after it feeds only tokens that end their sequences: the engine skips it and every step after
+    // it, so the rows they gave a sequence ending now never hold KV (#kvBytes)
+    const ends = next?.built.endIds;
+    this.#skipsNext = !!ends && next!.built.owners.every((s) => ends.includes(buf.tokens[sampled.indexOf(s)]!));
     let k = 0; // index among the rows flagged for logprobs
     sampled.forEach((s, i) => {
+      s.inFlight--;
       let lp: TokenLogprob | undefined;
       if (s.spec.logprobs !== null) {
         const v = k * (1 + nTop);
@@ -619,7 +679,8 @@ export class Scheduler {
       let layers: number;
       try {
         // a pipelined step may already have fed this token: with the budget it used
-        layers = s.planned?.index === idx ? s.planned.layers : this.#budgetAt(s, idx);
+        layers = s.planned.get(idx) ?? this.#budgetAt(s, idx);
+        s.planned.delete(idx - 1); // the row that fed the token before ran (it sampled this one): passes counts it now
       } catch (e) {
         this.#fail(s, e as Error);
         return;
@@ -634,6 +695,7 @@ export class Scheduler {
         this.#finish(s, "length");
       }
     });
+    this.#skipsNext = false;
   }
 
   /** Decodes a token's text, holds back a possible stop-string prefix, emits the event. True when a stop string completed. */
@@ -685,8 +747,9 @@ export class Scheduler {
     const kv = this.#t.kv;
     if (!kv) return 0;
     const fed = s.budgets.slice(0, s.passes);
-    // stopped by EOS or a stop string while a pipelined step fed its next token: that row's KV was held too
-    if (s.planned?.index === s.passes) fed.push(s.planned.layers);
+    // stopped by EOS, a stop string or an abort while pipelined steps fed its next tokens: those rows' KV is held
+    // too, unless the engine skips those steps (every row of the first of them feeds an EOS, #dispatch)
+    if (!this.#skipsNext) for (let i = s.passes; s.planned.has(i); i++) fed.push(s.planned.get(i)!);
     return kvBlocksNeeded(this.#t.numLayers, kv.budget.blockSize, s.fed, fed, s.spec.policy.warmupLayers) * kv.budget.blockBytes;
   }
 
