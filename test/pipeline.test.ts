@@ -337,7 +337,8 @@ describe("the engine thread's references", () => {
       expect(String(farErr)).toMatch(/step: row 0: token -3 refers to sampled token 2 of step \d+, which sampled 1/); // the buffer has 4 slots
       expect(lateErr).toMatchObject({ name: STEP_SKIPPED, message: expect.stringMatching(/was not the last step to run/) }); // `far` ran (and failed) between
       // none of those wrote anything: position 1 of slot 0 is next
-      await engine.step(row(tokens[0]!, 1, ROW_SAMPLE), 1, params, null, tokens);
+      const fedAt1 = tokens[0]!;
+      await engine.step(row(fedAt1, 1, ROW_SAMPLE), 1, params, null, tokens);
       expect(engine.slotInfo(0, 0)).toEqual({ len: 2, kvLen: 2 });
       // endIds: a step whose rows all feed one of them is skipped, rows untouched; one whose row feeds another token runs.
       // Greedy, so the step at position 2 samples the same token each time it runs from the same history.
@@ -350,8 +351,8 @@ describe("the engine thread's references", () => {
       expect(engine.slotInfo(0, 0)).toEqual({ len: 4, kvLen: 4 });
       await engine.resetSlot(0);
       await engine.step(row(2, 0, 0), 1, null, null, null);
-      await engine.step(row(tokens[0]!, 1, 0), 1, null, null, null);
-      const again = at2();
+      await engine.step(row(fedAt1, 1, 0), 1, null, null, null);
+      const again = at2(); // the same history as `first`
       const fed = feeds[Row.TOKEN]!; // the step that ran wrote the token it fed in place of -1
       const endRows = row(-1, 3, 0);
       const skipped = engine.postStep(endRows, 1, null, null, null, null, again.id, [1, fed]);

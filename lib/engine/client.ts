@@ -363,7 +363,7 @@ export class EngineClient {
     const li = shared(lp?.ids ?? null, false);
     const views = [r, p, l, t, lv, li];
     const arrays: StepArrays = { rows: r.view!, params: p.view, logits: l.view, tokens: t.view, lpValues: lv.view, lpIds: li.view };
-    // the caller's own shared arrays (the scheduler's two sets, every step): bound once, then named by number;
+    // the caller's own shared arrays (the scheduler's sets, every step): bound once, then named by number;
     // copies made for this step alone travel with it
     const copied = r.view !== rows || p.view !== params || l.view !== logits || t.view !== tokens || lv.view !== (lp?.values ?? null) || li.view !== (lp?.ids ?? null);
     const id = this.#post({ op: "step", n, arrays: copied ? arrays : this.#bound(arrays), nTop: lp?.nTop ?? 0, ...(follows !== null && { follows, ...(endIds && { endIds }) }) });

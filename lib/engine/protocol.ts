@@ -50,8 +50,12 @@ export interface StepArrays {
   lpIds: Int32Array | null;
 }
 
-/** Sets of step arrays the engine thread keeps ("bind"). */
-export const BOUND_SETS = 4;
+/**
+ * Sets of step arrays the engine thread keeps ("bind"): the scheduler's
+ * (MAX_AHEAD, 4, in lib/generation/scheduler.ts) and room for two more
+ * callers' own, so those do not push the scheduler's out.
+ */
+export const BOUND_SETS = 6;
 
 /** The error name of a step skipped because the step it follows failed or was not the last to run. */
 export const STEP_SKIPPED = "StepSkipped";
@@ -93,7 +97,11 @@ export const BEAT = 3;
 /** 1 while the thread handles a request (a native call beats no heart). */
 export const BUSY = 4;
 export const CTRL_SLOTS = 5;
-/** Longest a caller with steps queued goes unwoken while the engine thread answers them (worker.ts `reply`). */
+/**
+ * A successful step's reply stays quiet (worker.ts `reply`) only within this
+ * long of the last wake, so a caller with steps queued waits at most this
+ * plus one step for its replies.
+ */
 export const WAKE_MS = 20;
 /** How often an idle engine thread bumps BEAT. */
 export const BEAT_MS = 250;

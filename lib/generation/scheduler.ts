@@ -12,8 +12,8 @@
  * `decodeSlowdown` × a decode-only step (#prefillBudget). Sampling happens in the native step; only token ids come back.
  * A step runs on the engine thread (lib/engine/client.ts) while this thread
  * keeps serving; a sequence cancelled meanwhile (abort, a stream closed early)
- * gives its KV slot back at once (the reset is queued behind the running step)
- * and the token the step sampled for it is dropped. With a target that
+ * gives its KV slot back at once (the reset is queued behind the steps already
+ * posted) and the tokens they sample for it are dropped. With a target that
  * pipelines, the next steps are posted before those in flight are back (up
  * to MAX_AHEAD), each one's decode rows feeding the tokens of the step before
  * by reference (#loop; docs/DESIGN.md, "Threads").
@@ -45,7 +45,7 @@ import type { SkipTokenizer } from "../checkpoint/tokenizer.ts";
 import { StreamDecoder } from "../checkpoint/tokenizer.ts";
 import { type KvBudget, kvBlocksNeeded, sequenceKvBlocks } from "../engine/kv.ts";
 import { NativeError } from "../engine/native.ts";
-import { STEP_SKIPPED } from "../engine/protocol.ts";
+import { BOUND_SETS, STEP_SKIPPED } from "../engine/protocol.ts";
 import { MAX_TOP_LOGPROBS, Param, Row, ROW_LOGPROBS, ROW_SAMPLE } from "../engine/abi.ts";
 import type { SkipPolicy } from "./policy.ts";
 import type { FinishReason, GenerateResult, StreamEvent, TokenLogprob } from "./results.ts";
@@ -109,7 +109,7 @@ export interface StepTarget {
   ): { id: number; done: Promise<number> };
 }
 
-/** The shared-memory views one step reads and writes; two sets, so a step can be built while the other runs. */
+/** The shared-memory views one step reads and writes; one set per step in flight (MAX_AHEAD), so steps can be built while others run. */
 class StepBuffers {
   readonly rows: Int32Array;
   readonly params: Float32Array;
@@ -137,7 +137,7 @@ interface Built {
   owners: Sequence[];
   /** Prompt tokens fed before this step, of the sequences it feeds prompt rows. */
   fedBefore: Map<Sequence, number>;
-  /** The sequences it feeds a token not yet back (pipelined), with that token's index: their Sequence.planned entries. */
+  /** Its decode rows' sequences, with the index of the token each feeds: their Sequence.planned entries. */
   planned: [Sequence, number][];
   /**
    * Every row feeds a token not yet back, of sequences with these EOS ids: if
@@ -198,7 +198,7 @@ class Sequence {
   leftPrefill = false;
   /** Posted steps, not yet dispatched, in which it samples a token. */
   inFlight = 0;
-  /** The budgets pipelined steps gave tokens they feed before those tokens were back (#build), by token index. */
+  /** The budgets of the tokens that steps in flight feed, by token index (#build), until the token after each is back. */
   planned = new Map<number, number>();
   /** KV blocks it needs at its peak (the exact need), and whether they are promised now. */
   kvNeed = 0;
@@ -240,6 +240,7 @@ function heldBack(text: string, stops: string[]): number {
  */
 const MAX_AHEAD = 4;
 const AHEAD_MS = 12;
+if (MAX_AHEAD > BOUND_SETS - 2) throw new Error("scheduler: MAX_AHEAD needs MAX_AHEAD + 2 bound sets (protocol.ts BOUND_SETS)");
 
 /** Statuses of a step refused by its checks, before anything changed (skipdecode.h). */
 const REFUSED = new Set(["SKD_ERR_INVALID_ARG", "SKD_ERR_KV_MISSING", "SKD_ERR_UNSUPPORTED"]);
@@ -524,6 +525,7 @@ export class Scheduler {
     const owners: Sequence[] = [];
     const fedBefore = new Map<Sequence, number>();
     const planned: [Sequence, number][] = [];
+    let refs = 0; // rows feeding a token of `ahead` by reference
     const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
       const r = n * Row.FIELDS;
       const rows = buf.rows;
@@ -558,6 +560,8 @@ export class Scheduler {
       if (k === undefined) {
         if (s.inFlight > 0) continue; // its last token is in a step still in flight, and no row feeds it yet
         const t = s.tokens.length - 1;
+        s.planned.set(t, s.budgets[t]!); // fed, not yet back (#kvBytes counts it should the sequence stop meanwhile)
+        planned.push([s, t]);
         row(s, s.tokens[t]!, s.spec.prompt.length + t, s.budgets[t]!, true, t + 1);
         continue;
       }
@@ -572,6 +576,7 @@ export class Scheduler {
       }
       s.planned.set(t, layers);
       planned.push([s, t]);
+      refs++;
       row(s, -(k + 1), s.spec.prompt.length + t, layers, true, t + 1);
     }
     // prefill rows: continue partial prefills first, then admit waiting sequences
@@ -608,7 +613,7 @@ export class Scheduler {
     // (batch 1: the EOS token), the engine skips it, and with it the steps posted after it
     const eos = owners[0]?.spec.eosIds ?? [];
     const sameEos = (s: Sequence) => s.spec.eosIds === eos || (s.spec.eosIds.length === eos.length && s.spec.eosIds.every((x, i) => x === eos[i]));
-    const endIds = n > 0 && planned.length === n && eos.length > 0 && owners.every(sameEos) ? eos : null;
+    const endIds = n > 0 && refs === n && eos.length > 0 && owners.every(sameEos) ? eos : null;
     return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore, planned, endIds, kvBlocked };
   }
 
@@ -648,11 +653,21 @@ export class Scheduler {
 
   /** Applies the sampled tokens of a step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
   #dispatch(built: Built, buf: StepBuffers, next?: Posted): void {
-    const { sampled, nTop } = built;
+    const { sampled } = built;
     // the step after it feeds only tokens that end their sequences: the engine skips it and every step after
     // it, so the rows they gave a sequence ending now never hold KV (#kvBytes)
     const ends = next?.built.endIds;
     this.#skipsNext = !!ends && next!.built.owners.every((s) => ends.includes(buf.tokens[sampled.indexOf(s)]!));
+    try {
+      this.#hand(built, buf);
+    } finally {
+      this.#skipsNext = false;
+    }
+  }
+
+  /** #dispatch's work: each sampling row's token to its sequence, in row order. */
+  #hand(built: Built, buf: StepBuffers): void {
+    const { sampled, nTop } = built;
     let k = 0; // index among the rows flagged for logprobs
     sampled.forEach((s, i) => {
       s.inFlight--;
@@ -695,7 +710,6 @@ export class Scheduler {
         this.#finish(s, "length");
       }
     });
-    this.#skipsNext = false;
   }
 
   /** Decodes a token's text, holds back a possible stop-string prefix, emits the event. True when a stop string completed. */
