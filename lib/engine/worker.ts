@@ -50,6 +50,13 @@ interface LastStep {
 
 type StepRequest = Extract<EngineRequest, { op: "step" }>;
 
+/** A step that runs nothing (protocol.ts STEP_SKIPPED). */
+function skipped(q: StepRequest, why: string): Error {
+  const e = new Error(`step ${q.id}: skipped, ${why}`);
+  e.name = STEP_SKIPPED;
+  return e;
+}
+
 /**
  * A pipelined step's rows (protocol.ts `follows`): each token -(k + 1) becomes
  * the k-th token `last` sampled. Throws, rows untouched, when `last` is not the
@@ -59,10 +66,7 @@ type StepRequest = Extract<EngineRequest, { op: "step" }>;
 function resolveFollows(q: StepRequest, a: StepArrays, last: LastStep | null): void {
   if (q.follows === undefined) return;
   if (!last || last.id !== q.follows || !last.ok) {
-    const why = !last || last.id !== q.follows ? "was not the last step to run" : "failed";
-    const e = new Error(`step ${q.id}: skipped, the step it follows (${q.follows}) ${why}`);
-    e.name = STEP_SKIPPED;
-    throw e;
+    throw skipped(q, `the step it follows (${q.follows}) ${!last || last.id !== q.follows ? "was not the last step to run" : "failed"}`);
   }
   const refs: [number, number][] = [];
   let ended = q.endIds !== undefined && q.n > 0;
@@ -80,11 +84,7 @@ function resolveFollows(q: StepRequest, a: StepArrays, last: LastStep | null): v
     if (ended && !q.endIds!.includes(tok)) ended = false;
     refs.push([i, tok]);
   }
-  if (ended) {
-    const e = new Error(`step ${q.id}: skipped, every row feeds a token that ends its sequence`);
-    e.name = STEP_SKIPPED;
-    throw e;
-  }
+  if (ended) throw skipped(q, "every row feeds a token that ends its sequence");
   for (const [i, tok] of refs) a.rows[i * Row.FIELDS + Row.TOKEN] = tok;
 }
 

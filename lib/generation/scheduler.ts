@@ -139,6 +139,8 @@ interface Built {
   fedBefore: Map<Sequence, number>;
   /** Its decode rows' sequences, with the index of the token each feeds: their Sequence.planned entries. */
   planned: [Sequence, number][];
+  /** For each row feeding a token of the step before by reference, that token's index among its sampled ones. */
+  refs: number[];
   /**
    * Every row feeds a token not yet back, of sequences with these EOS ids: if
    * each of those tokens is one, every sequence ended and the engine skips the
@@ -467,16 +469,11 @@ export class Scheduler {
    * Anything else fails every sequence of the step.
    */
   #failed(built: Built, e: Error): void {
-    if (e.name === STEP_SKIPPED) return this.#putBack(built);
+    this.#putBack(built); // none of its tokens comes back
+    if (e.name === STEP_SKIPPED) return;
     const row = refusedRow(e, built.rows);
-    if (row === null) {
-      for (const s of built.sampled) s.inFlight--;
-      for (const s of built.seqs) this.#fail(s, e);
-    } else {
-      // nothing changed in the engine
-      this.#putBack(built);
-      this.#fail(built.owners[row]!, e);
-    }
+    if (row === null) for (const s of built.seqs) this.#fail(s, e);
+    else this.#fail(built.owners[row]!, e); // nothing changed in the engine
   }
 
   /** Updates the step-time averages that size prefill chunks while sequences decode. */
@@ -525,7 +522,7 @@ export class Scheduler {
     const owners: Sequence[] = [];
     const fedBefore = new Map<Sequence, number>();
     const planned: [Sequence, number][] = [];
-    let refs = 0; // rows feeding a token of `ahead` by reference
+    const refs: number[] = [];
     const row = (s: Sequence, token: number, pos: number, budget: number, sample: boolean, step: number) => {
       const r = n * Row.FIELDS;
       const rows = buf.rows;
@@ -553,10 +550,10 @@ export class Scheduler {
       }
     };
     // decode rows: process the last generated token with its budget
-    const inFlight = new Map<Sequence, number>(ahead?.built.sampled.map((s, k) => [s, k]));
+    const sampledAhead = new Map<Sequence, number>(ahead?.built.sampled.map((s, k) => [s, k]));
     for (const s of this.#running) {
       if (!s.prefilled || (s.group && s.group.prefilling > 0) || n >= this.#maxRows) continue;
-      const k = inFlight.get(s);
+      const k = sampledAhead.get(s);
       if (k === undefined) {
         if (s.inFlight > 0) continue; // its last token is in a step still in flight, and no row feeds it yet
         const t = s.tokens.length - 1;
@@ -576,7 +573,7 @@ export class Scheduler {
       }
       s.planned.set(t, layers);
       planned.push([s, t]);
-      refs++;
+      refs.push(k);
       row(s, -(k + 1), s.spec.prompt.length + t, layers, true, t + 1);
     }
     // prefill rows: continue partial prefills first, then admit waiting sequences
@@ -613,8 +610,8 @@ export class Scheduler {
     // (batch 1: the EOS token), the engine skips it, and with it the steps posted after it
     const eos = owners[0]?.spec.eosIds ?? [];
     const sameEos = (s: Sequence) => s.spec.eosIds === eos || (s.spec.eosIds.length === eos.length && s.spec.eosIds.every((x, i) => x === eos[i]));
-    const endIds = n > 0 && refs === n && eos.length > 0 && owners.every(sameEos) ? eos : null;
-    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore, planned, endIds, kvBlocked };
+    const endIds = n > 0 && refs.length === n && eos.length > 0 && owners.every(sameEos) ? eos : null;
+    return { rows: n, decodeRows, seqs, sampled, nTop, owners, fedBefore, planned, refs, endIds, kvBlocked };
   }
 
   /** Promises a waiting sequence its KV need in the decoder's ledger; false when the pool cannot yet. */
@@ -653,11 +650,10 @@ export class Scheduler {
 
   /** Applies the sampled tokens of a step, in row order (and their logprobs: `nTop` alternatives per flagged row). */
   #dispatch(built: Built, buf: StepBuffers, next?: Posted): void {
-    const { sampled } = built;
     // the step after it feeds only tokens that end their sequences: the engine skips it and every step after
     // it, so the rows they gave a sequence ending now never hold KV (#kvBytes)
     const ends = next?.built.endIds;
-    this.#skipsNext = !!ends && next!.built.owners.every((s) => ends.includes(buf.tokens[sampled.indexOf(s)]!));
+    this.#skipsNext = !!ends && next!.built.refs.every((k) => ends.includes(buf.tokens[k]!));
     try {
       this.#hand(built, buf);
     } finally {
