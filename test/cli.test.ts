@@ -65,7 +65,8 @@ describe("skipdecode CLI", () => {
     const r = run("logits", "--model", dir, "--ids", "2,5,9", "--dtype", "q4_k", "--backend", "cpu");
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/skipdecode: weights \(dtype q4_k\): .*Q4_K 2 tensors/);
-    expect(r.stderr).toMatch(/skipdecode:   \d+ -> Q8_0: cols 64 is not a multiple of 256 \(Q4_K's block\): model\.embed_tokens\.weight \[384, 64\], model\.layers\.0\.self_attn\.q_proj\.weight/);
+    expect(r.stderr).toMatch(/skipdecode:   \d+ -> Q5_0: cols 64 is not a multiple of 256 \(Q4_K's block\): model\.embed_tokens\.weight \[384, 64\], model\.layers\.0\.self_attn\.q_proj\.weight/);
+    expect(r.stderr).toMatch(/skipdecode:   1 -> Q8_0: cols 64 is not a multiple of 256 \(Q6_K's block\): lm_head\.weight \[384, 64\]/);
     using dec = await SkipDecoder.load(dir, { backend: "cpu", dtype: "q4_k", maxBatch: 1 });
     const want = await dec.forward([2, 5, 9]);
     expect((JSON.parse(r.stdout) as { logits: number[][] }).logits.flat()).toEqual(Array.from(want));

@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type ConvertType, convertToGguf } from "../lib/checkpoint/gguf-convert.ts";
 import { GgmlType, GgufFile, GgufType, shortestF32 } from "../lib/checkpoint/gguf.ts";
-import { ggufSpec, openGgufModel } from "../lib/checkpoint/gguf-model.ts";
+import { ggmlTypeOf, ggufSpec, openGgufModel } from "../lib/checkpoint/gguf-model.ts";
 import { type GgufWriteValue, writeGgufFile } from "../lib/checkpoint/gguf-writer.ts";
 import { readModelSpec } from "../lib/checkpoint/config.ts";
 import { planTensor, STORAGE_DTYPE } from "../lib/checkpoint/quant-plan.ts";
@@ -414,10 +414,10 @@ describe("metadata → model spec", () => {
         t.type = GgmlType.F16;
         t.data = t.data.subarray(0, t.data.length / 2);
         const u = ts.find((x) => x.name === "blk.0.ffn_down.weight")!;
-        u.type = 6; // Q5_0
-        u.data = new Uint8Array((u.shape[0]! * u.shape[1]! * 22) / 32);
+        u.type = 7; // Q5_1: llama.cpp's fallback for Q5_K, which skipdecode does not run
+        u.data = new Uint8Array((u.shape[0]! * u.shape[1]! * 24) / 32);
       }),
-    ).rejects.toThrow(/tensor "blk.0.ffn_down.weight" has type Q5_0; skipdecode loads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K$/);
+    ).rejects.toThrow(/tensor "blk.0.ffn_down.weight" has type Q5_1; skipdecode loads F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q6_K$/);
     await expect(
       load((ts) => {
         const t = ts.find((x) => x.name === "blk.1.ffn_norm.weight")!;
@@ -531,13 +531,15 @@ describe("quantized files", () => {
     });
   }
 
+  /** The engine role of a GGUF matrix name. */
+  const roles: [RegExp, number][] = [[/attn_q/, Role.Q_W], [/attn_k/, Role.K_W], [/attn_v/, Role.V_W], [/attn_output/, Role.O_W], [/ffn_gate/, Role.GATE_W], [/ffn_up/, Role.FC1_W], [/ffn_down/, Role.FC2_W], [/token_embd/, Role.EMBED_TOKENS], [/^output\./, Role.LM_HEAD]];
+
   test("q4_k_m: each tensor has the type llama-quantize's Q4_K_M gives it, and the blocks of the folder's weights", async () => {
     const { dir: folder, gguf } = await converted(BLOCKS, "q4_k_m");
     using f = GgufFile.open(gguf);
     using st = SafetensorsFile.open(join(folder, "model.safetensors"));
     const native = NativeBackend.get("cpu");
     const spec = readModelSpec(folder);
-    const roles: [RegExp, number][] = [[/attn_q/, Role.Q_W], [/attn_k/, Role.K_W], [/attn_v/, Role.V_W], [/attn_output/, Role.O_W], [/ffn_gate/, Role.GATE_W], [/ffn_up/, Role.FC1_W], [/ffn_down/, Role.FC2_W], [/token_embd/, Role.EMBED_TOKENS], [/^output\./, Role.LM_HEAD]];
     const hfName: Record<string, string> = { attn_q: "self_attn.q_proj", attn_k: "self_attn.k_proj", attn_v: "self_attn.v_proj", attn_output: "self_attn.o_proj", ffn_gate: "mlp.gate_proj", ffn_up: "mlp.up_proj", ffn_down: "mlp.down_proj" };
     const seen = new Map<string, number>();
     for (const t of f.tensors.values()) {
@@ -571,13 +573,58 @@ describe("quantized files", () => {
     expect(await a.forward(ids)).toEqual(await b.forward(ids));
   });
 
-  test("the report names the tensors whose K-quant fell back (rows not a multiple of 256)", async () => {
+  test("the report names the tensors whose K-quant fell back (rows not a multiple of 256): Q4_K to Q5_0, Q6_K to Q8_0, as llama-quantize", async () => {
     const out = join(tempDir(), "fb.gguf");
     const r = await convertToGguf(tinyModel({ ...LLAMA, seed: 57 }), out, { type: "q4_k_m" });
-    expect(r.fellBack.length).toBeGreaterThan(0);
-    expect(r.fellBack[0]).toMatchObject({ type: "Q8_0", why: expect.stringMatching(/cols 64 is not a multiple of 256/) });
+    // hidden 64, ffn 192: every matrix falls back; Q6_K's are the output and layer 1's attn_v and ffn_down (use_more_bits)
+    expect(r.fellBack.length).toBe(16);
+    const q8 = ["output.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight"];
+    for (const fb of r.fellBack) {
+      expect(fb).toMatchObject(q8.includes(fb.name) ? { type: "Q8_0", why: expect.stringMatching(/^cols (64|192) is not a multiple of 256 \(Q6_K's block\)$/) } : { type: "Q5_0", why: expect.stringMatching(/^cols (64|192) is not a multiple of 256 \(Q4_K's block\)$/) });
+    }
+    using f = GgufFile.open(out);
+    expect(f.tensors.get("token_embd.weight")!.type).toBe(GgmlType.Q5_0);
+    expect(f.tensors.get("blk.0.ffn_down.weight")!.type).toBe(GgmlType.Q5_0);
+    expect(f.tensors.get("blk.1.ffn_down.weight")!.type).toBe(GgmlType.Q8_0);
     using d = await SkipDecoder.load(out, { backend: "cpu" });
-    expect(Object.keys(d.loadSummary.byType).sort()).toEqual(["F32", "Q8_0"]);
+    expect(Object.keys(d.loadSummary.byType).sort()).toEqual(["F32", "Q5_0", "Q8_0"]);
+    expect(d.loadSummary.byType.Q5_0!.tensors).toBe(13);
+  });
+
+  test("Q5_0 tensors (Q4_K's fallback in llama.cpp's files) load to the folder's logits quantized on load with dtype \"q4_k\" (the same blocks)", async () => {
+    // hidden 64, ffn 192: under q4_k every matrix is Q5_0 but the output (Q6_K's fallback, Q8_0)
+    const opts: TinyModelOptions = { ...LLAMA, seed: 58, dtype: "float16" };
+    const { dir: folder, gguf } = await converted(opts, "f32");
+    const native = NativeBackend.get("cpu");
+    const spec = readModelSpec(folder);
+    // the F32 file's matrices quantized by the load's rule, as a llama.cpp file holds them; q/k rows
+    // stay permuted (quantizing is per row, so it commutes with the row order)
+    const file = edited(gguf, {
+      tensors: (ts) => {
+        for (const t of ts) {
+          if (t.shape.length !== 2) continue;
+          const role = roles.find(([re]) => re.test(t.name))![1];
+          const layer = Number(/^blk\.(\d+)\./.exec(t.name)?.[1] ?? -1);
+          const plan = planTensor("q4_k", { role, layer, numLayers: spec.numLayers, shape: t.shape, tied: false });
+          if (plan.type === "float") continue;
+          const dtype = STORAGE_DTYPE[plan.type];
+          t.type = ggmlTypeOf(dtype);
+          t.data = native.quantize(dtype, toFloat32(t.data, "F32"), t.shape[0]!, t.shape[1]!);
+        }
+      },
+    });
+    using f = GgufFile.open(file);
+    const types = [...f.tensors.values()].filter((t) => t.shape.length === 2).map((t) => t.type);
+    expect(types.filter((t) => t === GgmlType.Q5_0).length).toBe(1 + 7 * spec.numLayers);
+    expect(types.filter((t) => t === GgmlType.Q8_0).length).toBe(1);
+    using a = await SkipDecoder.load(folder, { backend: "cpu", dtype: "q4_k" });
+    using b = await SkipDecoder.load(file, { backend: "cpu" });
+    expect(b.loadSummary.byType.Q5_0).toEqual(a.loadSummary.byType.Q5_0!);
+    const budgets = [2, 2, 2, 2, 1, 1, 1, 1, 1];
+    expect(await b.forward(ids)).toEqual(await a.forward(ids));
+    expect(await b.forward(ids, { budgets, warmupLayers: 1 })).toEqual(await a.forward(ids, { budgets, warmupLayers: 1 }));
+    const gen = { maxNewTokens: 16, ignoreEos: true };
+    expect((await b.generate(ids, gen)).tokens).toEqual((await a.generate(ids, gen)).tokens);
   });
 });
 

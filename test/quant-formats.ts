@@ -10,6 +10,7 @@
 export const FORMATS = {
   Q8_0: { code: 4, block: 32, bytes: 34 },
   Q4_0: { code: 5, block: 32, bytes: 18 },
+  Q5_0: { code: 8, block: 32, bytes: 22 },
   Q4_K: { code: 6, block: 256, bytes: 144 },
   Q6_K: { code: 7, block: 256, bytes: 210 },
 } as const;
@@ -43,6 +44,21 @@ function block(type: FormatName, b: Uint8Array, off: number, out: number[]): voi
       const byte = b[off + 2 + j]!;
       vals[j] = f(((byte & 15) - 8) * d);
       vals[j + 16] = f(((byte >> 4) - 8) * d);
+    }
+    out.push(...vals);
+  } else if (type === "Q5_0") {
+    // d (fp16); qh, 4 bytes read as a little-endian u32 whose bit j is element j's fifth bit;
+    // 16 bytes of nibbles as in Q4_0 (element j < 16 low nibble of byte j, 16 + j its high nibble).
+    // q = nibble | (bit << 4), x = (q − 16) · d
+    const d = halfToNumber(u16(0));
+    const qh = (b[off + 2]! | (b[off + 3]! << 8) | (b[off + 4]! << 16) | (b[off + 5]! << 24)) >>> 0;
+    const vals = new Array<number>(32);
+    for (let j = 0; j < 16; j++) {
+      const byte = b[off + 6 + j]!;
+      const lo = (byte & 15) | (((qh >>> j) & 1) << 4);
+      const hi = (byte >> 4) | (((qh >>> (j + 16)) & 1) << 4);
+      vals[j] = f((lo - 16) * d);
+      vals[j + 16] = f((hi - 16) * d);
     }
     out.push(...vals);
   } else if (type === "Q4_K") {

@@ -1,5 +1,5 @@
 /**
- * Quantized weights (Q8_0, Q4_0, Q4_K, Q6_K; docs/quantization.md):
+ * Quantized weights (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K; docs/quantization.md):
  *   - the library's dequantization equals test/quant-formats.ts, a second
  *     reading of ggml's block layouts, bit for bit, on random blocks with
  *     zero, subnormal, tiny and largest fp16 scales;
@@ -164,9 +164,31 @@ describe("quantize: round trip error bounds and determinism", () => {
     expect(y.subarray(0, cols).every((v) => v === 0)).toBe(true);
   });
 
+  // d = max / −16, stored as fp16 (relative rounding <= 2^-11). A value of the other sign and about the
+  // same magnitude lands on q = 32, clamped to 31: one step |d| away, and |d| may be below max|x| / 16 by
+  // the scale's rounding, hence max|x| / 16 · (1 + 15 · 2^-11). Every value below 15 steps is within half a step.
+  test("Q5_0: every value within one step (max|x| / 16), below the clamp within half a step |d| / 2; zero rows stay zero", () => {
+    const q = cpu.quantize(DType.Q5_0, x, rows, cols);
+    const y = cpu.dequantize(DType.Q5_0, q, rows, cols);
+    for (const { amax, err } of blockErrors("Q5_0", y, 32)) expect(err).toBeLessThanOrEqual((amax / 16) * (1 + 15 * 2 ** -11));
+    let inside = 0;
+    let worst = 0; // largest |x − x̂| / (|d| / 2) below the clamp
+    for (let b = 0; b < x.length / 32; b++) {
+      const d = Math.abs(halfToNumber(q[b * 22]! | (q[b * 22 + 1]! << 8))); // the block's stored scale
+      for (let j = b * 32; j < (b + 1) * 32; j++) {
+        if (Math.abs(x[j]!) >= 15 * d) continue;
+        inside++;
+        worst = Math.max(worst, Math.abs(x[j]! - y[j]!) / (d / 2));
+      }
+    }
+    expect(inside).toBeGreaterThan(x.length * 0.9);
+    expect(worst).toBeLessThanOrEqual(1 + 2 ** -9);
+    expect(y.subarray(0, cols).every((v) => v === 0)).toBe(true);
+  });
+
   // worst relative RMS error of a row (Gaussian rows with 8x outliers every 97 values); measured
-  // 0.0105, 0.156, 0.099, 0.030 — without the outliers 0.0057, 0.091, 0.075, 0.019
-  const bounds: [FormatName, number][] = [["Q8_0", 0.013], ["Q4_0", 0.18], ["Q4_K", 0.12], ["Q6_K", 0.036]];
+  // 0.0105, 0.156, 0.081, 0.099, 0.030 — without the outliers 0.0057, 0.091, 0.045, 0.075, 0.019
+  const bounds: [FormatName, number][] = [["Q8_0", 0.013], ["Q4_0", 0.18], ["Q5_0", 0.095], ["Q4_K", 0.12], ["Q6_K", 0.036]];
   for (const [type, bound] of bounds) {
     test(`${type}: relative RMS error <= ${bound} per row; deterministic across calls and thread splits`, () => {
       const code = FORMATS[type].code as DTypeCode;
@@ -196,6 +218,8 @@ describe("quantize: round trip error bounds and determinism", () => {
   test("row bytes follow each type's block", () => {
     expect(cpu.rowBytes(DType.Q8_0, 4096)).toBe(128 * 34);
     expect(cpu.rowBytes(DType.Q4_0, 4096)).toBe(128 * 18);
+    expect(cpu.rowBytes(DType.Q5_0, 4096)).toBe(128 * 22);
+    expect(cpu.rowBytes(DType.Q5_0, 896)).toBe(28 * 22); // Qwen2.5-0.5B's hidden size: Q4_K's fallback
     expect(cpu.rowBytes(DType.Q4_K, 4096)).toBe(16 * 144);
     expect(cpu.rowBytes(DType.Q6_K, 4096)).toBe(16 * 210);
     expect(cpu.rowBytes(DType.F16, 100)).toBe(200);
@@ -207,6 +231,8 @@ describe("bad input is refused with clear errors", () => {
   test("quantize / dequantize / rowBytes", () => {
     expect(() => cpu.rowBytes(DType.Q4_K, 100)).toThrow(/shape \[1, 100\]: Q4_K needs a row length \(cols\) that is a multiple of 256/);
     expect(() => cpu.quantize(DType.Q4_0, new Float32Array(48), 1, 48)).toThrow(/Q4_0 needs a row length \(cols\) that is a multiple of 32/);
+    expect(() => cpu.quantize(DType.Q5_0, new Float32Array(48), 1, 48)).toThrow(/Q5_0 needs a row length \(cols\) that is a multiple of 32/);
+    expect(() => cpu.dequantize(DType.Q5_0, new Uint8Array(43), 1, 64)).toThrow(/43 bytes given for \[1, 64\] of Q5_0 \(44 expected\)/);
     const bad = new Float32Array(64);
     bad[37] = NaN;
     expect(() => cpu.quantize(DType.Q8_0, bad, 2, 32)).toThrow(/value at row 1, column 5 is nan \(not finite\)/);
@@ -241,14 +267,14 @@ describe("bad input is refused with clear errors", () => {
       const P = spec.maxPositions + spec.positionOffset;
       const pos = cpu.quantize(DType.Q8_0, new Float32Array(P * d), P, d);
       expect(() => e.setTensor(Role.EMBED_POSITIONS, -1, DType.Q8_0, pos, P * d)).toThrow(/embed_positions .*position table/);
-      expect(() => e.setTensor(Role.Q_W, 0, 8 as DTypeCode, q, d * d)).toThrow(/unknown dtype 8/);
+      expect(() => e.setTensor(Role.Q_W, 0, 9 as DTypeCode, q, d * d)).toThrow(/unknown dtype 9/);
       e.setTensor(Role.Q_W, 0, DType.Q8_0, q, d * d); // the right bytes go in
     } finally {
       e.free();
     }
   });
 
-  test("SkipDecoder.load: an unknown dtype lists the choices", async () => {
+  test("SkipDecoder.load: an unknown dtype lists the choices (Q5_0 is a storage type, not a choice: quant-plan.ts)", async () => {
     const dir = tinyModel({ seed: 31, hidden: 64, layers: 1, dtype: "float16" });
     await expect(SkipDecoder.load(dir, { backend: "cpu", dtype: "q5_0" as never })).rejects.toThrow(
       /dtype must be one of "auto", "float32", "float16", "bfloat16", "q8_0", "q4_0", "q4_k", got "q5_0"/,
@@ -285,17 +311,34 @@ describe("quant-plan: the storage type of each tensor", () => {
     expect(planTensor("q4_k", t(Role.EMBED_POSITIONS, -1, [2050, 768])).type).toBe("float");
   });
 
-  test("fallbacks: K-quants to Q8_0 when cols % 256 != 0; block-32 types to float when cols % 32 != 0", () => {
+  test("fallbacks (llama.cpp's): Q4_K to Q5_0 and Q6_K to Q8_0 when cols % 256 != 0; block-32 types to float when cols % 32 != 0", () => {
     expect(planTensor("q4_k", t(Role.FC1_W, 0, [512, 128]))).toEqual({
-      type: "q8_0",
+      type: "q5_0",
       chosen: "q4_k",
       fallback: "cols 128 is not a multiple of 256 (Q4_K's block)",
     });
+    expect(STORAGE_DTYPE.q5_0).toBe(DType.Q5_0);
+    // Qwen2.5-0.5B's shapes (hidden 896, ffn 4864; 32 layers here) under q4_k_m: the Q4_K matrices are Q5_0, the Q6_K ones Q8_0
+    expect(planTensor("q4_k_m", t(Role.Q_W, 5, [896, 896])).type).toBe("q5_0");
+    expect(planTensor("q4_k_m", t(Role.FC1_W, 5, [4864, 896])).type).toBe("q5_0");
+    expect(planTensor("q4_k_m", t(Role.V_W, 6, [128, 896]))).toEqual({
+      type: "q8_0",
+      chosen: "q6_k",
+      fallback: "cols 896 is not a multiple of 256 (Q6_K's block)",
+    });
+    expect(planTensor("q4_k", t(Role.EMBED_TOKENS, -1, [151936, 896], true))).toMatchObject({ type: "q8_0", chosen: "q6_k" });
+    // ffn_down's rows are 4864 = 19 · 256: it keeps its K-quant, Q4_K or Q6_K
+    expect(planTensor("q4_k_m", t(Role.FC2_W, 4, [896, 4864])).type).toBe("q4_k");
+    expect(planTensor("q4_k_m", t(Role.FC2_W, 6, [896, 4864])).type).toBe("q6_k");
     expect(planTensor("q4_k", t(Role.LM_HEAD, -1, [4096, 128])).type).toBe("q8_0");
+    // rows of 256 keep the K-quant; q4_0 and q8_0 have nothing to fall back from at cols % 32 == 0
+    expect(planTensor("q4_k", t(Role.FC1_W, 0, [512, 768])).type).toBe("q4_k");
+    expect(planTensor("q4_0", t(Role.FC1_W, 0, [512, 896])).fallback).toBeNull();
     expect(planTensor("q4_0", t(Role.FC1_W, 0, [512, 100]))).toMatchObject({ type: "float", chosen: "q4_0" });
     const both = planTensor("q4_k", t(Role.FC1_W, 0, [512, 100]));
     expect(both.type).toBe("float");
-    expect(both.fallback).toMatch(/multiple of 256 .*; cols 100 is not a multiple of 32/);
+    expect(both.fallback).toBe("cols 100 is not a multiple of 256 (Q4_K's block); cols 100 is not a multiple of 32 (Q5_0's block)");
+    expect(planTensor("q4_k_m", t(Role.LM_HEAD, -1, [512, 100])).fallback).toBe("cols 100 is not a multiple of 256 (Q6_K's block); cols 100 is not a multiple of 32 (Q8_0's block)");
     expect(planTensor("q8_0", t(Role.FC1_W, 0, [512, 128])).fallback).toBeNull();
   });
 });
@@ -339,7 +382,7 @@ function dequantizedTwin(dir: string, q: Quantization): string {
 const IDS = [2, 17, 250, 31, 8, 99, 300, 5, 77, 140, 12, 260, 44];
 const MODELS: [string, TinyModelOptions][] = [
   ["OPT pre-LN, hidden 256 (K-quants everywhere), untied", { seed: 41, hidden: 256, heads: 4, ffn: 512, layers: 3, dtype: "float16" }],
-  ["OPT post-LN, hidden 64 (K-quants fall back to Q8_0), tied, project_in/out", { seed: 42, variant: "post", hidden: 64, embedDim: 32, layers: 2, tiedHead: true, dtype: "float16" }],
+  ["OPT post-LN, hidden 64 (Q4_K falls back to Q5_0, Q6_K to Q8_0), tied, project_in/out", { seed: 42, variant: "post", hidden: 64, embedDim: 32, layers: 2, tiedHead: true, dtype: "float16" }],
   ["LLaMA, GQA 4:2, hidden 256, untied", { family: "llama", seed: 43, hidden: 256, heads: 4, kvHeads: 2, ffn: 512, layers: 3, dtype: "float16" }],
   ["qwen2, q/k/v biases, tied, hidden 256, BF16", { family: "qwen2", seed: 44, hidden: 256, heads: 4, kvHeads: 2, ffn: 768, layers: 2, tiedHead: true, dtype: "bfloat16" }],
 ];
@@ -360,8 +403,14 @@ describe(`logits of quantized models equal the float64 reference on the dequanti
         if (model.hidden === 256 && q === "q4_k") expect(types.Q4_K!.tensors).toBeGreaterThan(0);
         if (model.hidden === 64 && q === "q4_k") {
           expect(types.Q4_K!.tensors).toBe(L); // fc2 [64, 256] only
+          // the other matrices (q, k, v, o, fc1 of each layer, project_in/out) are Q4_K's fallback, Q5_0: these
+          // logits check its kernel end to end; the tied embedding and head are Q6_K's, Q8_0
+          expect(types.Q5_0!.tensors).toBe(5 * L + 2);
+          expect(types.Q8_0!.tensors).toBe(2);
           expect(dec.loadSummary.fallbacks.length).toBeGreaterThan(0);
-          expect(describeLoad(dec.loadSummary).join("\n")).toMatch(/fell back to another type:\n.*\n.*\n  11 -> Q8_0: cols 64 is not a multiple of 256 \(Q4_K.s block\): model.decoder.project_out.weight \[32, 64\]/);
+          const report = describeLoad(dec.loadSummary).join("\n");
+          expect(report).toMatch(/fell back to another type:\n  2 -> Q8_0: cols 32 is not a multiple of 256 \(Q6_K.s block\): model.decoder.embed_tokens.weight \[384, 32\]/);
+          expect(report).toMatch(/\n  11 -> Q5_0: cols 64 is not a multiple of 256 \(Q4_K.s block\): model.decoder.project_out.weight \[32, 64\]/);
         }
         const schedules: [string, number[], number][] = [["full", IDS.map(() => L), 1]];
         for (const w of [0, 1, 2].filter((x) => x <= L)) {

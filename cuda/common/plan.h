@@ -270,13 +270,13 @@ static inline int skd_tensor_shape(const skd_shape *s, int role, int64_t *rows, 
 
 static inline int skd_role_is_layer(int role) { return role >= SKD_T_ATTN_LN_W && role <= SKD_T_GATE_B; }
 
-static inline int skd_dtype_is_quant(int dtype) { return dtype >= SKD_DTYPE_Q8_0 && dtype <= SKD_DTYPE_Q6_K; }
+static inline int skd_dtype_is_quant(int dtype) { return dtype >= SKD_DTYPE_Q8_0 && dtype <= SKD_DTYPE_Q5_0; }
 
 /* Elements per block of a dtype (1 for the float types), 0 for an unknown one. */
 static inline int64_t skd_dtype_block(int dtype) {
     switch (dtype) {
     case SKD_DTYPE_F32: case SKD_DTYPE_F16: case SKD_DTYPE_BF16: return 1;
-    case SKD_DTYPE_Q8_0: case SKD_DTYPE_Q4_0: return 32;
+    case SKD_DTYPE_Q8_0: case SKD_DTYPE_Q4_0: case SKD_DTYPE_Q5_0: return 32;
     case SKD_DTYPE_Q4_K: case SKD_DTYPE_Q6_K: return 256;
     default: return 0;
     }
@@ -291,6 +291,7 @@ static inline const char *skd_dtype_name(int dtype) {
     case SKD_DTYPE_Q4_0: return "Q4_0";
     case SKD_DTYPE_Q4_K: return "Q4_K";
     case SKD_DTYPE_Q6_K: return "Q6_K";
+    case SKD_DTYPE_Q5_0: return "Q5_0";
     default: return "unknown dtype";
     }
 }

@@ -13,6 +13,8 @@
  *   Q8_0    32     34     8.5         x = d · qs[i]                      (d fp16, qs int8)
  *   Q4_0    32     18     4.5         x = d · (q − 8), q = nibble i:     low nibbles of qs[0..15]
  *                                     are elements 0..15, high nibbles 16..31
+ *   Q5_0    32     22     5.5         x = d · (q − 16), q = nibble i as Q4_0's, plus bit i of
+ *                                     qh (read as a little-endian uint32) as its fifth bit
  *   Q4_K   256    144     4.5         8 sub-blocks of 32, each with a 6-bit scale sc_j and
  *                                     min m_j: x = d·sc_j·q − dmin·m_j (d, dmin fp16, q 4 bits);
  *                                     the 64 values 64c..64c+63 share qs[32c..32c+31]: low
@@ -57,6 +59,13 @@ typedef struct {
     uint8_t qs[SKD_QK / 2];  /* element j: low nibble of qs[j]; element j + 16: high nibble */
 } skd_block_q4_0;
 SKD_STATIC_ASSERT(sizeof(skd_block_q4_0) == 18, "Q4_0 block is 18 bytes");
+
+typedef struct {
+    uint16_t d;              /* scale, fp16 */
+    uint8_t qh[4];           /* bit j (of the little-endian uint32): element j's fifth bit */
+    uint8_t qs[SKD_QK / 2];  /* low 4 bits, as Q4_0's */
+} skd_block_q5_0;
+SKD_STATIC_ASSERT(sizeof(skd_block_q5_0) == 22, "Q5_0 block is 22 bytes");
 
 typedef struct {
     uint16_t d;               /* scale of the sub-block scales, fp16 */
@@ -147,6 +156,7 @@ static inline int64_t skd_dtype_block_bytes(int dtype) {
     case SKD_DTYPE_Q4_0: return (int64_t)sizeof(skd_block_q4_0);
     case SKD_DTYPE_Q4_K: return (int64_t)sizeof(skd_block_q4_k);
     case SKD_DTYPE_Q6_K: return (int64_t)sizeof(skd_block_q6_k);
+    case SKD_DTYPE_Q5_0: return (int64_t)sizeof(skd_block_q5_0);
     default: return 0;
     }
 }
@@ -160,7 +170,7 @@ static inline int64_t skd_row_bytes(int dtype, int64_t cols) {
 static inline int skd_check_row(int dtype, int64_t rows, int64_t cols) {
     const int64_t block = skd_dtype_block(dtype);
     if (!block)
-        return skd_fail(SKD_ERR_INVALID_ARG, "unknown dtype %d (F32 1, F16 2, BF16 3, Q8_0 4, Q4_0 5, Q4_K 6, Q6_K 7)", dtype);
+        return skd_fail(SKD_ERR_INVALID_ARG, "unknown dtype %d (F32 1, F16 2, BF16 3, Q8_0 4, Q4_0 5, Q4_K 6, Q6_K 7, Q5_0 8)", dtype);
     if (rows < 0 || cols < 1)
         return skd_fail(SKD_ERR_INVALID_ARG, "shape [%lld, %lld] must have rows >= 0 and cols >= 1", (long long)rows,
                         (long long)cols);
@@ -189,6 +199,25 @@ static inline void skd_dequantize_row_q4_0(const void *src, float *y, int64_t k)
         for (int j = 0; j < SKD_QK / 2; j++) {
             y[i * SKD_QK + j] = (float)((b[i].qs[j] & 0x0f) - 8) * d;
             y[i * SKD_QK + j + SKD_QK / 2] = (float)((b[i].qs[j] >> 4) - 8) * d;
+        }
+    }
+}
+
+/* The little-endian uint32 of a Q5_0 block's qh bytes. */
+static inline uint32_t skd_q5_0_high_bits(const skd_block_q5_0 *b) {
+    return (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
+}
+
+static inline void skd_dequantize_row_q5_0(const void *src, float *y, int64_t k) {
+    const skd_block_q5_0 *b = (const skd_block_q5_0 *)src;
+    for (int64_t i = 0; i < k / SKD_QK; i++) {
+        const float d = skd_half_to_f32(b[i].d);
+        const uint32_t qh = skd_q5_0_high_bits(&b[i]);
+        for (int j = 0; j < SKD_QK / 2; j++) {
+            const int q0 = (int)((b[i].qs[j] & 0x0f) | ((qh >> j) & 1) << 4) - 16;
+            const int q1 = (int)((b[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
+            y[i * SKD_QK + j] = (float)q0 * d;
+            y[i * SKD_QK + j + SKD_QK / 2] = (float)q1 * d;
         }
     }
 }
@@ -256,7 +285,7 @@ static inline void skd_dequantize_row_q6_k(const void *src, float *y, int64_t k)
     }
 }
 
-/* dst[0..k) = one row of `dtype` (any of the seven) as fp32. */
+/* dst[0..k) = one row of `dtype` (any of the eight) as fp32. */
 static inline void skd_dequantize_row(int dtype, const void *src, float *dst, int64_t k) {
     switch (dtype) {
     case SKD_DTYPE_F32: memcpy(dst, src, sizeof(float) * (size_t)k); break;
@@ -270,6 +299,7 @@ static inline void skd_dequantize_row(int dtype, const void *src, float *dst, in
     case SKD_DTYPE_Q4_0: skd_dequantize_row_q4_0(src, dst, k); break;
     case SKD_DTYPE_Q4_K: skd_dequantize_row_q4_k(src, dst, k); break;
     case SKD_DTYPE_Q6_K: skd_dequantize_row_q6_k(src, dst, k); break;
+    case SKD_DTYPE_Q5_0: skd_dequantize_row_q5_0(src, dst, k); break;
     default: break;
     }
 }
@@ -304,6 +334,24 @@ static inline void skd_quantize_block_q4_0(const float *x, skd_block_q4_0 *b) {
         const int q1 = skd_clampi(skd_nearest(x[j + SKD_QK / 2] * id) + 8, 0, 15);
         b->qs[j] = (uint8_t)(q0 | (q1 << 4));
     }
+}
+
+/* Q5_0: as Q4_0 with 5 bits: the value of largest magnitude maps to q − 16 = −16
+ * (d = that value / −16), the rest round to nearest. */
+static inline void skd_quantize_block_q5_0(const float *x, skd_block_q5_0 *b) {
+    float amax = 0.f, max = 0.f;
+    for (int j = 0; j < SKD_QK; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    b->d = skd_f32_to_half(max / -16.f);
+    const float d = skd_half_to_f32(b->d), id = d != 0.f ? 1.f / d : 0.f;
+    uint32_t qh = 0;
+    for (int j = 0; j < SKD_QK / 2; j++) {
+        const int q0 = skd_clampi(skd_nearest(x[j] * id) + 16, 0, 31);
+        const int q1 = skd_clampi(skd_nearest(x[j + SKD_QK / 2] * id) + 16, 0, 31);
+        b->qs[j] = (uint8_t)((q0 & 0x0f) | (q1 & 0x0f) << 4);
+        qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + 16);
+    }
+    for (int t = 0; t < 4; t++) b->qh[t] = (uint8_t)(qh >> (8 * t));
 }
 
 /* x[0..32) ≈ a·q − m, q in 0..15, a >= 0, m >= 0 (the min is never above 0):
@@ -462,6 +510,7 @@ static inline int skd_quantize_rows(int dtype, const float *src, int64_t cols, v
                 d = ((skd_block_q4_k *)ob)->d, d2 = ((skd_block_q4_k *)ob)->dmin;
                 break;
             case SKD_DTYPE_Q6_K: skd_quantize_block_q6_k(xb, (skd_block_q6_k *)ob); d = ((skd_block_q6_k *)ob)->d; break;
+            case SKD_DTYPE_Q5_0: skd_quantize_block_q5_0(xb, (skd_block_q5_0 *)ob); d = ((skd_block_q5_0 *)ob)->d; break;
             default: break;
             }
             if ((d & 0x7c00) == 0x7c00 || (d2 & 0x7c00) == 0x7c00) {

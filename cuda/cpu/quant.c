@@ -7,7 +7,7 @@
  *
  * The reference row kernels define each dot product: per block an exact
  * integer sum of weight × activation codes, then, in block order,
- *   Q8_0, Q4_0   s += (float)isum · (d_w · d_x)
+ *   Q8_0, Q4_0, Q5_0   s += (float)isum · (d_w · d_x)
  *   Q4_K         s += d_x · (d_w · Σ_j sc_j·isum_j − dmin_w · Σ_j m_j·xsum_j)   (j: 8 sub-blocks of 32)
  *   Q6_K         s += d_x · (d_w · Σ_j sc_j·isum_j)                           (j: 16 sub-blocks of 16,
  *                                                                   isum_j over q − 32)
@@ -125,12 +125,61 @@ static void repack_q4_k(const skd_block_q4_k *src, skd_block_q4_k *dst, int64_t 
     }
 }
 
+/* Q5_0: a full group of 8 blocks is their 8 scales (16 bytes), 32 bytes of fifth bits, then the code
+ * bytes transposed by 4-byte words as Q4_0's (128 bytes). Byte j of word i of the fifth bits holds block
+ * i's bits of codes 4t + j at bit t and of codes 16 + 4t + j at bit 4 + t (t = 0..3): code vector t's
+ * bits are one shift and one mask away (quant_avx2.c). A short last group: its t scales, then each
+ * block's qh and qs in ggml's order. */
+static void repack_q5_0(const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
+    const int64_t nb = k / SKD_QK, bb = (int64_t)sizeof(skd_block_q5_0);
+    for (int64_t g0 = 0; g0 < nb; g0 += 8) {
+        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8;
+        const uint8_t *gs = src + g0 * bb;
+        uint8_t *gd = dst + g0 * bb;
+        const uint8_t *gp = pack ? gd : gs; /* the packed side */
+        for (int j = 0; j < t; j++) {
+            uint8_t *blk = (uint8_t *)(pack ? gs : gd) + j * bb; /* block j in ggml's layout */
+            uint8_t *sp = (uint8_t *)gp + 2 * j;
+            if (pack) memcpy(sp, blk, 2);
+            else memcpy(blk, sp, 2);
+            if (t < 8) { /* a short group: qh and qs as they are */
+                uint8_t *bp = (uint8_t *)gp + 2 * t + j * (bb - 2);
+                if (pack) memcpy(bp, blk + 2, (size_t)(bb - 2));
+                else memcpy(blk + 2, bp, (size_t)(bb - 2));
+                continue;
+            }
+            uint8_t *hb = (uint8_t *)gp + 16 + 4 * j, *codes = (uint8_t *)gp + 48;
+            if (pack) {
+                const uint32_t qh = skd_q5_0_high_bits((const skd_block_q5_0 *)blk);
+                for (int b = 0; b < 4; b++) {
+                    uint8_t v = 0;
+                    for (int w = 0; w < 4; w++)
+                        v |= (uint8_t)(((qh >> (4 * w + b)) & 1) << w | ((qh >> (16 + 4 * w + b)) & 1) << (4 + w));
+                    hb[b] = v;
+                }
+            } else {
+                uint32_t qh = 0;
+                for (int b = 0; b < 4; b++)
+                    for (int w = 0; w < 4; w++)
+                        qh |= (uint32_t)((hb[b] >> w) & 1) << (4 * w + b) | (uint32_t)((hb[b] >> (4 + w)) & 1) << (16 + 4 * w + b);
+                for (int b = 0; b < 4; b++) blk[2 + b] = (uint8_t)(qh >> (8 * b));
+            }
+            for (int v = 0; v < 4; v++) { /* code word v of block j at packed word v·8 + j */
+                if (pack) memcpy(codes + (v * 8 + j) * 4, blk + 6 + v * 4, 4);
+                else memcpy(blk + 6 + v * 4, codes + (v * 8 + j) * 4, 4);
+            }
+        }
+    }
+}
+
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) {
     if (dtype == SKD_DTYPE_Q4_K) repack_q4_k(src, dst, k, 1);
+    else if (dtype == SKD_DTYPE_Q5_0) repack_q5_0(src, dst, k, 1);
     else repack_row(dtype, src, dst, k, 1);
 }
 void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) {
     if (dtype == SKD_DTYPE_Q4_K) repack_q4_k(src, dst, k, 0);
+    else if (dtype == SKD_DTYPE_Q5_0) repack_q5_0(src, dst, k, 0);
     else repack_row(dtype, src, dst, k, 0);
 }
 
@@ -169,6 +218,23 @@ static float dot_q4_0(const void *wrow, int64_t k, const int8_t *xq, const float
         int isum = 0;
         for (int j = 0; j < SKD_QK / 2; j++)
             isum += ((b[i].qs[j] & 0x0f) - 8) * x[j] + ((b[i].qs[j] >> 4) - 8) * x[j + SKD_QK / 2];
+        s += (float)isum * (skd_half_to_f32(b[i].d) * xd[i]);
+    }
+    return s;
+}
+
+static float dot_q5_0(const void *wrow, int64_t k, const int8_t *xq, const float *xd) {
+    const skd_block_q5_0 *b = wrow;
+    float s = 0.f;
+    for (int64_t i = 0; i < k / SKD_QK; i++) {
+        const int8_t *x = xq + i * SKD_QK;
+        const uint32_t qh = skd_q5_0_high_bits(&b[i]);
+        int isum = 0;
+        for (int j = 0; j < SKD_QK / 2; j++) {
+            const int q0 = (int)((b[i].qs[j] & 0x0f) | ((qh >> j) & 1) << 4) - 16;
+            const int q1 = (int)((b[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
+            isum += q0 * x[j] + q1 * x[j + SKD_QK / 2];
+        }
         s += (float)isum * (skd_half_to_f32(b[i].d) * xd[i]);
     }
     return s;
@@ -240,6 +306,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
 
 PORTABLE_ROWS(q8_0, dot_q8_0(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK)))
 PORTABLE_ROWS(q4_0, dot_q4_0(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK)))
+PORTABLE_ROWS(q5_0, dot_q5_0(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK)))
 PORTABLE_ROWS(q4_k, dot_q4_k(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK_K), a->bsums + (size_t)i * (k / 16)))
 PORTABLE_ROWS(q6_k, dot_q6_k(wr, k, a->qs + (size_t)i * k, a->d + (size_t)i * (k / SKD_QK_K)))
 
@@ -247,6 +314,7 @@ skd_qrows_fn *skd_qrows_portable(int dtype) {
     switch (dtype) {
     case SKD_DTYPE_Q8_0: return rows_q8_0;
     case SKD_DTYPE_Q4_0: return rows_q4_0;
+    case SKD_DTYPE_Q5_0: return rows_q5_0;
     case SKD_DTYPE_Q4_K: return rows_q4_k;
     default: return rows_q6_k;
     }
@@ -342,13 +410,12 @@ int skd_qkernel_for(int kernel) {
     const char *act = getenv("SKIPDECODE_CPU_QUANT_ACT");
     if (act && !strcmp(act, "f32")) return SKD_QKERNEL_F32;
     if (kernel == SKD_KERNEL_PORTABLE) return SKD_QKERNEL_PORTABLE;
-    /* kernels no machine of ours has run stay opt-in (quant.h) */
-    const int unverified = env_on("SKIPDECODE_CPU_QUANT_AVX512");
-    if (kernel == SKD_KERNEL_AVX512 && unverified) {
+    /* the AVX-512 kernels are slower than the packed AVX2 ones where they have run: opt-in (quant.h) */
+    if (kernel == SKD_KERNEL_AVX512 && env_on("SKIPDECODE_CPU_QUANT_AVX512")) {
         if (skd_qkernel_supported(SKD_QKERNEL_AVX512_VNNI)) return SKD_QKERNEL_AVX512_VNNI;
         if (skd_qkernel_supported(SKD_QKERNEL_AVX512)) return SKD_QKERNEL_AVX512;
     }
-    if (unverified && skd_qkernel_supported(SKD_QKERNEL_AVX2_VNNI)) return SKD_QKERNEL_AVX2_VNNI;
+    if (skd_qkernel_supported(SKD_QKERNEL_AVX2_VNNI)) return SKD_QKERNEL_AVX2_VNNI;
     if (skd_qkernel_supported(SKD_QKERNEL_AVX2)) return SKD_QKERNEL_AVX2;
     return SKD_QKERNEL_PORTABLE;
 }

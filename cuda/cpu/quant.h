@@ -32,12 +32,17 @@
  *   avx2-vnni  the same with AVX-VNNI's vpdpbusd where the CPU has it
  *   avx512     AVX-512 F/BW/VL (quant_avx512.c), with AVX512-VNNI where present
  * picked at run time: the quantized kernel follows SKIPDECODE_CPU_KERNEL /
- * the 16-bit kernel's choice (avx512 → avx512, avx2 → avx2, portable →
- * portable), except that the AVX-512 and VNNI variants have not yet run on a
- * machine of ours: they are used only with SKIPDECODE_CPU_QUANT_AVX512=1 (else
- * an AVX-512 machine runs the avx2 kernels), until a machine that has them
- * passes the test suite (test/quant.test.ts runs every kernel the CPU has,
- * with the switch set).
+ * the 16-bit kernel's choice (avx2 → avx2-vnni where the CPU has AVX-VNNI,
+ * else avx2; portable → portable; avx512 → as avx2). The avx512 kernels
+ * (ggml's layout, 64-byte vectors) are used only with
+ * SKIPDECODE_CPU_QUANT_AVX512=1: on the first AVX-512 machine that ran them
+ * (2026-12-07, a 2-vCPU Intel Xeon with AVX512-VNNI and AVX-VNNI) they pass
+ * every check but run at a half to a third of the packed AVX2 kernels' speed
+ * for Q8_0, Q4_0 and Q4_K (build/quant_check compute 1, weights in L2, GB/s:
+ * Q8_0 avx2-vnni 59.8 / avx512-vnni 20.8, Q4_0 32.8 / 7.9, Q4_K 24.7 / 12.2;
+ * Q6_K 23.4 / 24.7). The test suite runs every kernel the CPU has
+ * (test/quant.test.ts builds quant_check; test/kernels.test.ts reruns the
+ * quantized engine tests with the switch set).
  */
 #ifndef SKD_QUANT_H
 #define SKD_QUANT_H
@@ -109,9 +114,9 @@ void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, floa
  * high, as Q4_0's blocks), so with SKD_ACT_K_WORDS activations int32 lane i
  * sums sub-block i, ready for its 6-bit scale. Q6_K stays in ggml's layout. */
 int skd_qkernel_packs(int qkernel);
-/* Q8_0, Q4_0 and Q4_K have a packed layout; Q6_K keeps ggml's. */
+/* Q8_0, Q4_0, Q5_0 and Q4_K have a packed layout (Q5_0's: quant.c, repack_q5_0); Q6_K keeps ggml's. */
 static inline int skd_quant_packable(int dtype) {
-    return dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0 || dtype == SKD_DTYPE_Q4_K;
+    return dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0 || dtype == SKD_DTYPE_Q5_0 || dtype == SKD_DTYPE_Q4_K;
 }
 /* One row of k values: ggml's blocks → packed, and back. */
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k);

@@ -2,12 +2,12 @@
  * with an AVX512-VNNI variant: the AVX2 kernels' design (quant_avx2.c) on
  * 64-byte vectors.
  *
- * NOT YET RUN ON ANY MACHINE: they were written on a CPU without AVX-512, so
- * skd_qkernel_for uses them only with SKIPDECODE_CPU_QUANT_AVX512=1; without
- * it an AVX-512 machine runs the AVX2 kernels. cuda/dev/quant_check.c (run by
- * test/quant.test.ts) compares them with the portable reference on every
- * machine that has AVX-512, whatever the switch says: a passing run there is
- * what makes them the default.
+ * Opt-in (SKIPDECODE_CPU_QUANT_AVX512=1): they first ran on 2026-12-07, on a
+ * 2-vCPU Intel Xeon with AVX512-VNNI, and passed cuda/dev/quant_check.c and
+ * the quantized engine tests, but ran at a half to a third of the packed
+ * AVX2 kernels' speed there (quant.h has the numbers), so skd_qkernel_for
+ * keeps an AVX-512 machine on the AVX2 (AVX-VNNI) kernels. Q5_0 has no
+ * kernel here (the portable one runs).
  *
  * Layouts: a zmm holds two 32-value blocks (Q8_0, Q4_0: the activations of
  * two blocks are 64 contiguous bytes), or for Q4_K two 64-value chunks' low
@@ -246,6 +246,6 @@ KERNELS(avx512, TARGET_512, DOT_512)
 KERNELS(avx512vnni, TARGET_512VNNI, DOT_512VNNI)
 
 skd_qrows_fn *skd_qrows_avx512(int dtype, int vnni) {
-    (void)dtype;
+    if (dtype == SKD_DTYPE_Q5_0) return skd_qrows_portable(dtype); /* no 512-bit Q5_0 kernel (the AVX2 one reads the packed layout) */
     return vnni ? rows_avx512vnni : rows_avx512;
 }

@@ -59,7 +59,7 @@ static double now(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-static const int TYPES[] = { SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
+static const int TYPES[] = { SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q5_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
 static const int KERNELS[] = { SKD_QKERNEL_AVX2, SKD_QKERNEL_AVX2_VNNI, SKD_QKERNEL_AVX512, SKD_QKERNEL_AVX512_VNNI };
 
 /* A random [n, k] matrix of `dtype`: Gaussian weights with rows of very different scales;
@@ -272,7 +272,7 @@ static int validate(skd_pool *pool1, skd_pool *pool2) {
     int bad = check_act() | check_range() | check_weight_alloc();
     for (size_t ti = 0; ti < sizeof TYPES / sizeof *TYPES; ti++) {
         const int dt = TYPES[ti];
-        /* k: Q8_0/Q4_0 13 blocks (a group of 8, then an odd tail of 5); K-quants 3 super-blocks */
+        /* k: block-32 types 13 blocks (a group of 8, then an odd tail of 5); K-quants 3 super-blocks */
         const long n = 37, k = skd_dtype_block(dt) == 256 ? 3 * 256 : 13 * 32;
         const int M = 9;
         const uint64_t seed = rng;
@@ -309,6 +309,16 @@ static int validate(skd_pool *pool1, skd_pool *pool2) {
                 skd_qmatmul(pool1, qk, scratch, one, x + i * k, 1, wk, bias, 0); /* alone, one thread */
                 if (memcmp(one, got + i * n, sizeof(float) * (size_t)n)) variant++;
             }
+            { /* the matrix without its first row: a kernel that pairs rows now pairs them the other way */
+                skd_mat shifted = *wk;
+                shifted.data = (char *)wk->data + skd_row_bytes(dt, k);
+                shifted.rows = n - 1;
+                float *part = malloc(sizeof(float) * (size_t)(M * (n - 1)));
+                skd_qmatmul(pool1, qk, scratch, part, x, M, &shifted, bias + 1, 0);
+                for (int i = 0; i < M; i++)
+                    if (memcmp(part + i * (n - 1), got + i * n + 1, sizeof(float) * (size_t)(n - 1))) variant++;
+                free(part);
+            }
             printf("%-5s %-12s worst error %.3f of the bound; %s\n", skd_dtype_name(dt), skd_qkernel_name(qk), worst,
                    variant ? "BATCH-VARIANT" : "rows batch-invariant");
             if (mism || variant) bad = 1;
@@ -343,8 +353,8 @@ static int wanted(const char *only, int dt) {
 }
 
 static void timing(skd_pool *pool, int nth, int cached, const char *only) {
-    const int types[] = { SKD_DTYPE_F16, SKD_DTYPE_BF16, SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
-    enum { NT = 6, NK = 1 + sizeof KERNELS / sizeof *KERNELS };
+    const int types[] = { SKD_DTYPE_F16, SKD_DTYPE_BF16, SKD_DTYPE_Q8_0, SKD_DTYPE_Q4_0, SKD_DTYPE_Q5_0, SKD_DTYPE_Q4_K, SKD_DTYPE_Q6_K };
+    enum { NT = 7, NK = 1 + sizeof KERNELS / sizeof *KERNELS };
     const long n = cached ? 256 : 3584, k = 1024;
     skd_mat *ws[NT], *wsp[NT];
     int nm[NT];

@@ -420,7 +420,7 @@ static int upload(skd_engine *e, char *dst, int dtype, const void *data, size_t 
     return SKD_OK;
 }
 
-/* Quantized tensors (Q8_0, Q4_0, Q4_K, Q6_K) are dequantized on the host by
+/* Quantized tensors (Q8_0, Q4_0, Q5_0, Q4_K, Q6_K) are dequantized on the host by
  * the shared reference (quant_ref.h, the code the CPU tests check) to fp32,
  * 8 Mi values at a time, and uploaded as fp32 tensors are: the CUDA engine
  * computes in fp16/bf16 from dequantized weights (no quantized CUDA kernels

@@ -44,8 +44,9 @@ extern "C" {
  *     SKD_CFG_KV_DTYPE/KV_BLOCKS/KV_BLOCK_SIZE, SKD_ERR_KV_FULL, skd_engine_kv_reserve,
  *     skd_engine_kv_stats, skd_engine_kv_slot_stats, skd_engine_kv_check;
  *  5: skd_file_map, skd_file_drop, skd_file_unmap;
- *  6: skd_membw_passes). */
-#define SKD_ABI_VERSION 6
+ *  6: skd_membw_passes;
+ *  7: SKD_DTYPE_Q5_0). */
+#define SKD_ABI_VERSION 7
 
 /* ---- status codes ------------------------------------------------------- */
 typedef enum {
@@ -179,6 +180,7 @@ typedef enum { SKD_MLP_RELU = 1, SKD_MLP_SWIGLU = 2 } skd_mlp_kind;
  *   type   elements/block  bytes/block
  *   Q8_0        32             34       x = d·q, d fp16, q int8
  *   Q4_0        32             18       x = d·(q − 8), q 4 bits
+ *   Q5_0        32             22       x = d·(q − 16), q 5 bits (4 in qs, 1 in qh)
  *   Q4_K       256            144       8 sub-blocks of 32, 6-bit scale and min each
  *   Q6_K       256            210       16 sub-blocks of 16, int8 scale each, q 6 bits
  *
@@ -192,7 +194,8 @@ typedef enum {
     SKD_DTYPE_Q8_0 = 4,
     SKD_DTYPE_Q4_0 = 5,
     SKD_DTYPE_Q4_K = 6,
-    SKD_DTYPE_Q6_K = 7
+    SKD_DTYPE_Q6_K = 7,
+    SKD_DTYPE_Q5_0 = 8
 } skd_dtype;
 
 /* Bytes of one row of `cols` elements of `dtype` (any skd_dtype) into *out.

@@ -27,6 +27,7 @@ type FloatCode = keyof typeof EXP;
 const SCALES: Record<number, [number, number, number[]]> = {
   [DType.Q8_0]: [34, 32, [0]],
   [DType.Q4_0]: [18, 32, [0]],
+  [DType.Q5_0]: [22, 32, [0]],
   [DType.Q4_K]: [144, 256, [0, 2]],
   [DType.Q6_K]: [210, 256, [208]],
 };

@@ -16,11 +16,12 @@
  * Types: f32, f16, bf16 store every matrix in that type; q8_0, q4_0 and
  * q4_k_m quantize the matrices by the rule of quant-plan.ts (llama-quantize's
  * mixes: Q4_K_M keeps the output and some attn_v/ffn_down in Q6_K; K-quants
- * need rows that are multiples of 256 and fall back to Q8_0 otherwise, and a
- * matrix whose rows are not whole 32-blocks stays F16; every fallback is in
- * the report). The blocks are ggml's, written by the engine library's
- * quantizer (skd_quantize). Tensors are read, converted and written one at a
- * time, so converting needs memory for one tensor, not the model.
+ * need rows that are multiples of 256 and fall back otherwise, Q4_K to Q5_0
+ * and Q6_K to Q8_0, and a matrix whose rows are not whole 32-blocks stays
+ * F16; every fallback is in the report). The blocks are ggml's, written by
+ * the engine library's quantizer (skd_quantize). Tensors are read, converted
+ * and written one at a time, so converting needs memory for one tensor, not
+ * the model.
  *
  * @module
  */

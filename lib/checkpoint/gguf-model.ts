@@ -51,6 +51,7 @@ const ENGINE_TYPES: Record<number, DTypeCode> = {
   [GgmlType.BF16]: DType.BF16,
   [GgmlType.Q8_0]: DType.Q8_0,
   [GgmlType.Q4_0]: DType.Q4_0,
+  [GgmlType.Q5_0]: DType.Q5_0,
   [GgmlType.Q4_K]: DType.Q4_K,
   [GgmlType.Q6_K]: DType.Q6_K,
 };
@@ -69,7 +70,7 @@ export function ggmlTypeOf(dtype: DTypeCode): number {
 
 /** The ggml types a GGUF file's tensors may have, by name. */
 function supportedGgmlTypes(): string[] {
-  return [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K].map(ggmlTypeName);
+  return [GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_0, GgmlType.Q4_K, GgmlType.Q6_K].map(ggmlTypeName);
 }
 
 /** Tensors some converters write that no engine uses (old files' rotary tables). */

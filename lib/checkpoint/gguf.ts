@@ -62,7 +62,7 @@ export function ggufTypeName(t: number): string {
 }
 
 /** ggml tensor types this project reads and writes (ggml.h `ggml_type`). */
-export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
+export const GgmlType = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 } as const;
 export type GgmlTypeCode = (typeof GgmlType)[keyof typeof GgmlType];
 
 /** Every ggml type a GGUF file may hold: name, elements per block, bytes per block (ggml.c `type_traits`). */

@@ -16,17 +16,23 @@
  *              where llama.cpp's `use_more_bits(i, n)` holds: the first n/8,
  *              the last n/8, and every third layer between
  *              (i < n/8 || i >= 7n/8 || (i − n/8) % 3 == 2)
- * 3. The shape fallback: a K-quant (Q4_K, Q6_K) needs rows whose length
- *    (cols) is a multiple of 256; otherwise the tensor falls back to Q8_0.
- *    llama.cpp falls back from Q6_K to Q8_0 and from Q4_K to Q5_0 — the next
- *    block-32 type that is at least as precise; skipdecode has no Q5_0, and
- *    Q4_0 would be less precise than the Q4_K asked for, so Q4_K falls back to
- *    Q8_0 too. A block-32 type (Q8_0, Q4_0) needs cols % 32 == 0; otherwise
- *    the tensor stays unquantized (llama.cpp: F16). Every fallback is reported.
+ * 3. The shape fallback, llama.cpp's: a K-quant (Q4_K, Q6_K) needs rows whose
+ *    length (cols) is a multiple of 256; otherwise the tensor falls back to the
+ *    block-32 type llama-quantize picks: Q4_K to Q5_0, Q6_K to Q8_0 (each the
+ *    next block-32 type at least as precise; Q4_0 would be less precise than
+ *    the Q4_K asked for). A block-32 type (Q8_0, Q4_0, Q5_0) needs
+ *    cols % 32 == 0; otherwise the tensor stays unquantized (llama.cpp: F16).
+ *    Every fallback is reported. Models with hidden sizes like 896
+ *    (Qwen2.5-0.5B) are mostly such tensors, in our files as in llama.cpp's.
+ *
+ * Decision: Q5_0 is a storage type only, read from GGUF files and written as
+ * Q4_K's fallback. It is not a quantization a user asks for: there is no
+ * `dtype: "q5_0"` and no `convert --type q5_0`; the four above are the
+ * choices.
  *
  * @example
  * planTensor("q4_k", { role: Role.FC1_W, layer: 0, numLayers: 12, shape: [512, 128], tied: true });
- * // { type: "q8_0", chosen: "q4_k", fallback: "cols 128 is not a multiple of 256 (Q4_K's block)" }
+ * // { type: "q5_0", chosen: "q4_k", fallback: "cols 128 is not a multiple of 256 (Q4_K's block)" }
  */
 import { DType, type DTypeCode, Role } from "../engine/abi.ts";
 
@@ -35,17 +41,21 @@ export type Quantization = "q8_0" | "q4_0" | "q4_k" | "q4_k_m";
 export const QUANTIZATIONS: readonly Quantization[] = ["q8_0", "q4_0", "q4_k", "q4_k_m"];
 
 /** How one tensor is stored: a quantized block type, or "float" (left as the unquantized path keeps it). */
-export type StorageType = "float" | "q8_0" | "q4_0" | "q4_k" | "q6_k";
+export type StorageType = "float" | "q8_0" | "q4_0" | "q5_0" | "q4_k" | "q6_k";
 
 /** The engine's element type of each quantized storage type. */
 export const STORAGE_DTYPE: Record<Exclude<StorageType, "float">, DTypeCode> = {
   q8_0: DType.Q8_0,
   q4_0: DType.Q4_0,
+  q5_0: DType.Q5_0,
   q4_k: DType.Q4_K,
   q6_k: DType.Q6_K,
 };
 
-const BLOCK: Record<Exclude<StorageType, "float">, number> = { q8_0: 32, q4_0: 32, q4_k: 256, q6_k: 256 };
+const BLOCK: Record<Exclude<StorageType, "float">, number> = { q8_0: 32, q4_0: 32, q5_0: 32, q4_k: 256, q6_k: 256 };
+
+/** llama-quantize's block-32 fallback of each K-quant (rows not a multiple of 256). */
+const K_FALLBACK: Partial<Record<StorageType, StorageType>> = { q4_k: "q5_0", q6_k: "q8_0" };
 
 /** What the rule looks at. */
 export interface TensorDesc {
@@ -101,9 +111,10 @@ export function planTensor(q: Quantization, t: TensorDesc): TensorPlan {
   const cols = t.shape[1]!;
   let type: StorageType = chosen;
   const why: string[] = [];
-  if (type !== "float" && cols % BLOCK[type] !== 0 && BLOCK[type] === 256) {
+  const k = K_FALLBACK[type];
+  if (k && cols % 256 !== 0) {
     why.push(`cols ${cols} is not a multiple of 256 (${type.toUpperCase()}'s block)`);
-    type = "q8_0";
+    type = k;
   }
   if (type !== "float" && cols % BLOCK[type] !== 0) {
     why.push(`cols ${cols} is not a multiple of 32 (${type.toUpperCase()}'s block)`);

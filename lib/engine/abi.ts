@@ -8,7 +8,7 @@
  */
 
 /** Must equal SKD_ABI_VERSION of the loaded library. */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 /** Status codes of skipdecode.h. */
 export const Status = {
@@ -63,18 +63,18 @@ export const Mlp = { RELU: 1, SWIGLU: 2 } as const;
 export const Bias = { QKV: 1, O: 2, MLP: 4, NORM: 8 } as const;
 
 /**
- * Element types (skd_dtype). Q8_0, Q4_0 (blocks of 32) and Q4_K, Q6_K (256)
- * are ggml's block formats bit for bit; a quantized [rows, cols] tensor is
- * rows × NativeBackend.rowBytes(dtype, cols) bytes.
+ * Element types (skd_dtype). Q8_0, Q4_0, Q5_0 (blocks of 32) and Q4_K, Q6_K
+ * (256) are ggml's block formats bit for bit; a quantized [rows, cols] tensor
+ * is rows × NativeBackend.rowBytes(dtype, cols) bytes.
  */
-export const DType = { F32: 1, F16: 2, BF16: 3, Q8_0: 4, Q4_0: 5, Q4_K: 6, Q6_K: 7 } as const;
+export const DType = { F32: 1, F16: 2, BF16: 3, Q8_0: 4, Q4_0: 5, Q4_K: 6, Q6_K: 7, Q5_0: 8 } as const;
 export type DTypeCode = (typeof DType)[keyof typeof DType];
 /** The quantized element types. */
-export type QuantDTypeCode = typeof DType.Q8_0 | typeof DType.Q4_0 | typeof DType.Q4_K | typeof DType.Q6_K;
+export type QuantDTypeCode = typeof DType.Q8_0 | typeof DType.Q4_0 | typeof DType.Q4_K | typeof DType.Q6_K | typeof DType.Q5_0;
 /** Elements per block of each element type (1 for the float types). */
-export const DTYPE_BLOCK: Record<DTypeCode, number> = { 1: 1, 2: 1, 3: 1, 4: 32, 5: 32, 6: 256, 7: 256 };
+export const DTYPE_BLOCK: Record<DTypeCode, number> = { 1: 1, 2: 1, 3: 1, 4: 32, 5: 32, 6: 256, 7: 256, 8: 32 };
 /** Names of the element types, as ggml and GGUF spell them. */
-export const DTYPE_NAMES: Record<DTypeCode, string> = { 1: "F32", 2: "F16", 3: "BF16", 4: "Q8_0", 5: "Q4_0", 6: "Q4_K", 7: "Q6_K" };
+export const DTYPE_NAMES: Record<DTypeCode, string> = { 1: "F32", 2: "F16", 3: "BF16", 4: "Q8_0", 5: "Q4_0", 6: "Q4_K", 7: "Q6_K", 8: "Q5_0" };
 
 /** Whether `dtype` is one of the quantized block types. */
 export function isQuantized(dtype: DTypeCode): dtype is QuantDTypeCode {

@@ -30,7 +30,7 @@ export interface StoredTensor {
   role: number;
   layer: number;
   shape: number[];
-  /** Element type as stored: "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q6_K". */
+  /** Element type as stored: "F32", "F16", "BF16", "Q8_0", "Q4_0", "Q5_0", "Q4_K", "Q6_K" (Q5_0: Q4_K's fallback, or a GGUF file's). */
   type: string;
   bytes: number;
   /** Why a quantized type fell back to another (quant-plan.ts), or null. */
