@@ -64,8 +64,8 @@
 
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
-/* Software prefetch ~2 KiB ahead of the weight stream (Q8_0 8 groups, Q4_0 16 groups, Q4_K 16 blocks,
- * Q6_K 10 blocks): against 0.4-1 KiB, the whole 24-layer llama-400m matmul sequence at m = 1 went from
+/* Software prefetch ~2 KiB ahead of the weight stream (Q8_0 8 groups, Q4_0 16 groups, Q5_0 12 groups, Q4_K
+ * 16 blocks, Q6_K 10 blocks; the block-32 types split it among the 4 rows they read at once, dot32): against 0.4-1 KiB, the whole 24-layer llama-400m matmul sequence at m = 1 went from
  * 69 to 79% of the read bandwidth for Q4_0, 67 to 74% for Q4_K and 76 to 87% for Q6_K (Q8_0 level at
  * 87-89%); 4-8 KiB was no better (medians of 15 rounds, cuda/dev/decode_bw.c). Each block or group prefetches
  * lines 64 bytes apart up to at most 16 bytes short of the next one's first, so no line of the stream is skipped
@@ -143,14 +143,14 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
     AI TGT __m256i dot_nib_##SUF(const uint8_t *q, const int8_t *x) {                                          \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
         if (WIDE16) return _mm256_madd_epi16(dot_nib16_##SUF(q, x), _mm256_set1_epi16(1));                      \
-        __m256i isum = _mm256_setzero_si256();                                                                 \
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256(); /* two chains (VNNI: Q4_K +8% in L2) */ \
         for (int t = 0; t < 4; t++) {                                                                          \
             const __m256i v = _mm256_loadu_si256((const __m256i *)(q + 32 * t));                               \
-            isum = DOTACC(isum, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t)));   \
-            isum = DOTACC(isum, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                                \
-                          _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));                            \
+            lo = DOTACC(lo, _mm256_and_si256(v, m4), _mm256_loadu_si256((const __m256i *)(x + 32 * t)));       \
+            hi = DOTACC(hi, _mm256_and_si256(_mm256_srli_epi16(v, 4), m4),                                    \
+                        _mm256_loadu_si256((const __m256i *)(x + 32 * t + 128)));                              \
         }                                                                                                      \
-        return isum;                                                                                           \
+        return _mm256_add_epi32(lo, hi);                                                                       \
     }                                                                                                          \
                                                                                                                \
     /* Q5_0 code vector t (t = 0..3) of a packed group, unsigned 0..31: the nibbles at q + 32t topped by   \
@@ -199,15 +199,24 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
         const int pfd = kind == 0 ? PF_Q8_0 : kind == 1 ? PF_Q4_0 : PF_Q5_0;                                   \
         const __m256i m4 = _mm256_set1_epi8(0x0f);                                                             \
         __m256 acc[4] = { _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps() }; \
+        /* The prefetch: a quarter of ~2 KiB ahead in each of the 4 rows' lanes (row r's lane: rows r, r + 4,   \
+         * r + 8, ..., what this loop slot reads next), so past a row's end it goes on in the row 4 further,  \
+         * not the next one, which the next slot is reading now (pf_row + pf_off). With rows of one group    \
+         * of 4 (k = 1024) that is the row 4 further on at the same offset, as before; with longer ones it kept \
+         * a llama-400m ffn_down ([1024, 3584]) at 86-89% of membw, not 72-77% (Q4_0; Q8_0 98-102, not 84-86,  \
+         * build/quant_check time 2 with that shape, three alternating runs, Intel Xeon VM). */              \
+        long pf_off = pfd * gb / 4, pf_row = 0;                                                                \
+        while (pf_off >= rb) pf_off -= rb, pf_row += 4 * rb;                                                   \
         long b = 0;                                                                                            \
-        for (; b + 8 <= nb; b += 8) {                                                                          \
+        for (; b + 8 <= nb; b += 8, pf_off += gb) {                                                            \
+            if (pf_off >= rb) pf_off -= rb, pf_row += 4 * rb;                                                  \
             const int8_t *x = xq + b * 32;                                                                     \
             const __m256 dx = _mm256_loadu_ps(xd + b);                                                         \
             const __m256i xoff = kind ? _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), kind == 1 ? 3 : 4) \
                                     : _mm256_setzero_si256(); /* 8 or 16 Σx of each block */                    \
             for (int r = 0; r < R; r++) {                                                                      \
                 const uint8_t *g = wr + r * rb + (b / 8) * gb;                                                 \
-                const char *pf = (const char *)g + pfd * gb;                                                   \
+                const char *pf = (const char *)wr + r * rb + pf_row + pf_off;                                  \
                 _mm_prefetch(pf, _MM_HINT_T0);                                                                 \
                 _mm_prefetch(pf + 64, _MM_HINT_T0);                                                            \
                 _mm_prefetch(pf + 128, _MM_HINT_T0);                                                           \
