@@ -321,33 +321,31 @@ static inline void skd_quantize_block_q8_0(const float *x, skd_block_q8_0 *b) {
     for (int j = 0; j < SKD_QK; j++) b->qs[j] = (int8_t)skd_clampi(skd_nearest(x[j] * id), -128, 127);
 }
 
-/* Q4_0: the value of largest magnitude maps to q − 8 = −8 (d = that value / −8),
- * the rest round to nearest. */
-static inline void skd_quantize_block_q4_0(const float *x, skd_block_q4_0 *b) {
+/* Q4_0 and Q5_0 (offset 8 or 16): the value of largest magnitude maps to q − offset = −offset
+ * (d = that value / −offset, stored as fp16), the rest round to nearest against the stored d;
+ * q[0..32) in 0..2·offset − 1. Returns the fp16 d. */
+static inline uint16_t skd_quantize_offset_codes(const float *x, int offset, int *q) {
     float amax = 0.f, max = 0.f;
     for (int j = 0; j < SKD_QK; j++)
         if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
-    b->d = skd_f32_to_half(max / -8.f);
-    const float d = skd_half_to_f32(b->d), id = d != 0.f ? 1.f / d : 0.f;
-    for (int j = 0; j < SKD_QK / 2; j++) {
-        const int q0 = skd_clampi(skd_nearest(x[j] * id) + 8, 0, 15);
-        const int q1 = skd_clampi(skd_nearest(x[j + SKD_QK / 2] * id) + 8, 0, 15);
-        b->qs[j] = (uint8_t)(q0 | (q1 << 4));
-    }
+    const uint16_t h = skd_f32_to_half(max / (float)-offset);
+    const float d = skd_half_to_f32(h), id = d != 0.f ? 1.f / d : 0.f;
+    for (int j = 0; j < SKD_QK; j++) q[j] = skd_clampi(skd_nearest(x[j] * id) + offset, 0, 2 * offset - 1);
+    return h;
 }
 
-/* Q5_0: as Q4_0 with 5 bits: the value of largest magnitude maps to q − 16 = −16
- * (d = that value / −16), the rest round to nearest. */
+static inline void skd_quantize_block_q4_0(const float *x, skd_block_q4_0 *b) {
+    int q[SKD_QK];
+    b->d = skd_quantize_offset_codes(x, 8, q);
+    for (int j = 0; j < SKD_QK / 2; j++) b->qs[j] = (uint8_t)(q[j] | (q[j + SKD_QK / 2] << 4));
+}
+
 static inline void skd_quantize_block_q5_0(const float *x, skd_block_q5_0 *b) {
-    float amax = 0.f, max = 0.f;
-    for (int j = 0; j < SKD_QK; j++)
-        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
-    b->d = skd_f32_to_half(max / -16.f);
-    const float d = skd_half_to_f32(b->d), id = d != 0.f ? 1.f / d : 0.f;
+    int q[SKD_QK];
+    b->d = skd_quantize_offset_codes(x, 16, q);
     uint32_t qh = 0;
     for (int j = 0; j < SKD_QK / 2; j++) {
-        const int q0 = skd_clampi(skd_nearest(x[j] * id) + 16, 0, 31);
-        const int q1 = skd_clampi(skd_nearest(x[j + SKD_QK / 2] * id) + 16, 0, 31);
+        const int q0 = q[j], q1 = q[j + SKD_QK / 2];
         b->qs[j] = (uint8_t)((q0 & 0x0f) | (q1 & 0x0f) << 4);
         qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + 16);
     }
