@@ -60,6 +60,9 @@ export const SHAPES: Record<string, TinyModelOptions> = {
   // LLaMA-shaped: ~125M and ~390M parameters, GQA 3:1 and 4:1, vocab 32000
   "llama-110m": { family: "llama", layers: 12, hidden: 768, heads: 12, kvHeads: 4, ffn: 2048, vocab: 32000, maxPositions: 2048 },
   "llama-400m": { family: "llama", layers: 24, hidden: 1024, heads: 16, kvHeads: 4, ffn: 3584, vocab: 32000, maxPositions: 2048 },
+  // Qwen2.5-0.5B's layers (hidden 896, ffn 4864, 14 heads / 2 KV heads; vocab cut to 32000): rows of 896 are no
+  // multiple of 256, so its Q4_K_M files are mostly Q5_0, as llama.cpp writes them
+  "qwen2-500m": { family: "qwen2", layers: 24, hidden: 896, heads: 14, kvHeads: 2, ffn: 4864, vocab: 32000, maxPositions: 2048 },
   tiny: { layers: 4, hidden: 64, heads: 4 },
   // smoke runs of the quantized and llama.cpp benches: rows whole K-quant blocks, seconds to write and convert
   "llama-tiny": { family: "llama", layers: 4, hidden: 256, heads: 4, kvHeads: 2, ffn: 512, merges: 300, maxPositions: 512 },

@@ -29,7 +29,7 @@
  *   high ones): isum = Σ q·x − 8 Σ x (Σ x from the activations' block sums),
  *   which spares the sign trick. The eight vpmaddubsw products add in int16
  *   (a pair is at most 2·15·127 = 3810, eight 30480) as a tree, then one
- *   vpmaddwd. A row's short last group goes block by block.
+ *   vpmaddwd. A row's short last group goes block by block (into one vector of lane sums).
  *   Q4_0, one Zen 3 core, weights in L2: 22.1 GB/s.
  * Q5_0 (packed layout, quant.c repack_q5_0): Q4_0's groups plus 32 bytes of
  *   fifth bits per group, arranged so code vector t's bits are one shift and
@@ -65,9 +65,9 @@
 #define TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define TARGET_VNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 /* Software prefetch ~2 KiB ahead of the weight stream (Q8_0 8 groups, Q4_0 16 groups, Q5_0 12 groups, Q4_K
- * 16 blocks, Q6_K 10 blocks; the block-32 types split it among the 4 rows they read at once, dot32): against 0.4-1 KiB, the whole 24-layer llama-400m matmul sequence at m = 1 went from
- * 69 to 79% of the read bandwidth for Q4_0, 67 to 74% for Q4_K and 76 to 87% for Q6_K (Q8_0 level at
- * 87-89%); 4-8 KiB was no better (medians of 15 rounds, cuda/dev/decode_bw.c). Each block or group prefetches
+ * 16 blocks, Q6_K 10 blocks; the block-32 types split it among the 4 rows they read at once, dot32):
+ * against 0.4-1 KiB, the whole 24-layer llama-400m matmul sequence at m = 1 went from 69 to 79% of the
+ * read bandwidth for Q4_0, 67 to 74% for Q4_K and 76 to 87% for Q6_K (Q8_0 level at 87-89%); 4-8 KiB was no better (medians of 15 rounds, cuda/dev/decode_bw.c). Each block or group prefetches
  * lines 64 bytes apart up to at most 16 bytes short of the next one's first, so no line of the stream is skipped
  * (Q8_0's 272-byte groups once took 4 lines and Q4_0's 144-byte ones 2, skipping a line every 4 groups: Q8_0
  * 83 → 87% of membw, medians of 6 interleaved decode_bw runs; Q4_0 no clear change). */
@@ -238,7 +238,9 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
             }                                                                                                  \
         }                                                                                                      \
         for (int r = 0; r < R; r++) {                                                                          \
-            float tail = 0.f; /* a short last group (t < 8 blocks, ggml's byte order), a block at a time */    \
+            /* a short last group (t < 8 blocks, ggml's byte order), a block at a time into one more vector   \
+             * of lane sums (no horizontal sum per block) */                                                   \
+            __m256 tail = _mm256_setzero_ps();                                                                 \
             const int t = (int)(nb - b);                                                                       \
             const uint8_t *g = wr + r * rb + (b / 8) * gb;                                                     \
             for (int j = 0; j < t; j++) {                                                                      \
@@ -262,10 +264,10 @@ static const int8_t Q6K_PICK[4][32] = { { P8(0), P8(2) }, { P8(4), P8(6) }, { P8
                     w = _mm256_loadu_si256((const __m256i *)(g + 2 * t + 32 * j));                             \
                 }                                                                                              \
                 const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + (b + j) * 32));                    \
-                const int isum = hsumi_##SUF(dot_s8s8_##SUF(w, x));                                            \
-                tail += (float)isum * (half_##SUF(g + 2 * j) * xd[b + j]);                                     \
+                tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8s8_##SUF(w, x)),                               \
+                                       _mm256_set1_ps(half_##SUF(g + 2 * j) * xd[b + j]), tail);               \
             }                                                                                                  \
-            res[r] = hsum_##SUF(acc[r]) + tail;                                                                \
+            res[r] = hsum_##SUF(acc[r]) + hsum_##SUF(tail);                                                    \
         }                                                                                                      \
     }                                                                                                          \
                                                                                                                \
