@@ -37,10 +37,11 @@
  * (ggml's layout, 64-byte vectors) are used only with
  * SKIPDECODE_CPU_QUANT_AVX512=1: on the first AVX-512 machine that ran them
  * (2026-12-07, a 2-vCPU Intel Xeon with AVX512-VNNI and AVX-VNNI) they pass
- * every check but run at a half to a third of the packed AVX2 kernels' speed
- * for Q8_0, Q4_0 and Q4_K (build/quant_check compute 1, weights in L2, GB/s:
- * Q8_0 avx2-vnni 59.8 / avx512-vnni 20.8, Q4_0 32.8 / 7.9, Q4_K 24.7 / 12.2;
- * Q6_K 23.4 / 24.7). The test suite runs every kernel the CPU has
+ * every check but run at a half to a quarter of the packed AVX2 kernels'
+ * speed for Q8_0, Q4_0 and Q4_K, Q6_K about equal (build/quant_check compute
+ * 1, weights in L2, GB/s, one run before the four-row kernels: Q8_0
+ * avx2-vnni 59.8 / avx512-vnni 20.8, Q4_0 32.8 / 7.9, Q4_K 24.7 / 12.2, Q6_K
+ * 23.4 / 24.7; docs/quantization.md has a later run). The test suite runs every kernel the CPU has
  * (test/quant.test.ts builds quant_check; test/kernels.test.ts reruns the
  * quantized engine tests with the switch set).
  */

@@ -4,10 +4,10 @@
  *
  * Opt-in (SKIPDECODE_CPU_QUANT_AVX512=1): they first ran on 2026-12-07, on a
  * 2-vCPU Intel Xeon with AVX512-VNNI, and passed cuda/dev/quant_check.c and
- * the quantized engine tests, but ran at a half to a third of the packed
- * AVX2 kernels' speed there (quant.h has the numbers), so skd_qkernel_for
- * keeps an AVX-512 machine on the AVX2 (AVX-VNNI) kernels. Q5_0 has no
- * kernel here (the portable one runs).
+ * the quantized engine tests, but ran at a half to a quarter of the packed
+ * AVX2 kernels' speed there for Q8_0, Q4_0 and Q4_K (quant.h has the
+ * numbers), so skd_qkernel_for keeps an AVX-512 machine on the AVX2
+ * (AVX-VNNI) kernels. Q5_0 has no kernel here (the portable one runs).
  *
  * Layouts: a zmm holds two 32-value blocks (Q8_0, Q4_0: the activations of
  * two blocks are 64 contiguous bytes), or for Q4_K two 64-value chunks' low
