@@ -208,17 +208,18 @@ static inline uint32_t skd_q5_0_high_bits(const skd_block_q5_0 *b) {
     return (uint32_t)b->qh[0] | (uint32_t)b->qh[1] << 8 | (uint32_t)b->qh[2] << 16 | (uint32_t)b->qh[3] << 24;
 }
 
+/* Element j (0..31) of a Q5_0 block as its signed code q − 16 (qh: skd_q5_0_high_bits). */
+static inline int skd_q5_0_code(const skd_block_q5_0 *b, uint32_t qh, int j) {
+    const int nib = j < SKD_QK / 2 ? b->qs[j] & 0x0f : b->qs[j - SKD_QK / 2] >> 4;
+    return (int)(nib | ((qh >> j) & 1) << 4) - 16;
+}
+
 static inline void skd_dequantize_row_q5_0(const void *src, float *y, int64_t k) {
     const skd_block_q5_0 *b = (const skd_block_q5_0 *)src;
     for (int64_t i = 0; i < k / SKD_QK; i++) {
         const float d = skd_half_to_f32(b[i].d);
         const uint32_t qh = skd_q5_0_high_bits(&b[i]);
-        for (int j = 0; j < SKD_QK / 2; j++) {
-            const int q0 = (int)((b[i].qs[j] & 0x0f) | ((qh >> j) & 1) << 4) - 16;
-            const int q1 = (int)((b[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
-            y[i * SKD_QK + j] = (float)q0 * d;
-            y[i * SKD_QK + j + SKD_QK / 2] = (float)q1 * d;
-        }
+        for (int j = 0; j < SKD_QK; j++) y[i * SKD_QK + j] = (float)skd_q5_0_code(&b[i], qh, j) * d;
     }
 }
 

@@ -230,11 +230,7 @@ static float dot_q5_0(const void *wrow, int64_t k, const int8_t *xq, const float
         const int8_t *x = xq + i * SKD_QK;
         const uint32_t qh = skd_q5_0_high_bits(&b[i]);
         int isum = 0;
-        for (int j = 0; j < SKD_QK / 2; j++) {
-            const int q0 = (int)((b[i].qs[j] & 0x0f) | ((qh >> j) & 1) << 4) - 16;
-            const int q1 = (int)((b[i].qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4) - 16;
-            isum += q0 * x[j] + q1 * x[j + SKD_QK / 2];
-        }
+        for (int j = 0; j < SKD_QK; j++) isum += skd_q5_0_code(&b[i], qh, j) * x[j];
         s += (float)isum * (skd_half_to_f32(b[i].d) * xd[i]);
     }
     return s;
