@@ -258,6 +258,27 @@ static inline void skd_dequantize_row_q4_k(const void *src, float *y, int64_t k)
     }
 }
 
+/* A Q6_K block's 256 unsigned 6-bit codes (value + 32) in order, out of its ql and qh (the bit positions
+ * skd_dequantize_row_q6_k reads), and back in. */
+static inline void skd_q6k_codes(const skd_block_q6_k *b, uint8_t L[256]) {
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
+        for (int l = 0; l < 32; l++)
+            for (int r = 0; r < 4; r++)
+                L[128 * h + 32 * r + l] = (uint8_t)(((r < 2 ? ql[l + 32 * (r & 1)] & 0x0f : ql[l + 32 * (r & 1)] >> 4)) | ((qh[l] >> (2 * r)) & 3) << 4);
+    }
+}
+static inline void skd_q6k_set_codes(skd_block_q6_k *b, const uint8_t L[256]) {
+    for (int h = 0; h < 2; h++) {
+        const uint8_t *Lh = L + 128 * h;
+        for (int l = 0; l < 32; l++) {
+            b->ql[64 * h + l] = (uint8_t)((Lh[l] & 0x0f) | ((Lh[l + 64] & 0x0f) << 4));
+            b->ql[64 * h + l + 32] = (uint8_t)((Lh[l + 32] & 0x0f) | ((Lh[l + 96] & 0x0f) << 4));
+            b->qh[32 * h + l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
+        }
+    }
+}
+
 /* Value v (0..255) of a Q6_K block: half h = v / 128, l = v % 32, r = (v % 128) / 32;
  * low 4 bits: ql[64h + l + 32·(r & 1)], low nibble for r < 2, high for r >= 2;
  * high 2 bits: bits 2r..2r+1 of qh[32h + l]; scale: scales[v / 16]. */
@@ -472,14 +493,7 @@ static inline void skd_quantize_block_q6_k(const float *x, skd_block_q6_k *b) {
         for (int i = 0; i < 16; i++)
             L[16 * j + i] = (uint8_t)(ds != 0.f ? skd_clampi(skd_nearest(x[16 * j + i] / ds), -32, 31) + 32 : 32);
     }
-    for (int h = 0; h < 2; h++) { /* the bit positions skd_dequantize_row_q6_k reads */
-        const uint8_t *Lh = L + 128 * h;
-        for (int l = 0; l < 32; l++) {
-            b->ql[64 * h + l] = (uint8_t)((Lh[l] & 0x0f) | ((Lh[l + 64] & 0x0f) << 4));
-            b->ql[64 * h + l + 32] = (uint8_t)((Lh[l + 32] & 0x0f) | ((Lh[l + 96] & 0x0f) << 4));
-            b->qh[32 * h + l] = (uint8_t)((Lh[l] >> 4) | ((Lh[l + 32] >> 4) << 2) | ((Lh[l + 64] >> 4) << 4) | ((Lh[l + 96] >> 4) << 6));
-        }
-    }
+    skd_q6k_set_codes(b, L);
 }
 
 /* Quantizes rows [r0, r1) of src [rows, cols] into dst (rows × row bytes).

@@ -177,7 +177,7 @@ static void set_task(void *ctx, int ith, int nth) {
 
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool) {
     const int quant = skd_dtype_is_quant(dtype);
-    packed = packed && (!quant || skd_quant_packable(dtype)); /* Q6_K keeps ggml's layout */
+    packed = packed && (!quant || skd_quant_packable(dtype));
     const int64_t padded = packed && !quant ? (rows + SKD_PANEL - 1) / SKD_PANEL * SKD_PANEL : rows;
     void *p = skd_weight_alloc((size_t)(padded * skd_row_bytes(dtype, cols)));
     if (!p) return -1;

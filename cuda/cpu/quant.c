@@ -125,6 +125,28 @@ static void repack_q4_k(const skd_block_q4_k *src, skd_block_q4_k *dst, int64_t 
     }
 }
 
+/* Q6_K: the scales and d stay; the 256 6-bit codes are rearranged as Q4_K's, by 32-value sub-block and
+ * 4-byte word: code vector c (c = 0..7) holds at byte p = 4i + j code 4c + j of sub-block i (value
+ * 32i + 4c + j). ql's 4 vectors t: c = t in the low nibbles, c = 4 + t in the high ones; qh's 2 vectors u:
+ * bits 2s..2s + 1 the top 2 bits of c = 4u + s. With SKD_ACT_K_WORDS activations int32 lane i of each
+ * product sums sub-block i: vectors 0-3 its first 16 values (scale 2i), 4-7 its last 16 (scale 2i + 1). */
+static void repack_q6_k(const skd_block_q6_k *src, skd_block_q6_k *dst, int64_t k, int pack) {
+    for (int64_t b = 0; b < k / SKD_QK_K; b++) {
+        skd_block_q6_k t = src[b]; /* the scales and d as they are */
+        uint8_t L[256];            /* the codes in order */
+        if (pack) skd_q6k_codes(&src[b], L), memset(t.ql, 0, sizeof t.ql), memset(t.qh, 0, sizeof t.qh);
+        for (int c = 0; c < 8; c++)
+            for (int p = 0; p < 32; p++) {
+                const int v = 32 * (p / 4) + 4 * c + p % 4, lsh = 4 * (c / 4), hsh = 2 * (c % 4);
+                const int lo = 32 * (c % 4) + p, hi = 32 * (c / 4) + p;
+                if (pack) t.ql[lo] |= (uint8_t)((L[v] & 0x0f) << lsh), t.qh[hi] |= (uint8_t)((L[v] >> 4) << hsh);
+                else L[v] = (uint8_t)(((src[b].ql[lo] >> lsh) & 0x0f) | ((src[b].qh[hi] >> hsh) & 3) << 4);
+            }
+        if (!pack) skd_q6k_set_codes(&t, L);
+        dst[b] = t;
+    }
+}
+
 /* Q5_0: a full group of 8 blocks is their 8 scales (16 bytes), 32 bytes of fifth bits, then the code
  * bytes transposed by 4-byte words as Q4_0's (128 bytes). Byte j of word i of the fifth bits holds block
  * i's bits of codes 4t + j at bit t and of codes 16 + 4t + j at bit 4 + t (t = 0..3): code vector t's
@@ -174,11 +196,13 @@ static void repack_q5_0(const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
 
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k) {
     if (dtype == SKD_DTYPE_Q4_K) repack_q4_k(src, dst, k, 1);
+    else if (dtype == SKD_DTYPE_Q6_K) repack_q6_k(src, dst, k, 1);
     else if (dtype == SKD_DTYPE_Q5_0) repack_q5_0(src, dst, k, 1);
     else repack_row(dtype, src, dst, k, 1);
 }
 void skd_quant_unpack_row(int dtype, const void *src, void *dst, int64_t k) {
     if (dtype == SKD_DTYPE_Q4_K) repack_q4_k(src, dst, k, 0);
+    else if (dtype == SKD_DTYPE_Q6_K) repack_q6_k(src, dst, k, 0);
     else if (dtype == SKD_DTYPE_Q5_0) repack_q5_0(src, dst, k, 0);
     else repack_row(dtype, src, dst, k, 0);
 }
@@ -459,7 +483,7 @@ static int is_kquant(int dtype) { return dtype == SKD_DTYPE_Q4_K || dtype == SKD
 int skd_qmat_same_act(int qkernel, const skd_mat *a, const skd_mat *b) {
     if (!skd_dtype_is_quant(a->dtype) || !skd_dtype_is_quant(b->dtype) || a->cols != b->cols) return 0;
     if (qkernel == SKD_QKERNEL_F32) return 1; /* x itself */
-    return is_kquant(a->dtype) == is_kquant(b->dtype) && a->packed == b->packed; /* Q4_K packed, Q6_K not: two forms */
+    return is_kquant(a->dtype) == is_kquant(b->dtype) && a->packed == b->packed; /* packed K-quants: K words */
 }
 
 /* Activation row i of a (block-32 or K form). */

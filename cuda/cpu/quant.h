@@ -113,11 +113,14 @@ void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, floa
  * where ggml has them; the 128 code bytes are 4 vectors whose word i holds
  * sub-block i's codes (byte j of vector t: code 4t + j low, 16 + 4t + j
  * high, as Q4_0's blocks), so with SKD_ACT_K_WORDS activations int32 lane i
- * sums sub-block i, ready for its 6-bit scale. Q6_K stays in ggml's layout. */
+ * sums sub-block i, ready for its 6-bit scale. Q6_K: its 6-bit codes in the
+ * same order (quant.c, repack_q6_k), so a Q6_K matrix reads the activations a
+ * Q4_K one beside it does (Q4_K_M's attn_v with q and k, one pass). */
 int skd_qkernel_packs(int qkernel);
-/* Q8_0, Q4_0, Q5_0 and Q4_K have a packed layout (Q5_0's: quant.c, repack_q5_0); Q6_K keeps ggml's. */
+/* Every quantized type has a packed layout (Q5_0's and Q6_K's: quant.c, repack_q5_0 and repack_q6_k). */
 static inline int skd_quant_packable(int dtype) {
-    return dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0 || dtype == SKD_DTYPE_Q5_0 || dtype == SKD_DTYPE_Q4_K;
+    return dtype == SKD_DTYPE_Q8_0 || dtype == SKD_DTYPE_Q4_0 || dtype == SKD_DTYPE_Q5_0 || dtype == SKD_DTYPE_Q4_K ||
+           dtype == SKD_DTYPE_Q6_K;
 }
 /* One row of k values: ggml's blocks → packed, and back. */
 void skd_quant_pack_row(int dtype, const void *src, void *dst, int64_t k);
