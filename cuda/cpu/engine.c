@@ -3,9 +3,9 @@
  * SkipDecode budgets and a per-slot KV cache. Implements skipdecode.h.
  *
  * Memory layout
- *   weights      as loaded (F32/F16/BF16 packed in panels, ops.h; Q8_0/Q4_0/Q4_K/Q6_K
- *                as ggml's row-major blocks, Q8_0/Q4_0 regrouped for the AVX2 kernels,
- *                quant.h); norm params and biases fp32
+ *   weights      as loaded (F32/F16/BF16 packed in panels, ops.h; the quantized types
+ *                as ggml's row-major blocks, rearranged within each row for the AVX2
+ *                kernels, quant.h); norm params and biases fp32
  *   KV cache     a pool of blocks, each the keys and values of B positions of
  *                one layer (kd = KV heads × head_dim), f16 by default; a block
  *                table per (slot, layer) (kv.h, docs/kv-cache.md)
