@@ -20,8 +20,9 @@
  * (r, c) sits at ((r / 16) × cols + c) × 16 + r % 16 and rows past the end
  * are zero. A panel is read front to back by the kernels: one contiguous
  * stream per thread, and 16 outputs per loaded column.
- * A quantized matrix (SKD_DTYPE_Q8_0..Q6_K) is never packed: ggml's blocks,
- * row-major, as given (quant_ref.h). */
+ * A quantized matrix (SKD_DTYPE_Q8_0..Q5_0) holds ggml's blocks, row-major
+ * (quant_ref.h); packed, each row's bytes are rearranged for the AVX2
+ * kernels (quant.h), the same bytes in another order. */
 typedef struct {
     void *data;
     int dtype;

@@ -69,18 +69,24 @@ void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_
     code_sums(qs, k, 16, bsums);
 }
 
-/* ---- the packed layouts of Q8_0, Q4_0 and Q4_K (quant.h) ---------------------------------------- */
+/* ---- the packed layouts (quant.h) --------------------------------------------------------------- */
 
 int skd_qkernel_packs(int qk) { return qk == SKD_QKERNEL_AVX2 || qk == SKD_QKERNEL_AVX2_VNNI; }
+
+/* How many blocks of a group of t (1..8) are transposed together: all 8 of a full group; the first 4 of a
+ * short last group of 4 to 7 (a half group, read as two 16-byte halves of each vector); none of a shorter
+ * one. The blocks after them keep ggml's byte order. */
+static int transposed_blocks(int t) { return t == 8 ? 8 : t >= 4 ? 4 : 0; }
 
 /* Converts one row between ggml's blocks and the packed groups (pack = 1: ggml → packed). A full
  * group (8 blocks) holds the 8 scales, then the blocks' code bytes transposed by 4-byte words:
  * word i of vector v is word v of block i (Q8_0: 8 vectors of 32 bytes; Q4_0: 4). A short last
- * group holds its t scales, then its blocks' code bytes in order. */
+ * group holds its t scales, then its first 4 blocks' code bytes transposed the same way when t >= 4
+ * (16-byte vectors: word i of vector v is word v of block i < 4), then the other blocks' in order. */
 static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
     const int64_t nb = k / SKD_QK, bb = dtype == SKD_DTYPE_Q8_0 ? 34 : 18, qb = bb - 2, words = qb / 4;
     for (int64_t g0 = 0; g0 < nb; g0 += 8) {
-        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8;
+        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8, h = transposed_blocks(t);
         const uint8_t *gs = src + g0 * bb; /* the group in ggml's layout (pack) or packed (unpack) */
         uint8_t *gd = dst + g0 * bb;
         for (int j = 0; j < t; j++) { /* block j: its scale, then its code bytes (word v at packed word v·8 + j) */
@@ -90,7 +96,7 @@ static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, i
             if (pack) memcpy(sp, blk, 2);
             else memcpy(blk, sp, 2);
             for (int64_t v = 0; v < words; v++) {
-                uint8_t *pw = (uint8_t *)gp + 2 * t + (t == 8 ? (v * 8 + j) * 4 : j * qb + v * 4);
+                uint8_t *pw = (uint8_t *)gp + 2 * t + (j < h ? (v * h + j) * 4 : j * qb + v * 4);
                 if (pack) memcpy(pw, blk + 2 + v * 4, 4);
                 else memcpy(blk + 2 + v * 4, pw, 4);
             }
@@ -150,12 +156,13 @@ static void repack_q6_k(const skd_block_q6_k *src, skd_block_q6_k *dst, int64_t 
 /* Q5_0: a full group of 8 blocks is their 8 scales (16 bytes), 32 bytes of fifth bits, then the code
  * bytes transposed by 4-byte words as Q4_0's (128 bytes). Byte j of word i of the fifth bits holds block
  * i's bits of codes 4t + j at bit t and of codes 16 + 4t + j at bit 4 + t (t = 0..3): code vector t's
- * bits are one shift and one mask away (quant_avx2.c). A short last group: its t scales, then each
- * block's qh and qs in ggml's order. */
+ * bits are one shift and one mask away (quant_avx2.c). A short last group: its t scales, then, when
+ * t >= 4, its first 4 blocks as a half group (16 bytes of fifth bits, 64 of codes, as a full group's with
+ * 4 words to a vector), then each other block's qh and qs in ggml's order. */
 static void repack_q5_0(const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
     const int64_t nb = k / SKD_QK, bb = (int64_t)sizeof(skd_block_q5_0);
     for (int64_t g0 = 0; g0 < nb; g0 += 8) {
-        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8;
+        const int t = nb - g0 < 8 ? (int)(nb - g0) : 8, h = transposed_blocks(t);
         const uint8_t *gs = src + g0 * bb;
         uint8_t *gd = dst + g0 * bb;
         const uint8_t *gp = pack ? gd : gs; /* the packed side */
@@ -164,13 +171,13 @@ static void repack_q5_0(const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
             uint8_t *sp = (uint8_t *)gp + 2 * j;
             if (pack) memcpy(sp, blk, 2);
             else memcpy(blk, sp, 2);
-            if (t < 8) { /* a short group: qh and qs as they are */
+            if (j >= h) { /* past the transposed blocks: qh and qs as they are */
                 uint8_t *bp = (uint8_t *)gp + 2 * t + j * (bb - 2);
                 if (pack) memcpy(bp, blk + 2, (size_t)(bb - 2));
                 else memcpy(blk + 2, bp, (size_t)(bb - 2));
                 continue;
             }
-            uint8_t *hb = (uint8_t *)gp + 16 + 4 * j, *codes = (uint8_t *)gp + 48;
+            uint8_t *hb = (uint8_t *)gp + 2 * t + 4 * j, *codes = (uint8_t *)gp + 2 * t + 4 * h;
             if (pack) {
                 const uint32_t qh = skd_q5_0_high_bits((const skd_block_q5_0 *)blk);
                 for (int b = 0; b < 4; b++) {
@@ -186,9 +193,9 @@ static void repack_q5_0(const uint8_t *src, uint8_t *dst, int64_t k, int pack) {
                         qh |= (uint32_t)((hb[b] >> w) & 1) << (4 * w + b) | (uint32_t)((hb[b] >> (4 + w)) & 1) << (16 + 4 * w + b);
                 for (int b = 0; b < 4; b++) blk[2 + b] = (uint8_t)(qh >> (8 * b));
             }
-            for (int v = 0; v < 4; v++) { /* code word v of block j at packed word v·8 + j */
-                if (pack) memcpy(codes + (v * 8 + j) * 4, blk + 6 + v * 4, 4);
-                else memcpy(blk + 6 + v * 4, codes + (v * 8 + j) * 4, 4);
+            for (int v = 0; v < 4; v++) { /* code word v of block j at packed word v·h + j */
+                if (pack) memcpy(codes + (v * h + j) * 4, blk + 6 + v * 4, 4);
+                else memcpy(blk + 6 + v * 4, codes + (v * h + j) * 4, 4);
             }
         }
     }

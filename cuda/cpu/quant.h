@@ -93,22 +93,25 @@ void skd_quantize_act256(const float *x, int64_t k, int8_t *qs, float *d, int16_
 /* Both of the above with AVX2, byte for byte the same (SKD_ACT_32, SKD_ACT_K); and
  * SKD_ACT_32_WORDS: the block-32 form with the codes of each full group of 8 blocks
  * transposed by 4-byte words as the packed weights are (word i of vector v = word v of
- * block i), so that a kernel's int32 lane i sums block i; SKD_ACT_K_WORDS: the K form
+ * block i), so that a kernel's int32 lane i sums block i, and of a short last group's first
+ * 4 blocks when it has 4 or more (16-byte vectors); SKD_ACT_K_WORDS: the K form
  * with each 256 values' codes transposed the same way by 32-value sub-block (its sums
  * of 16 are of the codes in order). */
 enum { SKD_ACT_32 = 0, SKD_ACT_K = 1, SKD_ACT_32_WORDS = 2, SKD_ACT_K_WORDS = 3 };
 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums);
 
-/* The AVX2 kernels' layout of Q8_0 and Q4_0 (and Q4_K, below) matmul weights ("packed", chosen
- * at set_tensor when skd_qkernel_packs): per row, groups of 8 blocks, each
+/* The AVX2 kernels' layout of quantized matmul weights ("packed", chosen at set_tensor when
+ * skd_qkernel_packs); Q8_0 and Q4_0 here, Q5_0 in quant.c, Q4_K and Q6_K below: per row, groups of 8 blocks, each
  * group its 8 fp16 scales (16 bytes) followed by the blocks' code bytes
  * transposed by 4-byte words: word i of vector v is word v of block i (Q8_0:
  * 8 vectors of 32 bytes; Q4_0: 4, whose low nibbles are codes 4v..4v+3 and
  * high nibbles codes 16+4v.. of each block). With activations transposed the
  * same way (SKD_ACT_32_WORDS), int32 lane i of every integer dot product sums
  * block i: no horizontal reduction. A row's last group, when shorter than 8
- * blocks, holds its scales then its blocks' bytes in ggml's order. Exactly the
- * bytes of ggml's row, rearranged: 8 scales convert in one instruction.
+ * blocks, holds its scales, then its first 4 blocks' bytes transposed the same
+ * way with 16-byte vectors when it has 4 or more (a half group: rows of 896
+ * are 3 groups and one), then its other blocks' bytes in ggml's order.
+ * Exactly the bytes of ggml's row, rearranged: 8 scales convert in one instruction.
  * Q4_K (the same idea per 256 values): d, dmin and the 12 scale bytes stay
  * where ggml has them; the 128 code bytes are 4 vectors whose word i holds
  * sub-block i's codes (byte j of vector t: code 4t + j low, 16 + 4t + j

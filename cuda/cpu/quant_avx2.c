@@ -240,12 +240,46 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
             }                                                                                                  \
         }                                                                                                      \
         for (int r = 0; r < R; r++) {                                                                          \
-            /* a short last group (t < 8 blocks, ggml's byte order), a block at a time into one more vector   \
-             * of lane sums (no horizontal sum per block) */                                                   \
+            /* a short last group (t < 8 blocks): its first 4 as a half group when t >= 4, the others (ggml's \
+             * byte order) a block at a time into one more vector of lane sums (no horizontal sum per block) */ \
             __m256 tail = _mm256_setzero_ps();                                                                 \
+            __m128 half = _mm_setzero_ps();                                                                    \
             const int t = (int)(nb - b);                                                                       \
             const uint8_t *g = wr + r * rb + (b / 8) * gb;                                                     \
-            for (int j = 0; j < t; j++) {                                                                      \
+            int j0 = 0;                                                                                        \
+            if (t >= 4) {                                                                                      \
+                /* 16-byte vectors two to a ymm (quant.c, repack_row): lanes i and 4 + i both sum block i */   \
+                const int8_t *x = xq + b * 32;                                                                 \
+                const uint8_t *c = g + 2 * t + (kind == 2 ? 16 : 0); /* the codes, after Q5_0's fifth bits */  \
+                __m256i isum = _mm256_setzero_si256();                                                         \
+                if (kind == 0) {                                                                               \
+                    for (int p = 0; p < 4; p++) {                                                              \
+                        const __m256i w = _mm256_loadu_si256((const __m256i *)(c + 32 * p));                   \
+                        const __m256i xv = _mm256_loadu_si256((const __m256i *)(x + 32 * p));                  \
+                        isum = DOTACC(isum, _mm256_sign_epi8(w, w), _mm256_sign_epi8(xv, w));                  \
+                    }                                                                                          \
+                } else {                                                                                       \
+                    const __m256i hb = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(g + 2 * t))); \
+                    for (int p = 0; p < 2; p++) { /* code vectors 2p and 2p + 1 */                             \
+                        const __m256i v = _mm256_loadu_si256((const __m256i *)(c + 32 * p));                   \
+                        __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4); \
+                        if (kind == 2) { /* fifth bits: bit 2p (2p + 1 in the high half) and 4 + that */     \
+                            const __m256i b5 = _mm256_set1_epi8(0x10);                                        \
+                            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_sllv_epi32(hb, _mm256_setr_epi32(4 - 2 * p, 4 - 2 * p, 4 - 2 * p, 4 - 2 * p, 3 - 2 * p, 3 - 2 * p, 3 - 2 * p, 3 - 2 * p)), b5)); \
+                            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srlv_epi32(hb, _mm256_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1)), b5)); \
+                        }                                                                                      \
+                        isum = DOTACC(isum, lo, _mm256_loadu_si256((const __m256i *)(x + 32 * p)));            \
+                        isum = DOTACC(isum, hi, _mm256_loadu_si256((const __m256i *)(x + 64 + 32 * p)));       \
+                    }                                                                                          \
+                }                                                                                              \
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(isum), _mm256_extracti128_si256(isum, 1));    \
+                if (kind) /* 8 or 16 Σx of each block */                                                      \
+                    s4 = _mm_sub_epi32(s4, _mm_slli_epi32(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(xs + b))), kind == 1 ? 3 : 4)); \
+                const __m128 dwx = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)g)), _mm_loadu_ps(xd + b)); \
+                half = _mm_fmadd_ps(_mm_cvtepi32_ps(s4), dwx, half);                                           \
+                j0 = 4;                                                                                        \
+            }                                                                                                  \
+            for (int j = j0; j < t; j++) {                                                                     \
                 __m256i w;                                                                                     \
                 if (kind == 1) {                                                                               \
                     const __m128i q = _mm_loadu_si128((const __m128i *)(g + 2 * t + 16 * j));                  \
@@ -269,7 +303,8 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
                 tail = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_s8s8_##SUF(w, x)),                               \
                                        _mm256_set1_ps(half_##SUF(g + 2 * j) * xd[b + j]), tail);               \
             }                                                                                                  \
-            res[r] = hsum_##SUF(acc[r]) + hsum_##SUF(tail);                                                    \
+            const __m128 hh = _mm_add_ps(half, _mm_movehl_ps(half, half));                                     \
+            res[r] = hsum_##SUF(acc[r]) + hsum_##SUF(tail) + _mm_cvtss_f32(_mm_add_ss(hh, _mm_movehdup_ps(hh))); \
         }                                                                                                      \
     }                                                                                                          \
                                                                                                                \
@@ -485,6 +520,19 @@ static inline __attribute__((always_inline)) TARGET_AVX2 void store_words(const 
     }
 }
 
+/* 4 vectors of 32 codes → o[16 v + 4 i ..] = word v of r[i] (v = 0..7): a half group, transposed by 4-byte words
+ * with 16-byte vectors, stored as 4 vectors of two (v = 2p, 2p + 1). */
+static inline __attribute__((always_inline)) TARGET_AVX2 void store_words4(const __m256i r[4], int8_t *o) {
+    const __m256i a = _mm256_unpacklo_epi32(r[0], r[1]), b = _mm256_unpackhi_epi32(r[0], r[1]); /* words 0,1 | 4,5 ; 2,3 | 6,7 */
+    const __m256i c = _mm256_unpacklo_epi32(r[2], r[3]), d = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i v04 = _mm256_unpacklo_epi64(a, c), v15 = _mm256_unpackhi_epi64(a, c); /* word 0 of the 4 | word 4 */
+    const __m256i v26 = _mm256_unpacklo_epi64(b, d), v37 = _mm256_unpackhi_epi64(b, d);
+    _mm256_storeu_si256((__m256i *)o, _mm256_permute2x128_si256(v04, v15, 0x20));
+    _mm256_storeu_si256((__m256i *)(o + 32), _mm256_permute2x128_si256(v26, v37, 0x20));
+    _mm256_storeu_si256((__m256i *)(o + 64), _mm256_permute2x128_si256(v04, v15, 0x31));
+    _mm256_storeu_si256((__m256i *)(o + 96), _mm256_permute2x128_si256(v26, v37, 0x31));
+}
+
 TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8_t *qs, float *d, int16_t *bsums) {
     if (form == SKD_ACT_K || form == SKD_ACT_K_WORDS) {
         for (int64_t b = 0; b < k / 256; b++) {
@@ -505,6 +553,12 @@ TARGET_AVX2 void skd_quantize_act_avx2(const float *x, int64_t k, int form, int8
             __m256i r[8];
             for (int i = 0; i < 8; i++) act_block(x + (b + i) * 32, 32, 0, NULL, d + b + i, bsums + b + i, &r[i]);
             store_words(r, qs + b * 32);
+        }
+        if (nb - b >= 4) { /* a short last group's first 4 blocks: a half group, as the packed weights */
+            __m256i r[4];
+            for (int i = 0; i < 4; i++) act_block(x + (b + i) * 32, 32, 0, NULL, d + b + i, bsums + b + i, &r[i]);
+            store_words4(r, qs + b * 32);
+            b += 4;
         }
     }
     for (; b < nb; b++) act_block(x + b * 32, 32, 0, qs + b * 32, d + b, bsums + b, NULL);

@@ -105,17 +105,19 @@ static double abs_sum(const skd_mat *w, long r, const float *x) {
     return s;
 }
 
-/* The SIMD activation quantizer writes the portable one's bytes (rows of every scale, zeros, ties). */
+/* The SIMD activation quantizer writes the portable one's bytes (rows of every scale, zeros, ties), for
+ * rows of whole groups and rows ending in a short group of 5 (a half group and one more) or 3 blocks. */
 static int check_act(void) {
 #if defined(__x86_64__)
     if (!skd_qkernel_supported(SKD_QKERNEL_AVX2)) return 0;
-    const int64_t k = 1024;
-    float *x = malloc(sizeof(float) * k);
+    float *x = malloc(sizeof(float) * 1024);
     int8_t q1[1024], q2[1024];
     float d1[32], d2[32];
     int16_t s1[64], s2[64];
     int bad = 0;
+    const int64_t ks[] = { 1024, 416, 352 };
     for (int trial = 0; trial < 200; trial++) {
+        const int64_t k = ks[trial % 3];
         const float scale = (float)pow(10.0, -30.0 + 60.0 * urand());
         for (int64_t i = 0; i < k; i++) x[i] = trial % 10 == 0 ? 0.f : grand() * scale;
         if (trial % 10 == 1) /* exact ties of x·id at .5 */
@@ -123,20 +125,23 @@ static int check_act(void) {
         const int forms[] = { SKD_ACT_32, SKD_ACT_K, SKD_ACT_32_WORDS, SKD_ACT_K_WORDS };
         for (int f = 0; f < 4; f++) {
             const int kform = forms[f] == SKD_ACT_K || forms[f] == SKD_ACT_K_WORDS;
+            if (kform && k % 256) continue;
             if (kform) skd_quantize_act256(x, k, q1, d1, s1);
             else skd_quantize_act32(x, k, q1, d1, s1);
             skd_quantize_act_avx2(x, k, forms[f], q2, d2, s2);
-            if (forms[f] == SKD_ACT_32_WORDS || forms[f] == SKD_ACT_K_WORDS) { /* back from words: word v of chunk i is at 32v + 4i */
+            if (forms[f] == SKD_ACT_32_WORDS || forms[f] == SKD_ACT_K_WORDS) {
+                /* back from words: word v of chunk i of a group of 8 is at 32v + 4i, of a half group at 16v + 4i */
                 int8_t t[256];
                 for (int64_t g = 0; g < k; g += 256) {
-                    for (int i = 0; i < 8; i++)
-                        for (int v = 0; v < 8; v++) memcpy(t + 32 * i + 4 * v, q2 + g + 32 * v + 4 * i, 4);
-                    memcpy(q2 + g, t, 256);
+                    const int w = k - g >= 256 ? 8 : k - g >= 128 ? 4 : 0;
+                    for (int i = 0; i < w; i++)
+                        for (int v = 0; v < 8; v++) memcpy(t + 32 * i + 4 * v, q2 + g + 4 * w * v + 4 * i, 4);
+                    memcpy(q2 + g, t, (size_t)(32 * w));
                 }
             }
-            const int nd = kform ? 4 : 32;
-            if (memcmp(q1, q2, k) || memcmp(d1, d2, sizeof(float) * nd) || memcmp(s1, s2, sizeof(int16_t) * (kform ? 64 : 32))) {
-                if (!bad) printf("  activation form %d differs (trial %d)\n", forms[f], trial);
+            const int nd = kform ? (int)(k / 256) : (int)(k / 32);
+            if (memcmp(q1, q2, (size_t)k) || memcmp(d1, d2, sizeof(float) * nd) || memcmp(s1, s2, sizeof(int16_t) * (size_t)(k / (kform ? 16 : 32)))) {
+                if (!bad) printf("  activation form %d differs (trial %d, k %lld)\n", forms[f], trial, (long long)k);
                 bad = 1;
             }
         }
