@@ -61,7 +61,7 @@ int64_t skd_mat_bytes(const skd_mat *m);
 void skd_mat_row_f32(const skd_mat *m, int64_t r, float *dst);
 
 /* Copies row-major src [rows, cols] of `dtype` into m, packed when `packed`
- * (a quantized dtype: quant.h's packed layout, for Q8_0/Q4_0 only), split
+ * (a quantized dtype: quant.h's packed layout, every quantized type), split
  * across the pool's threads by rows or panels (pool NULL: this thread).
  * Returns 0, or -1 when out of memory. */
 int skd_mat_set(skd_mat *m, int dtype, const void *src, int64_t rows, int64_t cols, int packed, skd_pool *pool);

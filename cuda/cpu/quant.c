@@ -89,7 +89,7 @@ static void repack_row(int dtype, const uint8_t *src, uint8_t *dst, int64_t k, i
         const int t = nb - g0 < 8 ? (int)(nb - g0) : 8, h = transposed_blocks(t);
         const uint8_t *gs = src + g0 * bb; /* the group in ggml's layout (pack) or packed (unpack) */
         uint8_t *gd = dst + g0 * bb;
-        for (int j = 0; j < t; j++) { /* block j: its scale, then its code bytes (word v at packed word v·8 + j) */
+        for (int j = 0; j < t; j++) { /* block j: its scale, then its code bytes (word v at packed word v·h + j) */
             const uint8_t *gp = pack ? gd : gs; /* the packed side */
             uint8_t *blk = (uint8_t *)(pack ? gs : gd) + j * bb;
             uint8_t *sp = (uint8_t *)gp + 2 * j;

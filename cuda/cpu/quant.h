@@ -1,6 +1,7 @@
 /* quant.h — the CPU engine's quantized matmul: out[m, n] = x[m, k] · W[n, k]^T
- * (+ bias) for W in Q8_0, Q4_0, Q4_K or Q6_K (cuda/common/quant_ref.h), kept
- * as ggml's row-major blocks.
+ * (+ bias) for W in Q8_0, Q4_0, Q5_0, Q4_K or Q6_K (cuda/common/quant_ref.h),
+ * kept as ggml's row-major blocks, each row's bytes rearranged ("packed",
+ * below) for the AVX2 kernels.
  *
  * Activations are quantized too, as llama.cpp does: each row of x becomes
  * int8 values with one fp32 scale per block — blocks of 32 for Q8_0/Q4_0

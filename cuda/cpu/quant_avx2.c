@@ -29,7 +29,9 @@
  *   high ones): isum = Σ q·x − 8 Σ x (Σ x from the activations' block sums),
  *   which spares the sign trick. The eight vpmaddubsw products add in int16
  *   (a pair is at most 2·15·127 = 3810, eight 30480) as a tree, then one
- *   vpmaddwd. A row's short last group goes block by block (into one vector of lane sums).
+ *   vpmaddwd. A row's short last group: its first 4 blocks as a half group
+ *   (two 16-byte vectors to a register) when it has 4 or more, the others
+ *   block by block (into one vector of lane sums).
  *   Q4_0, one Zen 3 core, weights in L2: 22.1 GB/s.
  * Q5_0 (packed layout, quant.c repack_q5_0): Q4_0's groups plus 32 bytes of
  *   fifth bits per group, arranged so code vector t's bits are one shift and
@@ -191,7 +193,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
     }                                                                                                          \
                                                                                                                \
     /* Q8_0 (kind 0), Q4_0 (1) or Q5_0 (2): R (1-4) packed rows, rb bytes apart, · one block-32 activation  \
-     * row whose full groups are word-transposed (SKD_ACT_32_WORDS): lane i of each integer product sums     \
+     * row whose full and half groups are word-transposed (SKD_ACT_32_WORDS): lane i of each product sums    \
      * block i; Q4_0 and Q5_0 codes are unsigned, their offset (8 or 16 Σx) taken from the block sums. Each   \
      * row's arithmetic is the same whatever R (its own accumulator, lanes, tail and horizontal sum): R > 1   \
      * only interleaves rows' work, so a row's result does not depend on its neighbour. */                   \
