@@ -4,7 +4,7 @@
  * below) for the AVX2 kernels.
  *
  * Activations are quantized too, as llama.cpp does: each row of x becomes
- * int8 values with one fp32 scale per block — blocks of 32 for Q8_0/Q4_0
+ * int8 values with one fp32 scale per block — blocks of 32 for Q8_0/Q4_0/Q5_0
  * weights, of 256 (plus the sums of each 16 values) for the K-quants — and a
  * block's dot product is an exact integer sum times the two scales. Integer
  * dot products are what lets two cores keep up with the memory bus at 4-8
