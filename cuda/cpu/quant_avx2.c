@@ -78,6 +78,12 @@
  * lines 64 bytes apart up to at most 16 bytes short of the next one's first, so no line of the stream is skipped
  * (Q8_0's 272-byte groups once took 4 lines and Q4_0's 144-byte ones 2, skipping a line every 4 groups: Q8_0
  * 83 → 87% of membw, medians of 6 interleaved decode_bw runs; Q4_0 no clear change). */
+/* And a second prefetch ~6 KiB ahead into L2 (_MM_HINT_T2), a line for each line the loop reads: whole llama-400m
+ * decodes, this library against the one without it alternating (64 tokens, middle four of six runs, three
+ * rounds, Intel Xeon VM, 2026-12-08): Q4_0 116-122 → 125-139 tok/s, Q4_K_M 108-112 → 117-127 (Q4_K alone
+ * 116-122), Q8_0 +1%; the 16-bit kernels gained nothing from it. In the kernel microbenchmarks (one matrix
+ * shape repeated) it had looked like noise: what it helps is where a step's matmuls change shape and stream. */
+#define FAR_BYTES 6144
 #define PF_Q8_0 8
 #define PF_Q4_0 16
 #define PF_Q4_K 16
@@ -209,11 +215,13 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
          * of 4 (k = 1024) that is the row 4 further on at the same offset, as before; with longer ones it kept \
          * a llama-400m ffn_down ([1024, 3584]) at 86-89% of membw, not 72-77% (Q4_0; Q8_0 98-102, not 84-86,  \
          * build/quant_check time 2 with that shape, three alternating runs, Intel Xeon VM). */              \
-        long pf_off = pfd * gb / 4, pf_row = 0;                                                                \
+        long pf_off = pfd * gb / 4, pf_row = 0, ff_off = FAR_BYTES / 4, ff_row = 0; /* ff: the L2 prefetch's lane */ \
         while (pf_off >= rb) pf_off -= rb, pf_row += 4 * rb;                                                   \
+        while (ff_off >= rb) ff_off -= rb, ff_row += 4 * rb;                                                   \
         long b = 0;                                                                                            \
-        for (; b + 8 <= nb; b += 8, pf_off += gb) {                                                            \
+        for (; b + 8 <= nb; b += 8, pf_off += gb, ff_off += gb) {                                              \
             if (pf_off >= rb) pf_off -= rb, pf_row += 4 * rb;                                                  \
+            if (ff_off >= rb) ff_off -= rb, ff_row += 4 * rb;                                                  \
             const int8_t *x = xq + b * 32;                                                                     \
             const __m256 dx = _mm256_loadu_ps(xd + b);                                                         \
             const __m256i xoff = kind ? _mm256_slli_epi32(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs + b))), kind == 1 ? 3 : 4) \
@@ -225,6 +233,11 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
                 _mm_prefetch(pf + 64, _MM_HINT_T0);                                                            \
                 _mm_prefetch(pf + 128, _MM_HINT_T0);                                                           \
                 if (kind == 0) _mm_prefetch(pf + 192, _MM_HINT_T0), _mm_prefetch(pf + 256, _MM_HINT_T0);       \
+                const char *ff = (const char *)wr + r * rb + ff_row + ff_off;                                  \
+                _mm_prefetch(ff, _MM_HINT_T2);                                                                 \
+                _mm_prefetch(ff + 64, _MM_HINT_T2);                                                            \
+                _mm_prefetch(ff + 128, _MM_HINT_T2);                                                           \
+                if (kind == 0) _mm_prefetch(ff + 192, _MM_HINT_T2), _mm_prefetch(ff + 256, _MM_HINT_T2);       \
                 __m256i isum = _mm256_setzero_si256();                                                         \
                 if (kind == 1) {                                                                               \
                     isum = _mm256_sub_epi32(dot_nib_##SUF(g + 16, x), xoff);                                   \
@@ -320,6 +333,9 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
             _mm_prefetch(pf, _MM_HINT_T0);                                                                     \
             _mm_prefetch(pf + 64, _MM_HINT_T0);                                                                \
             _mm_prefetch(pf + 128, _MM_HINT_T0);                                                               \
+            _mm_prefetch((const char *)blk + FAR_BYTES, _MM_HINT_T2);                                          \
+            _mm_prefetch((const char *)blk + FAR_BYTES + 64, _MM_HINT_T2);                                     \
+            _mm_prefetch((const char *)blk + FAR_BYTES + 128, _MM_HINT_T2);                                    \
             /* d, dmin and the 12 bytes of 6-bit scales and mins (skd_q4k_scale_min) in one load; the scales  \
              * decoded in the vector unit (bytes 0-7 of sm: sc0..7, bytes 8-15: m0..7): ~72 instructions a    \
              * block instead of ~88 with the scalar decode */                                                  \
@@ -358,6 +374,10 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
             _mm_prefetch(pf + 64, _MM_HINT_T0);                                                                \
             _mm_prefetch(pf + 128, _MM_HINT_T0);                                                               \
             _mm_prefetch(pf + 192, _MM_HINT_T0);                                                               \
+            _mm_prefetch((const char *)blk + FAR_BYTES, _MM_HINT_T2);                                          \
+            _mm_prefetch((const char *)blk + FAR_BYTES + 64, _MM_HINT_T2);                                     \
+            _mm_prefetch((const char *)blk + FAR_BYTES + 128, _MM_HINT_T2);                                    \
+            _mm_prefetch((const char *)blk + FAR_BYTES + 192, _MM_HINT_T2);                                    \
             const __m128i sc = _mm_loadu_si128((const __m128i *)blk->scales);                                  \
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
             /* 32 · Σ_j sc_j · xsum_j (lane i: sub-blocks 2i and 2i + 1): the codes' offset */                 \
