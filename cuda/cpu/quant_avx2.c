@@ -91,6 +91,12 @@
 #define PF_Q5_0 12
 #define AI static inline __attribute__((always_inline))
 
+/* The two prefetches of a block or group: n lines from near into L1, the same n from far (FAR_BYTES ahead) into L2. */
+AI void prefetch_lines(const char *near, const char *far, int n) {
+    for (int l = 0; l < n; l++) _mm_prefetch(near + 64 * l, _MM_HINT_T0);
+    for (int l = 0; l < n; l++) _mm_prefetch(far + 64 * l, _MM_HINT_T2);
+}
+
 static inline void put(float *o, float v, const float *bias, long r, int relu) {
     if (bias) v += bias[r];
     *o = relu && v < 0.f ? 0.f : v;
@@ -229,15 +235,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
             for (int r = 0; r < R; r++) {                                                                      \
                 const uint8_t *g = wr + r * rb + (b / 8) * gb;                                                 \
                 const char *pf = (const char *)wr + r * rb + pf_row + pf_off;                                  \
-                _mm_prefetch(pf, _MM_HINT_T0);                                                                 \
-                _mm_prefetch(pf + 64, _MM_HINT_T0);                                                            \
-                _mm_prefetch(pf + 128, _MM_HINT_T0);                                                           \
-                if (kind == 0) _mm_prefetch(pf + 192, _MM_HINT_T0), _mm_prefetch(pf + 256, _MM_HINT_T0);       \
-                const char *ff = (const char *)wr + r * rb + ff_row + ff_off;                                  \
-                _mm_prefetch(ff, _MM_HINT_T2);                                                                 \
-                _mm_prefetch(ff + 64, _MM_HINT_T2);                                                            \
-                _mm_prefetch(ff + 128, _MM_HINT_T2);                                                           \
-                if (kind == 0) _mm_prefetch(ff + 192, _MM_HINT_T2), _mm_prefetch(ff + 256, _MM_HINT_T2);       \
+                prefetch_lines(pf, (const char *)wr + r * rb + ff_row + ff_off, kind == 0 ? 5 : 3);             \
                 __m256i isum = _mm256_setzero_si256();                                                         \
                 if (kind == 1) {                                                                               \
                     isum = _mm256_sub_epi32(dot_nib_##SUF(g + 16, x), xoff);                                   \
@@ -330,12 +328,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         for (long b = 0; b < nb; b++) {                                                                        \
             const skd_block_q4_k *blk = wb + b;                                                                \
             const char *pf = (const char *)(blk + PF_Q4_K);                                                    \
-            _mm_prefetch(pf, _MM_HINT_T0);                                                                     \
-            _mm_prefetch(pf + 64, _MM_HINT_T0);                                                                \
-            _mm_prefetch(pf + 128, _MM_HINT_T0);                                                               \
-            _mm_prefetch((const char *)blk + FAR_BYTES, _MM_HINT_T2);                                          \
-            _mm_prefetch((const char *)blk + FAR_BYTES + 64, _MM_HINT_T2);                                     \
-            _mm_prefetch((const char *)blk + FAR_BYTES + 128, _MM_HINT_T2);                                    \
+            prefetch_lines(pf, (const char *)blk + FAR_BYTES, 3);                                              \
             /* d, dmin and the 12 bytes of 6-bit scales and mins (skd_q4k_scale_min) in one load; the scales  \
              * decoded in the vector unit (bytes 0-7 of sm: sc0..7, bytes 8-15: m0..7): ~72 instructions a    \
              * block instead of ~88 with the scalar decode */                                                  \
@@ -370,14 +363,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         for (long b = 0; b < nb; b++) {                                                                        \
             const skd_block_q6_k *blk = wb + b;                                                                \
             const char *pf = (const char *)(blk + PF_Q6_K);                                                    \
-            _mm_prefetch(pf, _MM_HINT_T0);                                                                     \
-            _mm_prefetch(pf + 64, _MM_HINT_T0);                                                                \
-            _mm_prefetch(pf + 128, _MM_HINT_T0);                                                               \
-            _mm_prefetch(pf + 192, _MM_HINT_T0);                                                               \
-            _mm_prefetch((const char *)blk + FAR_BYTES, _MM_HINT_T2);                                          \
-            _mm_prefetch((const char *)blk + FAR_BYTES + 64, _MM_HINT_T2);                                     \
-            _mm_prefetch((const char *)blk + FAR_BYTES + 128, _MM_HINT_T2);                                    \
-            _mm_prefetch((const char *)blk + FAR_BYTES + 192, _MM_HINT_T2);                                    \
+            prefetch_lines(pf, (const char *)blk + FAR_BYTES, 4);                                              \
             const __m128i sc = _mm_loadu_si128((const __m128i *)blk->scales);                                  \
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(bsums + b * 16));                          \
             /* 32 · Σ_j sc_j · xsum_j (lane i: sub-blocks 2i and 2i + 1): the codes' offset */                 \
