@@ -21,7 +21,7 @@
  *                                     nibbles are sub-block 2c, high nibbles 2c+1
  *   Q6_K   256    210     6.5625      16 sub-blocks of 16 with an int8 scale sc_j:
  *                                     x = d·sc_j·(q − 32), q 6 bits (4 in ql, 2 in qh; see
- *                                     skd_dequantize_row_q6_k for the bit positions)
+ *                                     skd_q6k_codes for the bit positions)
  *
  * Dequantization follows ggml's arithmetic order exactly (fp32 products left
  * to right, no fused multiply-add), so a dequantized value is bit for bit
@@ -258,8 +258,9 @@ static inline void skd_dequantize_row_q4_k(const void *src, float *y, int64_t k)
     }
 }
 
-/* A Q6_K block's 256 unsigned 6-bit codes (value + 32) in order, out of its ql and qh (the bit positions
- * skd_dequantize_row_q6_k reads), and back in. */
+/* A Q6_K block's 256 unsigned 6-bit codes (value + 32) in order, out of its ql and qh, and back in.
+ * Value v (0..255): half h = v / 128, l = v % 32, r = (v % 128) / 32; low 4 bits: ql[64h + l + 32·(r & 1)],
+ * low nibble for r < 2, high for r >= 2; high 2 bits: bits 2r..2r+1 of qh[32h + l]; scale: scales[v / 16]. */
 static inline void skd_q6k_codes(const skd_block_q6_k *b, uint8_t L[256]) {
     for (int h = 0; h < 2; h++) {
         const uint8_t *ql = b->ql + 64 * h, *qh = b->qh + 32 * h;
@@ -279,31 +280,14 @@ static inline void skd_q6k_set_codes(skd_block_q6_k *b, const uint8_t L[256]) {
     }
 }
 
-/* Value v (0..255) of a Q6_K block: half h = v / 128, l = v % 32, r = (v % 128) / 32;
- * low 4 bits: ql[64h + l + 32·(r & 1)], low nibble for r < 2, high for r >= 2;
- * high 2 bits: bits 2r..2r+1 of qh[32h + l]; scale: scales[v / 16]. */
+/* Q6_K: x = d · scales[v / 16] · (code − 32), the codes from skd_q6k_codes. */
 static inline void skd_dequantize_row_q6_k(const void *src, float *y, int64_t k) {
     const skd_block_q6_k *b = (const skd_block_q6_k *)src;
     for (int64_t i = 0; i < k / SKD_QK_K; i++) {
         const float d = skd_half_to_f32(b[i].d);
-        for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = b[i].ql + 64 * h, *qh = b[i].qh + 32 * h;
-            const int8_t *sc = b[i].scales + 8 * h;
-            float *o = y + i * SKD_QK_K + 128 * h;
-            for (int l = 0; l < 32; l++) {
-                const int is = l / 16;
-                const int q1 = ((ql[l] & 0x0f) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                const int q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                const int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                const float s1 = d * (float)sc[is], s2 = d * (float)sc[is + 2];
-                const float s3 = d * (float)sc[is + 4], s4 = d * (float)sc[is + 6];
-                o[l] = s1 * (float)q1;
-                o[l + 32] = s2 * (float)q2;
-                o[l + 64] = s3 * (float)q3;
-                o[l + 96] = s4 * (float)q4;
-            }
-        }
+        uint8_t L[SKD_QK_K];
+        skd_q6k_codes(&b[i], L);
+        for (int v = 0; v < SKD_QK_K; v++) y[i * SKD_QK_K + v] = (d * (float)b[i].scales[v / 16]) * (float)((int)L[v] - 32);
     }
 }
 

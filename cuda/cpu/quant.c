@@ -294,15 +294,12 @@ static float dot_q6_k(const void *wrow, int64_t k, const int8_t *xq, const float
     float s = 0.f;
     for (int64_t i = 0; i < k / SKD_QK_K; i++) {
         const int8_t *x = xq + i * SKD_QK_K;
+        uint8_t L[SKD_QK_K]; /* the codes in order (value + 32) */
+        skd_q6k_codes(&b[i], L);
         int sumi = 0;
-        for (int j = 0; j < 16; j++) { /* sub-block j: values 16j..16j+15 (quant_ref.h for the bits) */
+        for (int j = 0; j < 16; j++) { /* sub-block j: values 16j..16j+15 */
             int isum = 0;
-            for (int t = 0; t < 16; t++) {
-                const int v = 16 * j + t, h = v / 128, l = v % 32, r = (v % 128) / 32;
-                const uint8_t lo = b[i].ql[64 * h + l + 32 * (r & 1)];
-                const int q = ((r < 2 ? lo & 0x0f : lo >> 4) | (((b[i].qh[32 * h + l] >> (2 * r)) & 3) << 4)) - 32;
-                isum += q * x[v];
-            }
+            for (int t = 0; t < 16; t++) isum += ((int)L[16 * j + t] - 32) * x[16 * j + t];
             sumi += b[i].scales[j] * isum;
         }
         s += xd[i] * (skd_half_to_f32(b[i].d) * (float)sumi);
