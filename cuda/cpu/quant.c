@@ -307,12 +307,6 @@ static float dot_q6_k(const void *wrow, int64_t k, const int8_t *xq, const float
     return s;
 }
 
-/* One output: bias and ReLU applied. */
-static inline void put(float *o, float v, const float *bias, long r, int relu) {
-    if (bias) v += bias[r];
-    *o = relu && v < 0.f ? 0.f : v;
-}
-
 /* A packed matrix's rows are unpacked to ggml's blocks first (the reference reads only those). */
 #define PORTABLE_ROWS(T, CALL)                                                                                  \
     static void rows_##T(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out, long n,     \
@@ -323,7 +317,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         for (long r = r0; r < r1; r++) {                                                                        \
             const void *wr = (const char *)w->data + r * rb;                                                    \
             if (tmp) skd_quant_unpack_row(w->dtype, wr, tmp, k), wr = tmp;                                     \
-            for (int i = 0; i < m; i++) put(out + (size_t)i * n + r, CALL, bias, r, relu);                     \
+            for (int i = 0; i < m; i++) skd_qput(out + (size_t)i * n + r, CALL, bias, r, relu);                \
         }                                                                                                       \
         free(tmp);                                                                                              \
     }

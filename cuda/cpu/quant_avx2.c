@@ -97,11 +97,6 @@ AI void prefetch_lines(const char *near, const char *far, int n) {
     for (int l = 0; l < n; l++) _mm_prefetch(far + 64 * l, _MM_HINT_T2);
 }
 
-static inline void put(float *o, float v, const float *bias, long r, int relu) {
-    if (bias) v += bias[r];
-    *o = relu && v < 0.f ? 0.f : v;
-}
-
 /* Q4_K's scales bytes (at 4 + j in a block) for its vector decode: Q4K_LO gathers sc0-3's and m0-3's low-6-bit
  * bytes (scales 0-3, 4-7) into lanes 0-3 and 8-11 and the low-nibble bytes (scales 8-11) into 4-7 and 12-15;
  * Q4K_HI puts the bytes whose top 2 bits are sc4-7's and m4-7's high bits (scales 0-3, 4-7) in lanes 4-7 and
@@ -421,7 +416,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
                 else if (R == 3) dot32_##SUF(wr, rb, 3, k / 32, kind, xq, xd, xs, res);                          \
                 else if (R == 2) dot32_##SUF(wr, rb, 2, k / 32, kind, xq, xd, xs, res);                          \
                 else dot32_##SUF(wr, rb, 1, k / 32, kind, xq, xd, xs, res);                                      \
-                for (int j = 0; j < R; j++) put(out + (size_t)i * n + r + j, res[j], bias, r + j, relu);       \
+                for (int j = 0; j < R; j++) skd_qput(out + (size_t)i * n + r + j, res[j], bias, r + j, relu);  \
             }                                                                                                  \
         }                                                                                                      \
     }                                                                                                          \
@@ -442,18 +437,18 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
         const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
         for (long r = r0; r < r1; r++)                                                                         \
             for (int i = 0; i < m; i++)                                                                        \
-                put(out + (size_t)i * n + r, dot_q4k_##SUF((const skd_block_q4_k *)((const char *)w->data + r * rb), k / 256, \
-                                                           a->qs + (size_t)i * k, a->d + (size_t)i * (k / 256),   \
-                                                           a->bsums + (size_t)i * (k / 16)), bias, r, relu);     \
+                skd_qput(out + (size_t)i * n + r, dot_q4k_##SUF((const skd_block_q4_k *)((const char *)w->data + r * rb), k / 256, \
+                                                                a->qs + (size_t)i * k, a->d + (size_t)i * (k / 256), \
+                                                                a->bsums + (size_t)i * (k / 16)), bias, r, relu); \
     }                                                                                                          \
     TGT static void rows_q6_k_##SUF(const skd_mat *w, long r0, long r1, const skd_qact *a, int m, float *out,  \
                                     long n, const float *bias, int relu) {                                     \
         const int64_t k = w->cols, rb = skd_row_bytes(w->dtype, k);                                           \
         for (long r = r0; r < r1; r++)                                                                         \
             for (int i = 0; i < m; i++)                                                                        \
-                put(out + (size_t)i * n + r, dot_q6k_##SUF((const skd_block_q6_k *)((const char *)w->data + r * rb), k / 256, \
-                                                           a->qs + (size_t)i * k, a->d + (size_t)i * (k / 256),   \
-                                                           a->bsums + (size_t)i * (k / 16)), bias, r, relu);     \
+                skd_qput(out + (size_t)i * n + r, dot_q6k_##SUF((const skd_block_q6_k *)((const char *)w->data + r * rb), k / 256, \
+                                                                a->qs + (size_t)i * k, a->d + (size_t)i * (k / 256), \
+                                                                a->bsums + (size_t)i * (k / 16)), bias, r, relu); \
     }
 
 #define DOT_AVX2(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))

@@ -39,11 +39,6 @@ static const int16_t Q6_SCALE_IDX[4][32] = {
 #define TARGET_512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 #define TARGET_512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-static inline void put(float *o, float v, const float *bias, long r, int relu) {
-    if (bias) v += bias[r];
-    *o = relu && v < 0.f ? 0.f : v;
-}
-
 #define KERNELS(SUF, TGT, DOT_U8S8)                                                                             \
     static inline __attribute__((always_inline)) TGT float hsum_##SUF(__m512 v) {                             \
         const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),                                             \
@@ -234,7 +229,7 @@ static inline void put(float *o, float v, const float *bias, long r, int relu) {
                 else if (dt == SKD_DTYPE_Q4_0) micro32_##SUF(wr, 18, k / 32, 1, a, i, 1, k, res);              \
                 else if (dt == SKD_DTYPE_Q4_K) micro_q4k_##SUF((const skd_block_q4_k *)wr, k / 256, a, i, 1, k, res); \
                 else micro_q6k_##SUF((const skd_block_q6_k *)wr, k / 256, a, i, 1, k, res);                    \
-                put(out + (size_t)i * n + row, res[0], bias, row, relu);                                       \
+                skd_qput(out + (size_t)i * n + row, res[0], bias, row, relu);                                  \
             }                                                                                                  \
         }                                                                                                      \
     }
