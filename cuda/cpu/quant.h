@@ -157,9 +157,8 @@ int skd_qmat_same_act(int qkernel, const skd_mat *a, const skd_mat *b);
  * maxss(0, v) where there is SSE (v when NaN, −0 kept: the same values as
  * `v < 0 ? 0 : v`): written as that test, GCC tested v's sign before `relu` and
  * branched on it, as random as the outputs' signs, a misprediction every other
- * row or so, which cost the AVX2 kernels as much as their scale decoding (a
- * llama-400m step's Q4_K matmuls at m = 1, 2 threads, Intel Xeon VM: 31.1 →
- * 35.0 GB/s; Q6_K 33.2 → 37.6). */
+ * row or so (a llama-400m step's Q4_K matmuls at m = 1, 2 threads, Intel Xeon
+ * VM: 31.1 → 35.0 GB/s; Q6_K 33.2 → 37.6). */
 static inline void skd_qput(float *o, float v, const float *bias, long r, int relu) {
     if (bias) v += bias[r];
 #if defined(__SSE__)
