@@ -17,30 +17,13 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "../cpu/ops.h"
 #include "../cpu/pool.h"
 #include "../cpu/quant.h"
 #include "quant_ref.h"
 #include "skipdecode.h"
-
-static uint64_t rng = 88172645463325252ull;
-static float urand(void) { /* xorshift64 → [-0.5, 0.5) */
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((double)(rng >> 11) * (1.0 / 9007199254740992.0) - 0.5);
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "timing.h"
 
 /* A random [n, k] matrix of `dtype` in the layout the engine gives it (packed for the kernels). */
 static skd_mat make(int dtype, long n, long k, int qkernel) {

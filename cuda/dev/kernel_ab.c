@@ -31,35 +31,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "../cpu/ops.h"
 #include "../cpu/pool.h"
 #include "../cpu/quant.h"
 #include "quant_ref.h"
 #include "skipdecode.h"
+#include "timing.h"
 
 /* B's entry points: whichever the B object defines (the other stays NULL). */
 __attribute__((weak)) skd_qrows_fn *skd_qrows_avx2_B(int dtype, int vnni);
 __attribute__((weak)) void skd_matmul_panels_avx512_B(const skd_mat *w, long p0, long p1, const float *x, int m,
                                                       float *out, const float *bias, int relu);
-
-static uint64_t rng = 88172645463325252ull;
-static float urand(void) { /* xorshift64 → [-0.5, 0.5) */
-    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
-    return (float)((double)(rng >> 11) * (1.0 / 9007199254740992.0) - 0.5);
-}
-
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static skd_mat make(int dtype, long n, long k) {
     skd_mat m = { 0 };
