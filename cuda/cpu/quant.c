@@ -525,8 +525,7 @@ static void rows_f32act(const skd_mm_job *job, const float *xs, int m, long r0, 
             const float *x = xs + (size_t)i * k;
             float s = 0.f;
             for (int64_t j = 0; j < k; j++) s += row[j] * x[j];
-            if (job->bias) s += job->bias[r];
-            job->out[(size_t)i * n + r] = job->relu && s < 0.f ? 0.f : s;
+            skd_qput(job->out + (size_t)i * n + r, s, job->bias, r, job->relu);
         }
     }
     free(tmp);

@@ -318,15 +318,10 @@ AI void prefetch_lines(const char *near, const char *far, int n) {
     }                                                                                                          \
                                                                                                                \
     /* A Q4_K block's 12 bytes of 6-bit scales and mins (skd_q4k_scale_min) decoded in the vector unit, from   \
-     * a load of its first 16 bytes (d, dmin, scales): bytes 0-7 of the result sc0..7, bytes 8-15 m0..7. The   \
-     * same per 128-bit lane for two blocks at once (q4k_scales2), half the decode per block: a llama-400m     \
-     * step's Q4_K matmuls at m = 1, 2 threads (Intel Xeon VM, the two builds alternating step by step) +3.7-4.0% \
-     * with AVX2, +0.6-1.5% with VNNI, which there already reads at the memory's rate. */                      \
-    AI TGT __m128i q4k_scales_##SUF(__m128i v) {                                                               \
-        const __m128i lo6 = _mm_shuffle_epi8(v, Q4K_LO), hi2 = _mm_shuffle_epi8(v, Q4K_HI);                    \
-        return _mm_or_si128(_mm_or_si128(_mm_and_si128(lo6, Q4K_MASK_LO), _mm_and_si128(_mm_srli_epi16(lo6, 4), Q4K_MASK_HI)), \
-                            _mm_and_si128(_mm_srli_epi16(hi2, 2), _mm_set1_epi8(0x30)));                       \
-    }                                                                                                          \
+     * a load of its first 16 bytes (d, dmin, scales): bytes 0-7 of a lane's result sc0..7, bytes 8-15 m0..7.  \
+     * Per 128-bit lane, so two blocks at once (an odd last one in lane 0): against one block at a time, a     \
+     * llama-400m step's Q4_K matmuls at m = 1, 2 threads (Intel Xeon VM, the two builds alternating step by   \
+     * step) +3.7-4.0% with AVX2, +0.6-1.5% with VNNI, which there already reads at the memory's rate. */      \
     AI TGT __m256i q4k_scales2_##SUF(__m256i v) {                                                              \
         const __m256i lo6 = _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(Q4K_LO)),                       \
                       hi2 = _mm256_shuffle_epi8(v, _mm256_broadcastsi128_si256(Q4K_HI));                       \
@@ -367,7 +362,8 @@ AI void prefetch_lines(const char *near, const char *far, int n) {
         if (b < nb) {                                                                                          \
             const skd_block_q4_k *blk = wb + b;                                                                \
             prefetch_lines((const char *)(blk + PF_Q4_K), (const char *)blk + FAR_BYTES, 3);                   \
-            q4k_block_##SUF(blk, q4k_scales_##SUF(_mm_loadu_si128((const __m128i *)blk)), xq + b * 256, xd[b], bsums + b * 16, &acc, &accm); \
+            const __m256i sm = q4k_scales2_##SUF(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk))); /* lane 0 */ \
+            q4k_block_##SUF(blk, _mm256_castsi256_si128(sm), xq + b * 256, xd[b], bsums + b * 16, &acc, &accm); \
         }                                                                                                      \
         return hsum_##SUF(_mm256_sub_ps(acc, accm));                                                           \
     }                                                                                                          \
